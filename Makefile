@@ -1,0 +1,41 @@
+# One entry point for humans and CI. `make install` is idempotent: it re-installs only when
+# pyproject.toml or constraints.txt changed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/vlmforge pretrain -c recipes/demo/clip-digits.yaml --yes
+
+test: install
+	$(PY) -m pytest -m "not gpu" tests
+
+test-fast: install
+	$(PY) -m pytest -m "not gpu and not slow and not distributed" tests
+
+bench: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/train_overhead.py
+
+lint: install
+	$(PY) -m ruff check src cli tests benchmarks
+	$(PY) -m ruff format --check src cli tests benchmarks
+
+format: install
+	$(PY) -m ruff format src cli tests benchmarks
+	$(PY) -m ruff check --fix src cli tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
