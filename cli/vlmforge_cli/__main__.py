@@ -1,0 +1,3 @@
+from vlmforge_cli.main import main
+
+main()

@@ -1,0 +1,234 @@
+"""The ``vlmforge`` command: parse, load + validate the recipe, call the verb's ``run``, render.
+
+No ML logic lives here. Exit codes: 0 success, 2 bad input (message, no traceback), 143 stopped by
+SIGTERM after saving a checkpoint (resume with ``--resume auto``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from vlmforge.errors import UserError
+
+app = typer.Typer(
+    name="vlmforge",
+    help="Train vision-language models from typed, reproducible recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recipes_app = typer.Typer(help="List, show, copy shipped recipes; print recipe JSON Schemas.", no_args_is_help=True)
+app.add_typer(recipes_app, name="recipes")
+
+err = Console(stderr=True)
+out = Console()
+EXIT_BAD_INPUT = 2
+EXIT_SIGTERM = 143
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+RecipeOpt = Annotated[str, typer.Option("--config", "-c", help="Recipe YAML file, or a shipped recipe name.")]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Overrides as key.path=value, e.g. optim.lr=3e-4 data.batch_size=64.")
+]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table (human) or json (one object on stdout).")]
+PrintConfigOpt = Annotated[
+    bool, typer.Option("--print-config", help="Print the fully resolved recipe as YAML and exit.")
+]
+
+
+def fail(error: UserError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {error.message}", highlight=False, markup=True, soft_wrap=True)
+    if error.hint:
+        err.print(f"[yellow]hint:[/] {error.hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def guarded(body: Callable[[], Any]) -> Any:
+    try:
+        return body()
+    except UserError as error:
+        fail(error)
+
+
+def load(verb: str, config: str | None, overrides: list[str] | None, base: dict[str, Any] | None = None) -> Any:
+    from vlmforge.catalog import resolve_recipe_path
+    from vlmforge.config.load import load_recipe
+
+    path = resolve_recipe_path(config) if config is not None else None
+    return load_recipe(verb, path, overrides or [], base=base)
+
+
+def emit(fmt: OutputFormat, payload: dict[str, Any], render: Callable[[], None]) -> None:
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        sys.stdout.flush()
+    else:
+        render()
+
+
+def print_config(recipe: Any) -> None:
+    from vlmforge.config.load import dump_recipe
+
+    sys.stdout.write(dump_recipe(recipe))
+
+
+# ------------------------------------------------------------------------------------------ verbs
+@app.command()
+def pretrain(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    resume: Annotated[
+        str, typer.Option(help="auto: newest unfinished run of this name; never; or a run dir / .ckpt file.")
+    ] = "never",
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Pretrain a model (contrastive CLIP today) from a recipe, then evaluate it on the held-out split."""
+    from vlmforge import pretrain as verb
+
+    recipe = guarded(lambda: load("pretrain", config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+    result = guarded(lambda: verb.run(recipe, resume=resume))
+    if result is None:  # a worker rank under DDP: rank 0 reports
+        return
+    from vlmforge_cli.render import pretrain_summary
+
+    emit(fmt, result.to_json(), lambda: pretrain_summary(out, result))
+    if result.status == "preempted":
+        err.print(f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {result.run_dir}")
+        raise typer.Exit(EXIT_SIGTERM)
+
+
+@app.command("eval")
+def evaluate(
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Eval recipe YAML.")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run", help="Run directory to evaluate (no recipe needed).")] = None,
+    overrides: OverridesArg = None,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Evaluate a trained run: zero-shot classification and image<->text retrieval."""
+    from vlmforge import evaluate as verb
+
+    if (config is None) == (run_dir is None):
+        fail(UserError("give exactly one of --config/-c or --run", hint="e.g. vlmforge eval --run runs/NAME/STAMP"))
+    base = {"run": str(run_dir)} if run_dir is not None else None
+    recipe = guarded(lambda: load("eval", config, overrides, base=base))
+    if show_config:
+        print_config(recipe)
+        return
+    result = guarded(lambda: verb.run(recipe))
+    from vlmforge_cli.render import eval_table
+
+    emit(fmt, result.to_json(), lambda: eval_table(out, result.metrics, title=f"eval: {result.data}"))
+
+
+@app.command()
+def validate(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    verb: Annotated[str | None, typer.Option(help="Recipe type (default: inferred from the file).")] = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Check a recipe without running anything: schema, types, values, paths."""
+    from vlmforge.config.schema import RECIPES
+
+    def body() -> tuple[str, Any]:
+        from vlmforge.catalog import resolve_recipe_path
+        from vlmforge.config.load import read_yaml
+
+        chosen = verb or ("eval" if "run" in read_yaml(resolve_recipe_path(config)) else "pretrain")
+        if chosen not in RECIPES:
+            raise UserError(f"--verb {chosen!r} is not a recipe type", hint=f"one of: {', '.join(RECIPES)}")
+        return chosen, load(chosen, config, overrides)
+
+    chosen, recipe = guarded(body)
+    notes = _missing_paths(recipe)
+    payload = {"valid": True, "verb": chosen, "name": getattr(recipe, "name", None), "notes": notes}
+
+    def render() -> None:
+        out.print(f"[green]valid[/] {chosen} recipe: {config}")
+        for note in notes:
+            err.print(f"[yellow]note:[/] {note}")
+
+    emit(fmt, payload, render)
+
+
+def _missing_paths(recipe: Any) -> list[str]:
+    """Paths the recipe names that do not exist on this machine (fine for recipes meant for a cluster)."""
+    notes = []
+    data = getattr(recipe, "data", None)
+    if data is not None and getattr(data, "path", None) is not None and not data.path.exists():
+        notes.append(f"data.path {data.path} does not exist on this machine")
+    model = getattr(recipe, "model", None)
+    if model is not None and getattr(model, "pretrained", None) is not None and not model.pretrained.exists():
+        notes.append(f"model.pretrained {model.pretrained} does not exist on this machine")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------- recipes
+@recipes_app.command("ls")
+def recipes_ls(fmt: FormatOpt = OutputFormat.table) -> None:
+    """List shipped recipes."""
+    from vlmforge.catalog import list_recipes
+    from vlmforge_cli.render import recipes_table
+
+    found = list_recipes()
+    emit(fmt, {"recipes": {k: str(v) for k, v in found.items()}}, lambda: recipes_table(out, found))
+
+
+@recipes_app.command("show")
+def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name, e.g. debug/clip-tiny.")]) -> None:
+    """Print a shipped recipe."""
+    from vlmforge.catalog import find_recipe
+
+    path = guarded(lambda: find_recipe(name))
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+
+
+@recipes_app.command("cp")
+def recipes_cp(
+    name: Annotated[str, typer.Argument(help="Recipe name, e.g. demo/clip-digits.")],
+    dest: Annotated[Path, typer.Argument(help="Destination file or folder.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Copy a shipped recipe to edit it."""
+    from vlmforge.catalog import copy_recipe
+
+    target = guarded(lambda: copy_recipe(name, dest, overwrite=force))
+    err.print(f"copied to {target}")
+
+
+@recipes_app.command("schema")
+def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain or eval.")]) -> None:
+    """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
+    from vlmforge.config.schema import RECIPES
+
+    if verb not in RECIPES:
+        fail(UserError(f"no recipe schema for {verb!r}", hint=f"one of: {', '.join(RECIPES)}"))
+    sys.stdout.write(json.dumps(RECIPES[verb].model_json_schema(), indent=2) + "\n")
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub unless the user opts in
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""Recipe schema: the single source of truth for every field a recipe may hold.
+
+One top-level model per verb; sub-sections are tagged unions chosen by ``kind:`` (model family,
+data source, strategy, logger, eval task). Every model forbids unknown keys so that a typo is an
+error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class Section(BaseModel):
+    """Base for every recipe section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class DataBase(Section):
+    batch_size: int = Field(128, ge=1, description="Global batch: samples per optimizer step, all devices.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device.")
+    image_size: int = Field(224, ge=8, le=1024, description="Side of the square images fed to the model.")
+    mean: tuple[float, float, float] = Field(OPENAI_MEAN, description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field(OPENAI_STD, description="Per-channel normalisation std.")
+
+
+class DigitsData(DataBase):
+    """sklearn's 1,797 real 8x8 handwritten digits with templated captions; ships offline."""
+
+    kind: Literal["digits"] = "digits"
+    image_size: int = Field(16, ge=8, le=1024, description="Digits are upscaled from 8x8 to this side.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
+    )
+    templates: list[str] | None = Field(
+        None, description="Caption templates with one '{}' for the class name; default: 6 built-in ones."
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _one_placeholder(cls, value: list[str] | None) -> list[str] | None:
+        for template in value or []:
+            if template.count("{}") != 1:
+                raise ValueError(f"template {template!r} must contain exactly one '{{}}'")
+        return value
+
+
+class FolderData(DataBase):
+    """A folder of images plus a captions file (JSON lines or CSV: image, caption[, label])."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder holding the images and the captions file.")
+    captions: str = Field(
+        "captions.jsonl", description="Captions file inside `path`: .jsonl or .csv with image, caption[, label]."
+    )
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction held out for evaluation after training.")
+    classnames: list[str] | None = Field(
+        None, description="Class names for zero-shot eval, indexed by integer labels (default: sorted labels)."
+    )
+
+
+DataSource = Annotated[DigitsData | FolderData, Field(discriminator="kind")]
+
+
+# -------------------------------------------------------------------------------------------- model
+class VisionTower(Section):
+    image_size: int = Field(224, ge=8, description="Input side in pixels.")
+    patch_size: int = Field(16, ge=1, description="ViT patch side in pixels.")
+    width: int = Field(768, ge=8, description="Transformer width.")
+    layers: int = Field(12, ge=1, description="Transformer blocks.")
+    head_width: int = Field(64, ge=8, description="Width per attention head (heads = width / head_width).")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
+    patch_dropout: float = Field(0.0, ge=0, lt=1, description="Fraction of patches dropped in training (FLIP).")
+    pool_type: Literal["tok", "avg"] = Field(
+        "tok", description="Image feature: the class token ('tok', CLIP) or the mean of patch tokens ('avg')."
+    )
+
+    @model_validator(mode="after")
+    def _divisible(self) -> VisionTower:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.head_width:
+            raise ValueError(f"width {self.width} is not a multiple of head_width {self.head_width}")
+        return self
+
+
+class TextTower(Section):
+    context_length: int = Field(77, ge=4, description="Tokens per caption, including start/end tokens.")
+    width: int = Field(512, ge=8, description="Transformer width.")
+    heads: int = Field(8, ge=1, description="Attention heads.")
+    layers: int = Field(12, ge=1, description="Transformer blocks.")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> TextTower:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        return self
+
+
+class WordTokenizer(Section):
+    """Whitespace word vocabulary built from the training captions (tiny models, closed vocabularies)."""
+
+    kind: Literal["word"] = "word"
+
+
+class OpenClipTokenizer(Section):
+    """open_clip's bundled byte-pair tokenizer (49,408 tokens), as used by CLIP."""
+
+    kind: Literal["open_clip"] = "open_clip"
+    name: str = Field("ViT-B-32", description="open_clip model name whose tokenizer to use.")
+
+
+Tokenizer = Annotated[WordTokenizer | OpenClipTokenizer, Field(discriminator="kind")]
+
+
+def open_clip_architectures() -> set[str]:
+    """Names of open_clip's bundled architectures, read from its config files without importing it."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    config_dir = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    return {p.stem for p in config_dir.glob("*.json")}
+
+
+class ClipModel(Section):
+    """Contrastive dual encoder trained with the InfoNCE loss (CLIP, Radford et al. 2021)."""
+
+    kind: Literal["clip"] = "clip"
+    arch: str | None = Field(None, description="open_clip architecture name (e.g. ViT-B-16); or give vision+text.")
+    embed_dim: int = Field(512, ge=8, description="Joint embedding width (custom towers only).")
+    vision: VisionTower | None = Field(None, description="Custom vision tower (when `arch` is not set).")
+    text: TextTower | None = Field(None, description="Custom text tower (when `arch` is not set).")
+    tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
+    pretrained: Path | None = Field(None, description="Local checkpoint to initialise from (random init if unset).")
+    quick_gelu: bool = Field(False, description="Use QuickGELU activations (OpenAI CLIP weights need it).")
+    init_logit_scale: float = Field(math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07).")
+    local_loss: bool = Field(
+        True, description="Under DDP, score local queries against all gathered keys (same gradient, less memory)."
+    )
+    gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
+
+    @model_validator(mode="after")
+    def _arch_or_towers(self) -> ClipModel:
+        towers = (self.vision is not None, self.text is not None)
+        if self.arch is not None and any(towers):
+            raise ValueError("give either `arch` or custom `vision` + `text` towers, not both")
+        if self.arch is None and not all(towers):
+            raise ValueError("give an open_clip `arch` name, or both `vision` and `text` towers")
+        if self.arch is not None:
+            known = open_clip_architectures()
+            if known and self.arch not in known:
+                import difflib
+
+                close = difflib.get_close_matches(self.arch, sorted(known), n=3)
+                raise ValueError(f"unknown open_clip arch {self.arch!r}; closest: {', '.join(close) or 'none'}")
+        return self
+
+
+ModelConfig = Annotated[ClipModel, Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------------ optim + train
+class OptimConfig(Section):
+    name: Literal["adamw"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.2, ge=0, description="Decoupled weight decay (not on gains, biases, scale).")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="Adam betas.")
+    eps: float = Field(1e-6, gt=0, description="Adam epsilon.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps from 0 to `lr`.")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate decay after warm-up.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of `lr`.")
+
+
+class AutoStrategy(Section):
+    """Single process, or Lightning's default for the device count."""
+
+    kind: Literal["auto"] = "auto"
+
+
+class DDPStrategy(Section):
+    """Distributed data parallel: one process per device (gloo on CPU, NCCL on GPU)."""
+
+    kind: Literal["ddp"] = "ddp"
+    find_unused_parameters: bool = Field(False, description="Only for models with branches unused in a step.")
+
+
+Strategy = Annotated[AutoStrategy | DDPStrategy, Field(discriminator="kind")]
+
+
+class CheckpointConfig(Section):
+    every_steps: int = Field(500, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
+    keep_last: int = Field(3, ge=1, description="Keep this many most recent step checkpoints.")
+
+
+class TrainConfig(Section):
+    max_steps: int = Field(ge=1, description="Optimizer steps to train for.")
+    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Device type.")
+    devices: int = Field(1, ge=1, description="Devices (processes) per node.")
+    num_nodes: int = Field(1, ge=1, description="Nodes.")
+    strategy: Strategy = Field(default_factory=AutoStrategy, description="Parallelism strategy.")
+    precision: Literal["32", "bf16-mixed"] = Field("32", description="Numeric precision.")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Samples per device per forward; default batch_size / devices (no accumulation)."
+    )
+    grad_clip_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (unset: off).")
+    log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
+
+
+class NoLogger(Section):
+    """metrics.jsonl in the run directory only (always written)."""
+
+    kind: Literal["none"] = "none"
+
+
+class WandbLogger(Section):
+    """Weights & Biases, offline unless WANDB_API_KEY is set in the environment (never in the recipe)."""
+
+    kind: Literal["wandb"] = "wandb"
+    project: str = Field("vlmforge", description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user).")
+    mode: Literal["offline", "online", "disabled"] = Field("offline", description="W&B mode.")
+
+
+LoggerConfig = Annotated[NoLogger | WandbLogger, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------------------------- eval
+class ZeroShotTask(Section):
+    """Zero-shot classification: class embeddings averaged over prompt templates (CLIP §3.1.4)."""
+
+    kind: Literal["zeroshot"] = "zeroshot"
+    templates: list[str] | None = Field(None, description="Prompt templates with '{}'; default: the data's.")
+
+
+class RetrievalTask(Section):
+    """Image-to-text and text-to-image retrieval, recall@k."""
+
+    kind: Literal["retrieval"] = "retrieval"
+    ks: list[int] = Field([1, 5, 10], description="Recall cut-offs.")
+    match: Literal["auto", "pair", "label"] = Field(
+        "auto",
+        description="'pair': the paired caption is the hit; 'label': any item of the same class is "
+        "(for data where many images share a caption); 'auto': label when the data has labels.",
+    )
+
+
+EvalTask = Annotated[ZeroShotTask | RetrievalTask, Field(discriminator="kind")]
+
+
+def _default_tasks() -> list[ZeroShotTask | RetrievalTask]:
+    return [ZeroShotTask(), RetrievalTask()]
+
+
+# ------------------------------------------------------------------------------------------ recipes
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class PretrainRecipe(Section):
+    """`vlmforge pretrain`: train a model from scratch (or from `model.pretrained`)."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
+    name: str = Field(pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/.")
+    seed: int = Field(0, description="Seed for initialisation, data order and caption choice.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    model: ModelConfig
+    data: DataSource
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig
+    logger: LoggerConfig = Field(default_factory=NoLogger)
+    eval: list[EvalTask] = Field(
+        default_factory=_default_tasks, description="Evaluations run on the held-out split after training."
+    )
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> PretrainRecipe:
+        world = self.train.devices * self.train.num_nodes
+        micro = self.train.micro_batch_size or self.data.batch_size // world
+        if micro < 1 or self.data.batch_size % (micro * world):
+            raise ValueError(
+                f"data.batch_size {self.data.batch_size} must be a multiple of "
+                f"micro_batch_size ({micro}) x devices x nodes ({world})"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.train.devices * self.train.num_nodes
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.train.micro_batch_size or self.data.batch_size // self.world_size
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        return self.data.batch_size // (self.micro_batch_size * self.world_size)
+
+
+class EvalRecipe(Section):
+    """`vlmforge eval`: evaluate a trained run on its held-out split or on other data."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
+    run: Path = Field(description="Run directory written by a training verb.")
+    checkpoint: Path | None = Field(None, description="Checkpoint file (default: the run's final checkpoint).")
+    data: DataSource | None = Field(None, description="Data to evaluate on (default: the run's held-out split).")
+    tasks: list[EvalTask] = Field(default_factory=_default_tasks, description="Evaluations to run.")
+    batch_size: int = Field(256, ge=1, description="Samples per forward pass.")
+    seed: int = Field(0, description="Seed (evaluation is deterministic for a seed).")
+
+
+RECIPES: dict[str, type[Section]] = {"pretrain": PretrainRecipe, "eval": EvalRecipe}

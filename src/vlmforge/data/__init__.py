@@ -1,0 +1,1 @@
+"""Data sources, tokenizers and the resumable, rank-aware batch sampler."""

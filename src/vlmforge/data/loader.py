@@ -1,0 +1,117 @@
+"""Deterministic, resumable, rank-aware batching.
+
+The order of an epoch is a pure function of (seed, epoch): a seeded permutation cut into global
+batches. Global batch k holds the same samples whatever the device count; each rank takes its own
+micro-batches of it. Every micro-batch carries its (epoch, position) so a checkpoint records exactly
+where the data stream stands, and resuming skips what was consumed: no sample missed or repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vlmforge.data.base import ImageTextSet
+from vlmforge.data.tokenizers import TextTokenizer
+
+
+@dataclass(frozen=True)
+class DataPosition:
+    """Where the stream stands: the next micro-batch to read is ``micro_batch`` of ``epoch`` (per rank)."""
+
+    epoch: int
+    micro_batch: int
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class GlobalBatchSampler:
+    """Yields, for this rank, lists of ``(epoch, micro_batch_index, sample_index)`` keys."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch: int,
+        micro_batch: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        resume: DataPosition | None = None,
+    ) -> None:
+        if global_batch % (micro_batch * world_size):
+            raise ValueError("global batch must be a multiple of micro_batch * world_size")
+        if num_samples < global_batch:
+            raise ValueError(f"{num_samples} samples cannot fill one global batch of {global_batch}")
+        self.n, self.global_batch, self.micro_batch = num_samples, global_batch, micro_batch
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.accumulate = global_batch // (micro_batch * world_size)
+        self.steps_per_epoch = num_samples // global_batch  # the incomplete last global batch is dropped
+        self.epoch = 0
+        self.resume = resume
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.accumulate
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        epoch = self.epoch
+        start = self.resume.micro_batch if self.resume and self.resume.epoch == epoch else 0
+        order = epoch_permutation(self.n, self.seed, epoch)
+        for position in range(start, len(self)):
+            step, accum = divmod(position, self.accumulate)
+            chunk = accum * self.world_size + self.rank
+            begin = step * self.global_batch + chunk * self.micro_batch
+            yield [(epoch, position, int(i)) for i in order[begin : begin + self.micro_batch]]
+
+
+class CaptionedImages(torch.utils.data.Dataset):
+    """Training samples: image + one caption, chosen per (seed, epoch, sample) so runs are reproducible."""
+
+    def __init__(self, data: ImageTextSet, tokenizer: TextTokenizer, context_length: int, seed: int) -> None:
+        self.data, self.tokenizer, self.context_length, self.seed = data, tokenizer, context_length, seed
+        self._token_cache: dict[str, torch.Tensor] = {}
+        self._draws: tuple[int, np.ndarray] | None = None
+
+    def _draw(self, epoch: int, index: int) -> int:
+        """A per-epoch random draw for every sample, computed once per epoch (vectorised)."""
+        if self._draws is None or self._draws[0] != epoch:
+            self._draws = (epoch, np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**31, len(self.data)))
+        return int(self._draws[1][index])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _tokens(self, caption: str) -> torch.Tensor:
+        if caption not in self._token_cache:
+            self._token_cache[caption] = self.tokenizer([caption], self.context_length)[0]
+        return self._token_cache[caption]
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, object]:
+        epoch, position, index = key
+        options = self.data.captions_of(index)
+        pick = self._draw(epoch, index) % len(options)
+        return {
+            "image": self.data.image(index),
+            "text": self._tokens(options[pick]),
+            "index": index,
+            "epoch": epoch,
+            "position": position,
+        }
+
+
+def collate(items: list[dict[str, object]]) -> dict[str, torch.Tensor]:
+    return {
+        "image": torch.stack([it["image"] for it in items]),  # type: ignore[misc]
+        "text": torch.stack([it["text"] for it in items]),  # type: ignore[misc]
+        "index": torch.tensor([it["index"] for it in items]),
+        "epoch": torch.tensor(items[0]["epoch"]),
+        "position": torch.tensor(items[0]["position"]),
+    }

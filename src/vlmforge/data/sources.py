@@ -1,0 +1,33 @@
+"""The registry of data sources: recipe ``data.kind`` -> loader, plus the train/held-out split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vlmforge.config.schema import DataBase, DigitsData, FolderData, PretrainRecipe
+from vlmforge.data.base import ImageTextSet, split_indices
+from vlmforge.data.digits import digits_set
+from vlmforge.data.folder import folder_set
+
+SOURCES: dict[type[DataBase], Callable[..., ImageTextSet]] = {DigitsData: digits_set, FolderData: folder_set}
+
+
+def open_source(cfg: DataBase) -> ImageTextSet:
+    return SOURCES[type(cfg)](cfg)
+
+
+def train_val_split(cfg: DataBase) -> tuple[ImageTextSet, ImageTextSet]:
+    """The full source cut into the fixed (seed-independent) training and held-out parts."""
+    full = open_source(cfg)
+    val_fraction = getattr(cfg, "val_fraction", 0.0)
+    train, val = split_indices(len(full.keys), full.labels, val_fraction)
+    return full.subset(train, "train"), full.subset(val, "val")
+
+
+def build_eval_data(train_recipe: PretrainRecipe, data: DataBase | None) -> ImageTextSet:
+    """Given data is evaluated whole; by default, the held-out split of the run's training data."""
+    if data is not None:
+        trained = train_recipe.data  # preprocess exactly as in training
+        data = data.model_copy(update={"image_size": trained.image_size, "mean": trained.mean, "std": trained.std})
+        return open_source(data)
+    return train_val_split(train_recipe.data)[1]

@@ -1,0 +1,44 @@
+"""Evaluation metrics as pure functions on L2-normalised embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def zero_shot_classifier(class_prompt_features: torch.Tensor) -> torch.Tensor:
+    """[classes, templates, dim] prompt embeddings -> [dim, classes] classifier: per-class mean of the
+    normalised prompt embeddings, renormalised (prompt ensembling, Radford et al. 2021 §3.1.4)."""
+    feats = torch.nn.functional.normalize(class_prompt_features, dim=-1).mean(dim=1)
+    return torch.nn.functional.normalize(feats, dim=-1).T
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Fraction of rows whose label is among the k highest logits."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return {f"top{k}": float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
+
+
+def retrieval_recall(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    image_groups: torch.Tensor,
+    text_groups: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Recall@k both ways. A retrieved item is a hit when its group equals the query's group: the
+    sample index for exact pairs, the class label when many images share one caption."""
+    similarity = image_features @ text_features.T
+    out: dict[str, float] = {}
+    for direction, sims, query_groups, item_groups in (
+        ("image_to_text", similarity, image_groups, text_groups),
+        ("text_to_image", similarity.T, text_groups, image_groups),
+    ):
+        k_max = min(max(ks), sims.shape[1])
+        ranked = item_groups[sims.topk(k_max, dim=1).indices]
+        hits = ranked == query_groups[:, None]
+        for k in ks:
+            out[f"{direction}_R@{k}"] = float(hits[:, :k].any(dim=1).float().mean())
+    return out

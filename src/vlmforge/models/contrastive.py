@@ -1,0 +1,101 @@
+"""Contrastive dual encoders (CLIP) built from open_clip towers: a named architecture or custom towers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vlmforge.config.schema import ClipModel
+from vlmforge.errors import UserError
+
+
+def build_clip(cfg: ClipModel, vocab_size: int) -> torch.nn.Module:
+    """A randomly initialised open_clip ``CLIP`` (then ``cfg.pretrained`` is loaded if set)."""
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    if cfg.arch is not None:
+        model = open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=cfg.quick_gelu)
+    else:
+        assert cfg.vision is not None and cfg.text is not None
+        vision = CLIPVisionCfg(
+            layers=cfg.vision.layers,
+            width=cfg.vision.width,
+            head_width=cfg.vision.head_width,
+            mlp_ratio=cfg.vision.mlp_ratio,
+            patch_size=cfg.vision.patch_size,
+            image_size=cfg.vision.image_size,
+            patch_dropout=cfg.vision.patch_dropout,
+            pool_type=cfg.vision.pool_type,
+        )
+        text = CLIPTextCfg(
+            context_length=cfg.text.context_length,
+            vocab_size=vocab_size,
+            width=cfg.text.width,
+            heads=cfg.text.heads,
+            layers=cfg.text.layers,
+            mlp_ratio=cfg.text.mlp_ratio,
+        )
+        model = open_clip.CLIP(
+            embed_dim=cfg.embed_dim,
+            vision_cfg=vision,
+            text_cfg=text,
+            quick_gelu=cfg.quick_gelu,
+            init_logit_scale=cfg.init_logit_scale,
+        )
+    if cfg.pretrained is not None:
+        load_weights(model, cfg.pretrained)
+    return model
+
+
+def context_length(cfg: ClipModel, model: torch.nn.Module) -> int:
+    return cfg.text.context_length if cfg.text is not None else int(model.context_length)
+
+
+def image_size(cfg: ClipModel, model: torch.nn.Module) -> int:
+    if cfg.vision is not None:
+        return cfg.vision.image_size
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a local checkpoint: a vlmforge/Lightning ``.ckpt``, an open_clip ``.pt``/``.bin`` state dict, or
+    ``.safetensors``. Loading is ``weights_only`` (no pickled code) and strict: a mismatch is an error."""
+    if not path.is_file():
+        raise UserError(f"model.pretrained: checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"model.pretrained: cannot read {path} as a weights-only checkpoint: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"model.pretrained: {path} does not hold a state dict")
+    state = {_strip(k): v for k, v in state.items()}
+    hint = "the checkpoint must come from the same architecture as model.arch / model.vision+text"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3])
+        raise UserError(f"model.pretrained: {path} does not match the model: {detail}", hint=hint) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(
+            f"model.pretrained: {path} does not match the model: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:2]})",
+            hint=hint,
+        )
+
+
+def _strip(key: str) -> str:
+    for prefix in ("model.", "module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key

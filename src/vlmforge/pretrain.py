@@ -1,0 +1,185 @@
+"""`vlmforge pretrain`: train a model from a recipe, top to bottom.
+
+setup run dir -> data + tokenizer -> model -> Trainer.fit (resumable) -> final checkpoint -> evaluation.
+Under DDP, Lightning re-launches this same command once per extra device; those processes join rank 0's
+run directory through the ``VLMFORGE_RUN_DIR`` environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmforge.config.load import dump_recipe, read_yaml
+from vlmforge.config.schema import ClipModel, PretrainRecipe
+from vlmforge.errors import UserError
+from vlmforge.runs import (
+    RESUME_ENV,
+    RUN_DIR_ENV,
+    ResumePoint,
+    create_run_dir,
+    find_resume_point,
+    manifest,
+    write_json,
+)
+
+# Fields that may differ between a run and the recipe that resumes it.
+RESUMABLE_CHANGES = ("train.max_steps", "train.log_every_steps", "train.checkpoint", "logger", "eval")
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    status: str  # "completed" | "preempted"
+    steps: int
+    checkpoint: Path | None
+    resumed_from: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "status": self.status,
+            "steps": self.steps,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "metrics": self.metrics,
+        }
+
+
+def prepare_run(recipe: PretrainRecipe, resume: str) -> tuple[Path, ResumePoint | None]:
+    """Pick the run directory (new, or the one being resumed) and write the resolved recipe there."""
+    if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":  # a process launched by rank 0
+        resume_from = os.environ.get(RESUME_ENV)
+        point = ResumePoint(Path(os.environ[RUN_DIR_ENV]), Path(resume_from)) if resume_from else None
+        return Path(os.environ[RUN_DIR_ENV]), point
+    point = find_resume_point(recipe.output_dir, recipe.name, resume)
+    if point is not None:
+        _check_same_recipe(recipe, point.run_dir)
+        run_dir = point.run_dir
+    else:
+        run_dir = create_run_dir(recipe.output_dir, recipe.name)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    os.environ[RESUME_ENV] = str(point.checkpoint) if point else ""
+    return run_dir, point
+
+
+def _check_same_recipe(recipe: PretrainRecipe, run_dir: Path) -> None:
+    saved_file = run_dir / "recipe.yaml"
+    if not saved_file.is_file():
+        return
+    saved, now = _flatten(read_yaml(saved_file)), _flatten(recipe.model_dump(mode="json"))
+    changed = sorted(
+        k for k in saved.keys() | now.keys()
+        if saved.get(k) != now.get(k) and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES)
+    )
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise UserError(
+            f"cannot resume {run_dir}: the recipe differs from the run's ({shown})",
+            hint="resume with the run's own recipe.yaml, or start a new run with --resume never",
+        )
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out |= _flatten(value, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def run(recipe: PretrainRecipe, resume: str = "never") -> PretrainResult | None:
+    """Train; returns the result on global rank 0 and ``None`` on the other ranks."""
+    import lightning.pytorch as pl
+    import torch
+
+    from vlmforge.data.loader import CaptionedImages
+    from vlmforge.data.sources import train_val_split
+    from vlmforge.data.tokenizers import build_tokenizer, save_tokenizer
+    from vlmforge.evaluate import evaluate_model, write_eval_results
+    from vlmforge.models.contrastive import context_length, image_size
+    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog, peak_memory_bytes
+    from vlmforge.training.contrastive import ContrastiveModule
+    from vlmforge.training.trainer import build_loggers, build_trainer
+
+    if not isinstance(recipe.model, ClipModel):  # pragma: no cover - schema admits only CLIP today
+        raise UserError(f"model.kind {recipe.model.kind!r} is not trainable by pretrain")
+    train_set, val_set = train_val_split(recipe.data)
+    if len(train_set) < recipe.data.batch_size:
+        raise UserError(
+            f"data: {len(train_set)} training samples cannot fill one batch of data.batch_size={recipe.data.batch_size}",
+            hint="lower data.batch_size or add data",
+        )
+    run_dir, point = prepare_run(recipe, resume)
+    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+
+    prompts = [t.format(c) for t in train_set.prompts for c in (train_set.classnames or [])]
+    tokenizer = build_tokenizer(recipe.model.tokenizer, [*train_set.all_captions(), *prompts])
+    module = ContrastiveModule(recipe, tokenizer.vocab_size)
+    model_side = image_size(recipe.model, module.model)
+    if model_side != recipe.data.image_size:
+        raise UserError(
+            f"data.image_size is {recipe.data.image_size} but the model expects {model_side}",
+            hint=f"set data.image_size={model_side}",
+        )
+    ctx = context_length(recipe.model, module.model)
+    module.train_data = CaptionedImages(train_set, tokenizer, ctx, recipe.seed)
+
+    checkpoints = AtomicCheckpoint(
+        run_dir / "checkpoints", recipe.train.checkpoint.every_steps, recipe.train.checkpoint.keep_last
+    )
+    metrics_log = MetricsLog(
+        run_dir / "metrics.jsonl",
+        recipe.train.log_every_steps,
+        recipe.data.batch_size,
+        build_loggers(recipe.logger, str(run_dir), recipe.name),
+    )
+    trainer = build_trainer(recipe, [checkpoints, metrics_log], str(run_dir))
+    if trainer.is_global_zero:
+        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
+        devices = {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size}
+        write_json(run_dir / "manifest.json", manifest(recipe.seed, train_set.fingerprint, devices))
+        if point is not None:
+            print(f"resuming from {point.checkpoint}", file=metrics_log.stream, flush=True)
+
+    started = time.perf_counter()
+    trainer.fit(module, ckpt_path=str(point.checkpoint) if point else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
+
+    status = "preempted" if checkpoints.preempted else "completed"
+    ckpt = checkpoints.final_path if status == "completed" else None
+    last = metrics_log.history[-1] if metrics_log.history else {}
+    metrics: dict[str, Any] = {"train": {k: v for k, v in last.items() if k not in ("epoch", "time_s")}}
+    step_times = sorted(metrics_log.step_times)
+    write_json(
+        run_dir / "actual.json",
+        {
+            "steps": trainer.global_step,
+            "wall_seconds": round(time.perf_counter() - started, 3),
+            "median_step_seconds": step_times[len(step_times) // 2] if step_times else None,
+            "samples_per_second": last.get("samples_per_s"),
+            "peak_memory_bytes": peak_memory_bytes(module.device),
+            "world_size": trainer.world_size,
+        },
+    )
+    if status == "completed" and recipe.eval and len(val_set) > 0:
+        module.model.to("cpu")
+        with torch.no_grad():
+            metrics["eval"] = evaluate_model(module.model, tokenizer, ctx, val_set, list(recipe.eval))
+        write_eval_results(
+            run_dir,
+            {"run_dir": str(run_dir), "checkpoint": str(ckpt), "data": val_set.name, "metrics": metrics["eval"]},
+        )
+    result = PretrainResult(run_dir, status, trainer.global_step, ckpt, point.checkpoint if point else None, metrics)
+    payload = result.to_json()
+    if ckpt is not None:
+        payload["checkpoint"] = str(ckpt.relative_to(run_dir))
+    write_json(run_dir / "result.json", payload)
+    return result

@@ -1,0 +1,157 @@
+"""Run directories: ``<output_dir>/<name>/<YYYYmmdd-HHMMSS>/`` with the resolved recipe, a manifest,
+metrics, checkpoints and evaluation results. Also finds the checkpoint to resume from."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vlmforge.errors import UserError
+
+RUN_DIR_ENV = "VLMFORGE_RUN_DIR"  # set by rank 0 so that launched worker processes join its run
+RESUME_ENV = "VLMFORGE_RESUME_FROM"
+_CKPT = re.compile(r"^step-(\d{8})\.ckpt$")
+PACKAGES = ("vlmforge", "torch", "lightning", "open_clip_torch", "pydantic", "numpy", "transformers")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}.ckpt"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete step checkpoints, oldest first. Temporary (in-flight) files never match."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _CKPT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(directory: Path, keep_last: int) -> None:
+    for stale in list_checkpoints(directory)[:-keep_last]:
+        stale.unlink(missing_ok=True)
+
+
+def create_run_dir(output_dir: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = output_dir / name
+    for suffix in ["", *(f"-{i}" for i in range(1, 100))]:
+        run_dir = base / f"{stamp}{suffix}"
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        (run_dir / "checkpoints").mkdir()
+        return run_dir
+    raise UserError(f"could not create a fresh run directory under {base}")
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def manifest(seed: int, data_fingerprint: str, devices: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to say what ran where: code version, packages, host, devices, seed, data."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_sha": _git_sha(),
+        "packages": versions,
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "devices": devices,
+        "seed": seed,
+        "data_fingerprint": data_fingerprint,
+    }
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5).stdout
+        return out + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ resume
+@dataclass(frozen=True)
+class ResumePoint:
+    run_dir: Path
+    checkpoint: Path
+
+
+def _readable(path: Path) -> bool:
+    """A checkpoint that torch can open weights-only (guards against files damaged after writing)."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return True
+
+
+def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint | None:
+    """``never``: start fresh. ``auto``: the newest unfinished run of this name with a readable
+    checkpoint (else start fresh). Otherwise a checkpoint file or a run directory."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        runs = sorted((p for p in (output_dir / name).glob("*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+        for run_dir in runs:
+            if (run_dir / "result.json").is_file() and read_json(run_dir / "result.json").get("status") == "completed":
+                return None  # the newest run finished: nothing to resume
+            for ckpt in reversed(list_checkpoints(run_dir / "checkpoints")):
+                if _readable(ckpt):
+                    return ResumePoint(run_dir, ckpt)
+        return None
+    path = Path(resume)
+    if path.is_dir():
+        candidates = [c for c in reversed(list_checkpoints(path / "checkpoints")) if _readable(c)]
+        if not candidates:
+            raise UserError(f"--resume {path}: no readable checkpoint in {path / 'checkpoints'}")
+        return ResumePoint(path, candidates[0])
+    if not path.is_file():
+        raise UserError(f"--resume: {path} is neither a checkpoint file nor a run directory",
+                        hint="use --resume auto, never, a run directory or a .ckpt file")
+    if not _readable(path):
+        raise UserError(f"--resume: {path} is not a readable checkpoint (damaged or not weights-only)")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return ResumePoint(run_dir, path)
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a finished run names in result.json, else its newest checkpoint."""
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        named = read_json(result_file).get("checkpoint")
+        if named and (run_dir / named).is_file():
+            return run_dir / named
+    found = list_checkpoints(run_dir / "checkpoints")
+    if not found:
+        raise UserError(f"{run_dir}: no checkpoint found", hint="is this a vlmforge run directory that trained?")
+    return found[-1]

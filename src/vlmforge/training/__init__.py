@@ -1,0 +1,1 @@
+"""LightningModules per family, the Trainer factory and vlmforge's callbacks."""

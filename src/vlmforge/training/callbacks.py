@@ -1,0 +1,174 @@
+"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling, and metrics + progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import lightning.pytorch as pl
+import torch
+
+from vlmforge.runs import checkpoint_name, prune_checkpoints
+
+
+class AtomicCheckpoint(pl.Callback):
+    """Saves every ``every_steps`` optimizer steps and at the end of training.
+
+    A checkpoint is written to a temporary file, flushed to disk, then renamed into place
+    (``os.replace`` is atomic), so a reader only ever sees complete files. Only the newest
+    ``keep_last`` step checkpoints are kept. On SIGTERM the current step finishes, a checkpoint is
+    written and training stops; ``preempted`` tells the caller to exit with code 143.
+    """
+
+    def __init__(self, directory: Path, every_steps: int, keep_last: int) -> None:
+        self.directory, self.every_steps, self.keep_last = directory, every_steps, keep_last
+        self.last_saved_step = -1
+        self.preempted = False
+        self.final_path: Path | None = None
+        self._signalled = False
+        self._previous_handler: Any = None
+
+    # ------------------------------------------------------------------------------------- signals
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last_saved_step = trainer.global_step  # a resumed run does not re-save its start
+        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._signalled = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.preempted:
+            self.final_path = self.save(trainer)
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+
+    # ------------------------------------------------------------------------------------ saving
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        stop = self._signalled
+        if trainer.world_size > 1:  # every rank must take the same decision at the same step
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        if stop:
+            self.save(trainer)
+            self.preempted = True
+            trainer.should_stop = True
+            return
+        step = trainer.global_step
+        at_step_boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if at_step_boundary and step % self.every_steps == 0 and step != self.last_saved_step:
+            self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> Path:
+        path = self.directory / checkpoint_name(trainer.global_step)
+        if trainer.global_step == self.last_saved_step and path.exists():
+            return path
+        tmp = path.with_name(f".{path.name}.tmp")
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            prune_checkpoints(self.directory, self.keep_last)
+        trainer.strategy.barrier("vlmforge-checkpoint")
+        self.last_saved_step = trainer.global_step
+        return path
+
+
+class MetricsLog(pl.Callback):
+    """Every ``every_steps`` optimizer steps: one JSON line in ``metrics.jsonl`` (rank 0) and a progress
+    line on stderr (a rich bar on a terminal, plain lines otherwise). Loss terms are averaged over ranks."""
+
+    def __init__(self, path: Path, every_steps: int, samples_per_step: int, loggers: list[Any]) -> None:
+        self.path, self.every_steps, self.samples_per_step = path, every_steps, samples_per_step
+        self.loggers = loggers
+        self.stream: TextIO = sys.stderr
+        self.history: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        self._step0 = 0
+        self._train_start = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+        self.step_times: list[float] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = self._train_start = time.perf_counter()
+        self._step0 = trainer.global_step
+        if trainer.is_global_zero and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[status]}"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+            )
+            self._task = self._progress.add_task(
+                "train", total=trainer.max_steps, completed=trainer.global_step, status=""
+            )
+            self._progress.start()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        step = trainer.global_step
+        if step % self.every_steps and step != trainer.max_steps:
+            return
+        terms = dict(getattr(pl_module, "last_terms", {}))
+        if trainer.world_size > 1:
+            terms = {k: trainer.strategy.reduce(v.float(), reduce_op="mean") for k, v in terms.items()}
+        if not trainer.is_global_zero:
+            return
+        now = time.perf_counter()
+        elapsed, steps = now - self._t0, step - self._step0
+        self._t0, self._step0 = now, step
+        record: dict[str, Any] = {"step": step, "epoch": trainer.current_epoch}
+        record |= {k: round(float(v), 6) for k, v in terms.items()}
+        record["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        if steps > 0:
+            self.step_times.append(elapsed / steps)
+            record["samples_per_s"] = round(self.samples_per_step * steps / elapsed, 2)
+        record["time_s"] = round(now - self._train_start, 3)
+        self.history.append(record)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for logger in self.loggers:
+            logger.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
+        self._show(record, trainer.max_steps)
+
+    def _show(self, record: dict[str, Any], total: int) -> None:
+        status = f"loss {record.get('loss', float('nan')):.4f}"
+        if "samples_per_s" in record:
+            status += f"  {record['samples_per_s']:.0f} samples/s"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=record["step"], status=status)
+        else:
+            print(f"step {record['step']}/{total}  {status}  lr {record['lr']:.2e}", file=self.stream, flush=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        for logger in self.loggers:
+            logger.finalize("success")
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """Peak memory of this process: CUDA allocator peak on GPU, max resident set size on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except ImportError:  # not on POSIX
+        return None

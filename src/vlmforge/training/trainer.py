@@ -1,0 +1,82 @@
+"""The Trainer factory: a lean Lightning Trainer configured from the recipe.
+
+Lightning's own checkpointing, progress bar, model summary and loggers are off: vlmforge's callbacks
+write atomic checkpoints and metrics.jsonl, which keeps the per-step overhead near a plain loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+
+from vlmforge.config.schema import DDPStrategy, LoggerConfig, PretrainRecipe, WandbLogger
+from vlmforge.errors import missing_extra
+
+
+def build_strategy(recipe: PretrainRecipe) -> Any:
+    strategy = recipe.train.strategy
+    if isinstance(strategy, DDPStrategy):
+        from lightning.pytorch.strategies import DDPStrategy as LightningDDP
+
+        cpu = recipe.train.accelerator == "cpu" or not _cuda_available()
+        return LightningDDP(
+            find_unused_parameters=strategy.find_unused_parameters,
+            process_group_backend="gloo" if cpu else None,
+        )
+    return "auto"
+
+
+def build_loggers(config: LoggerConfig, run_dir: str, name: str) -> list[Any]:
+    if isinstance(config, WandbLogger):
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise missing_extra("wandb", "wandb") from None
+        from lightning.pytorch.loggers import WandbLogger as LightningWandb
+
+        return [LightningWandb(project=config.project, entity=config.entity, mode=config.mode,
+                               save_dir=run_dir, name=name)]
+    return []
+
+
+def quiet_lightning() -> None:
+    """Lightning's banner lines (GPU available, tips) and a known deprecation warning are noise here:
+    vlmforge prints its own summary of devices and strategy."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def build_trainer(recipe: PretrainRecipe, callbacks: list[pl.Callback], run_dir: str) -> pl.Trainer:
+    quiet_lightning()
+    train = recipe.train
+    return pl.Trainer(
+        accelerator=train.accelerator,
+        devices=train.devices,
+        num_nodes=train.num_nodes,
+        strategy=build_strategy(recipe),
+        precision=train.precision,  # type: ignore[arg-type]
+        max_steps=train.max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=recipe.accumulate_grad_batches,
+        gradient_clip_val=train.grad_clip_norm,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,  # GlobalBatchSampler already splits data across ranks
+        default_root_dir=run_dir,
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,89 @@
+"""Shared helpers: run the real CLI in a subprocess, build small real datasets on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+DEBUG_RECIPE = REPO / "recipes" / "debug" / "clip-tiny.yaml"
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """``vlmforge ARGS`` as a user would run it; returns the finished process (stdout/stderr as text)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlmforge_cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vlmforge {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlmforge_cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    """The final JSON object a verb prints with --format json."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One debug pretraining run through the CLI, shared by the tests that only read its outputs."""
+    cwd = tmp_path_factory.mktemp("tiny-run")
+    proc = run_cli("pretrain", "-c", str(DEBUG_RECIPE), "--format", "json", cwd=cwd, check=True)
+    result = last_json(proc.stdout)
+    result["cwd"] = cwd
+    result["stderr"] = proc.stderr
+    result["run_dir"] = cwd / result["run_dir"]
+    return result
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 real digit images written as PNG files + captions.jsonl with labels: a user's folder dataset."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits-folder")
+    raw = load_digits()
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    lines = []
+    for i in range(120):
+        pixels = (raw.images[i] / 16.0 * 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").resize((32, 32)).save(root / f"img{i:03d}.png")
+        label = names[raw.target[i]]
+        lines.append(json.dumps({"image": f"img{i:03d}.png", "caption": f"a handwritten {label}.", "label": label}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root

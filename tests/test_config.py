@@ -1,0 +1,124 @@
+"""Recipe schema, overrides and error messages (in-process, fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlmforge.catalog import find_recipe, list_recipes
+from vlmforge.config.load import apply_overrides, dump_recipe, load_recipe, parse_override, read_yaml
+from vlmforge.config.schema import DDPStrategy, EvalRecipe, PretrainRecipe
+from vlmforge.errors import UserError
+
+DEBUG = find_recipe("debug/clip-tiny")
+
+
+@pytest.mark.parametrize("name", list(list_recipes()))
+def test_every_shipped_recipe_validates(name: str) -> None:
+    recipe = load_recipe("pretrain", list_recipes()[name])
+    assert isinstance(recipe, PretrainRecipe)
+    assert recipe.schema_version == 1
+    assert recipe.accumulate_grad_batches >= 1
+
+
+def test_shipped_recipes_include_demo_debug_and_real_scale() -> None:
+    assert {"demo/clip-digits", "debug/clip-tiny", "clip/vit-b-16"} <= set(list_recipes())
+
+
+def test_override_values_are_typed_and_nested() -> None:
+    recipe = load_recipe("pretrain", DEBUG, ["optim.lr=3e-4", "data.batch_size=64", "train.strategy.kind=ddp"])
+    assert recipe.optim.lr == pytest.approx(3e-4)
+    assert recipe.data.batch_size == 64
+    assert isinstance(recipe.train.strategy, DDPStrategy)
+
+
+def test_parse_override_handles_lists_null_and_text() -> None:
+    assert parse_override("data.mean=[0.5,0.5,0.5]") == (["data", "mean"], [0.5, 0.5, 0.5])
+    assert parse_override("train.grad_clip_norm=null") == (["train", "grad_clip_norm"], None)
+    assert parse_override("name=my-run") == (["name"], "my-run")
+    with pytest.raises(UserError, match="key.path=value"):
+        parse_override("no-equals-sign")
+
+
+def test_override_into_a_scalar_is_an_error() -> None:
+    with pytest.raises(UserError, match="optim.lr is a float"):
+        apply_overrides({"optim": {"lr": 0.1}}, ["optim.lr.x=1"])
+
+
+def test_typo_key_names_field_and_suggests_closest() -> None:
+    with pytest.raises(UserError) as info:
+        load_recipe("pretrain", DEBUG, ["model.vision.widht=64"])
+    text = str(info.value)
+    assert "model.vision.widht" in text
+    assert "did you mean 'width'" in text
+
+
+def test_typo_top_level_key() -> None:
+    with pytest.raises(UserError, match="did you mean 'optim'"):
+        load_recipe("pretrain", DEBUG, ["optimm.lr=1"])
+
+
+def test_wrong_type_names_field_and_value() -> None:
+    with pytest.raises(UserError) as info:
+        load_recipe("pretrain", DEBUG, ["optim.lr=fast"])
+    assert "optim.lr" in str(info.value)
+    assert "'fast'" in str(info.value)
+
+
+def test_unknown_kind_lists_choices() -> None:
+    with pytest.raises(UserError) as info:
+        load_recipe("pretrain", DEBUG, ["data.kind=imagenet"])
+    assert "data" in str(info.value) and "'digits'" in str(info.value)
+
+
+def test_batch_must_divide_across_devices() -> None:
+    with pytest.raises(UserError, match="multiple of"):
+        load_recipe("pretrain", DEBUG, ["data.batch_size=33", "train.devices=2"])
+
+
+def test_accumulation_is_derived_from_micro_batch() -> None:
+    recipe = load_recipe("pretrain", DEBUG, ["data.batch_size=32", "train.devices=2", "train.micro_batch_size=8"])
+    assert recipe.accumulate_grad_batches == 2
+
+
+def test_unknown_open_clip_arch_suggests_names() -> None:
+    with pytest.raises(UserError, match="ViT-B-16"):
+        load_recipe("pretrain", find_recipe("clip/vit-b-16"), ["model.arch=ViT-B-61"])
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    with pytest.raises(UserError) as info:
+        read_yaml(bad)
+    assert str(bad) in str(info.value) and "line" in str(info.value)
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        read_yaml(tmp_path / "absent.yaml")
+
+
+def test_resolved_recipe_round_trips(tmp_path: Path) -> None:
+    recipe = load_recipe("pretrain", DEBUG, ["optim.lr=1e-3"])
+    dumped = tmp_path / "resolved.yaml"
+    dumped.write_text(dump_recipe(recipe))
+    assert load_recipe("pretrain", dumped) == recipe
+    assert "warmup_steps" in yaml.safe_load(dumped.read_text())["optim"]  # defaults written out
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(UserError, match="malformed YAML"):
+        read_yaml(evil)
+
+
+def test_json_schema_has_descriptions() -> None:
+    schema = json.loads(json.dumps(PretrainRecipe.model_json_schema()))
+    optim = schema["$defs"]["OptimConfig"]["properties"]
+    assert "Peak learning rate" in optim["lr"]["description"]
+    assert "run" in EvalRecipe.model_json_schema()["required"]

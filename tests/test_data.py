@@ -1,0 +1,136 @@
+"""Data sources, tokenizer and the deterministic, resumable, rank-aware batch sampler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlmforge.config.schema import DigitsData, FolderData
+from vlmforge.data.base import split_indices
+from vlmforge.data.digits import digits_set
+from vlmforge.data.folder import folder_set
+from vlmforge.data.loader import CaptionedImages, DataPosition, GlobalBatchSampler
+from vlmforge.data.sources import train_val_split
+from vlmforge.data.tokenizers import WordVocab
+from vlmforge.errors import UserError
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint() -> None:
+    train, val = train_val_split(DigitsData())
+    assert (len(train), len(val)) == (1437, 360)
+    assert not set(train.indices) & set(val.indices)
+    val_counts = np.bincount([val.label(i) for i in range(len(val))], minlength=10)
+    assert val_counts.min() >= 35  # every digit held out in proportion (~36 each)
+    again = train_val_split(DigitsData(image_size=24))
+    assert np.array_equal(val.indices, again[1].indices)
+
+
+def test_digits_images_are_upscaled_and_normalised() -> None:
+    data = digits_set(DigitsData(image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3))
+    image = data.image(0)
+    assert image.shape == (3, 16, 16)
+    assert -1.0 - 1e-6 <= float(image.min()) and float(image.max()) <= 1.0 + 1e-6
+    assert data.captions_of(0)[0] == "a photo of the digit zero."
+
+
+def test_split_without_val_keeps_everything() -> None:
+    train, val = split_indices(10, None, 0.0)
+    assert len(train) == 10 and len(val) == 0
+
+
+def test_word_tokenizer_layout_matches_open_clip_pooling() -> None:
+    vocab = WordVocab.build(["a handwritten three.", "the number one."])
+    ids = vocab(["a handwritten one.", "an unseen word"], context_length=8)
+    assert ids.shape == (2, 8)
+    assert int(ids[0, 0]) == 1  # start token
+    assert int(ids[0].argmax()) == 5 and int(ids[0, 5]) == vocab.end_id  # end token is the largest id
+    assert vocab.decode(ids[0].tolist()) == "a handwritten one ."
+    assert int(ids[1, 1]) == vocab.stoi["<unk>"]
+
+
+def _epoch_batches(sampler: GlobalBatchSampler, epoch: int) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    return [[index for _, _, index in batch] for batch in sampler]
+
+
+def test_sampler_epoch_is_a_permutation_and_seeded() -> None:
+    sampler = GlobalBatchSampler(100, 20, 20, seed=3)
+    batches = _epoch_batches(sampler, 0)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == 100 and len(set(flat)) == 100
+    assert batches == _epoch_batches(GlobalBatchSampler(100, 20, 20, seed=3), 0)
+    assert batches != _epoch_batches(GlobalBatchSampler(100, 20, 20, seed=4), 0)
+    assert batches != _epoch_batches(sampler, 1)
+
+
+@pytest.mark.parametrize(("world", "micro"), [(2, 10), (2, 5), (4, 5)])
+def test_ranks_share_each_global_batch_exactly(world: int, micro: int) -> None:
+    single = _epoch_batches(GlobalBatchSampler(103, 20, 20, seed=0), 2)
+    per_rank = [_epoch_batches(GlobalBatchSampler(103, 20, micro, rank=r, world_size=world), 2) for r in range(world)]
+    accumulate = 20 // (micro * world)
+    for step, global_batch in enumerate(single):
+        seen = [i for r in range(world) for b in per_rank[r][step * accumulate : (step + 1) * accumulate] for i in b]
+        assert sorted(seen) == sorted(global_batch)  # no sample missed or repeated across ranks
+
+
+def test_resume_skips_exactly_what_was_consumed() -> None:
+    full = _epoch_batches(GlobalBatchSampler(100, 10, 5, seed=1), 4)
+    resumed = _epoch_batches(GlobalBatchSampler(100, 10, 5, seed=1, resume=DataPosition(4, 7)), 4)
+    assert resumed == full[7:]
+    later = _epoch_batches(GlobalBatchSampler(100, 10, 5, seed=1, resume=DataPosition(4, 7)), 5)
+    assert len(later) == len(full)  # the next epoch starts from its beginning
+
+
+def test_caption_choice_is_deterministic_and_varies_by_epoch() -> None:
+    data = digits_set(DigitsData())
+    vocab = WordVocab.build(data.all_captions())
+    dataset = CaptionedImages(data, vocab, 16, seed=0)
+    first = [dataset[(0, 0, i)]["text"] for i in range(50)]
+    again = [CaptionedImages(data, vocab, 16, seed=0)[(0, 0, i)]["text"] for i in range(50)]
+    other_epoch = [dataset[(1, 0, i)]["text"] for i in range(50)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other_epoch, strict=True))
+
+
+def test_folder_source_reads_images_captions_and_labels(digits_folder: Path) -> None:
+    data = folder_set(FolderData(path=digits_folder, image_size=16))
+    assert len(data) == 120
+    assert data.image(3).shape == (3, 16, 16)
+    assert data.classnames == sorted(data.classnames or [])
+    assert data.captions_of(0)[0].startswith("a handwritten")
+    assert data.fingerprint == folder_set(FolderData(path=digits_folder, image_size=16)).fingerprint
+
+
+def test_folder_csv_captions(tmp_path: Path, digits_folder: Path) -> None:
+    import shutil
+
+    shutil.copy(digits_folder / "img000.png", tmp_path / "a.png")
+    (tmp_path / "caps.csv").write_text("image,caption\na.png,a digit\n")
+    data = folder_set(FolderData(path=tmp_path, captions="caps.csv", image_size=8))
+    assert data.captions_of(0) == ["a digit"] and data.labels is None
+
+
+def test_corrupt_image_is_named(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"image": "broken.jpg", "caption": "x"}) + "\n")
+    data = folder_set(FolderData(path=tmp_path, image_size=8))
+    with pytest.raises(UserError, match=r"broken\.jpg"):
+        data.image(0)
+
+
+def test_missing_files_are_listed(tmp_path: Path) -> None:
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"image": "nope.png", "caption": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"missing: .*nope\.png"):
+        folder_set(FolderData(path=tmp_path))
+    with pytest.raises(UserError, match="folder not found"):
+        folder_set(FolderData(path=tmp_path / "absent"))
+
+
+def test_bad_caption_rows_name_the_line(tmp_path: Path) -> None:
+    (tmp_path / "captions.jsonl").write_text('{"image": "a.png", "caption": "x"}\n{not json\n')
+    with pytest.raises(UserError, match=r"captions\.jsonl:2"):
+        folder_set(FolderData(path=tmp_path))

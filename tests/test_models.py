@@ -1,0 +1,54 @@
+"""Model builder and weight loading (weights_only, strict)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmforge.catalog import find_recipe
+from vlmforge.config.load import load_recipe
+from vlmforge.errors import UserError
+from vlmforge.models.contrastive import build_clip, image_size, load_weights
+
+
+def _tiny_cfg(*overrides: str):  # noqa: ANN202
+    return load_recipe("pretrain", find_recipe("debug/clip-tiny"), list(overrides)).model
+
+
+def test_custom_towers_have_requested_shapes() -> None:
+    model = build_clip(_tiny_cfg(), vocab_size=40)
+    image_features, text_features, scale = model(torch.zeros(2, 3, 16, 16), torch.ones(2, 16, dtype=torch.long))
+    assert image_features.shape == text_features.shape == (2, 32)
+    assert model.token_embedding.num_embeddings == 40
+    assert image_size(_tiny_cfg(), model) == 16
+
+
+def test_pretrained_weights_load_from_saved_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = build_clip(_tiny_cfg(), vocab_size=40)
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}}, path)
+    loaded = build_clip(_tiny_cfg(f"model.pretrained={path}"), vocab_size=40)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+def test_pretrained_mismatch_and_pickles_are_refused(tmp_path: Path) -> None:
+    small = build_clip(_tiny_cfg(), vocab_size=40)
+    path = tmp_path / "other.pt"
+    torch.save(build_clip(_tiny_cfg("model.embed_dim=16"), vocab_size=40).state_dict(), path)
+    with pytest.raises(UserError, match="does not match"):
+        load_weights(small, path)
+
+    class Payload:
+        def __reduce__(self):  # noqa: ANN204
+            return (print, ("executed",))
+
+    pickled = tmp_path / "pickle.pt"
+    torch.save({"state_dict": Payload()}, pickled)
+    with pytest.raises(UserError, match="weights-only"):
+        load_weights(small, pickled)
+    with pytest.raises(UserError, match="not found"):
+        load_weights(small, tmp_path / "absent.pt")
