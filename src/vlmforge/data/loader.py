@@ -52,8 +52,10 @@ class GlobalBatchSampler:
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.accumulate = global_batch // (micro_batch * world_size)
         self.steps_per_epoch = num_samples // global_batch  # the incomplete last global batch is dropped
-        self.epoch = 0
         self.resume = resume
+        self.epoch = resume.epoch if resume else 0
+        # Lightning announces each epoch through ``dataloader.batch_sampler.sampler.set_epoch``.
+        self.sampler = _EpochHandle(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -70,6 +72,16 @@ class GlobalBatchSampler:
             chunk = accum * self.world_size + self.rank
             begin = step * self.global_batch + chunk * self.micro_batch
             yield [(epoch, position, int(i)) for i in order[begin : begin + self.micro_batch]]
+
+
+class _EpochHandle:
+    """Receives Lightning's per-epoch ``set_epoch`` call for the batch sampler that owns it."""
+
+    def __init__(self, owner: GlobalBatchSampler) -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
 
 
 class CaptionedImages(torch.utils.data.Dataset):

@@ -41,14 +41,15 @@ def build_loggers(config: LoggerConfig, run_dir: str, name: str) -> list[Any]:
 
 
 def quiet_lightning() -> None:
-    """Lightning's banner lines (GPU available, tips) and a known deprecation warning are noise here:
-    vlmforge prints its own summary of devices and strategy."""
+    """Lightning's banner lines (GPU available, tips) and two warnings that do not apply are noise here."""
     import logging
     import warnings
 
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # vlmforge restores the data position itself (GlobalBatchSampler + the checkpoint's "vlmforge" entry)
+    warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 
 
 def build_trainer(recipe: PretrainRecipe, callbacks: list[pl.Callback], run_dir: str) -> pl.Trainer:
