@@ -22,7 +22,9 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """``vlmforge ARGS`` as a user would run it; returns the finished process (stdout/stderr as text)."""
     proc = subprocess.run(
         [sys.executable, "-m", "vlmforge_cli", *args],
@@ -84,6 +86,8 @@ def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pixels = (raw.images[i] / 16.0 * 255).astype(np.uint8)
         Image.fromarray(pixels, mode="L").resize((32, 32)).save(root / f"img{i:03d}.png")
         label = names[raw.target[i]]
-        lines.append(json.dumps({"image": f"img{i:03d}.png", "caption": f"a handwritten {label}.", "label": label}))
+        lines.append(
+            json.dumps({"image": f"img{i:03d}.png", "caption": f"a handwritten {label}.", "label": label})
+        )
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
     return root

@@ -72,7 +72,9 @@ def test_malformed_yaml_exits_2(tmp_path: Path) -> None:
 
 
 def test_print_config_resolves_every_default(tmp_path: Path) -> None:
-    proc = run_cli("pretrain", "-c", str(DEBUG_RECIPE), "optim.lr=1e-3", "--print-config", cwd=tmp_path, check=True)
+    proc = run_cli(
+        "pretrain", "-c", str(DEBUG_RECIPE), "optim.lr=1e-3", "--print-config", cwd=tmp_path, check=True
+    )
     resolved = yaml.safe_load(proc.stdout)
     assert resolved["optim"]["lr"] == 1e-3
     assert resolved["train"]["precision"] == "32"
@@ -82,7 +84,14 @@ def test_print_config_resolves_every_default(tmp_path: Path) -> None:
 def test_pretrain_writes_a_complete_run_dir(tiny_run: dict[str, Any]) -> None:
     run_dir: Path = tiny_run["run_dir"]
     assert tiny_run["status"] == "completed" and tiny_run["steps"] == 60
-    for name in ("recipe.yaml", "manifest.json", "metrics.jsonl", "tokenizer.json", "actual.json", "result.json"):
+    for name in (
+        "recipe.yaml",
+        "manifest.json",
+        "metrics.jsonl",
+        "tokenizer.json",
+        "actual.json",
+        "result.json",
+    ):
         assert (run_dir / name).is_file(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["data_fingerprint"] and "torch" in manifest["packages"]
@@ -98,7 +107,9 @@ def test_pretrain_loss_falls(tiny_run: dict[str, Any]) -> None:
 
 
 def test_eval_reproduces_pretrain_metrics(tiny_run: dict[str, Any]) -> None:
-    proc = run_cli("eval", "--run", str(tiny_run["run_dir"]), "--format", "json", cwd=tiny_run["cwd"], check=True)
+    proc = run_cli(
+        "eval", "--run", str(tiny_run["run_dir"]), "--format", "json", cwd=tiny_run["cwd"], check=True
+    )
     result = last_json(proc.stdout)
     assert result["metrics"]["zeroshot"]["top1"] == tiny_run["metrics"]["eval"]["zeroshot"]["top1"]
     assert result["metrics"]["retrieval"]["image_to_text_R@1"] > 0
@@ -109,8 +120,16 @@ def test_eval_reproduces_pretrain_metrics(tiny_run: dict[str, Any]) -> None:
 def test_eval_on_a_user_folder_dataset(tiny_run: dict[str, Any], digits_folder: Path, tmp_path: Path) -> None:
     recipe = {"run": str(tiny_run["run_dir"]), "data": {"kind": "folder", "path": str(digits_folder)}}
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(recipe))
-    proc = run_cli("eval", "-c", "eval.yaml", "tasks=[{kind: retrieval, match: pair}]", "--format", "json",
-                   cwd=tmp_path, check=True)
+    proc = run_cli(
+        "eval",
+        "-c",
+        "eval.yaml",
+        "tasks=[{kind: retrieval, match: pair}]",
+        "--format",
+        "json",
+        cwd=tmp_path,
+        check=True,
+    )
     metrics = last_json(proc.stdout)["metrics"]
     assert set(metrics) == {"retrieval"}
     assert metrics["retrieval"]["match"] == "pair" and metrics["retrieval"]["samples"] == 120

@@ -29,7 +29,9 @@ def test_shipped_recipes_include_demo_debug_and_real_scale() -> None:
 
 
 def test_override_values_are_typed_and_nested() -> None:
-    recipe = load_recipe("pretrain", DEBUG, ["optim.lr=3e-4", "data.batch_size=64", "train.strategy.kind=ddp"])
+    recipe = load_recipe(
+        "pretrain", DEBUG, ["optim.lr=3e-4", "data.batch_size=64", "train.strategy.kind=ddp"]
+    )
     assert recipe.optim.lr == pytest.approx(3e-4)
     assert recipe.data.batch_size == 64
     assert isinstance(recipe.train.strategy, DDPStrategy)
@@ -39,12 +41,12 @@ def test_parse_override_handles_lists_null_and_text() -> None:
     assert parse_override("data.mean=[0.5,0.5,0.5]") == (["data", "mean"], [0.5, 0.5, 0.5])
     assert parse_override("train.grad_clip_norm=null") == (["train", "grad_clip_norm"], None)
     assert parse_override("name=my-run") == (["name"], "my-run")
-    with pytest.raises(UserError, match="key.path=value"):
+    with pytest.raises(UserError, match=r"key\.path=value"):
         parse_override("no-equals-sign")
 
 
 def test_override_into_a_scalar_is_an_error() -> None:
-    with pytest.raises(UserError, match="optim.lr is a float"):
+    with pytest.raises(UserError, match=r"optim\.lr is a float"):
         apply_overrides({"optim": {"lr": 0.1}}, ["optim.lr.x=1"])
 
 
@@ -80,7 +82,9 @@ def test_batch_must_divide_across_devices() -> None:
 
 
 def test_accumulation_is_derived_from_micro_batch() -> None:
-    recipe = load_recipe("pretrain", DEBUG, ["data.batch_size=32", "train.devices=2", "train.micro_batch_size=8"])
+    recipe = load_recipe(
+        "pretrain", DEBUG, ["data.batch_size=32", "train.devices=2", "train.micro_batch_size=8"]
+    )
     assert recipe.accumulate_grad_batches == 2
 
 

@@ -33,7 +33,7 @@ def test_digits_images_are_upscaled_and_normalised() -> None:
     data = digits_set(DigitsData(image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3))
     image = data.image(0)
     assert image.shape == (3, 16, 16)
-    assert -1.0 - 1e-6 <= float(image.min()) and float(image.max()) <= 1.0 + 1e-6
+    assert float(image.min()) >= -1.0 - 1e-6 and float(image.max()) <= 1.0 + 1e-6
     assert data.captions_of(0)[0] == "a photo of the digit zero."
 
 
@@ -70,10 +70,17 @@ def test_sampler_epoch_is_a_permutation_and_seeded() -> None:
 @pytest.mark.parametrize(("world", "micro"), [(2, 10), (2, 5), (4, 5)])
 def test_ranks_share_each_global_batch_exactly(world: int, micro: int) -> None:
     single = _epoch_batches(GlobalBatchSampler(103, 20, 20, seed=0), 2)
-    per_rank = [_epoch_batches(GlobalBatchSampler(103, 20, micro, rank=r, world_size=world), 2) for r in range(world)]
+    per_rank = [
+        _epoch_batches(GlobalBatchSampler(103, 20, micro, rank=r, world_size=world), 2) for r in range(world)
+    ]
     accumulate = 20 // (micro * world)
     for step, global_batch in enumerate(single):
-        seen = [i for r in range(world) for b in per_rank[r][step * accumulate : (step + 1) * accumulate] for i in b]
+        seen = [
+            i
+            for r in range(world)
+            for b in per_rank[r][step * accumulate : (step + 1) * accumulate]
+            for i in b
+        ]
         assert sorted(seen) == sorted(global_batch)  # no sample missed or repeated across ranks
 
 

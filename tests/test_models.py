@@ -13,13 +13,13 @@ from vlmforge.errors import UserError
 from vlmforge.models.contrastive import build_clip, image_size, load_weights
 
 
-def _tiny_cfg(*overrides: str):  # noqa: ANN202
+def _tiny_cfg(*overrides: str):
     return load_recipe("pretrain", find_recipe("debug/clip-tiny"), list(overrides)).model
 
 
 def test_custom_towers_have_requested_shapes() -> None:
     model = build_clip(_tiny_cfg(), vocab_size=40)
-    image_features, text_features, scale = model(torch.zeros(2, 3, 16, 16), torch.ones(2, 16, dtype=torch.long))
+    image_features, text_features, _ = model(torch.zeros(2, 3, 16, 16), torch.ones(2, 16, dtype=torch.long))
     assert image_features.shape == text_features.shape == (2, 32)
     assert model.token_embedding.num_embeddings == 40
     assert image_size(_tiny_cfg(), model) == 16
@@ -43,7 +43,7 @@ def test_pretrained_mismatch_and_pickles_are_refused(tmp_path: Path) -> None:
         load_weights(small, path)
 
     class Payload:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (print, ("executed",))
 
     pickled = tmp_path / "pickle.pt"

@@ -14,8 +14,13 @@ from tests.conftest import DEBUG_RECIPE, last_json, run_cli, start_cli
 pytestmark = pytest.mark.slow
 
 # Long enough (a few seconds of steps) to be interrupted part-way; checkpoints every 50 steps.
-LONG = ["train.max_steps=400", "train.checkpoint.every_steps=50", "train.checkpoint.keep_last=10",
-        "train.log_every_steps=50", "eval=[]"]
+LONG = [
+    "train.max_steps=400",
+    "train.checkpoint.every_steps=50",
+    "train.checkpoint.keep_last=10",
+    "train.log_every_steps=50",
+    "eval=[]",
+]
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -28,7 +33,7 @@ def _max_diff(a: Path, b: Path) -> float:
     return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
 
 
-def _wait_for(path: Path, proc, timeout: float = 180) -> None:  # noqa: ANN001
+def _wait_for(path: Path, proc, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, f"run ended before {path.name} appeared:\n{proc.stderr.read()[-3000:]}"
@@ -46,7 +51,9 @@ def _only_run(cwd: Path, name: str) -> Path:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The final checkpoint of an uninterrupted run."""
     cwd = tmp_path_factory.mktemp("reference")
-    result = last_json(run_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "--format", "json", cwd=cwd, check=True).stdout)
+    result = last_json(
+        run_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "--format", "json", cwd=cwd, check=True).stdout
+    )
     assert result["steps"] == 400
     return cwd / result["run_dir"] / "checkpoints" / "step-00000400.ckpt"
 
@@ -69,8 +76,18 @@ def test_kill_9_then_resume_auto_matches_uninterrupted(reference: Path, tmp_path
     (run_dir / "checkpoints" / ".step-00000399.ckpt.tmp").write_bytes(b"partial")
     (run_dir / "checkpoints" / "step-00000399.ckpt").write_bytes(b"PK\x03\x04 torn")
 
-    resumed = run_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "--resume", "auto", "--format", "json",
-                      cwd=tmp_path, check=True)
+    resumed = run_cli(
+        "pretrain",
+        "-c",
+        str(DEBUG_RECIPE),
+        *LONG,
+        "--resume",
+        "auto",
+        "--format",
+        "json",
+        cwd=tmp_path,
+        check=True,
+    )
     result = last_json(resumed.stdout)
     announced = [line for line in resumed.stderr.splitlines() if line.startswith("resuming from")]
     assert announced and announced[0].endswith(f"checkpoints/{newest.name}"), resumed.stderr[-2000:]
@@ -80,8 +97,15 @@ def test_kill_9_then_resume_auto_matches_uninterrupted(reference: Path, tmp_path
     assert _only_run(tmp_path, "clip-tiny") == run_dir  # continued in the same run directory
     assert _max_diff(run_dir / "checkpoints" / "step-00000400.ckpt", reference) <= 1e-6
 
-    explicit = run_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "--resume",
-                       str(run_dir / "checkpoints" / ".step-00000399.ckpt.tmp"), cwd=tmp_path)
+    explicit = run_cli(
+        "pretrain",
+        "-c",
+        str(DEBUG_RECIPE),
+        *LONG,
+        "--resume",
+        str(run_dir / "checkpoints" / ".step-00000399.ckpt.tmp"),
+        cwd=tmp_path,
+    )
     assert explicit.returncode == 2 and "not a readable checkpoint" in explicit.stderr
 
 
@@ -100,14 +124,28 @@ def test_sigterm_saves_exits_143_and_resumes(reference: Path, tmp_path: Path) ->
     assert 50 <= stopped_at < 400
     assert (run_dir / "checkpoints" / f"step-{stopped_at:08d}.ckpt").is_file()
 
-    resumed = last_json(run_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "--resume", "auto", "--format", "json",
-                                cwd=tmp_path, check=True).stdout)
+    resumed = last_json(
+        run_cli(
+            "pretrain",
+            "-c",
+            str(DEBUG_RECIPE),
+            *LONG,
+            "--resume",
+            "auto",
+            "--format",
+            "json",
+            cwd=tmp_path,
+            check=True,
+        ).stdout
+    )
     assert resumed["steps"] == 400
     assert _max_diff(run_dir / "checkpoints" / "step-00000400.ckpt", reference) <= 1e-6
 
 
 def test_resume_refuses_a_changed_recipe(reference: Path) -> None:
     cwd = reference.parents[4]
-    proc = run_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "optim.lr=0.1", "--resume", str(reference), cwd=cwd)
+    proc = run_cli(
+        "pretrain", "-c", str(DEBUG_RECIPE), *LONG, "optim.lr=0.1", "--resume", str(reference), cwd=cwd
+    )
     assert proc.returncode == 2
     assert "optim.lr" in proc.stderr

@@ -26,7 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-recipes_app = typer.Typer(help="List, show, copy shipped recipes; print recipe JSON Schemas.", no_args_is_help=True)
+recipes_app = typer.Typer(
+    help="List, show, copy shipped recipes; print recipe JSON Schemas.", no_args_is_help=True
+)
 app.add_typer(recipes_app, name="recipes")
 
 err = Console(stderr=True)
@@ -42,9 +44,12 @@ class OutputFormat(str, Enum):
 
 RecipeOpt = Annotated[str, typer.Option("--config", "-c", help="Recipe YAML file, or a shipped recipe name.")]
 OverridesArg = Annotated[
-    list[str] | None, typer.Argument(help="Overrides as key.path=value, e.g. optim.lr=3e-4 data.batch_size=64.")
+    list[str] | None,
+    typer.Argument(help="Overrides as key.path=value, e.g. optim.lr=3e-4 data.batch_size=64."),
 ]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table (human) or json (one object on stdout).")]
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", help="table (human) or json (one object on stdout).")
+]
 PrintConfigOpt = Annotated[
     bool, typer.Option("--print-config", help="Print the fully resolved recipe as YAML and exit.")
 ]
@@ -64,7 +69,9 @@ def guarded(body: Callable[[], Any]) -> Any:
         fail(error)
 
 
-def load(verb: str, config: str | None, overrides: list[str] | None, base: dict[str, Any] | None = None) -> Any:
+def load(
+    verb: str, config: str | None, overrides: list[str] | None, base: dict[str, Any] | None = None
+) -> Any:
     from vlmforge.catalog import resolve_recipe_path
     from vlmforge.config.load import load_recipe
 
@@ -118,7 +125,9 @@ def pretrain(
 @app.command("eval")
 def evaluate(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Eval recipe YAML.")] = None,
-    run_dir: Annotated[Path | None, typer.Option("--run", help="Run directory to evaluate (no recipe needed).")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run", help="Run directory to evaluate (no recipe needed).")
+    ] = None,
     overrides: OverridesArg = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
@@ -127,7 +136,11 @@ def evaluate(
     from vlmforge import evaluate as verb
 
     if (config is None) == (run_dir is None):
-        fail(UserError("give exactly one of --config/-c or --run", hint="e.g. vlmforge eval --run runs/NAME/STAMP"))
+        fail(
+            UserError(
+                "give exactly one of --config/-c or --run", hint="e.g. vlmforge eval --run runs/NAME/STAMP"
+            )
+        )
     base = {"run": str(run_dir)} if run_dir is not None else None
     recipe = guarded(lambda: load("eval", config, overrides, base=base))
     if show_config:

@@ -49,7 +49,8 @@ def resolve_recipe_path(value: str) -> Path:
         return find_recipe(value)
     except UserError:
         raise UserError(
-            f"recipe file not found: {value}", hint="give a path to a YAML file or a name from `vlmforge recipes ls`"
+            f"recipe file not found: {value}",
+            hint="give a path to a YAML file or a name from `vlmforge recipes ls`",
         ) from None
 
 

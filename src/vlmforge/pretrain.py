@@ -52,7 +52,9 @@ class PretrainResult:
 
 def prepare_run(recipe: PretrainRecipe, resume: str) -> tuple[Path, ResumePoint | None]:
     """Pick the run directory (new, or the one being resumed) and write the resolved recipe there."""
-    if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":  # a process launched by rank 0
+    if (
+        os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0"
+    ):  # a process launched by rank 0
         resume_from = os.environ.get(RESUME_ENV)
         point = ResumePoint(Path(os.environ[RUN_DIR_ENV]), Path(resume_from)) if resume_from else None
         return Path(os.environ[RUN_DIR_ENV]), point
@@ -74,7 +76,8 @@ def _check_same_recipe(recipe: PretrainRecipe, run_dir: Path) -> None:
         return
     saved, now = _flatten(read_yaml(saved_file)), _flatten(recipe.model_dump(mode="json"))
     changed = sorted(
-        k for k in saved.keys() | now.keys()
+        k
+        for k in saved.keys() | now.keys()
         if saved.get(k) != now.get(k) and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES)
     )
     if changed:
@@ -113,7 +116,8 @@ def run(recipe: PretrainRecipe, resume: str = "never") -> PretrainResult | None:
     train_set, val_set = train_val_split(recipe.data)
     if len(train_set) < recipe.data.batch_size:
         raise UserError(
-            f"data: {len(train_set)} training samples cannot fill one batch of data.batch_size={recipe.data.batch_size}",
+            f"data: {len(train_set)} training samples cannot fill one batch "
+            f"of data.batch_size={recipe.data.batch_size}",
             hint="lower data.batch_size or add data",
         )
     run_dir, point = prepare_run(recipe, resume)
@@ -175,9 +179,16 @@ def run(recipe: PretrainRecipe, resume: str = "never") -> PretrainResult | None:
             metrics["eval"] = evaluate_model(module.model, tokenizer, ctx, val_set, list(recipe.eval))
         write_eval_results(
             run_dir,
-            {"run_dir": str(run_dir), "checkpoint": str(ckpt), "data": val_set.name, "metrics": metrics["eval"]},
+            {
+                "run_dir": str(run_dir),
+                "checkpoint": str(ckpt),
+                "data": val_set.name,
+                "metrics": metrics["eval"],
+            },
         )
-    result = PretrainResult(run_dir, status, trainer.global_step, ckpt, point.checkpoint if point else None, metrics)
+    result = PretrainResult(
+        run_dir, status, trainer.global_step, ckpt, point.checkpoint if point else None, metrics
+    )
     payload = result.to_json()
     if ckpt is not None:
         payload["checkpoint"] = str(ckpt.relative_to(run_dir))

@@ -91,7 +91,9 @@ def _git_sha() -> str | None:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5
+        ).stdout
         return out + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -121,9 +123,13 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
     if resume == "never":
         return None
     if resume == "auto":
-        runs = sorted((p for p in (output_dir / name).glob("*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+        runs = sorted(
+            (p for p in (output_dir / name).glob("*") if p.is_dir()), key=lambda p: p.name, reverse=True
+        )
         for run_dir in runs:
-            if (run_dir / "result.json").is_file() and read_json(run_dir / "result.json").get("status") == "completed":
+            if (run_dir / "result.json").is_file() and read_json(run_dir / "result.json").get(
+                "status"
+            ) == "completed":
                 return None  # the newest run finished: nothing to resume
             for ckpt in reversed(list_checkpoints(run_dir / "checkpoints")):
                 if _readable(ckpt):
@@ -136,8 +142,10 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
             raise UserError(f"--resume {path}: no readable checkpoint in {path / 'checkpoints'}")
         return ResumePoint(path, candidates[0])
     if not path.is_file():
-        raise UserError(f"--resume: {path} is neither a checkpoint file nor a run directory",
-                        hint="use --resume auto, never, a run directory or a .ckpt file")
+        raise UserError(
+            f"--resume: {path} is neither a checkpoint file nor a run directory",
+            hint="use --resume auto, never, a run directory or a .ckpt file",
+        )
     if not _readable(path):
         raise UserError(f"--resume: {path} is not a readable checkpoint (damaged or not weights-only)")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -153,5 +161,7 @@ def final_checkpoint(run_dir: Path) -> Path:
             return run_dir / named
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
-        raise UserError(f"{run_dir}: no checkpoint found", hint="is this a vlmforge run directory that trained?")
+        raise UserError(
+            f"{run_dir}: no checkpoint found", hint="is this a vlmforge run directory that trained?"
+        )
     return found[-1]

@@ -24,7 +24,9 @@ RecipeT = TypeVar("RecipeT", bound=Section)
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; errors name the file and line."""
     if not path.is_file():
-        raise UserError(f"recipe file not found: {path}", hint="check the path, or list recipes: vlmforge recipes ls")
+        raise UserError(
+            f"recipe file not found: {path}", hint="check the path, or list recipes: vlmforge recipes ls"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -33,7 +35,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}: malformed YAML{where}: {problem}", hint="fix the YAML syntax there") from None
+        raise UserError(
+            f"{path}: malformed YAML{where}: {problem}", hint="fix the YAML syntax there"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -45,7 +49,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``optim.lr=3e-4`` -> (["optim", "lr"], 0.0003). Values are parsed as YAML scalars/lists."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise UserError(f"bad override {text!r}", hint="write overrides as key.path=value, e.g. optim.lr=3e-4")
+        raise UserError(
+            f"bad override {text!r}", hint="write overrides as key.path=value, e.g. optim.lr=3e-4"
+        )
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:

@@ -41,6 +41,8 @@ class DigitsData(DataBase):
 
     kind: Literal["digits"] = "digits"
     image_size: int = Field(16, ge=8, le=1024, description="Digits are upscaled from 8x8 to this side.")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
     )
@@ -63,11 +65,15 @@ class FolderData(DataBase):
     kind: Literal["folder"] = "folder"
     path: Path = Field(description="Folder holding the images and the captions file.")
     captions: str = Field(
-        "captions.jsonl", description="Captions file inside `path`: .jsonl or .csv with image, caption[, label]."
+        "captions.jsonl",
+        description="Captions file inside `path`: .jsonl or .csv with image, caption[, label].",
     )
-    val_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction held out for evaluation after training.")
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
     classnames: list[str] | None = Field(
-        None, description="Class names for zero-shot eval, indexed by integer labels (default: sorted labels)."
+        None,
+        description="Class names for zero-shot eval, indexed by integer labels (default: sorted labels).",
     )
 
 
@@ -82,7 +88,9 @@ class VisionTower(Section):
     layers: int = Field(12, ge=1, description="Transformer blocks.")
     head_width: int = Field(64, ge=8, description="Width per attention head (heads = width / head_width).")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
-    patch_dropout: float = Field(0.0, ge=0, lt=1, description="Fraction of patches dropped in training (FLIP).")
+    patch_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of patches dropped in training (FLIP)."
+    )
     pool_type: Literal["tok", "avg"] = Field(
         "tok", description="Image feature: the class token ('tok', CLIP) or the mean of patch tokens ('avg')."
     )
@@ -90,7 +98,9 @@ class VisionTower(Section):
     @model_validator(mode="after")
     def _divisible(self) -> VisionTower:
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.width % self.head_width:
             raise ValueError(f"width {self.width} is not a multiple of head_width {self.head_width}")
         return self
@@ -139,16 +149,23 @@ class ClipModel(Section):
     """Contrastive dual encoder trained with the InfoNCE loss (CLIP, Radford et al. 2021)."""
 
     kind: Literal["clip"] = "clip"
-    arch: str | None = Field(None, description="open_clip architecture name (e.g. ViT-B-16); or give vision+text.")
+    arch: str | None = Field(
+        None, description="open_clip architecture name (e.g. ViT-B-16); or give vision+text."
+    )
     embed_dim: int = Field(512, ge=8, description="Joint embedding width (custom towers only).")
     vision: VisionTower | None = Field(None, description="Custom vision tower (when `arch` is not set).")
     text: TextTower | None = Field(None, description="Custom text tower (when `arch` is not set).")
     tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
-    pretrained: Path | None = Field(None, description="Local checkpoint to initialise from (random init if unset).")
+    pretrained: Path | None = Field(
+        None, description="Local checkpoint to initialise from (random init if unset)."
+    )
     quick_gelu: bool = Field(False, description="Use QuickGELU activations (OpenAI CLIP weights need it).")
-    init_logit_scale: float = Field(math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07).")
+    init_logit_scale: float = Field(
+        math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07)."
+    )
     local_loss: bool = Field(
-        True, description="Under DDP, score local queries against all gathered keys (same gradient, less memory)."
+        True,
+        description="Under DDP, score local queries against all gathered keys (same gradient, less memory).",
     )
     gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
 
@@ -165,7 +182,9 @@ class ClipModel(Section):
                 import difflib
 
                 close = difflib.get_close_matches(self.arch, sorted(known), n=3)
-                raise ValueError(f"unknown open_clip arch {self.arch!r}; closest: {', '.join(close) or 'none'}")
+                raise ValueError(
+                    f"unknown open_clip arch {self.arch!r}; closest: {', '.join(close) or 'none'}"
+                )
         return self
 
 
@@ -176,11 +195,15 @@ ModelConfig = Annotated[ClipModel, Field(discriminator="kind")]
 class OptimConfig(Section):
     name: Literal["adamw"] = Field("adamw", description="Optimizer.")
     lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
-    weight_decay: float = Field(0.2, ge=0, description="Decoupled weight decay (not on gains, biases, scale).")
+    weight_decay: float = Field(
+        0.2, ge=0, description="Decoupled weight decay (not on gains, biases, scale)."
+    )
     betas: tuple[float, float] = Field((0.9, 0.98), description="Adam betas.")
     eps: float = Field(1e-6, gt=0, description="Adam epsilon.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps from 0 to `lr`.")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate decay after warm-up.")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning-rate decay after warm-up."
+    )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of `lr`.")
 
 
@@ -213,7 +236,9 @@ class TrainConfig(Section):
     strategy: Strategy = Field(default_factory=AutoStrategy, description="Parallelism strategy.")
     precision: Literal["32", "bf16-mixed"] = Field("32", description="Numeric precision.")
     micro_batch_size: int | None = Field(
-        None, ge=1, description="Samples per device per forward; default batch_size / devices (no accumulation)."
+        None,
+        ge=1,
+        description="Samples per device per forward; default batch_size / devices (no accumulation).",
     )
     grad_clip_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (unset: off).")
     log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
@@ -273,7 +298,9 @@ class PretrainRecipe(Section):
     """`vlmforge pretrain`: train a model from scratch (or from `model.pretrained`)."""
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
-    name: str = Field(pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
+    )
     seed: int = Field(0, description="Seed for initialisation, data order and caption choice.")
     output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     model: ModelConfig
@@ -314,8 +341,12 @@ class EvalRecipe(Section):
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
     run: Path = Field(description="Run directory written by a training verb.")
-    checkpoint: Path | None = Field(None, description="Checkpoint file (default: the run's final checkpoint).")
-    data: DataSource | None = Field(None, description="Data to evaluate on (default: the run's held-out split).")
+    checkpoint: Path | None = Field(
+        None, description="Checkpoint file (default: the run's final checkpoint)."
+    )
+    data: DataSource | None = Field(
+        None, description="Data to evaluate on (default: the run's held-out split)."
+    )
     tasks: list[EvalTask] = Field(default_factory=_default_tasks, description="Evaluations to run.")
     batch_size: int = Field(256, ge=1, description="Samples per forward pass.")
     seed: int = Field(0, description="Seed (evaluation is deterministic for a seed).")

@@ -1,4 +1,4 @@
-"""A folder of images plus a captions file: JSON lines or CSV with ``image``, ``caption``, optional ``label``."""
+"""A folder of images + captions file (.jsonl or .csv): ``image``, ``caption``, optional ``label``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from vlmforge.errors import UserError
 def read_caption_rows(path: Path) -> list[dict[str, str]]:
     """Rows of the captions file; errors name the file and line."""
     if not path.is_file():
-        raise UserError(f"captions file not found: {path}", hint="set data.path / data.captions to an existing file")
+        raise UserError(
+            f"captions file not found: {path}", hint="set data.path / data.captions to an existing file"
+        )
     rows: list[dict[str, str]] = []
     if path.suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
@@ -36,7 +38,9 @@ def read_caption_rows(path: Path) -> list[dict[str, str]]:
     for line_no, row in enumerate(rows, start=1):
         missing = [k for k in ("image", "caption") if not row.get(k)]
         if missing:
-            raise UserError(f"{path}: row {line_no} has no {' or '.join(missing)}", hint="every row needs image + caption")
+            raise UserError(
+                f"{path}: row {line_no} has no {' or '.join(missing)}", hint="every row needs image + caption"
+            )
     if not rows:
         raise UserError(f"{path}: no samples", hint="add rows with image and caption")
     return rows
@@ -56,7 +60,9 @@ def load_rgb(path: Path, size: int, mean: torch.Tensor, std: torch.Tensor) -> to
             img = img.crop((left, top, left + size, top + size))
             array = np.asarray(img, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"cannot decode image {path}: {exc}", hint="remove or replace the corrupt file") from None
+        raise UserError(
+            f"cannot decode image {path}: {exc}", hint="remove or replace the corrupt file"
+        ) from None
     tensor = torch.from_numpy(array).permute(2, 0, 1)
     return (tensor - mean) / std
 

@@ -95,7 +95,10 @@ class CaptionedImages(torch.utils.data.Dataset):
     def _draw(self, epoch: int, index: int) -> int:
         """A per-epoch random draw for every sample, computed once per epoch (vectorised)."""
         if self._draws is None or self._draws[0] != epoch:
-            self._draws = (epoch, np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**31, len(self.data)))
+            self._draws = (
+                epoch,
+                np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**31, len(self.data)),
+            )
         return int(self._draws[1][index])
 
     def __len__(self) -> int:

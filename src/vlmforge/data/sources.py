@@ -28,6 +28,8 @@ def build_eval_data(train_recipe: PretrainRecipe, data: DataBase | None) -> Imag
     """Given data is evaluated whole; by default, the held-out split of the run's training data."""
     if data is not None:
         trained = train_recipe.data  # preprocess exactly as in training
-        data = data.model_copy(update={"image_size": trained.image_size, "mean": trained.mean, "std": trained.std})
+        data = data.model_copy(
+            update={"image_size": trained.image_size, "mean": trained.mean, "std": trained.std}
+        )
         return open_source(data)
     return train_val_split(train_recipe.data)[1]

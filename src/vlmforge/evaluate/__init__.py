@@ -69,7 +69,9 @@ def evaluate_model(
 ) -> dict[str, dict[str, Any]]:
     """Run each task on ``data``; returns {task kind: metrics}."""
     if len(data) == 0:
-        raise UserError(f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data")
+        raise UserError(
+            f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
+        )
     model.eval()
     image_features = encode_images(model, data, batch_size)
     results: dict[str, dict[str, Any]] = {}
@@ -96,7 +98,7 @@ def _labels(data: ImageTextSet, task: str) -> torch.Tensor:
     return torch.tensor([data.label(i) for i in range(len(data))])
 
 
-def _zero_shot(model, tokenizer, context_length, data, task, image_features, batch_size) -> dict[str, Any]:  # noqa: ANN001
+def _zero_shot(model, tokenizer, context_length, data, task, image_features, batch_size) -> dict[str, Any]:
     labels = _labels(data, "zero-shot classification")
     templates = task.templates or list(data.prompts)
     prompts = [t.format(name) for name in data.classnames for t in templates]
@@ -109,7 +111,7 @@ def _zero_shot(model, tokenizer, context_length, data, task, image_features, bat
     return metrics
 
 
-def _retrieval(model, tokenizer, context_length, data, task, image_features, batch_size) -> dict[str, Any]:  # noqa: ANN001
+def _retrieval(model, tokenizer, context_length, data, task, image_features, batch_size) -> dict[str, Any]:
     texts = [data.captions_of(i)[i % len(data.captions_of(i))] for i in range(len(data))]
     text_features = encode_texts(model, tokenizer, texts, context_length, batch_size)
     match = task.match
@@ -122,13 +124,17 @@ def _retrieval(model, tokenizer, context_length, data, task, image_features, bat
 
 
 # ----------------------------------------------------------------------------------- verb entry
-def load_trained(run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, TextTokenizer, PretrainRecipe, Path]:
+def load_trained(
+    run_dir: Path, checkpoint: Path | None = None
+) -> tuple[Any, TextTokenizer, PretrainRecipe, Path]:
     """Rebuild a run's model from its resolved recipe and load its (final) checkpoint weights."""
     from vlmforge.config.load import load_recipe
     from vlmforge.models.contrastive import build_clip, context_length, load_weights
 
     if not (run_dir / "recipe.yaml").is_file():
-        raise UserError(f"{run_dir}: not a run directory (no recipe.yaml)", hint="pass a directory under runs/")
+        raise UserError(
+            f"{run_dir}: not a run directory (no recipe.yaml)", hint="pass a directory under runs/"
+        )
     recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
     assert isinstance(recipe, PretrainRecipe)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
@@ -158,4 +164,6 @@ def write_eval_results(run_dir: Path, result: dict[str, Any]) -> None:
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
     for task, metrics in result["metrics"].items():
-        write_json(out / f"{task}.json", {k: v for k, v in result.items() if k != "metrics"} | {"metrics": metrics})
+        write_json(
+            out / f"{task}.json", {k: v for k, v in result.items() if k != "metrics"} | {"metrics": metrics}
+        )

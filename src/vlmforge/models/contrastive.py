@@ -73,7 +73,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise UserError(f"model.pretrained: cannot read {path} as a weights-only checkpoint: {exc}") from None
+            raise UserError(
+                f"model.pretrained: cannot read {path} as a weights-only checkpoint: {exc}"
+            ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

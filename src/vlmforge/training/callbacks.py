@@ -153,7 +153,11 @@ class MetricsLog(pl.Callback):
         if self._progress is not None:
             self._progress.update(self._task, completed=record["step"], status=status)
         else:
-            print(f"step {record['step']}/{total}  {status}  lr {record['lr']:.2e}", file=self.stream, flush=True)
+            print(
+                f"step {record['step']}/{total}  {status}  lr {record['lr']:.2e}",
+                file=self.stream,
+                flush=True,
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._progress is not None:

@@ -21,7 +21,9 @@ class ContrastiveModule(pl.LightningModule):
     """Trains an open_clip CLIP with the InfoNCE loss; owns the train dataloader so that the data
     position stored in a checkpoint is restored before the first batch is drawn."""
 
-    def __init__(self, recipe: PretrainRecipe, vocab_size: int, train_data: CaptionedImages | None = None) -> None:
+    def __init__(
+        self, recipe: PretrainRecipe, vocab_size: int, train_data: CaptionedImages | None = None
+    ) -> None:
         super().__init__()
         assert isinstance(recipe.model, ClipModel)
         self.recipe = recipe
@@ -75,7 +77,10 @@ class ContrastiveModule(pl.LightningModule):
             exclude = param.ndim < 2 or "bias" in name or "ln" in name or "logit_scale" in name
             (no_decay if exclude else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": optim.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=optim.lr,
             betas=optim.betas,
             eps=optim.eps,
@@ -86,7 +91,9 @@ class ContrastiveModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------- training
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image_features, text_features, logit_scale = self.model(image, text)
         return image_features, text_features, logit_scale
 

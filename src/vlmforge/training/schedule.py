@@ -6,7 +6,7 @@ import math
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
-    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` (Loshchilov & Hutter 2017, SGDR)."""
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` (SGDR, Loshchilov 2017)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))

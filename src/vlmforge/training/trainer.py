@@ -35,8 +35,11 @@ def build_loggers(config: LoggerConfig, run_dir: str, name: str) -> list[Any]:
             raise missing_extra("wandb", "wandb") from None
         from lightning.pytorch.loggers import WandbLogger as LightningWandb
 
-        return [LightningWandb(project=config.project, entity=config.entity, mode=config.mode,
-                               save_dir=run_dir, name=name)]
+        return [
+            LightningWandb(
+                project=config.project, entity=config.entity, mode=config.mode, save_dir=run_dir, name=name
+            )
+        ]
     return []
 
 
