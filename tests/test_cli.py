@@ -139,3 +139,38 @@ def test_eval_on_a_user_folder_dataset(tiny_run: dict[str, Any], digits_folder: 
 
 def test_eval_needs_a_run(tmp_path: Path) -> None:
     assert "not a run directory" in _bad_input(tmp_path, "eval", "--run", str(tmp_path))
+
+
+def test_bf16_with_gradient_accumulation_trains(tmp_path: Path) -> None:
+    proc = run_cli(
+        "pretrain",
+        "-c",
+        str(DEBUG_RECIPE),
+        "train.precision=bf16-mixed",
+        "train.micro_batch_size=16",
+        "train.max_steps=20",
+        "eval=[]",
+        "--format",
+        "json",
+        cwd=tmp_path,
+        check=True,
+    )
+    result = last_json(proc.stdout)
+    records = read_metrics(tmp_path / result["run_dir"])
+    assert result["steps"] == 20 and records[-1]["step"] == 20  # 40 micro-batches of 16 -> 20 steps of 32
+    assert all(0 < r["loss"] < 10 for r in records)
+    assert yaml.safe_load((tmp_path / result["run_dir"] / "recipe.yaml").read_text())["train"][
+        "precision"
+    ] == ("bf16-mixed")
+
+
+def test_missing_optional_logger_gives_install_hint(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        import pytest
+
+        pytest.skip("wandb is installed here")
+    stderr = _bad_input(tmp_path, "pretrain", "-c", str(DEBUG_RECIPE), "logger.kind=wandb")
+    assert "vlmforge[wandb]" in stderr
+    assert not (tmp_path / "runs").exists()

@@ -109,10 +109,11 @@ def run(recipe: PretrainRecipe, resume: str = "never") -> PretrainResult | None:
     from vlmforge.models.contrastive import context_length, image_size
     from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog, peak_memory_bytes
     from vlmforge.training.contrastive import ContrastiveModule
-    from vlmforge.training.trainer import build_loggers, build_trainer
+    from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed
 
     if not isinstance(recipe.model, ClipModel):  # pragma: no cover - schema admits only CLIP today
         raise UserError(f"model.kind {recipe.model.kind!r} is not trainable by pretrain")
+    check_logger_installed(recipe.logger)
     train_set, val_set = train_val_split(recipe.data)
     if len(train_set) < recipe.data.batch_size:
         raise UserError(

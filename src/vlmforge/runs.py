@@ -118,22 +118,22 @@ def _readable(path: Path) -> bool:
 
 
 def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint | None:
-    """``never``: start fresh. ``auto``: the newest unfinished run of this name with a readable
-    checkpoint (else start fresh). Otherwise a checkpoint file or a run directory."""
+    """``never``: start fresh. ``auto``: the newest run of this name, from its newest readable
+    checkpoint, unless it completed or has none (then start fresh). Otherwise a checkpoint file or a
+    run directory."""
     if resume == "never":
         return None
     if resume == "auto":
-        runs = sorted(
-            (p for p in (output_dir / name).glob("*") if p.is_dir()), key=lambda p: p.name, reverse=True
-        )
-        for run_dir in runs:
-            if (run_dir / "result.json").is_file() and read_json(run_dir / "result.json").get(
-                "status"
-            ) == "completed":
-                return None  # the newest run finished: nothing to resume
-            for ckpt in reversed(list_checkpoints(run_dir / "checkpoints")):
-                if _readable(ckpt):
-                    return ResumePoint(run_dir, ckpt)
+        runs = sorted((p for p in (output_dir / name).glob("*") if p.is_dir()), key=lambda p: p.name)
+        if not runs:
+            return None
+        newest = runs[-1]
+        result = newest / "result.json"
+        if result.is_file() and read_json(result).get("status") == "completed":
+            return None
+        for ckpt in reversed(list_checkpoints(newest / "checkpoints")):
+            if _readable(ckpt):
+                return ResumePoint(newest, ckpt)
         return None
     path = Path(resume)
     if path.is_dir():

@@ -27,12 +27,17 @@ def build_strategy(recipe: PretrainRecipe) -> Any:
     return "auto"
 
 
+def check_logger_installed(config: LoggerConfig) -> None:
+    """Fail before anything is created when the recipe's logger needs a package that is missing."""
+    import importlib.util
+
+    if isinstance(config, WandbLogger) and importlib.util.find_spec("wandb") is None:
+        raise missing_extra("wandb", "wandb")
+
+
 def build_loggers(config: LoggerConfig, run_dir: str, name: str) -> list[Any]:
     if isinstance(config, WandbLogger):
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise missing_extra("wandb", "wandb") from None
+        check_logger_installed(config)
         from lightning.pytorch.loggers import WandbLogger as LightningWandb
 
         return [

@@ -1,0 +1,76 @@
+"""Run directories, checkpoint discovery and resume-point selection (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmforge.errors import UserError
+from vlmforge.runs import (
+    checkpoint_name,
+    create_run_dir,
+    find_resume_point,
+    list_checkpoints,
+    prune_checkpoints,
+    write_json,
+)
+
+
+def _ckpt(run_dir: Path, step: int, ok: bool = True) -> Path:
+    path = run_dir / "checkpoints" / checkpoint_name(step)
+    if ok:
+        torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+    else:
+        path.write_bytes(b"torn")
+    return path
+
+
+def test_run_dirs_are_unique_and_have_checkpoint_folders(tmp_path: Path) -> None:
+    first, second = create_run_dir(tmp_path, "x"), create_run_dir(tmp_path, "x")
+    assert first != second and first.parent == second.parent == tmp_path / "x"
+    assert (first / "checkpoints").is_dir()
+
+
+def test_checkpoint_listing_ignores_temporary_files_and_prunes(tmp_path: Path) -> None:
+    run = create_run_dir(tmp_path, "x")
+    for step in (5, 10, 15):
+        _ckpt(run, step)
+    (run / "checkpoints" / f".{checkpoint_name(20)}.tmp").write_bytes(b"in flight")
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == [checkpoint_name(s) for s in (5, 10, 15)]
+    prune_checkpoints(run / "checkpoints", keep_last=2)
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == [checkpoint_name(s) for s in (10, 15)]
+
+
+def test_resume_auto_picks_newest_readable_checkpoint_of_newest_run(tmp_path: Path) -> None:
+    assert find_resume_point(tmp_path, "x", "auto") is None
+    old = create_run_dir(tmp_path, "x")
+    _ckpt(old, 50)
+    new = create_run_dir(tmp_path, "x")
+    good = _ckpt(new, 10)
+    _ckpt(new, 20, ok=False)
+    point = find_resume_point(tmp_path, "x", "auto")
+    assert point is not None and point.run_dir == new and point.checkpoint == good
+    write_json(new / "result.json", {"status": "completed"})
+    assert find_resume_point(tmp_path, "x", "auto") is None  # finished: start fresh
+    assert find_resume_point(tmp_path, "x", "never") is None
+
+
+def test_resume_explicit_paths(tmp_path: Path) -> None:
+    run = create_run_dir(tmp_path, "x")
+    good = _ckpt(run, 10)
+    torn = _ckpt(run, 20, ok=False)
+    assert find_resume_point(tmp_path, "x", str(run)).checkpoint == good
+    assert find_resume_point(tmp_path, "x", str(good)).run_dir == run
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        find_resume_point(tmp_path, "x", str(torn))
+    with pytest.raises(UserError, match="neither"):
+        find_resume_point(tmp_path, "x", str(tmp_path / "absent.ckpt"))
+
+
+def test_write_json_is_atomic_and_readable(tmp_path: Path) -> None:
+    write_json(tmp_path / "a.json", {"k": 1})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"k": 1}
+    assert not list(tmp_path.glob(".*.tmp"))
