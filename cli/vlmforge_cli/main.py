@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vlmforge.errors import UserError
 
@@ -56,9 +57,9 @@ PrintConfigOpt = Annotated[
 
 
 def fail(error: UserError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {error.message}", highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
     if error.hint:
-        err.print(f"[yellow]hint:[/] {error.hint}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -118,7 +119,9 @@ def pretrain(
 
     emit(fmt, result.to_json(), lambda: pretrain_summary(out, result))
     if result.status == "preempted":
-        err.print(f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {result.run_dir}")
+        err.print(
+            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
+        )
         raise typer.Exit(EXIT_SIGTERM)
 
 
@@ -153,6 +156,62 @@ def evaluate(
 
 
 @app.command()
+def plan(
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Recipe to plan.")] = None,
+    overrides: OverridesArg = None,
+    gpu: Annotated[
+        str | None,
+        typer.Option(help="Accelerators, comma-separated (default: a100-40gb,a100-80gb,h100-sxm)."),
+    ] = None,
+    gpus: Annotated[
+        str | None, typer.Option(help="GPU counts, comma-separated (default: 1,8,64 + the recipe's).")
+    ] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="Only configurations costing at most this.")
+    ] = None,
+    deadline_hours: Annotated[
+        float | None, typer.Option(help="Only configurations finishing within this.")
+    ] = None,
+    catalog: Annotated[
+        Path | None, typer.Option(help="Extra accelerator CSV (same columns as the bundled one).")
+    ] = None,
+    published: Annotated[
+        Path | None,
+        typer.Option(help="Predict the runs in a published-runs CSV and compare with their figures."),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Estimate GPU count, time, memory per GPU and cost of a recipe (or of published runs)."""
+    from vlmforge import plan as verb
+    from vlmforge_cli.render import plan_table, published_table
+
+    if published is not None:
+        report = guarded(lambda: verb.published(published, catalog))
+        emit(fmt, report, lambda: published_table(out, report))
+        return
+    if config is None:
+        fail(UserError("give a recipe with -c, or --published FILE.csv"))
+    recipe = guarded(lambda: load("pretrain", config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+
+    def split(text: str | None, cast: type) -> list | None:
+        if text is None:
+            return None
+        try:
+            return [cast(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise UserError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
+
+    result = guarded(
+        lambda: verb.run(recipe, split(gpu, str), split(gpus, int), budget_usd, deadline_hours, catalog)
+    )
+    emit(fmt, result.to_json(), lambda: plan_table(out, result))
+
+
+@app.command()
 def validate(
     config: RecipeOpt,
     overrides: OverridesArg = None,
@@ -176,9 +235,9 @@ def validate(
     payload = {"valid": True, "verb": chosen, "name": getattr(recipe, "name", None), "notes": notes}
 
     def render() -> None:
-        out.print(f"[green]valid[/] {chosen} recipe: {config}")
+        out.print(f"[green]valid[/] {chosen} recipe: {escape(str(config))}")
         for note in notes:
-            err.print(f"[yellow]note:[/] {note}")
+            err.print(f"[yellow]note:[/] {escape(note)}")
 
     emit(fmt, payload, render)
 
@@ -225,7 +284,7 @@ def recipes_cp(
     from vlmforge.catalog import copy_recipe
 
     target = guarded(lambda: copy_recipe(name, dest, overwrite=force))
-    err.print(f"copied to {target}")
+    err.print(f"copied to {escape(str(target))}")
 
 
 @recipes_app.command("schema")

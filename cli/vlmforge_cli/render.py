@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -27,16 +28,16 @@ def pretrain_summary(console: Console, result: Any) -> None:
     table = Table(title=f"pretrain: {result.status}", show_header=False)
     table.add_column("field")
     table.add_column("value")
-    table.add_row("run dir", str(result.run_dir))
+    table.add_row("run dir", escape(str(result.run_dir)))
     table.add_row("steps", str(result.steps))
     if result.resumed_from:
-        table.add_row("resumed from", str(result.resumed_from))
+        table.add_row("resumed from", escape(str(result.resumed_from)))
     if "loss" in train:
         table.add_row("final train loss", f"{train['loss']:.4f}")
     if "samples_per_s" in train:
         table.add_row("throughput", f"{train['samples_per_s']:.0f} samples/s")
     if result.checkpoint:
-        table.add_row("checkpoint", str(result.checkpoint))
+        table.add_row("checkpoint", escape(str(result.checkpoint)))
     console.print(table)
     if "eval" in result.metrics:
         eval_table(console, result.metrics["eval"], title="held-out evaluation")
@@ -52,5 +53,57 @@ def recipes_table(console: Console, recipes: dict[str, Path]) -> None:
     for name, path in recipes.items():
         first = path.read_text(encoding="utf-8").splitlines()[:1]
         description = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        table.add_row(name, description)
+        table.add_row(escape(name), escape(description))
     console.print(table)
+
+
+def plan_table(console: Console, result: Any) -> None:
+    console.print(
+        f"[bold]{escape(result.name)}[/]: {result.flops_per_sample / 1e9:,.2f} GFLOPs per sample x "
+        f"{result.samples_seen:,} samples = {result.total_flops:.3e} FLOPs; "
+        f"utilisation prior ({result.family}) {result.mfu:.1%} of peak ({result.precision})"
+    )
+    table = Table(title="plan")
+    columns = ("accelerator", "GPUs", "wall h", "GPU h", "USD", "GB/GPU", "strategy", "micro×acc", "pick")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("accelerator", "strategy", "pick") else "right")
+    for i, row in enumerate(result.rows):
+        if not row.fits:
+            cells = [row.accelerator, str(row.count), "-", "-", "-", f"/{row.capacity_gb:.0f}"]
+            table.add_row(*cells, "[red]does not fit[/]", "-", escape(row.reason))
+            continue
+        picks = (("[green]cheapest[/]", result.cheapest), ("[cyan]fastest[/]", result.fastest))
+        table.add_row(
+            row.accelerator,
+            str(row.count),
+            f"{row.wall_hours:,.1f}",
+            f"{row.accel_hours:,.0f}",
+            f"{row.usd:,.0f}",
+            f"{row.gb_per_gpu:.1f}/{row.capacity_gb:.0f}",
+            row.strategy,
+            f"{row.micro_batch}×{row.accumulate}",
+            " ".join(label for label, index in picks if index == i),
+        )
+    console.print(table)
+
+
+def published_table(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title="published runs: predicted vs published accelerator-hours")
+    for column in ("run", "accel", "published", "predicted", "error %"):
+        table.add_column(column, justify="left" if column in ("run", "accel") else "right")
+    for row in report["rows"]:
+
+        def fmt(value: Any) -> str:
+            return "-" if value is None else f"{value:,.1f}"
+
+        table.add_row(
+            escape(str(row["name"])[:48]),
+            f"{row['accel']} x {fmt(row['accel_count'])}",
+            fmt(row["published_accel_hours"]),
+            fmt(row["predicted_accel_hours"]),
+            fmt(row.get("abs_pct_error")),
+        )
+    console.print(table)
+    median = report["metrics"]["median_abs_pct_error"]
+    if median is not None:
+        console.print(f"median absolute error: {median:.1f}% over {report['metrics']['rows_compared']} runs")

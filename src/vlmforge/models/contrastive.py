@@ -10,13 +10,18 @@ from vlmforge.config.schema import ClipModel
 from vlmforge.errors import UserError
 
 
-def build_clip(cfg: ClipModel, vocab_size: int) -> torch.nn.Module:
-    """A randomly initialised open_clip ``CLIP`` (then ``cfg.pretrained`` is loaded if set)."""
+def build_clip(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
+    """A randomly initialised open_clip ``CLIP`` (then ``cfg.pretrained`` is loaded if set).
+
+    ``device="meta"`` builds it without memory, for counting FLOPs and activations."""
     import open_clip
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
     if cfg.arch is not None:
-        model = open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=cfg.quick_gelu)
+        with quiet_random_init():
+            model = open_clip.create_model(
+                cfg.arch, pretrained=None, force_quick_gelu=cfg.quick_gelu, device=device
+            )
     else:
         assert cfg.vision is not None and cfg.text is not None
         vision = CLIPVisionCfg(
@@ -37,16 +42,32 @@ def build_clip(cfg: ClipModel, vocab_size: int) -> torch.nn.Module:
             layers=cfg.text.layers,
             mlp_ratio=cfg.text.mlp_ratio,
         )
-        model = open_clip.CLIP(
-            embed_dim=cfg.embed_dim,
-            vision_cfg=vision,
-            text_cfg=text,
-            quick_gelu=cfg.quick_gelu,
-            init_logit_scale=cfg.init_logit_scale,
-        )
+        with torch.device(device):
+            model = open_clip.CLIP(
+                embed_dim=cfg.embed_dim,
+                vision_cfg=vision,
+                text_cfg=text,
+                quick_gelu=cfg.quick_gelu,
+                init_logit_scale=cfg.init_logit_scale,
+            )
     if cfg.pretrained is not None:
         load_weights(model, cfg.pretrained)
     return model
+
+
+class quiet_random_init:
+    """open_clip warns that no pretrained weights were loaded: random init is what a recipe asks for."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        self._level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        import logging
+
+        logging.root.setLevel(self._level)
 
 
 def context_length(cfg: ClipModel, model: torch.nn.Module) -> int:

@@ -1,0 +1,221 @@
+"""`vlmforge plan`: GPU count, time, memory and cost for a recipe, before any GPU is rented.
+
+time = FLOPs per sample (counted on the recipe's real model) x samples seen / (GPUs x peak x MFU prior);
+memory per GPU = model states by strategy + activations measured on the real model (planning/memory.py).
+For each accelerator x count, the cheapest configuration that fits: strategy, micro-batch, accumulation.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmforge.config.schema import ClipModel, PretrainRecipe, WordTokenizer
+from vlmforge.errors import UserError
+from vlmforge.planning.catalog import Accelerator, load_catalog, lookup
+from vlmforge.planning.memory import estimate_memory, saved_activation_bytes
+
+PRIOR_FILE = Path(__file__).parent / "planning" / "prior.json"
+DEFAULT_ACCELERATORS = ("a100-40gb", "a100-80gb", "h100-sxm")
+DEFAULT_COUNTS = (1, 8, 64)
+STRATEGIES = ("ddp", "fsdp")  # cheapest communication first
+
+
+@dataclass
+class PlanRow:
+    accelerator: str
+    count: int
+    fits: bool
+    reason: str = ""
+    strategy: str | None = None
+    micro_batch: int | None = None
+    accumulate: int | None = None
+    gb_per_gpu: float | None = None
+    capacity_gb: float = 0.0
+    wall_hours: float = 0.0
+    accel_hours: float = 0.0
+    usd: float = 0.0
+
+
+@dataclass
+class PlanResult:
+    name: str
+    family: str
+    flops_per_sample: float
+    samples_seen: int
+    total_flops: float
+    mfu: float
+    precision: str
+    rows: list[PlanRow] = field(default_factory=list)
+    cheapest: int | None = None
+    fastest: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["metrics"] = {"total_flops": self.total_flops, "flops_per_sample": self.flops_per_sample}
+        return out
+
+
+def load_prior() -> dict[str, Any]:
+    return json.loads(PRIOR_FILE.read_text(encoding="utf-8"))
+
+
+def family_of(recipe: PretrainRecipe) -> str:
+    """The published-runs family whose utilisation applies: masked patches make CLIP a FLIP ('masked')."""
+    model = recipe.model
+    if isinstance(model, ClipModel) and model.vision is not None and model.vision.patch_dropout > 0:
+        return "masked"
+    return "contrastive"
+
+
+def recipe_model_costs(recipe: PretrainRecipe) -> tuple[float, int, int]:
+    """(training FLOPs per sample, activation bytes per sample, parameters) of the recipe's model."""
+    import torch
+
+    from vlmforge.models.contrastive import build_clip, context_length, image_size
+    from vlmforge.planning.flops import clip_flops_per_sample
+
+    vocab = 1000 if isinstance(recipe.model.tokenizer, WordTokenizer) else 49408
+    cfg = recipe.model.model_copy(update={"pretrained": None})
+    probe = build_clip(cfg, vocab, device="meta")
+    side, ctx = image_size(cfg, probe), context_length(cfg, probe)
+    params = sum(p.numel() for p in probe.parameters())
+
+    def build() -> torch.nn.Module:
+        return build_clip(cfg, vocab, device="meta")
+
+    def step(model: torch.nn.Module) -> torch.Tensor:
+        image_features, text_features, _ = model(
+            torch.empty(1, 3, side, side, device="meta"), torch.zeros(1, ctx, dtype=torch.long, device="meta")
+        )
+        return (image_features * text_features).sum()
+
+    flops = clip_flops_per_sample(build, side, ctx)
+    return float(flops.train), saved_activation_bytes(build, step), params
+
+
+def choose(
+    accel: Accelerator, count: int, recipe: PretrainRecipe, params: int, act_bytes: int
+) -> tuple[str, int, int, float] | str:
+    """Cheapest fitting (strategy, micro-batch, accumulation, GB/GPU), or the reason nothing fits."""
+    global_batch = recipe.data.batch_size
+    if global_batch % count:
+        return f"global batch {global_batch} does not split over {count} GPUs"
+    smallest = None
+    for strategy in STRATEGIES:
+        micro = global_batch // count
+        while micro >= 1:
+            mem = estimate_memory(params, 0, act_bytes, micro, recipe.train.precision, strategy, count)
+            smallest = mem.total_gb if smallest is None else min(smallest, mem.total_gb)
+            if mem.total_gb <= accel.memory_gb:
+                return strategy, micro, global_batch // (micro * count), mem.total_gb
+            if micro % 2:
+                break
+            micro //= 2
+    return f"needs {smallest:.0f} GB/GPU even at the smallest micro-batch (has {accel.memory_gb:.0f})"
+
+
+def run(
+    recipe: PretrainRecipe,
+    accelerators: list[str] | None = None,
+    counts: list[int] | None = None,
+    budget_usd: float | None = None,
+    deadline_hours: float | None = None,
+    catalog_path: Path | None = None,
+) -> PlanResult:
+    catalog = load_catalog(catalog_path)
+    chosen = [lookup(catalog, name) for name in (accelerators or DEFAULT_ACCELERATORS)]
+    counts = sorted(set(counts or (*DEFAULT_COUNTS, recipe.world_size)))
+    if any(c < 1 for c in counts):
+        raise UserError("--gpus: GPU counts must be positive integers")
+    flops, act_bytes, params = recipe_model_costs(recipe)
+    samples = recipe.train.max_steps * recipe.data.batch_size
+    total = flops * samples
+    family = family_of(recipe)
+    prior = load_prior()["mfu"]
+    mfu = prior.get(family, prior["*"])
+    result = PlanResult(recipe.name, family, flops, samples, total, mfu, recipe.train.precision)
+    for accel in chosen:
+        for count in counts:
+            outcome = choose(accel, count, recipe, params, act_bytes)
+            if isinstance(outcome, str):
+                result.rows.append(PlanRow(accel.name, count, False, outcome, capacity_gb=accel.memory_gb))
+                continue
+            strategy, micro, accumulate, gb = outcome
+            accel_hours = total / (mfu * accel.peak_flops(recipe.train.precision) * 3600)
+            result.rows.append(
+                PlanRow(
+                    accel.name,
+                    count,
+                    True,
+                    "",
+                    strategy,
+                    micro,
+                    accumulate,
+                    round(gb, 2),
+                    accel.memory_gb,
+                    accel_hours / count,
+                    accel_hours,
+                    accel_hours * accel.usd_per_hour,
+                )
+            )
+    feasible = [
+        i
+        for i, row in enumerate(result.rows)
+        if row.fits
+        and (budget_usd is None or row.usd <= budget_usd)
+        and (deadline_hours is None or row.wall_hours <= deadline_hours)
+    ]
+    if feasible:
+        result.cheapest = min(feasible, key=lambda i: (result.rows[i].usd, result.rows[i].wall_hours))
+        result.fastest = min(feasible, key=lambda i: (result.rows[i].wall_hours, result.rows[i].usd))
+    return result
+
+
+# ------------------------------------------------------------------------------ published-run mode
+def published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
+    """Predicted accelerator-hours and wall-clock hours for every row of a published-runs CSV, next to
+    the published figures, with the median absolute % error over the rows that have both."""
+    from vlmforge.planning.prior import evaluate_rows, predict_hours, read_runs
+
+    prior = load_prior()["mfu"]
+    runs = evaluate_rows(read_runs(path), load_catalog(catalog_path))
+    rows, errors = [], []
+    for run in runs:
+        predicted = predict_hours(run, prior)
+        published_hours = _float(run.row.get("accel_hours"))
+        entry: dict[str, Any] = {
+            "name": run.row.get("name"),
+            "family": run.row.get("family"),
+            "accel": run.row.get("accel"),
+            "accel_count": _float(run.row.get("accel_count")),
+            "flops_per_sample": run.flops_per_sample,
+            "published_accel_hours": published_hours,
+            "published_wall_hours": _float(run.row.get("wall_hours")),
+            "predicted_accel_hours": predicted[0] if predicted else None,
+            "predicted_wall_hours": predicted[1] if predicted else None,
+        }
+        if predicted is None:
+            entry["note"] = "model or accelerator not recognised: no prediction"
+        elif published_hours:
+            entry["abs_pct_error"] = abs(predicted[0] - published_hours) / published_hours * 100
+            errors.append(entry["abs_pct_error"])
+        rows.append(entry)
+    return {
+        "rows": rows,
+        "metrics": {
+            "median_abs_pct_error": statistics.median(errors) if errors else None,
+            "rows_compared": len(errors),
+            "rows": len(rows),
+        },
+    }
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
