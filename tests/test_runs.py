@@ -39,7 +39,9 @@ def test_checkpoint_listing_ignores_temporary_files_and_prunes(tmp_path: Path) -
     for step in (5, 10, 15):
         _ckpt(run, step)
     (run / "checkpoints" / f".{checkpoint_name(20)}.tmp").write_bytes(b"in flight")
-    assert [p.name for p in list_checkpoints(run / "checkpoints")] == [checkpoint_name(s) for s in (5, 10, 15)]
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == [
+        checkpoint_name(s) for s in (5, 10, 15)
+    ]
     prune_checkpoints(run / "checkpoints", keep_last=2)
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == [checkpoint_name(s) for s in (10, 15)]
 

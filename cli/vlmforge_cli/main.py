@@ -33,7 +33,8 @@ recipes_app = typer.Typer(
 app.add_typer(recipes_app, name="recipes")
 
 err = Console(stderr=True)
-out = Console()
+# Piped output is not cut to 80 columns: tables stay readable in logs and files.
+out = Console() if sys.stdout.isatty() else Console(width=160)
 EXIT_BAD_INPUT = 2
 EXIT_SIGTERM = 143
 
