@@ -57,6 +57,11 @@ def recipes_table(console: Console, recipes: dict[str, Path]) -> None:
     console.print(table)
 
 
+def _amount(value: float) -> str:
+    """Thousands separators for large values, three significant digits for small ones."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def plan_table(console: Console, result: Any) -> None:
     console.print(
         f"[bold]{escape(result.name)}[/]: {result.flops_per_sample / 1e9:,.2f} GFLOPs per sample x "
@@ -76,9 +81,9 @@ def plan_table(console: Console, result: Any) -> None:
         table.add_row(
             row.accelerator,
             str(row.count),
-            f"{row.wall_hours:,.1f}",
-            f"{row.accel_hours:,.0f}",
-            f"{row.usd:,.0f}",
+            _amount(row.wall_hours),
+            _amount(row.accel_hours),
+            _amount(row.usd),
             f"{row.gb_per_gpu:.1f}/{row.capacity_gb:.0f}",
             row.strategy,
             f"{row.micro_batch}×{row.accumulate}",
