@@ -47,6 +47,21 @@ def _only_run(cwd: Path, name: str) -> Path:
     return runs[0]
 
 
+def _resume_auto(cwd: Path):
+    return run_cli(
+        "pretrain",
+        "-c",
+        str(DEBUG_RECIPE),
+        *LONG,
+        "--resume",
+        "auto",
+        "--format",
+        "json",
+        cwd=cwd,
+        check=True,
+    )
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The final checkpoint of an uninterrupted run."""
@@ -76,18 +91,7 @@ def test_kill_9_then_resume_auto_matches_uninterrupted(reference: Path, tmp_path
     (run_dir / "checkpoints" / ".step-00000399.ckpt.tmp").write_bytes(b"partial")
     (run_dir / "checkpoints" / "step-00000399.ckpt").write_bytes(b"PK\x03\x04 torn")
 
-    resumed = run_cli(
-        "pretrain",
-        "-c",
-        str(DEBUG_RECIPE),
-        *LONG,
-        "--resume",
-        "auto",
-        "--format",
-        "json",
-        cwd=tmp_path,
-        check=True,
-    )
+    resumed = _resume_auto(tmp_path)
     result = last_json(resumed.stdout)
     announced = [line for line in resumed.stderr.splitlines() if line.startswith("resuming from")]
     assert announced and announced[0].endswith(f"checkpoints/{newest.name}"), resumed.stderr[-2000:]
@@ -124,20 +128,7 @@ def test_sigterm_saves_exits_143_and_resumes(reference: Path, tmp_path: Path) ->
     assert 50 <= stopped_at < 400
     assert (run_dir / "checkpoints" / f"step-{stopped_at:08d}.ckpt").is_file()
 
-    resumed = last_json(
-        run_cli(
-            "pretrain",
-            "-c",
-            str(DEBUG_RECIPE),
-            *LONG,
-            "--resume",
-            "auto",
-            "--format",
-            "json",
-            cwd=tmp_path,
-            check=True,
-        ).stdout
-    )
+    resumed = last_json(_resume_auto(tmp_path).stdout)
     assert resumed["steps"] == 400
     assert _max_diff(run_dir / "checkpoints" / "step-00000400.ckpt", reference) <= 1e-6
 
