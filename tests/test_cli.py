@@ -79,6 +79,10 @@ def test_print_config_resolves_every_default(tmp_path: Path) -> None:
     assert resolved["optim"]["lr"] == 1e-3
     assert resolved["train"]["precision"] == "32"
     assert not (tmp_path / "runs").exists()
+    validated = run_cli(
+        "validate", "-c", str(DEBUG_RECIPE), "seed=7", "--print-config", cwd=tmp_path, check=True
+    )
+    assert yaml.safe_load(validated.stdout)["seed"] == 7
 
 
 def test_pretrain_writes_a_complete_run_dir(tiny_run: dict[str, Any]) -> None:

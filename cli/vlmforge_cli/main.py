@@ -218,6 +218,7 @@ def validate(
     overrides: OverridesArg = None,
     verb: Annotated[str | None, typer.Option(help="Recipe type (default: inferred from the file).")] = None,
     fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
 ) -> None:
     """Check a recipe without running anything: schema, types, values, paths."""
     from vlmforge.config.schema import RECIPES
@@ -232,6 +233,9 @@ def validate(
         return chosen, load(chosen, config, overrides)
 
     chosen, recipe = guarded(body)
+    if show_config:
+        print_config(recipe)
+        return
     notes = _missing_paths(recipe)
     payload = {"valid": True, "verb": chosen, "name": getattr(recipe, "name", None), "notes": notes}
 
