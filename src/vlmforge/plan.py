@@ -76,7 +76,7 @@ def recipe_model_costs(recipe: PretrainRecipe) -> tuple[float, int, int]:
     import torch
 
     from vlmforge.models.contrastive import build_clip, context_length, image_size
-    from vlmforge.planning.flops import clip_flops_per_sample
+    from vlmforge.planning.flops import clip_flops_per_sample, clip_step
 
     vocab = 1000 if isinstance(recipe.model.tokenizer, WordTokenizer) else 49408
     cfg = recipe.model.model_copy(update={"pretrained": None})
@@ -87,14 +87,8 @@ def recipe_model_costs(recipe: PretrainRecipe) -> tuple[float, int, int]:
     def build() -> torch.nn.Module:
         return build_clip(cfg, vocab, device="meta")
 
-    def step(model: torch.nn.Module) -> torch.Tensor:
-        image_features, text_features, _ = model(
-            torch.empty(1, 3, side, side, device="meta"), torch.zeros(1, ctx, dtype=torch.long, device="meta")
-        )
-        return (image_features * text_features).sum()
-
     flops = clip_flops_per_sample(build, side, ctx)
-    return float(flops.train), saved_activation_bytes(build, step), params
+    return float(flops.train), saved_activation_bytes(build, clip_step(side, ctx)), params
 
 
 def choose(
@@ -179,22 +173,22 @@ def run(
 def published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
     """Predicted accelerator-hours and wall-clock hours for every row of a published-runs CSV, next to
     the published figures, with the median absolute % error over the rows that have both."""
-    from vlmforge.planning.prior import evaluate_rows, predict_hours, read_runs
+    from vlmforge.planning.prior import evaluate_rows, number, predict_hours, read_runs
 
     prior = load_prior()["mfu"]
     runs = evaluate_rows(read_runs(path), load_catalog(catalog_path))
     rows, errors = [], []
     for run in runs:
         predicted = predict_hours(run, prior)
-        published_hours = _float(run.row.get("accel_hours"))
+        published_hours = number(run.row.get("accel_hours"))
         entry: dict[str, Any] = {
             "name": run.row.get("name"),
             "family": run.row.get("family"),
             "accel": run.row.get("accel"),
-            "accel_count": _float(run.row.get("accel_count")),
+            "accel_count": number(run.row.get("accel_count")),
             "flops_per_sample": run.flops_per_sample,
             "published_accel_hours": published_hours,
-            "published_wall_hours": _float(run.row.get("wall_hours")),
+            "published_wall_hours": number(run.row.get("wall_hours")),
             "predicted_accel_hours": predicted[0] if predicted else None,
             "predicted_wall_hours": predicted[1] if predicted else None,
         }
@@ -212,10 +206,3 @@ def published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
             "rows": len(rows),
         },
     }
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

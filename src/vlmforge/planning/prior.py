@@ -70,7 +70,8 @@ def read_runs(path: Path) -> list[dict[str, str]]:
         return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
 
 
-def _number(value: str) -> float | None:
+def number(value: str | None) -> float | None:
+    """A CSV cell as a float; blank or unparseable -> None."""
     try:
         return float(value) if value else None
     except ValueError:
@@ -154,14 +155,14 @@ def row_flops_per_sample(row: dict[str, str]) -> float | None:
 
     known = open_clip_architectures()
     arch = _arch(row.get("vision_arch", ""))
-    image_size = int(_number(row.get("image_res", "")) or 0) or None
+    image_size = int(number(row.get("image_res", "")) or 0) or None
     trained = row.get("trained", "") or "all"
     llm = _arch(row.get("llm_arch", "")).lower()
     if llm:
         if llm not in LLM_PARAMS or arch not in known:
             return None
         tokens = _image_tokens(row.get("vision_arch", ""), arch, image_size) + (
-            _number(row.get("text_len", ""))
+            number(row.get("text_len", ""))
             or DEFAULT_TEXT_TOKENS["projector" if trained == "projector" else "other"]
         )
         llm_trained = "llm" in trained
@@ -170,8 +171,8 @@ def row_flops_per_sample(row: dict[str, str]) -> float | None:
         return open_clip_image_forward_flops(arch, image_size) + llm_flops
     if arch not in known or trained not in ("all", "text"):
         return None
-    text_len = int(_number(row.get("text_len", "")) or 0) or None
-    kept = _number(row.get("kept_patch_fraction", "")) or 1.0
+    text_len = int(number(row.get("text_len", "")) or 0) or None
+    kept = number(row.get("kept_patch_fraction", "")) or 1.0
     return open_clip_flops(arch, image_size, text_len, kept, trained)
 
 
@@ -182,12 +183,12 @@ def evaluate_rows(
     out = []
     for row in rows:
         flops = row_flops_per_sample(row)
-        samples = _number(row.get("samples_seen", ""))
+        samples = number(row.get("samples_seen", ""))
         accel = catalog.get(row.get("accel", "").lower())
         total = flops * samples if flops and samples else None
-        hours = _number(row.get("accel_hours", ""))
-        if hours is None and _number(row.get("wall_hours", "")) and _number(row.get("accel_count", "")):
-            hours = _number(row["wall_hours"]) * _number(row["accel_count"])  # type: ignore[operator]
+        hours = number(row.get("accel_hours", ""))
+        if hours is None and number(row.get("wall_hours", "")) and number(row.get("accel_count", "")):
+            hours = number(row["wall_hours"]) * number(row["accel_count"])  # type: ignore[operator]
         mfu = total / (hours * 3600 * accel.peak_flops("bf16-mixed")) if total and hours and accel else None
         out.append(PublishedRun(row, flops, total, accel, mfu))
     return out
@@ -215,7 +216,7 @@ def predict_hours(run: PublishedRun, prior: dict[str, float]) -> tuple[float, fl
         return None
     mfu = prior.get(run.row.get("family", ""), prior["*"])
     accel_hours = run.total_flops / (mfu * run.accelerator.peak_flops("bf16-mixed") * 3600)
-    count = _number(run.row.get("accel_count", "")) or 0
+    count = number(run.row.get("accel_count", "")) or 0
     return accel_hours, (accel_hours / count if count else float("nan"))
 
 
