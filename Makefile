@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/vlmforge pretrain -c recipes/demo/clip-digits.yaml
+	$(VENV)/bin/vlmforge pretrain -c recipes/demo/clip-digits.yaml --yes
 
 test: install
 	$(PY) -m pytest -m "not gpu" tests

@@ -25,7 +25,13 @@ def test_every_shipped_recipe_validates(name: str) -> None:
 
 
 def test_shipped_recipes_include_demo_debug_and_real_scale() -> None:
-    assert {"demo/clip-digits", "debug/clip-tiny", "clip/vit-b-16"} <= set(list_recipes())
+    assert {
+        "demo/clip-digits",
+        "debug/clip-tiny",
+        "clip/vit-b-16",
+        "clip/vit-b-16-laion400m",
+        "flip/vit-l-14-good-data",
+    } <= set(list_recipes())
 
 
 def test_override_values_are_typed_and_nested() -> None:

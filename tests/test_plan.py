@@ -78,7 +78,7 @@ def test_training_flops_follow_6nd_and_respond_to_masking_and_freezing() -> None
         lambda: build_clip(cfg, 100, device="meta"), SIDE, CTX, frozen=("visual.",)
     )
     assert frozen.forward == full.forward and frozen.backward < full.backward
-    masked_cfg = _recipe("model.vision.patch_dropout=0.5").model
+    masked_cfg = _recipe("model.patch_dropout=0.5").model
     masked = clip_flops_per_sample(lambda: build_clip(masked_cfg, 100, device="meta"), SIDE, CTX)
     assert masked.train < 0.8 * full.train
 
@@ -200,3 +200,54 @@ def test_bundled_prior_matches_a_fresh_fit() -> None:
     stored = plan.load_prior()
     assert fresh["mfu"] == pytest.approx(stored["mfu"], rel=1e-4)
     assert fresh["leave_one_out_median_abs_pct_error"] <= 25  # the planner's accuracy goal on published runs
+
+
+@pytest.mark.parametrize(
+    ("device", "memory_gb", "expected"),
+    [
+        ("NVIDIA A100-SXM4-80GB", 79.3, "a100-80gb"),
+        ("NVIDIA A100-SXM4-40GB", 39.4, "a100-40gb"),
+        ("NVIDIA H100 80GB HBM3", 79.1, "h100-sxm"),
+        ("NVIDIA H100 PCIe", 79.1, "h100-pcie"),
+        ("NVIDIA L40S", 44.5, "l40s"),
+        ("NVIDIA L4", 22.0, "l4"),
+        ("Some Future Chip", 100.0, None),
+    ],
+)
+def test_cuda_device_names_map_to_the_catalog(device: str, memory_gb: float, expected: str | None) -> None:
+    assert plan.catalog_name_for(device, memory_gb) == expected
+
+
+def test_expensive_run_asks_first_and_a_no_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vlmforge import pretrain
+    from vlmforge.errors import UserError
+
+    monkeypatch.setattr(plan, "present_accelerator", lambda recipe: ("NVIDIA H100 80GB HBM3", "h100-sxm"))
+    recipe = load_recipe(
+        "pretrain",
+        find_recipe("clip/vit-b-16-laion400m"),
+        [f"output_dir={tmp_path}", "data.path=" + str(tmp_path)],
+    )
+    questions: list[str] = []
+
+    def refuse(question: str) -> bool:
+        questions.append(question)
+        return False
+
+    estimate = pretrain.estimate_and_confirm(recipe, None)  # no terminal: print, never ask
+    assert estimate["usd"] > recipe.plan.confirm_above_usd and estimate["accelerator"] == "h100-sxm"
+    with pytest.raises(UserError, match="cancelled"):
+        pretrain.estimate_and_confirm(recipe, refuse)
+    assert questions and "confirm_above_usd" in questions[0]
+    assert not list(tmp_path.glob("clip-vit-b-16-laion400m*"))
+
+
+def test_every_run_saves_its_plan(tiny_run: dict) -> None:
+    import json
+
+    saved = json.loads((tiny_run["run_dir"] / "plan.json").read_text())
+    assert saved["device"] == "cpu" and saved["total_flops"] > 0
+    assert saved["samples_seen"] == 60 * 32
+    assert tiny_run["stderr"].startswith("plan: ")

@@ -103,17 +103,24 @@ def pretrain(
     resume: Annotated[
         str, typer.Option(help="auto: newest unfinished run of this name; never; or a run dir / .ckpt file.")
     ] = "never",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
+    ] = False,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
-    """Pretrain a model (contrastive CLIP today) from a recipe, then evaluate it on the held-out split."""
+    """Pretrain a model (contrastive CLIP today) from a recipe, then evaluate it on the held-out split.
+
+    The estimated time and cost on the devices in use is printed first; on a terminal, a run costing more
+    than plan.confirm_above_usd asks before it starts."""
     from vlmforge import pretrain as verb
 
     recipe = guarded(lambda: load("pretrain", config, overrides))
     if show_config:
         print_config(recipe)
         return
-    result = guarded(lambda: verb.run(recipe, resume=resume))
+    confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
+    result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
     if result is None:  # a worker rank under DDP: rank 0 reports
         return
     from vlmforge_cli.render import pretrain_summary

@@ -66,7 +66,7 @@ def load_prior() -> dict[str, Any]:
 def family_of(recipe: PretrainRecipe) -> str:
     """The published-runs family whose utilisation applies: masked patches make CLIP a FLIP ('masked')."""
     model = recipe.model
-    if isinstance(model, ClipModel) and model.vision is not None and model.vision.patch_dropout > 0:
+    if isinstance(model, ClipModel) and model.patch_dropout > 0:
         return "masked"
     return "contrastive"
 
@@ -206,3 +206,85 @@ def published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
             "rows": len(rows),
         },
     }
+
+
+# ------------------------------------------------------------------------------ before every run
+# CUDA device-name fragments -> catalog names; first match wins (so "l40s" before "l4").
+DEVICE_NAMES = (
+    ("h200", "h200"),
+    ("h100 pcie", "h100-pcie"),
+    ("h100", "h100-sxm"),
+    ("a100", "a100"),
+    ("l40s", "l40s"),
+    ("a10g", "a10g"),
+    ("l4", "l4"),
+    ("v100", "v100"),
+    ("4090", "rtx-4090"),
+)
+
+
+def catalog_name_for(device_name: str, memory_gb: float) -> str | None:
+    """The catalog entry of a CUDA device, e.g. 'NVIDIA A100-SXM4-80GB' -> 'a100-80gb'."""
+    lowered = device_name.lower()
+    for fragment, name in DEVICE_NAMES:
+        if fragment in lowered:
+            if name == "a100":
+                return "a100-80gb" if memory_gb > 50 else "a100-40gb"
+            return name
+    return None
+
+
+def present_accelerator(recipe: PretrainRecipe) -> tuple[str, str | None]:
+    """(device description, catalog name or None) for the devices this recipe will train on."""
+    import torch
+
+    if recipe.train.accelerator == "cpu" or not torch.cuda.is_available():
+        return "cpu", None
+    props = torch.cuda.get_device_properties(0)
+    name = recipe.plan.accelerator or catalog_name_for(props.name, props.total_memory / 1024**3)
+    return props.name, name
+
+
+def pre_run_estimate(recipe: PretrainRecipe) -> dict[str, Any]:
+    """What the run will cost on the devices it is about to use: printed and saved as plan.json."""
+    device, catalog_name = present_accelerator(recipe)
+    world = recipe.world_size
+    estimate: dict[str, Any] = {"device": device, "devices": world, "accelerator": catalog_name}
+    if catalog_name is None:
+        flops, _, _ = recipe_model_costs(recipe)
+        samples = recipe.train.max_steps * recipe.data.batch_size
+        estimate |= {"flops_per_sample": flops, "samples_seen": samples, "total_flops": flops * samples}
+        return estimate
+    result = run(recipe, [catalog_name], [world])
+    row = result.rows[0]
+    estimate |= {
+        "flops_per_sample": result.flops_per_sample,
+        "samples_seen": result.samples_seen,
+        "total_flops": result.total_flops,
+        "mfu_prior": result.mfu,
+        "fits": row.fits,
+        "reason": row.reason,
+        "wall_hours": row.wall_hours,
+        "usd": row.usd,
+        "gb_per_gpu": row.gb_per_gpu,
+        "suggested_strategy": row.strategy,
+        "suggested_micro_batch": row.micro_batch,
+    }
+    return estimate
+
+
+def describe_estimate(estimate: dict[str, Any]) -> str:
+    head = (
+        f"plan: {estimate['flops_per_sample'] / 1e9:,.3g} GFLOPs/sample"
+        f" x {estimate['samples_seen']:,} samples "
+        f"= {estimate['total_flops']:.3g} FLOPs on {estimate['devices']} x {estimate['device']}"
+    )
+    if estimate.get("accelerator") is None:
+        return head + " (not in the accelerator catalog: no time or cost estimate)"
+    if not estimate["fits"]:
+        return head + f"; does not fit: {estimate['reason']}"
+    return head + (
+        f"; about {estimate['wall_hours']:,.3g} h, ${estimate['usd']:,.0f}, "
+        f"{estimate['gb_per_gpu']:.1f} GB/GPU"
+        f" ({estimate['accelerator']}, prior MFU {estimate['mfu_prior']:.0%})"
+    )

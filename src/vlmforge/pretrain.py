@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from vlmforge.runs import (
 )
 
 # Fields that may differ between a run and the recipe that resumes it.
-RESUMABLE_CHANGES = ("train.max_steps", "train.log_every_steps", "train.checkpoint", "logger", "eval")
+RESUMABLE_CHANGES = ("train.max_steps", "train.log_every_steps", "train.checkpoint", "logger", "eval", "plan")
 
 
 @dataclass
@@ -52,9 +53,7 @@ class PretrainResult:
 
 def prepare_run(recipe: PretrainRecipe, resume: str) -> tuple[Path, ResumePoint | None]:
     """Pick the run directory (new, or the one being resumed) and write the resolved recipe there."""
-    if (
-        os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0"
-    ):  # a process launched by rank 0
+    if is_launched_worker():  # a process launched by rank 0
         resume_from = os.environ.get(RESUME_ENV)
         point = ResumePoint(Path(os.environ[RUN_DIR_ENV]), Path(resume_from)) if resume_from else None
         return Path(os.environ[RUN_DIR_ENV]), point
@@ -97,8 +96,36 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def run(recipe: PretrainRecipe, resume: str = "never") -> PretrainResult | None:
-    """Train; returns the result on global rank 0 and ``None`` on the other ranks."""
+def is_launched_worker() -> bool:
+    """A process that rank 0 (or Lightning's launcher) started to join an existing run."""
+    return bool(os.environ.get(RUN_DIR_ENV)) and os.environ.get("LOCAL_RANK", "0") != "0"
+
+
+def estimate_and_confirm(recipe: PretrainRecipe, confirm: Callable[[str], bool] | None) -> dict[str, Any]:
+    """Print the plan for the devices about to be used; ask before an expensive run if ``confirm`` is set."""
+    import sys
+
+    from vlmforge.plan import describe_estimate, pre_run_estimate
+
+    estimate = pre_run_estimate(recipe)
+    print(describe_estimate(estimate), file=sys.stderr, flush=True)
+    usd = estimate.get("usd")
+    if confirm is not None and usd is not None and usd > recipe.plan.confirm_above_usd:
+        limit = recipe.plan.confirm_above_usd
+        question = f"estimated ${usd:,.0f} is above plan.confirm_above_usd (${limit:,.0f}); start?"
+        if not confirm(question):
+            raise UserError(
+                "run cancelled before it started; nothing was written", hint="pass --yes to skip the question"
+            )
+    return estimate
+
+
+def run(
+    recipe: PretrainRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
+) -> PretrainResult | None:
+    """Train; returns the result on global rank 0 and ``None`` on the other ranks.
+
+    ``confirm`` asks the user before a run whose estimated cost is above ``plan.confirm_above_usd``."""
     import lightning.pytorch as pl
     import torch
 
@@ -121,7 +148,10 @@ def run(recipe: PretrainRecipe, resume: str = "never") -> PretrainResult | None:
             f"of data.batch_size={recipe.data.batch_size}",
             hint="lower data.batch_size or add data",
         )
+    estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
     run_dir, point = prepare_run(recipe, resume)
+    if estimate is not None:
+        write_json(run_dir / "plan.json", estimate)
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
 
     prompts = [t.format(c) for t in train_set.prompts for c in (train_set.classnames or [])]

@@ -88,9 +88,6 @@ class VisionTower(Section):
     layers: int = Field(12, ge=1, description="Transformer blocks.")
     head_width: int = Field(64, ge=8, description="Width per attention head (heads = width / head_width).")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
-    patch_dropout: float = Field(
-        0.0, ge=0, lt=1, description="Fraction of patches dropped in training (FLIP)."
-    )
     pool_type: Literal["tok", "avg"] = Field(
         "tok", description="Image feature: the class token ('tok', CLIP) or the mean of patch tokens ('avg')."
     )
@@ -160,6 +157,12 @@ class ClipModel(Section):
         None, description="Local checkpoint to initialise from (random init if unset)."
     )
     quick_gelu: bool = Field(False, description="Use QuickGELU activations (OpenAI CLIP weights need it).")
+    patch_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Fraction of image patches dropped in training: FLIP's masking (Li et al. 2023).",
+    )
     init_logit_scale: float = Field(
         math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07)."
     )
@@ -245,6 +248,17 @@ class TrainConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
 
 
+class PlanConfig(Section):
+    """The estimate printed before every training run."""
+
+    confirm_above_usd: float = Field(
+        100.0, ge=0, description="Ask before starting (on a terminal) when the estimated cost is above this."
+    )
+    accelerator: str | None = Field(
+        None, description="Catalog name of the GPUs in use (default: recognised from the CUDA device name)."
+    )
+
+
 class NoLogger(Section):
     """metrics.jsonl in the run directory only (always written)."""
 
@@ -308,6 +322,7 @@ class PretrainRecipe(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig
     logger: LoggerConfig = Field(default_factory=NoLogger)
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
         default_factory=_default_tasks, description="Evaluations run on the held-out split after training."
     )

@@ -20,7 +20,11 @@ def build_clip(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn
     if cfg.arch is not None:
         with quiet_random_init():
             model = open_clip.create_model(
-                cfg.arch, pretrained=None, force_quick_gelu=cfg.quick_gelu, device=device
+                cfg.arch,
+                pretrained=None,
+                force_quick_gelu=cfg.quick_gelu,
+                force_patch_dropout=cfg.patch_dropout or None,
+                device=device,
             )
     else:
         assert cfg.vision is not None and cfg.text is not None
@@ -31,7 +35,7 @@ def build_clip(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn
             mlp_ratio=cfg.vision.mlp_ratio,
             patch_size=cfg.vision.patch_size,
             image_size=cfg.vision.image_size,
-            patch_dropout=cfg.vision.patch_dropout,
+            patch_dropout=cfg.patch_dropout,
             pool_type=cfg.vision.pool_type,
         )
         text = CLIPTextCfg(
