@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["VLMFORGE_CACHE"] = tempfile.mkdtemp(prefix="vlmforge-test-cache-")  # calibrations stay out of ~
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "recipes" / "debug" / "clip-tiny.yaml"
 

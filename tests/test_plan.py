@@ -251,3 +251,38 @@ def test_every_run_saves_its_plan(tiny_run: dict) -> None:
     assert saved["device"] == "cpu" and saved["total_flops"] > 0
     assert saved["samples_seen"] == 60 * 32
     assert tiny_run["stderr"].startswith("plan: ")
+
+
+def test_calibration_times_real_steps_and_feeds_later_plans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLMFORGE_CACHE", str(tmp_path))
+    recipe = load_recipe("pretrain", find_recipe("debug/clip-tiny"))
+    calibration = plan.calibrate(recipe, micro_batch=16, steps=3)
+    assert calibration.device.startswith("cpu") and calibration.median_step_seconds > 0
+    assert 0 < calibration.measured_mfu < 1.5  # matmul peak is measured, small models may beat it slightly
+    assert calibration.predict_step_seconds(16) == pytest.approx(calibration.median_step_seconds, rel=1e-6)
+    assert (tmp_path / "calibration.json").is_file()
+
+    # A calibration for a catalog device replaces the prior for that device only.
+    from vlmforge.planning.calibrate import Calibration, save_calibration
+
+    save_calibration(Calibration("a100-80gb", "32", "contrastive", 16, 1.0, 1.0, 1.0, 0.5, None))
+    result = plan.run(recipe, ["a100-80gb", "h100-sxm"], [1])
+    assert result.calibrations == {"a100-80gb": 0.5}
+    rows = {row.accelerator: row for row in result.rows}
+    expected = result.total_flops / (0.5 * 156e12 * 3600)  # A100 TF32 peak, fp32 recipe
+    assert rows["a100-80gb"].accel_hours == pytest.approx(expected)
+    assert rows["h100-sxm"].accel_hours == pytest.approx(result.total_flops / (result.mfu * 494e12 * 3600))
+
+
+def test_refit_learns_utilisation_from_finished_runs(tiny_run: dict, tmp_path: Path) -> None:
+    proc = run_cli(
+        "plan", "--refit", str(tiny_run["run_dir"].parent), "--format", "json", cwd=tmp_path, check=True
+    )
+    (fitted,) = last_json(proc.stdout)["calibrations"]
+    assert fitted["device"].startswith("cpu-") and fitted["family"] == "contrastive"
+    assert 0 < fitted["measured_mfu"] < 1.5
+    assert fitted["median_step_seconds"] > 0
+    empty = run_cli("plan", "--refit", str(tmp_path), cwd=tmp_path)
+    assert empty.returncode == 2 and "no finished runs" in empty.stderr

@@ -187,13 +187,34 @@ def plan(
         Path | None,
         typer.Option(help="Predict the runs in a published-runs CSV and compare with their figures."),
     ] = None,
+    refit: Annotated[
+        Path | None,
+        typer.Option(help="Learn this machine's utilisation from finished runs under this folder."),
+    ] = None,
+    calibrate: Annotated[
+        bool, typer.Option("--calibrate", help="First time real steps of the model on this machine's device.")
+    ] = False,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
-    """Estimate GPU count, time, memory per GPU and cost of a recipe (or of published runs)."""
-    from vlmforge import plan as verb
-    from vlmforge_cli.render import plan_table, published_table
+    """Estimate GPU count, time, memory per GPU and cost of a recipe (or of published runs).
 
+    --calibrate times a few real training steps (random inputs, no data needed) on the device here and
+    uses the measured utilisation for this device in this and later plans."""
+    from dataclasses import asdict
+
+    from vlmforge import plan as verb
+    from vlmforge_cli.render import calibration_line, plan_table, published_table
+
+    if refit is not None:
+        fitted = guarded(lambda: verb.refit(refit))
+
+        def show_fitted() -> None:
+            for calibration in fitted:
+                calibration_line(out, calibration)
+
+        emit(fmt, {"calibrations": [asdict(c) for c in fitted]}, show_fitted)
+        return
     if published is not None:
         report = guarded(lambda: verb.published(published, catalog))
         emit(fmt, report, lambda: published_table(out, report))
@@ -213,10 +234,20 @@ def plan(
         except ValueError:
             raise UserError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
 
+    calibration = guarded(lambda: verb.calibrate(recipe)) if calibrate else None
     result = guarded(
         lambda: verb.run(recipe, split(gpu, str), split(gpus, int), budget_usd, deadline_hours, catalog)
     )
-    emit(fmt, result.to_json(), lambda: plan_table(out, result))
+    payload = result.to_json()
+    if calibration is not None:
+        payload["calibration"] = asdict(calibration)
+
+    def render() -> None:
+        if calibration is not None:
+            calibration_line(out, calibration)
+        plan_table(out, result)
+
+    emit(fmt, payload, render)
 
 
 @app.command()

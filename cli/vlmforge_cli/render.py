@@ -62,12 +62,23 @@ def _amount(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def calibration_line(console: Console, calibration: Any) -> None:
+    memory = f", peak {calibration.peak_memory_gb:.1f} GB" if calibration.peak_memory_gb is not None else ""
+    console.print(
+        f"calibrated on {calibration.device}: {calibration.median_step_seconds * 1000:,.1f} ms per step of "
+        f"{calibration.micro_batch} samples = {calibration.measured_mfu:.1%} of peak "
+        f"({calibration.peak_flops / 1e12:.2f} TFLOP/s){memory}; saved as this device's utilisation"
+    )
+
+
 def plan_table(console: Console, result: Any) -> None:
     console.print(
         f"[bold]{escape(result.name)}[/]: {result.flops_per_sample / 1e9:,.2f} GFLOPs per sample x "
         f"{result.samples_seen:,} samples = {result.total_flops:.3e} FLOPs; "
         f"utilisation prior ({result.family}) {result.mfu:.1%} of peak ({result.precision})"
     )
+    for name, mfu in result.calibrations.items():
+        console.print(f"{name}: calibrated utilisation {mfu:.1%} used instead of the prior")
     table = Table(title="plan")
     columns = ("accelerator", "GPUs", "wall h", "GPU h", "USD", "GB/GPU", "strategy", "micro×acc", "pick")
     for column in columns:

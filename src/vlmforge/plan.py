@@ -15,6 +15,14 @@ from typing import Any
 
 from vlmforge.config.schema import ClipModel, PretrainRecipe, WordTokenizer
 from vlmforge.errors import UserError
+from vlmforge.planning.calibrate import (
+    Calibration,
+    calibration_key,
+    cpu_peak_flops,
+    load_calibrations,
+    save_calibration,
+    time_training_steps,
+)
 from vlmforge.planning.catalog import Accelerator, load_catalog, lookup
 from vlmforge.planning.memory import estimate_memory, saved_activation_bytes
 
@@ -49,7 +57,9 @@ class PlanResult:
     total_flops: float
     mfu: float
     precision: str
+    mfu_source: str = "published-runs prior"
     rows: list[PlanRow] = field(default_factory=list)
+    calibrations: dict[str, float] = field(default_factory=dict)  # accelerator -> calibrated MFU used
     cheapest: int | None = None
     fastest: int | None = None
 
@@ -132,14 +142,19 @@ def run(
     prior = load_prior()["mfu"]
     mfu = prior.get(family, prior["*"])
     result = PlanResult(recipe.name, family, flops, samples, total, mfu, recipe.train.precision)
+    calibrated = load_calibrations()
     for accel in chosen:
+        measured = calibrated.get(calibration_key(accel.name, recipe.train.precision, family))
+        accel_mfu = float(measured["measured_mfu"]) if measured else mfu  # type: ignore[arg-type]
+        if measured:
+            result.calibrations[accel.name] = accel_mfu
         for count in counts:
             outcome = choose(accel, count, recipe, params, act_bytes)
             if isinstance(outcome, str):
                 result.rows.append(PlanRow(accel.name, count, False, outcome, capacity_gb=accel.memory_gb))
                 continue
             strategy, micro, accumulate, gb = outcome
-            accel_hours = total / (mfu * accel.peak_flops(recipe.train.precision) * 3600)
+            accel_hours = total / (accel_mfu * accel.peak_flops(recipe.train.precision) * 3600)
             result.rows.append(
                 PlanRow(
                     accel.name,
@@ -167,6 +182,94 @@ def run(
         result.cheapest = min(feasible, key=lambda i: (result.rows[i].usd, result.rows[i].wall_hours))
         result.fastest = min(feasible, key=lambda i: (result.rows[i].wall_hours, result.rows[i].usd))
     return result
+
+
+# ------------------------------------------------------------------------------------ calibration
+def calibrate(recipe: PretrainRecipe, micro_batch: int | None = None, steps: int = 6) -> Calibration:
+    """Time real steps of the recipe's model here; save the measured MFU as this device's prior."""
+    import torch
+
+    _, catalog_name = present_accelerator(recipe)
+    family = family_of(recipe)
+    micro = micro_batch or recipe.micro_batch_size
+    flops, _, _ = recipe_model_costs(recipe)
+    if catalog_name is None:
+        device, name, peak = "cpu", f"cpu-{torch.get_num_threads()}t", cpu_peak_flops()
+    else:
+        device, name = "cuda", catalog_name
+        peak = lookup(load_catalog(), catalog_name).peak_flops(recipe.train.precision)
+    seconds, peak_gb = time_training_steps(recipe, micro, steps=steps, device=device)
+    # A second, half-size point separates fixed per-step overhead from per-sample time.
+    half_seconds = time_training_steps(recipe, max(1, micro // 2), steps=steps, device=device)[0]
+    per_sample = max(0.0, (seconds - half_seconds) / (micro - max(1, micro // 2))) if micro > 1 else seconds
+    calibration = Calibration(
+        device=name,
+        precision=recipe.train.precision,
+        family=family,
+        micro_batch=micro,
+        median_step_seconds=seconds,
+        flops_per_step=flops * micro,
+        peak_flops=peak,
+        measured_mfu=flops * micro / (seconds * peak),
+        peak_memory_gb=peak_gb,
+        overhead_seconds=max(0.0, seconds - per_sample * micro),
+        seconds_per_sample=per_sample,
+    )
+    save_calibration(calibration)
+    return calibration
+
+
+def refit(runs_dir: Path) -> list[Calibration]:
+    """Measured utilisation of finished runs (``plan.json`` next to ``actual.json``), saved per device,
+    precision and family as the median over runs. CPU runs are scored against this CPU's matmul peak."""
+    from vlmforge.config.load import load_recipe
+    from vlmforge.runs import read_json
+
+    if not runs_dir.is_dir():
+        raise UserError(f"--refit: {runs_dir} is not a directory", hint="point it at a runs/ folder")
+    samples: dict[tuple[str, str, str], list[tuple[float, Calibration]]] = {}
+    cpu_peak: float | None = None
+    for plan_file in sorted(runs_dir.rglob("plan.json")):
+        run_dir = plan_file.parent
+        actual = read_json(run_dir / "actual.json") if (run_dir / "actual.json").is_file() else {}
+        step_seconds = actual.get("median_step_seconds")
+        if not step_seconds or not (run_dir / "recipe.yaml").is_file():
+            continue
+        estimate = read_json(plan_file)
+        recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
+        assert isinstance(recipe, PretrainRecipe)
+        if estimate.get("accelerator"):
+            device = estimate["accelerator"]
+            peak = lookup(load_catalog(), device).peak_flops(recipe.train.precision) * recipe.world_size
+        else:
+            import torch
+
+            cpu_peak = cpu_peak or cpu_peak_flops()
+            device, peak = f"cpu-{torch.get_num_threads()}t", cpu_peak
+        per_step = estimate["flops_per_sample"] * recipe.data.batch_size
+        mfu = per_step / (step_seconds * peak)
+        key = (device, recipe.train.precision, family_of(recipe))
+        calibration = Calibration(
+            device,
+            key[1],
+            key[2],
+            recipe.micro_batch_size,
+            step_seconds,
+            per_step,
+            peak,
+            mfu,
+            actual.get("peak_memory_bytes", 0) / 1024**3 if actual.get("peak_memory_bytes") else None,
+        )
+        samples.setdefault(key, []).append((mfu, calibration))
+    fitted = []
+    for entries in samples.values():
+        entries.sort(key=lambda item: item[0])
+        median = entries[len(entries) // 2][1]
+        save_calibration(median)
+        fitted.append(median)
+    if not fitted:
+        raise UserError(f"--refit: no finished runs with plan.json and actual.json under {runs_dir}")
+    return fitted
 
 
 # ------------------------------------------------------------------------------ published-run mode
