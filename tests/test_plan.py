@@ -17,6 +17,9 @@ from vlmforge.planning.flops import clip_flops_per_sample, count_train_flops, tr
 from vlmforge.planning.memory import estimate_memory, saved_activation_bytes
 
 WIDTH, LAYERS, SIDE, PATCH, CTX = 256, 4, 64, 8, 32
+CATALOG_HEADER = (
+    "name,bf16_tflops,fp16_tflops,fp32_tflops,memory_gb,interconnect,usd_per_hour,price_date,price_source\n"
+)
 
 
 def _recipe(*overrides: str):
@@ -146,10 +149,7 @@ def test_cost_and_time_scale_as_expected() -> None:
 
 def test_impossible_plan_is_reported_not_crashed(tmp_path: Path) -> None:
     catalog = tmp_path / "tiny.csv"
-    catalog.write_text(
-        "name,bf16_tflops,fp16_tflops,fp32_tflops,memory_gb,interconnect,usd_per_hour,price_date,price_source\n"
-        "toy-1gb,10,10,5,1,pcie,0.1,2025-01,test\n"
-    )
+    catalog.write_text(CATALOG_HEADER + "toy-1gb,10,10,5,1,pcie,0.1,2025-01,test\n")
     result = plan.run(
         load_recipe("pretrain", find_recipe("clip/vit-b-16")), ["toy-1gb"], [8], catalog_path=catalog
     )
@@ -286,3 +286,40 @@ def test_refit_learns_utilisation_from_finished_runs(tiny_run: dict, tmp_path: P
     assert fitted["median_step_seconds"] > 0
     empty = run_cli("plan", "--refit", str(tmp_path), cwd=tmp_path)
     assert empty.returncode == 2 and "no finished runs" in empty.stderr
+
+
+def test_layouts_escalate_from_ddp_to_sharding_checkpointing_and_offload(tmp_path: Path) -> None:
+    catalog = tmp_path / "gpus.csv"
+    sizes = {"huge": 1000, "mid": 17, "small": 11, "tiny": 5}
+    catalog.write_text(
+        header + "".join(f"{n},100,100,50,{gb},nvlink,1,2025-01,test\n" for n, gb in sizes.items())
+    )
+    recipe = load_recipe("pretrain", find_recipe("clip/vit-b-16-laion400m"), ["model.arch=ViT-L-14"])
+    result = plan.run(recipe, list(sizes), [64], catalog_path=catalog)
+    rows = {row.accelerator: row for row in result.rows}
+    assert rows["huge"].strategy == "ddp" and rows["huge"].micro_batch == recipe.data.batch_size // 64
+    chosen = [rows[name].strategy for name in ("mid", "small", "tiny") if rows[name].fits]
+    assert chosen and all(s != "ddp" for s in chosen)  # less memory forces sharding, recompute or offload
+    for row in result.rows:
+        if row.fits:
+            assert row.gb_per_gpu <= row.capacity_gb
+            if "ckpt" in (row.strategy or ""):
+                assert row.compute_factor == pytest.approx(4 / 3)
+                assert row.accel_hours == pytest.approx(rows["huge"].accel_hours * 4 / 3)
+        else:
+            assert "GB/GPU" in row.reason
+
+
+def test_cpu_offload_takes_optimizer_states_off_the_gpu() -> None:
+    args = {
+        "trainable_params": 10**9,
+        "frozen_params": 0,
+        "activation_bytes_per_sample": 0,
+        "micro_batch": 1,
+        "precision": "bf16-mixed",
+        "strategy": "zero3",
+        "world": 8,
+    }
+    on_gpu, offloaded = estimate_memory(**args), estimate_memory(**args, cpu_offload=True)
+    assert offloaded.optimizer_gb == 0 and on_gpu.optimizer_gb > 0
+    assert offloaded.weights_gb < on_gpu.weights_gb

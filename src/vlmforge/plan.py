@@ -29,7 +29,37 @@ from vlmforge.planning.memory import estimate_memory, saved_activation_bytes
 PRIOR_FILE = Path(__file__).parent / "planning" / "prior.json"
 DEFAULT_ACCELERATORS = ("a100-40gb", "a100-80gb", "h100-sxm")
 DEFAULT_COUNTS = (1, 8, 64)
-STRATEGIES = ("ddp", "fsdp")  # cheapest communication first
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A way to fit training on the GPUs, with the compute it costs relative to plain DDP."""
+
+    strategy: str
+    checkpointing: bool = False
+    offload: bool = False
+
+    @property
+    def compute_factor(self) -> float:
+        # Activation checkpointing recomputes the forward in backward: 4/3 of the FLOPs (Chen et al. 2016).
+        return 4 / 3 if self.checkpointing else 1.0
+
+    @property
+    def label(self) -> str:
+        return self.strategy + ("+offload" if self.offload else "") + ("+ckpt" if self.checkpointing else "")
+
+
+# Tried in this order: least communication and recomputation first.
+LAYOUTS = (
+    Layout("ddp"),
+    Layout("zero2"),
+    Layout("fsdp-hybrid"),
+    Layout("fsdp"),
+    Layout("ddp", checkpointing=True),
+    Layout("fsdp", checkpointing=True),
+    Layout("zero3", checkpointing=True, offload=True),
+)
+GOOD_MICRO_BATCH = 8  # below this, GPUs run far under the utilisation prior: prefer another layout first
 
 
 @dataclass
@@ -39,6 +69,7 @@ class PlanRow:
     fits: bool
     reason: str = ""
     strategy: str | None = None
+    compute_factor: float = 1.0
     micro_batch: int | None = None
     accumulate: int | None = None
     gb_per_gpu: float | None = None
@@ -103,23 +134,37 @@ def recipe_model_costs(recipe: PretrainRecipe) -> tuple[float, int, int]:
 
 def choose(
     accel: Accelerator, count: int, recipe: PretrainRecipe, params: int, act_bytes: int
-) -> tuple[str, int, int, float] | str:
-    """Cheapest fitting (strategy, micro-batch, accumulation, GB/GPU), or the reason nothing fits."""
+) -> tuple[Layout, int, int, float] | str:
+    """Cheapest fitting (layout, micro-batch, accumulation, GB/GPU), or the reason nothing fits.
+
+    First pass: every layout at micro-batches >= GOOD_MICRO_BATCH; second pass: down to 1."""
     global_batch = recipe.data.batch_size
     if global_batch % count:
         return f"global batch {global_batch} does not split over {count} GPUs"
-    smallest = None
-    for strategy in STRATEGIES:
-        micro = global_batch // count
-        while micro >= 1:
-            mem = estimate_memory(params, 0, act_bytes, micro, recipe.train.precision, strategy, count)
-            smallest = mem.total_gb if smallest is None else min(smallest, mem.total_gb)
-            if mem.total_gb <= accel.memory_gb:
-                return strategy, micro, global_batch // (micro * count), mem.total_gb
-            if micro % 2:
-                break
-            micro //= 2
-    return f"needs {smallest:.0f} GB/GPU even at the smallest micro-batch (has {accel.memory_gb:.0f})"
+    largest = global_batch // count
+    smallest_gb = None
+    for floor in (min(GOOD_MICRO_BATCH, largest), 1):
+        for layout in LAYOUTS:
+            micro = largest
+            while micro >= floor:
+                mem = estimate_memory(
+                    params,
+                    0,
+                    act_bytes,
+                    micro,
+                    recipe.train.precision,
+                    layout.strategy,
+                    count,
+                    activation_checkpointing=layout.checkpointing,
+                    cpu_offload=layout.offload,
+                )
+                smallest_gb = mem.total_gb if smallest_gb is None else min(smallest_gb, mem.total_gb)
+                if mem.total_gb <= accel.memory_gb:
+                    return layout, micro, global_batch // (micro * count), mem.total_gb
+                if micro % 2:
+                    break
+                micro //= 2
+    return f"needs {smallest_gb:.0f} GB/GPU even at micro-batch 1 with offload (has {accel.memory_gb:.0f})"
 
 
 def run(
@@ -153,22 +198,23 @@ def run(
             if isinstance(outcome, str):
                 result.rows.append(PlanRow(accel.name, count, False, outcome, capacity_gb=accel.memory_gb))
                 continue
-            strategy, micro, accumulate, gb = outcome
-            accel_hours = total / (accel_mfu * accel.peak_flops(recipe.train.precision) * 3600)
+            layout, micro, accumulate, gb = outcome
+            peak = accel.peak_flops(recipe.train.precision)
+            accel_hours = total * layout.compute_factor / (accel_mfu * peak * 3600)
             result.rows.append(
                 PlanRow(
                     accel.name,
                     count,
                     True,
-                    "",
-                    strategy,
-                    micro,
-                    accumulate,
-                    round(gb, 2),
-                    accel.memory_gb,
-                    accel_hours / count,
-                    accel_hours,
-                    accel_hours * accel.usd_per_hour,
+                    strategy=layout.label,
+                    compute_factor=layout.compute_factor,
+                    micro_batch=micro,
+                    accumulate=accumulate,
+                    gb_per_gpu=round(gb, 2),
+                    capacity_gb=accel.memory_gb,
+                    wall_hours=accel_hours / count,
+                    accel_hours=accel_hours,
+                    usd=accel_hours * accel.usd_per_hour,
                 )
             )
     feasible = [

@@ -55,12 +55,17 @@ def saved_activation_bytes(
     return saved
 
 
+GPUS_PER_NODE = 8  # HYBRID_SHARD shards inside a node of this many GPUs and replicates across nodes
+
+
 def shard_divisors(strategy: str, world: int) -> tuple[int, int, int]:
     """How many ways weights, grads and optimizer states are split across ``world`` devices."""
+    node = min(world, GPUS_PER_NODE)
     return {
         "ddp": (1, 1, 1),
         "zero1": (1, 1, world),
-        "zero2": (1, world, world),
+        "zero2": (1, world, world),  # == FSDP SHARD_GRAD_OP
+        "fsdp-hybrid": (node, node, node),
         "fsdp": (world, world, world),  # FULL_SHARD == ZeRO-3
         "zero3": (world, world, world),
     }[strategy]
@@ -75,8 +80,11 @@ def estimate_memory(
     strategy: str,
     world: int,
     activation_checkpointing: bool = False,
+    cpu_offload: bool = False,
 ) -> MemoryEstimate:
     weight_b, grad_b, optim_b = STATE_BYTES.get(precision, STATE_BYTES["32"])
+    if cpu_offload:  # ZeRO-Offload: fp32 master weights and Adam moments live in CPU memory
+        weight_b, optim_b = weight_b - 4 if weight_b > 4 else weight_b, 0
     frozen_b = 2 if precision != "32" else 4  # frozen towers keep only a working copy
     dw, dg, do = shard_divisors(strategy, world)
     gb = 1024**3
