@@ -292,7 +292,7 @@ def test_layouts_escalate_from_ddp_to_sharding_checkpointing_and_offload(tmp_pat
     catalog = tmp_path / "gpus.csv"
     sizes = {"huge": 1000, "mid": 17, "small": 11, "tiny": 5}
     catalog.write_text(
-        header + "".join(f"{n},100,100,50,{gb},nvlink,1,2025-01,test\n" for n, gb in sizes.items())
+        CATALOG_HEADER + "".join(f"{n},100,100,50,{gb},nvlink,1,2025-01,test\n" for n, gb in sizes.items())
     )
     recipe = load_recipe("pretrain", find_recipe("clip/vit-b-16-laion400m"), ["model.arch=ViT-L-14"])
     result = plan.run(recipe, list(sizes), [64], catalog_path=catalog)
