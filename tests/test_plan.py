@@ -185,8 +185,19 @@ def test_published_mode_on_a_fixture_csv(tmp_path: Path) -> None:
 
 def test_plan_cli_table_and_bad_accelerator(tmp_path: Path) -> None:
     proc = run_cli(
-        "plan", "-c", "clip/vit-b-16", "--gpu", "a100-80gb", "--gpus", "64", cwd=tmp_path, check=True
+        "plan",
+        "-c",
+        "clip/vit-b-16",
+        "--gpu",
+        "a100-80gb,h100-sxm",
+        "--gpus",
+        "8,64",
+        "--plot",
+        "cost.png",
+        cwd=tmp_path,
+        check=True,
     )
+    assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "a100-80gb" in proc.stdout and "GFLOPs per sample" in proc.stdout
     bad = run_cli("plan", "-c", "clip/vit-b-16", "--gpu", "a100-80", cwd=tmp_path)
     assert bad.returncode == 2 and "a100-80gb" in bad.stderr and "Traceback" not in bad.stderr

@@ -191,6 +191,7 @@ def plan(
         Path | None,
         typer.Option(help="Learn this machine's utilisation from finished runs under this folder."),
     ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also write a cost vs time PNG here.")] = None,
     calibrate: Annotated[
         bool, typer.Option("--calibrate", help="First time real steps of the model on this machine's device.")
     ] = False,
@@ -239,6 +240,8 @@ def plan(
         lambda: verb.run(recipe, split(gpu, str), split(gpus, int), budget_usd, deadline_hours, catalog)
     )
     payload = result.to_json()
+    if plot is not None:
+        payload["plot"] = str(verb.plot(result, plot))
     if calibration is not None:
         payload["calibration"] = asdict(calibration)
 

@@ -230,6 +230,41 @@ def run(
     return result
 
 
+def plot(result: PlanResult, path: Path) -> Path:
+    """Cost vs wall-clock time, one line per accelerator through its GPU counts (log-log PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name in dict.fromkeys(row.accelerator for row in result.rows):
+        rows = [row for row in result.rows if row.accelerator == name and row.fits]
+        if not rows:
+            continue
+        axis.plot([r.wall_hours for r in rows], [r.usd for r in rows], marker="o", label=name)
+        for row in rows:
+            axis.annotate(
+                f"{row.count}",
+                (row.wall_hours, row.usd),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("wall-clock hours")
+    axis.set_ylabel("cost (USD)")
+    axis.set_title(f"{result.name}: {result.total_flops:.2e} FLOPs (labels: GPU count)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 # ------------------------------------------------------------------------------------ calibration
 def calibrate(recipe: PretrainRecipe, micro_batch: int | None = None, steps: int = 6) -> Calibration:
     """Time real steps of the recipe's model here; save the measured MFU as this device's prior."""
