@@ -106,6 +106,15 @@ def pretrain(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
     ] = False,
+    emit_launch: Annotated[
+        str | None,
+        typer.Option(
+            help="Write a torchrun or slurm launch script for this recipe (nodes x devices) and exit."
+        ),
+    ] = None,
+    launch_file: Annotated[
+        Path | None, typer.Option(help="Where --emit-launch writes (default: ./<name>-<kind>.sh).")
+    ] = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -118,6 +127,17 @@ def pretrain(
     recipe = guarded(lambda: load("pretrain", config, overrides))
     if show_config:
         print_config(recipe)
+        return
+    if emit_launch is not None:
+        from vlmforge.launch import emit_launch as write_launch
+
+        target = launch_file or Path(f"{recipe.name}-{emit_launch}.sh")
+        script, resolved = guarded(lambda: write_launch(recipe, emit_launch, target))
+        emit(
+            fmt,
+            {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
+            lambda: err.print(f"wrote {escape(str(script))} (recipe: {escape(str(resolved))})"),
+        )
         return
     confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
     result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))

@@ -17,13 +17,17 @@ from typing import Any
 from vlmforge.config.load import dump_recipe, read_yaml
 from vlmforge.config.schema import ClipModel, PretrainRecipe
 from vlmforge.errors import UserError
+from vlmforge.launch import global_rank, launched_world_size
 from vlmforge.runs import (
     RESUME_ENV,
     RUN_DIR_ENV,
+    SPAWN_ENV,
     ResumePoint,
     create_run_dir,
     find_resume_point,
+    is_completed,
     manifest,
+    resume_point_in,
     write_json,
 )
 
@@ -52,11 +56,21 @@ class PretrainResult:
 
 
 def prepare_run(recipe: PretrainRecipe, resume: str) -> tuple[Path, ResumePoint | None]:
-    """Pick the run directory (new, or the one being resumed) and write the resolved recipe there."""
-    if is_launched_worker():  # a process launched by rank 0
+    """Pick the run directory (new, resumed, or given by a launch script) and write the resolved recipe."""
+    mine = os.environ.get(SPAWN_ENV) == str(os.getpid())
+    if SPAWN_ENV in os.environ and not mine:  # started by our rank 0 through Lightning's launcher
         resume_from = os.environ.get(RESUME_ENV)
         point = ResumePoint(Path(os.environ[RUN_DIR_ENV]), Path(resume_from)) if resume_from else None
         return Path(os.environ[RUN_DIR_ENV]), point
+    preset = None if mine else os.environ.get(RUN_DIR_ENV)
+    if preset:  # a torchrun / srun script chose one run directory for every rank
+        return _join_preset_run(recipe, Path(preset), resume)
+    if launched_world_size() > 1:
+        raise UserError(
+            f"started as {launched_world_size()} processes by torchrun/srun without {RUN_DIR_ENV}: "
+            "the ranks cannot agree on a run directory",
+            hint="generate the launch script with: vlmforge pretrain -c RECIPE --emit-launch torchrun|slurm",
+        )
     point = find_resume_point(recipe.output_dir, recipe.name, resume)
     if point is not None:
         _check_same_recipe(recipe, point.run_dir)
@@ -64,8 +78,25 @@ def prepare_run(recipe: PretrainRecipe, resume: str) -> tuple[Path, ResumePoint 
     else:
         run_dir = create_run_dir(recipe.output_dir, recipe.name)
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    os.environ[RESUME_ENV] = str(point.checkpoint) if point else ""
+    os.environ |= {RUN_DIR_ENV: str(run_dir), RESUME_ENV: str(point.checkpoint) if point else ""}
+    os.environ[SPAWN_ENV] = str(os.getpid())
+    return run_dir, point
+
+
+def _join_preset_run(recipe: PretrainRecipe, run_dir: Path, resume: str) -> tuple[Path, ResumePoint | None]:
+    if is_completed(run_dir):
+        raise UserError(f"{RUN_DIR_ENV}={run_dir} holds a completed run", hint="choose a new run directory")
+    if resume == "never":
+        point = None
+    elif resume == "auto":
+        point = resume_point_in(run_dir)
+    else:
+        point = find_resume_point(recipe.output_dir, recipe.name, resume)
+    if global_rank() == 0:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if point is not None:
+            _check_same_recipe(recipe, run_dir)
+        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     return run_dir, point
 
 
@@ -97,8 +128,8 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def is_launched_worker() -> bool:
-    """A process that rank 0 (or Lightning's launcher) started to join an existing run."""
-    return bool(os.environ.get(RUN_DIR_ENV)) and os.environ.get("LOCAL_RANK", "0") != "0"
+    """Any process but global rank 0 (started by Lightning's launcher, torchrun or srun)."""
+    return global_rank() != 0
 
 
 def estimate_and_confirm(recipe: PretrainRecipe, confirm: Callable[[str], bool] | None) -> dict[str, Any]:

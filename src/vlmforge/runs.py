@@ -17,8 +17,9 @@ from typing import Any
 
 from vlmforge.errors import UserError
 
-RUN_DIR_ENV = "VLMFORGE_RUN_DIR"  # set by rank 0 so that launched worker processes join its run
-RESUME_ENV = "VLMFORGE_RESUME_FROM"
+RUN_DIR_ENV = "VLMFORGE_RUN_DIR"  # the run directory every rank writes to (set by rank 0 or a launch script)
+RESUME_ENV = "VLMFORGE_RESUME_FROM"  # the checkpoint rank 0 resumes from, for the processes it starts
+SPAWN_ENV = "VLMFORGE_SPAWNED_BY"  # pid of the rank-0 process that set the two above
 _CKPT = re.compile(r"^step-(\d{8})\.ckpt$")
 PACKAGES = ("vlmforge", "torch", "lightning", "open_clip_torch", "pydantic", "numpy", "transformers")
 
@@ -128,13 +129,7 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
         if not runs:
             return None
         newest = runs[-1]
-        result = newest / "result.json"
-        if result.is_file() and read_json(result).get("status") == "completed":
-            return None
-        for ckpt in reversed(list_checkpoints(newest / "checkpoints")):
-            if _readable(ckpt):
-                return ResumePoint(newest, ckpt)
-        return None
+        return None if is_completed(newest) else resume_point_in(newest)
     path = Path(resume)
     if path.is_dir():
         candidates = [c for c in reversed(list_checkpoints(path / "checkpoints")) if _readable(c)]
@@ -150,6 +145,19 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
         raise UserError(f"--resume: {path} is not a readable checkpoint (damaged or not weights-only)")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return ResumePoint(run_dir, path)
+
+
+def is_completed(run_dir: Path) -> bool:
+    result = run_dir / "result.json"
+    return result.is_file() and read_json(result).get("status") == "completed"
+
+
+def resume_point_in(run_dir: Path) -> ResumePoint | None:
+    """The newest readable checkpoint of a run directory, if any."""
+    for ckpt in reversed(list_checkpoints(run_dir / "checkpoints")):
+        if _readable(ckpt):
+            return ResumePoint(run_dir, ckpt)
+    return None
 
 
 def final_checkpoint(run_dir: Path) -> Path:

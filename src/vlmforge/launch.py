@@ -1,0 +1,106 @@
+"""Multi-process launches: which rank this process is, and ready-to-run torchrun / SLURM scripts.
+
+Three ways a training run gets several processes:
+- Lightning's own launcher (``vlmforge pretrain`` with ``train.devices > 1`` on one machine): rank 0
+  creates the run directory and passes it to the processes it starts through ``VLMFORGE_RUN_DIR``.
+- ``torchrun`` or ``srun`` start every process themselves: the launch script exports one
+  ``VLMFORGE_RUN_DIR`` for all ranks, so they agree on the run directory without talking first.
+- A single process: nothing to agree on.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from vlmforge.config.load import dump_recipe
+from vlmforge.config.schema import PretrainRecipe
+from vlmforge.errors import UserError
+from vlmforge.runs import RUN_DIR_ENV
+
+
+def global_rank() -> int:
+    """This process's rank from the launcher's environment (0 when launched alone)."""
+    if "RANK" in os.environ:  # torchrun / torch.distributed
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:  # srun
+        return int(os.environ["SLURM_PROCID"])
+    # processes started by Lightning's launcher carry their node and local rank
+    return int(os.environ.get("NODE_RANK", "0") or 0) + int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def launched_world_size() -> int:
+    """Processes started by an external launcher (torchrun, srun); 1 otherwise."""
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return int(os.environ.get("SLURM_NTASKS", "1"))
+
+
+def emit_launch(recipe: PretrainRecipe, kind: str, path: Path) -> tuple[Path, Path]:
+    """Write ``path`` (a bash script) and the resolved recipe beside it; returns both paths."""
+    if kind not in ("slurm", "torchrun"):
+        raise UserError(f"--emit-launch {kind!r}: expected slurm or torchrun")
+    recipe_path = path.with_suffix(".recipe.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recipe_path.write_text(dump_recipe(recipe), encoding="utf-8")
+    script = slurm_script(recipe, recipe_path) if kind == "slurm" else torchrun_script(recipe, recipe_path)
+    path.write_text(script, encoding="utf-8")
+    path.chmod(0o755)
+    return path, recipe_path
+
+
+def _train_command(recipe_path: Path, prefix: str) -> str:
+    return f"{prefix} pretrain -c {shlex.quote(str(recipe_path.resolve()))} --resume auto --yes"
+
+
+def slurm_script(recipe: PretrainRecipe, recipe_path: Path) -> str:
+    """sbatch script: one task per device; SIGTERM 120 s before the time limit -> checkpoint, exit 143,
+    requeue; the requeued job resumes from the newest checkpoint in the same run directory."""
+    train = recipe.train
+    runs = recipe.output_dir.resolve() / recipe.name
+    gpus = f"#SBATCH --gpus-per-node={train.devices}\n" if train.accelerator != "cpu" else ""
+    return (
+        "#!/bin/bash\n"
+        f"#SBATCH --job-name={recipe.name}\n"
+        f"#SBATCH --nodes={train.num_nodes}\n"
+        f"#SBATCH --ntasks-per-node={train.devices}\n"
+        f"{gpus}"
+        f"#SBATCH --cpus-per-task={recipe.data.num_workers + 1}\n"
+        "#SBATCH --signal=TERM@120\n"
+        "#SBATCH --requeue\n"
+        "#SBATCH --open-mode=append\n"
+        f"#SBATCH --output={runs}/slurm-%j.out\n"
+        "set -uo pipefail\n"
+        f"mkdir -p {shlex.quote(str(runs))}\n"
+        "# every task writes into the same run directory; a requeued job keeps its id, so it resumes there\n"
+        f"export {RUN_DIR_ENV}={shlex.quote(str(runs))}/slurm-${{SLURM_JOB_ID}}\n"
+        "set +e\n"
+        f"srun {_train_command(recipe_path, 'vlmforge')}\n"
+        "status=$?\n"
+        "# 143: stopped by SIGTERM after a checkpoint (time limit, preemption): queue the job again\n"
+        'if [ "$status" -eq 143 ]; then scontrol requeue "$SLURM_JOB_ID"; fi\n'
+        'exit "$status"\n'
+    )
+
+
+def torchrun_script(recipe: PretrainRecipe, recipe_path: Path) -> str:
+    """torchrun script to start on every node (NODE_RANK, MASTER_ADDR and a shared RUN_ID per run)."""
+    train = recipe.train
+    runs = recipe.output_dir.resolve() / recipe.name
+    if train.num_nodes > 1:
+        run_id = ': "${RUN_ID:?set the same RUN_ID on every node, e.g. RUN_ID=$(date +%Y%m%d-%H%M%S)}"\n'
+    else:
+        run_id = ': "${RUN_ID:=$(date +%Y%m%d-%H%M%S)}"\n'
+    return (
+        "#!/bin/bash\n"
+        f"# {recipe.name}: {train.num_nodes} node(s) x {train.devices} process(es). Run on every node with\n"
+        "# NODE_RANK=0..N-1, MASTER_ADDR=<node 0 address> and the same RUN_ID (one run directory for all).\n"
+        "set -euo pipefail\n"
+        f"{run_id}"
+        f"export {RUN_DIR_ENV}={shlex.quote(str(runs))}/torchrun-${{RUN_ID}}\n"
+        f"torchrun --nnodes={train.num_nodes} --nproc-per-node={train.devices} \\\n"
+        "  --node-rank=${NODE_RANK:-0} \\\n"
+        "  --master-addr=${MASTER_ADDR:-127.0.0.1} --master-port=${MASTER_PORT:-29500} \\\n"
+        f"  -m {_train_command(recipe_path, 'vlmforge_cli')}\n"
+    )
