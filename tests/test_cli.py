@@ -178,3 +178,13 @@ def test_missing_optional_logger_gives_install_hint(tmp_path: Path) -> None:
     stderr = _bad_input(tmp_path, "pretrain", "-c", str(DEBUG_RECIPE), "logger.kind=wandb")
     assert "vlmforge[wandb]" in stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_siglip_debug_recipe_trains_and_evaluates(tmp_path: Path) -> None:
+    result = last_json(
+        run_cli("pretrain", "-c", "debug/siglip-tiny", "--format", "json", cwd=tmp_path, check=True).stdout
+    )
+    records = read_metrics(tmp_path / result["run_dir"])
+    assert records[-1]["loss"] < records[0]["loss"] - 0.2, [r["loss"] for r in records]
+    assert "sigmoid" in records[-1] and "logit_bias" in records[-1]  # terms logged by name
+    assert result["metrics"]["eval"]["zeroshot"]["top1"] > 0.2  # chance is 0.1

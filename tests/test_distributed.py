@@ -23,12 +23,13 @@ COMMON = [
 LOSS_TOLERANCE = 1e-4
 
 
-def test_ddp_two_processes_matches_single_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", [str(DEBUG_RECIPE), "debug/siglip-tiny"])
+def test_ddp_two_processes_matches_single_process(recipe: str, tmp_path: Path) -> None:
     single = last_json(
         run_cli(
             "pretrain",
             "-c",
-            str(DEBUG_RECIPE),
+            recipe,
             *COMMON,
             "name=single",
             "--format",
@@ -40,7 +41,7 @@ def test_ddp_two_processes_matches_single_process(tmp_path: Path) -> None:
     ddp_proc = run_cli(
         "pretrain",
         "-c",
-        str(DEBUG_RECIPE),
+        recipe,
         *COMMON,
         "name=ddp",
         "train.devices=2",

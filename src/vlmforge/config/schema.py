@@ -191,7 +191,18 @@ class ClipModel(Section):
         return self
 
 
-ModelConfig = Annotated[ClipModel, Field(discriminator="kind")]
+class SigLipModel(ClipModel):
+    """Sigmoid loss: every image-text pair is its own binary decision, with a learnable bias
+    (SigLIP, Zhai et al. 2023); no softmax over the batch."""
+
+    kind: Literal["siglip"] = "siglip"  # type: ignore[assignment]
+    init_logit_scale: float = Field(math.log(10), description="Initial log temperature, SigLIP's log(10).")
+    init_logit_bias: float = Field(
+        -10.0, description="Initial logit bias, SigLIP's -10 (most pairs are negatives)."
+    )
+
+
+ModelConfig = Annotated[ClipModel | SigLipModel, Field(discriminator="kind")]
 
 
 # ------------------------------------------------------------------------------------ optim + train

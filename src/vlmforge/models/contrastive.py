@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vlmforge.config.schema import ClipModel
+from vlmforge.config.schema import ClipModel, SigLipModel
 from vlmforge.errors import UserError
 
 
@@ -17,6 +17,7 @@ def build_clip(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn
     import open_clip
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
+    extra = {"init_logit_bias": cfg.init_logit_bias} if isinstance(cfg, SigLipModel) else {}
     if cfg.arch is not None:
         with quiet_random_init():
             model = open_clip.create_model(
@@ -25,6 +26,8 @@ def build_clip(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn
                 force_quick_gelu=cfg.quick_gelu,
                 force_patch_dropout=cfg.patch_dropout or None,
                 device=device,
+                init_logit_scale=cfg.init_logit_scale,
+                **extra,
             )
     else:
         assert cfg.vision is not None and cfg.text is not None
@@ -53,6 +56,7 @@ def build_clip(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn
                 text_cfg=text,
                 quick_gelu=cfg.quick_gelu,
                 init_logit_scale=cfg.init_logit_scale,
+                **extra,
             )
     if cfg.pretrained is not None:
         load_weights(model, cfg.pretrained)

@@ -103,7 +103,7 @@ def time_training_steps(
     for step in range(warmup + steps):
         start = time.perf_counter()
         with autocast:
-            image_features, text_features, scale = model(images, texts)
+            image_features, text_features, scale = model(images, texts)[:3]
             loss = loss_fn(image_features, text_features, scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -8,9 +8,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from vlmforge.config.schema import ClipModel, PretrainRecipe
+from vlmforge.config.schema import ClipModel, PretrainRecipe, SigLipModel
 from vlmforge.data.loader import CaptionedImages, DataPosition, GlobalBatchSampler, collate
-from vlmforge.losses import clip_loss
+from vlmforge.losses import clip_loss, siglip_loss
 from vlmforge.models.contrastive import build_clip
 from vlmforge.training.schedule import SCHEDULES
 
@@ -18,8 +18,8 @@ MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature so logits stay <=
 
 
 class ContrastiveModule(pl.LightningModule):
-    """Trains an open_clip CLIP with the InfoNCE loss; owns the train dataloader so that the data
-    position stored in a checkpoint is restored before the first batch is drawn."""
+    """Trains an open_clip CLIP with the InfoNCE (CLIP) or sigmoid (SigLIP) loss; owns the train dataloader
+    so that the data position stored in a checkpoint is restored before the first batch is drawn."""
 
     def __init__(
         self, recipe: PretrainRecipe, vocab_size: int, train_data: CaptionedImages | None = None
@@ -36,9 +36,14 @@ class ContrastiveModule(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        from open_clip.loss import ClipLoss
+        from open_clip.loss import ClipLoss, SigLipLoss
 
         cfg = self.recipe.model
+        if isinstance(cfg, SigLipModel):
+            self.objective = SigLipLoss(
+                cache_labels=True, rank=self.global_rank, world_size=self.trainer.world_size
+            )
+            return
         self.objective = ClipLoss(
             local_loss=cfg.local_loss,
             gather_with_grad=cfg.gather_with_grad,
@@ -91,16 +96,19 @@ class ContrastiveModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------- training
-    def forward(
-        self, image: torch.Tensor, text: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        image_features, text_features, logit_scale = self.model(image, text)
-        return image_features, text_features, logit_scale
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(image features, text features, logit scale[, logit bias]) as open_clip returns them."""
+        return self.model(image, text)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        image_features, text_features, logit_scale = self(batch["image"], batch["text"])
-        terms = clip_loss(image_features, text_features, logit_scale, self.objective)
+        image_features, text_features, logit_scale, *bias = self(batch["image"], batch["text"])
+        if bias:
+            terms = siglip_loss(image_features, text_features, logit_scale, bias[0], self.objective)
+        else:
+            terms = clip_loss(image_features, text_features, logit_scale, self.objective)
         self.last_terms = {k: v.detach() for k, v in terms.items()} | {"logit_scale": logit_scale.detach()}
+        if bias:
+            self.last_terms["logit_bias"] = bias[0].detach().reshape(())
         self.data_position = DataPosition(int(batch["epoch"]), int(batch["position"]) + 1)
         return terms["loss"]
 
