@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.conftest import DEBUG_RECIPE, last_json, read_metrics, run_cli
@@ -188,3 +189,34 @@ def test_siglip_debug_recipe_trains_and_evaluates(tmp_path: Path) -> None:
     assert records[-1]["loss"] < records[0]["loss"] - 0.2, [r["loss"] for r in records]
     assert "sigmoid" in records[-1] and "logit_bias" in records[-1]  # terms logged by name
     assert result["metrics"]["eval"]["zeroshot"]["top1"] > 0.2  # chance is 0.1
+
+
+def test_flip_debug_recipe_masks_then_tunes_unmasked(tmp_path: Path) -> None:
+    result = last_json(
+        run_cli("pretrain", "-c", "debug/flip-tiny", "--format", "json", cwd=tmp_path, check=True).stdout
+    )
+    losses = [r["loss"] for r in read_metrics(tmp_path / result["run_dir"])]
+    assert losses[-1] < losses[0] - 0.2, losses
+    assert result["metrics"]["eval"]["zeroshot"]["top1"] > 0.2
+
+
+def test_activation_checkpointing_changes_memory_not_numbers(tmp_path: Path) -> None:
+    common = ["train.max_steps=15", "train.log_every_steps=5", "eval=[]", "--format", "json"]
+    plain = last_json(
+        run_cli("pretrain", "-c", str(DEBUG_RECIPE), "name=plain", *common, cwd=tmp_path, check=True).stdout
+    )
+    ckpt = last_json(
+        run_cli(
+            "pretrain",
+            "-c",
+            str(DEBUG_RECIPE),
+            "name=ckpt",
+            "train.activation_checkpointing=true",
+            *common,
+            cwd=tmp_path,
+            check=True,
+        ).stdout
+    )
+    a = [r["loss"] for r in read_metrics(tmp_path / plain["run_dir"])]
+    b = [r["loss"] for r in read_metrics(tmp_path / ckpt["run_dir"])]
+    assert a == pytest.approx(b, abs=1e-6)  # recomputation is exact

@@ -52,3 +52,20 @@ def test_pretrained_mismatch_and_pickles_are_refused(tmp_path: Path) -> None:
         load_weights(small, pickled)
     with pytest.raises(UserError, match="not found"):
         load_weights(small, tmp_path / "absent.pt")
+
+
+def test_flip_unmasked_tuning_switches_off_patch_dropout_at_the_right_step() -> None:
+    from types import SimpleNamespace
+
+    from vlmforge.training.contrastive import ContrastiveModule
+
+    recipe = load_recipe("pretrain", find_recipe("debug/flip-tiny"))
+    module = ContrastiveModule(recipe, vocab_size=40)
+    dropout = module.model.visual.patch_dropout
+    tuning_starts = recipe.train.max_steps - recipe.model.unmasked_tuning_steps
+    module._trainer = SimpleNamespace(global_step=tuning_starts - 1)
+    module.on_train_batch_start(None, 0)
+    assert dropout.prob == pytest.approx(0.5)
+    module._trainer = SimpleNamespace(global_step=tuning_starts)
+    module.on_train_batch_start(None, 0)
+    assert dropout.prob == 0.0

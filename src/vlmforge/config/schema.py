@@ -163,6 +163,9 @@ class ClipModel(Section):
         lt=1,
         description="Fraction of image patches dropped in training: FLIP's masking (Li et al. 2023).",
     )
+    unmasked_tuning_steps: int = Field(
+        0, ge=0, description="Train the last N steps without patch dropout (FLIP's unmasked tuning phase)."
+    )
     init_logit_scale: float = Field(
         math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07)."
     )
@@ -255,6 +258,10 @@ class TrainConfig(Section):
         description="Samples per device per forward; default batch_size / devices (no accumulation).",
     )
     grad_clip_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (unset: off).")
+    activation_checkpointing: bool = Field(
+        False,
+        description="Recompute transformer blocks in backward: less activation memory, ~1/3 more compute.",
+    )
     log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
 

@@ -28,6 +28,8 @@ class ContrastiveModule(pl.LightningModule):
         assert isinstance(recipe.model, ClipModel)
         self.recipe = recipe
         self.model = build_clip(recipe.model, vocab_size)
+        if recipe.train.activation_checkpointing:
+            self.model.set_grad_checkpointing(True)
         self.train_data = train_data
         self.objective: Any = None
         self.last_terms: dict[str, torch.Tensor] = {}
@@ -111,6 +113,15 @@ class ContrastiveModule(pl.LightningModule):
             self.last_terms["logit_bias"] = bias[0].detach().reshape(())
         self.data_position = DataPosition(int(batch["epoch"]), int(batch["position"]) + 1)
         return terms["loss"]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # FLIP: the last `unmasked_tuning_steps` optimizer steps see every patch. Derived from the step,
+        # so a resumed run switches at the same point.
+        tuning = self.recipe.model.unmasked_tuning_steps
+        if tuning and self.trainer.global_step >= self.recipe.train.max_steps - tuning:
+            patch_dropout = getattr(self.model.visual, "patch_dropout", None)
+            if patch_dropout is not None and getattr(patch_dropout, "prob", 0.0):
+                patch_dropout.prob = 0.0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         with torch.no_grad():
