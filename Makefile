@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv
 	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -e ".[dev]"
+	# the deepspeed extra builds against the torch installed above; tests cross-check its memory estimators
+	$(PY) -m uv pip install -q --python $(PY) --no-build-isolation -c constraints.txt "deepspeed"
 	@touch $(STAMP)
 
 demo: install

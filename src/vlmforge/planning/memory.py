@@ -11,13 +11,22 @@ from dataclasses import dataclass
 
 import torch
 
-# Bytes per parameter for AdamW (ZeRO paper §3.1): fp32 weights 4 + grads 4 + two moments 8; mixed
-# precision adds a 16-bit working copy of weights and 16-bit grads (K = 12 optimizer bytes + 2 + 2).
-STATE_BYTES = {
-    "32": (4, 4, 8),
-    "bf16-mixed": (6, 2, 12),
-    "16-mixed": (6, 2, 12),
-}  # (weights, grads, optimizer)
+DEEPSPEED = ("zero1", "zero2", "zero3")
+
+
+def state_bytes(precision: str, strategy: str) -> tuple[int, int, int]:
+    """Bytes per trainable parameter for AdamW: (weights, gradients, optimizer states).
+
+    Lightning's mixed precision is autocast: weights, grads and moments stay fp32 (4 + 4 + 8) whatever the
+    precision. DeepSpeed's mixed precision keeps 16-bit weights (2) and grads (2) plus an fp32 gradient
+    partition (4), fp32 master weights and two moments (12): 2 + 18, as its own estimator counts
+    (ZeRO, Rajbhandari et al. 2020, §3.1: 2 + 2 + K with K = 12).
+    """
+    if strategy in DEEPSPEED and precision != "32":
+        return 2, 6, 12
+    return 4, 4, 8
+
+
 ALLOCATOR_MARGIN = 1.10  # fragmentation and workspace: 10% on top (measured peaks run 5-15% over live bytes)
 RUNTIME_GB = 1.0  # CUDA context, kernels, communication buffers per process
 
@@ -82,9 +91,9 @@ def estimate_memory(
     activation_checkpointing: bool = False,
     cpu_offload: bool = False,
 ) -> MemoryEstimate:
-    weight_b, grad_b, optim_b = STATE_BYTES.get(precision, STATE_BYTES["32"])
-    if cpu_offload:  # ZeRO-Offload: fp32 master weights and Adam moments live in CPU memory
-        weight_b, optim_b = weight_b - 4 if weight_b > 4 else weight_b, 0
+    weight_b, grad_b, optim_b = state_bytes(precision, strategy)
+    if cpu_offload:  # ZeRO-Offload: fp32 master weights, fp32 grads and Adam moments live in CPU memory
+        grad_b, optim_b = min(grad_b, 2), 0
     frozen_b = 2 if precision != "32" else 4  # frozen towers keep only a working copy
     dw, dg, do = shard_divisors(strategy, world)
     gb = 1024**3
