@@ -12,22 +12,17 @@ Writes benchmarks/results/plan_accuracy.json.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import tempfile
-import time
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "plan_accuracy.json"
+from _common import write_result
+
 RECIPES = ("debug/clip-tiny", "demo/clip-digits")
 
 
 def main() -> None:
     os.environ.setdefault("VLMFORGE_CACHE", tempfile.mkdtemp(prefix="vlmforge-bench-"))
-    import torch
-
     from vlmforge import plan
     from vlmforge.catalog import find_recipe
     from vlmforge.config.load import load_recipe
@@ -68,14 +63,8 @@ def main() -> None:
         "median_step_time_abs_pct_error": statistics.median(r["abs_pct_error"] for r in step_rows),
         "goals": {"published_median_pct": 25, "step_time_pct": 10},
         "memory": "not measured on CPU (no allocator peak); see tests/test_plan.py for activations",
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {RESULTS}")
+    print(f"-> {write_result('plan_accuracy', result)}")
 
 
 if __name__ == "__main__":

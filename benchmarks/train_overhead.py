@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -23,12 +21,12 @@ from pathlib import Path
 
 import torch
 
+from _common import write_result
 from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import PretrainRecipe
 
 WARMUP = 10
-RESULTS = Path(__file__).parent / "results" / "train_overhead.json"
 
 
 def recipe_for(steps: int, output_dir: Path) -> PretrainRecipe:
@@ -124,14 +122,9 @@ def main() -> None:
         "vlmforge_steps_per_s": ours,
         "ratio_vlmforge_over_plain": round(ratio, 4),
         "goal": ">= 0.95",
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"vlmforge / plain = {ratio:.3f} (median of {args.reps}; goal >= 0.95) -> {RESULTS}")
+    path = write_result("train_overhead", result)
+    print(f"vlmforge / plain = {ratio:.3f} (median of {args.reps}; goal >= 0.95) -> {path}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,13 @@ def last_json(stdout: str) -> dict[str, Any]:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+def pretrain_json(cwd: Path, recipe: str | Path, *args: str) -> dict[str, Any]:
+    """``vlmforge pretrain -c RECIPE ARGS --format json`` that must succeed; its final JSON object."""
+    return last_json(
+        run_cli("pretrain", "-c", str(recipe), *args, "--format", "json", cwd=cwd, check=True).stdout
+    )
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
 

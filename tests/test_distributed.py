@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEBUG_RECIPE, last_json, read_metrics, run_cli
+from tests.conftest import DEBUG_RECIPE, last_json, pretrain_json, read_metrics, run_cli
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -25,19 +25,7 @@ LOSS_TOLERANCE = 1e-4
 
 @pytest.mark.parametrize("recipe", [str(DEBUG_RECIPE), "debug/siglip-tiny"])
 def test_ddp_two_processes_matches_single_process(recipe: str, tmp_path: Path) -> None:
-    single = last_json(
-        run_cli(
-            "pretrain",
-            "-c",
-            recipe,
-            *COMMON,
-            "name=single",
-            "--format",
-            "json",
-            cwd=tmp_path,
-            check=True,
-        ).stdout
-    )
+    single = pretrain_json(tmp_path, recipe, *COMMON, "name=single")
     ddp_proc = run_cli(
         "pretrain",
         "-c",

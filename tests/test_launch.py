@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEBUG_RECIPE, cli_env, last_json, read_metrics, run_cli
+from tests.conftest import DEBUG_RECIPE, cli_env, last_json, pretrain_json, read_metrics, run_cli
 
 COMMON = ["data.batch_size=32", "train.max_steps=20", "train.log_every_steps=1", "eval=[]"]
 
@@ -74,19 +74,7 @@ def _free_port() -> int:
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_torchrun_script_runs_two_ranks_in_one_run_dir(tmp_path: Path) -> None:
-    single = last_json(
-        run_cli(
-            "pretrain",
-            "-c",
-            str(DEBUG_RECIPE),
-            *COMMON,
-            "name=single",
-            "--format",
-            "json",
-            cwd=tmp_path,
-            check=True,
-        ).stdout
-    )
+    single = pretrain_json(tmp_path, DEBUG_RECIPE, *COMMON, "name=single")
     run_cli(
         "pretrain",
         "-c",
