@@ -65,6 +65,9 @@ def save_calibration(calibration: Calibration) -> Path:
     return path
 
 
+MIN_TIMED_SECONDS = 2.0
+
+
 def cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
     """Achievable fp32 matmul FLOP/s of this CPU with the current thread count (best of ``repeats``)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -100,7 +103,9 @@ def time_training_steps(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for step in range(warmup + steps):
+    step = 0
+    # at least `steps` timed steps and MIN_TIMED_SECONDS of them: millisecond steps need many samples
+    while step < warmup + steps or sum(times) < MIN_TIMED_SECONDS:
         start = time.perf_counter()
         with autocast:
             image_features, text_features, scale = model(images, texts)[:3]
@@ -112,5 +117,6 @@ def time_training_steps(
             torch.cuda.synchronize()
         if step >= warmup:
             times.append(time.perf_counter() - start)
+        step += 1
     peak = torch.cuda.max_memory_allocated() / 1024**3 if device == "cuda" else None
     return statistics.median(times), peak
