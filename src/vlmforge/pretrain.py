@@ -163,7 +163,7 @@ def run(
     from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import build_tokenizer, save_tokenizer
-    from vlmforge.evaluate import evaluate_model, write_eval_results
+    from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
     from vlmforge.models.contrastive import context_length, image_size
     from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog, peak_memory_bytes
     from vlmforge.training.contrastive import ContrastiveModule
@@ -239,15 +239,7 @@ def run(
         module.model.to("cpu")
         with torch.no_grad():
             metrics["eval"] = evaluate_model(module.model, tokenizer, ctx, val_set, list(recipe.eval))
-        write_eval_results(
-            run_dir,
-            {
-                "run_dir": str(run_dir),
-                "checkpoint": str(ckpt),
-                "data": val_set.name,
-                "metrics": metrics["eval"],
-            },
-        )
+        write_eval_results(run_dir, EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).to_json())
     result = PretrainResult(
         run_dir, status, trainer.global_step, ckpt, point.checkpoint if point else None, metrics
     )

@@ -132,10 +132,10 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
         return None if is_completed(newest) else resume_point_in(newest)
     path = Path(resume)
     if path.is_dir():
-        candidates = [c for c in reversed(list_checkpoints(path / "checkpoints")) if _readable(c)]
-        if not candidates:
+        point = resume_point_in(path)  # newest first: stops at the first readable one
+        if point is None:
             raise UserError(f"--resume {path}: no readable checkpoint in {path / 'checkpoints'}")
-        return ResumePoint(path, candidates[0])
+        return point
     if not path.is_file():
         raise UserError(
             f"--resume: {path} is neither a checkpoint file nor a run directory",

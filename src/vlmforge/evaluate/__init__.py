@@ -129,7 +129,7 @@ def load_trained(
 ) -> tuple[Any, TextTokenizer, PretrainRecipe, Path]:
     """Rebuild a run's model from its resolved recipe and load its (final) checkpoint weights."""
     from vlmforge.config.load import load_recipe
-    from vlmforge.models.contrastive import build_clip, context_length, load_weights
+    from vlmforge.models.contrastive import build_clip, load_weights
 
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(
@@ -141,19 +141,19 @@ def load_trained(
     model = build_clip(recipe.model.model_copy(update={"pretrained": None}), tokenizer.vocab_size)
     ckpt = checkpoint or final_checkpoint(run_dir)
     load_weights(model, ckpt)
-    model.context_length_for_eval = context_length(recipe.model, model)  # type: ignore[attr-defined]
     return model, tokenizer, recipe, ckpt
 
 
 def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
     from vlmforge.data.sources import build_eval_data
+    from vlmforge.models.contrastive import context_length
 
     torch.manual_seed(recipe.seed)
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
     metrics = evaluate_model(
-        model, tokenizer, model.context_length_for_eval, data, recipe.tasks, recipe.batch_size
+        model, tokenizer, context_length(train_recipe.model, model), data, recipe.tasks, recipe.batch_size
     )
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
     write_eval_results(recipe.run, result.to_json())

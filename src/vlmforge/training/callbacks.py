@@ -16,6 +16,11 @@ import torch
 from vlmforge.runs import checkpoint_name, prune_checkpoints
 
 
+def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """True after the micro-batch that completes an optimizer step (gradient accumulation)."""
+    return (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+
+
 class AtomicCheckpoint(pl.Callback):
     """Saves every ``every_steps`` optimizer steps and at the end of training.
 
@@ -51,6 +56,8 @@ class AtomicCheckpoint(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if not at_step_boundary(trainer, batch_idx):  # a checkpoint mid-accumulation would lose gradients
+            return
         stop = self._signalled
         if trainer.world_size > 1:  # every rank must take the same decision at the same step
             stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
@@ -60,8 +67,7 @@ class AtomicCheckpoint(pl.Callback):
             trainer.should_stop = True
             return
         step = trainer.global_step
-        at_step_boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        if at_step_boundary and step % self.every_steps == 0 and step != self.last_saved_step:
+        if step % self.every_steps == 0 and step != self.last_saved_step:
             self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> Path:
@@ -119,7 +125,7 @@ class MetricsLog(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if not at_step_boundary(trainer, batch_idx):
             return
         step = trainer.global_step
         if step % self.every_steps and step != trainer.max_steps:
