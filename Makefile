@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv
 	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -e ".[dev]"
-	# the deepspeed extra builds against the torch installed above; tests cross-check its memory estimators
-	$(PY) -m uv pip install -q --python $(PY) --no-build-isolation -c constraints.txt "deepspeed"
+	# the optional deepspeed extra builds against the torch installed above; the tests cross-check its
+	# memory estimators when it is there (and say they skipped when it is not)
+	$(PY) -m uv pip install -q --python $(PY) --no-build-isolation -c constraints.txt "deepspeed" \
+		|| echo "WARNING: deepspeed did not build; tests that need it will be skipped"
 	@touch $(STAMP)
 
 demo: install
