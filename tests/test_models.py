@@ -10,7 +10,7 @@ import torch
 from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
 from vlmforge.errors import UserError
-from vlmforge.models.contrastive import build_clip, image_size, load_weights
+from vlmforge.models.contrastive import build_model, image_size, load_weights
 
 
 def _tiny_cfg(*overrides: str):
@@ -18,7 +18,7 @@ def _tiny_cfg(*overrides: str):
 
 
 def test_custom_towers_have_requested_shapes() -> None:
-    model = build_clip(_tiny_cfg(), vocab_size=40)
+    model = build_model(_tiny_cfg(), vocab_size=40)
     image_features, text_features, _ = model(torch.zeros(2, 3, 16, 16), torch.ones(2, 16, dtype=torch.long))
     assert image_features.shape == text_features.shape == (2, 32)
     assert model.token_embedding.num_embeddings == 40
@@ -27,18 +27,18 @@ def test_custom_towers_have_requested_shapes() -> None:
 
 def test_pretrained_weights_load_from_saved_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    source = build_clip(_tiny_cfg(), vocab_size=40)
+    source = build_model(_tiny_cfg(), vocab_size=40)
     path = tmp_path / "weights.pt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}}, path)
-    loaded = build_clip(_tiny_cfg(f"model.pretrained={path}"), vocab_size=40)
+    loaded = build_model(_tiny_cfg(f"model.pretrained={path}"), vocab_size=40)
     for key, value in source.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
 
 
 def test_pretrained_mismatch_and_pickles_are_refused(tmp_path: Path) -> None:
-    small = build_clip(_tiny_cfg(), vocab_size=40)
+    small = build_model(_tiny_cfg(), vocab_size=40)
     path = tmp_path / "other.pt"
-    torch.save(build_clip(_tiny_cfg("model.embed_dim=16"), vocab_size=40).state_dict(), path)
+    torch.save(build_model(_tiny_cfg("model.embed_dim=16"), vocab_size=40).state_dict(), path)
     with pytest.raises(UserError, match="does not match"):
         load_weights(small, path)
 

@@ -12,8 +12,8 @@ from tests.conftest import last_json, run_cli
 from vlmforge import plan
 from vlmforge.catalog import find_recipe, list_recipes
 from vlmforge.config.load import load_recipe
-from vlmforge.models.contrastive import build_clip
-from vlmforge.planning.flops import clip_flops_per_sample, count_train_flops, transformer_train_flops
+from vlmforge.models.contrastive import build_model
+from vlmforge.planning.flops import count_train_flops, model_flops_per_sample, transformer_train_flops
 from vlmforge.planning.memory import estimate_memory, saved_activation_bytes
 
 WIDTH, LAYERS, SIDE, PATCH, CTX = 256, 4, 64, 8, 32
@@ -53,7 +53,7 @@ def test_vision_tower_flops_match_the_formula() -> None:
         with torch.no_grad():
             return model.encode_image(torch.empty(1, 3, SIDE, SIDE, device="meta")).sum()
 
-    counted = count_train_flops(lambda: build_clip(cfg, 100, device="meta"), step).forward
+    counted = count_train_flops(lambda: build_model(cfg, 100, device="meta"), step).forward
     assert counted == pytest.approx(expected, rel=0.05)
 
 
@@ -64,25 +64,23 @@ def test_text_tower_flops_match_the_formula() -> None:
         with torch.no_grad():
             return model.encode_text(torch.zeros(1, CTX, dtype=torch.long, device="meta")).sum()
 
-    counted = count_train_flops(lambda: build_clip(cfg, 100, device="meta"), step).forward
+    counted = count_train_flops(lambda: build_model(cfg, 100, device="meta"), step).forward
     assert counted == pytest.approx(LAYERS * _block_forward_flops(CTX, WIDTH), rel=0.05)
 
 
 def test_training_flops_follow_6nd_and_respond_to_masking_and_freezing() -> None:
     cfg = _recipe().model
-    full = clip_flops_per_sample(lambda: build_clip(cfg, 100, device="meta"), SIDE, CTX)
+    full = model_flops_per_sample(cfg, 100)
     assert full.backward == pytest.approx(2 * full.forward, rel=0.05)  # backward = 2 x forward
     block_params = 12 * WIDTH**2  # per block: attention 4d² + MLP 8d²
     tokens = (SIDE // PATCH) ** 2 + 1 + CTX
     rule = transformer_train_flops(LAYERS * block_params, tokens)
     assert full.train == pytest.approx(rule, rel=0.15)  # the rest: attention scores + patch embedding
 
-    frozen = clip_flops_per_sample(
-        lambda: build_clip(cfg, 100, device="meta"), SIDE, CTX, frozen=("visual.",)
-    )
+    frozen = model_flops_per_sample(cfg, 100, frozen=("visual.",))
     assert frozen.forward == full.forward and frozen.backward < full.backward
     masked_cfg = _recipe("model.patch_dropout=0.5").model
-    masked = clip_flops_per_sample(lambda: build_clip(masked_cfg, 100, device="meta"), SIDE, CTX)
+    masked = model_flops_per_sample(masked_cfg, 100)
     assert masked.train < 0.8 * full.train
 
 
@@ -96,7 +94,7 @@ def test_activation_bytes_on_meta_equal_a_real_cpu_step() -> None:
         )
         return (i * t).sum()
 
-    meta = saved_activation_bytes(lambda: build_clip(cfg, 100, device="meta"), step)
+    meta = saved_activation_bytes(lambda: build_model(cfg, 100, device="meta"), step)
     real_total = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -105,7 +103,7 @@ def test_activation_bytes_on_meta_equal_a_real_cpu_step() -> None:
             real_total += tensor.numel() * tensor.element_size()
         return tensor
 
-    model = build_clip(cfg, 100)
+    model = build_model(cfg, 100)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step(model)
     assert meta > 0

@@ -114,22 +114,23 @@ def family_of(recipe: PretrainRecipe) -> str:
 
 def recipe_model_costs(recipe: PretrainRecipe) -> tuple[float, int, int]:
     """(training FLOPs per sample, activation bytes per sample, parameters) of the recipe's model."""
-    import torch
+    from vlmforge.families import family_for
+    from vlmforge.planning.flops import model_flops_per_sample, probe_step
 
-    from vlmforge.models.contrastive import build_clip, context_length, image_size
-    from vlmforge.planning.flops import clip_flops_per_sample, clip_step
-
-    vocab = 1000 if isinstance(recipe.model.tokenizer, WordTokenizer) else 49408
+    vocab = probe_vocab_size(recipe)
     cfg = recipe.model.model_copy(update={"pretrained": None})
-    probe = build_clip(cfg, vocab, device="meta")
-    side, ctx = image_size(cfg, probe), context_length(cfg, probe)
-    params = sum(p.numel() for p in probe.parameters())
+    models = family_for(cfg).models
+    params = sum(p.numel() for p in models.build_model(cfg, vocab, device="meta").parameters())
+    flops = model_flops_per_sample(cfg, vocab)
+    activations = saved_activation_bytes(
+        lambda: models.build_model(cfg, vocab, device="meta"), probe_step(cfg, vocab)
+    )
+    return float(flops.train), activations, params
 
-    def build() -> torch.nn.Module:
-        return build_clip(cfg, vocab, device="meta")
 
-    flops = clip_flops_per_sample(build, side, ctx)
-    return float(flops.train), saved_activation_bytes(build, clip_step(side, ctx)), params
+def probe_vocab_size(recipe: PretrainRecipe) -> int:
+    """Vocabulary of the model planned before any data is read: word vocabularies are small."""
+    return 1000 if isinstance(recipe.model.tokenizer, WordTokenizer) else 49408
 
 
 def choose(

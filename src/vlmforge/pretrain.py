@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.config.load import dump_recipe, read_yaml
-from vlmforge.config.schema import ClipModel, PretrainRecipe
+from vlmforge.config.schema import PretrainRecipe
 from vlmforge.errors import UserError
 from vlmforge.launch import global_rank, launched_world_size
 from vlmforge.runs import (
@@ -164,13 +164,11 @@ def run(
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import build_tokenizer, save_tokenizer
     from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
-    from vlmforge.models.contrastive import context_length, image_size
+    from vlmforge.families import family_for
     from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog, peak_memory_bytes
-    from vlmforge.training.contrastive import ContrastiveModule
     from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed
 
-    if not isinstance(recipe.model, ClipModel):  # pragma: no cover - schema admits only CLIP today
-        raise UserError(f"model.kind {recipe.model.kind!r} is not trainable by pretrain")
+    family = family_for(recipe.model)
     check_logger_installed(recipe.logger)
     train_set, val_set = train_val_split(recipe.data)
     if len(train_set) < recipe.data.batch_size:
@@ -187,14 +185,14 @@ def run(
 
     prompts = [t.format(c) for t in train_set.prompts for c in (train_set.classnames or [])]
     tokenizer = build_tokenizer(recipe.model.tokenizer, [*train_set.all_captions(), *prompts])
-    module = ContrastiveModule(recipe, tokenizer.vocab_size)
-    model_side = image_size(recipe.model, module.model)
+    module = family.module_class()(recipe, tokenizer.vocab_size)
+    model_side = family.models.image_size(recipe.model, module.model)
     if model_side != recipe.data.image_size:
         raise UserError(
             f"data.image_size is {recipe.data.image_size} but the model expects {model_side}",
             hint=f"set data.image_size={model_side}",
         )
-    ctx = context_length(recipe.model, module.model)
+    ctx = family.models.context_length(recipe.model, module.model)
     module.train_data = CaptionedImages(train_set, tokenizer, ctx, recipe.seed)
 
     checkpoints = AtomicCheckpoint(
@@ -238,7 +236,9 @@ def run(
     if status == "completed" and recipe.eval and len(val_set) > 0:
         module.model.to("cpu")
         with torch.no_grad():
-            metrics["eval"] = evaluate_model(module.model, tokenizer, ctx, val_set, list(recipe.eval))
+            metrics["eval"] = evaluate_model(
+                recipe.model, module.model, tokenizer, ctx, val_set, list(recipe.eval)
+            )
         write_eval_results(run_dir, EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).to_json())
     result = PretrainResult(
         run_dir, status, trainer.global_step, ckpt, point.checkpoint if point else None, metrics

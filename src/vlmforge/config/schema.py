@@ -7,20 +7,25 @@ error, not a silently ignored setting.
 
 from __future__ import annotations
 
-import importlib.util
-import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from vlmforge.config.base import Section
+from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model sections)
+    ClipModel,
+    ModelConfig,
+    OpenClipTokenizer,
+    SigLipModel,
+    TextTower,
+    Tokenizer,
+    VisionTower,
+    WordTokenizer,
+    open_clip_architectures,
+)
 
 SCHEMA_VERSION = 1
-
-
-class Section(BaseModel):
-    """Base for every recipe section: unknown keys are errors, assignments are re-validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -78,134 +83,6 @@ class FolderData(DataBase):
 
 
 DataSource = Annotated[DigitsData | FolderData, Field(discriminator="kind")]
-
-
-# -------------------------------------------------------------------------------------------- model
-class VisionTower(Section):
-    image_size: int = Field(224, ge=8, description="Input side in pixels.")
-    patch_size: int = Field(16, ge=1, description="ViT patch side in pixels.")
-    width: int = Field(768, ge=8, description="Transformer width.")
-    layers: int = Field(12, ge=1, description="Transformer blocks.")
-    head_width: int = Field(64, ge=8, description="Width per attention head (heads = width / head_width).")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
-    pool_type: Literal["tok", "avg"] = Field(
-        "tok", description="Image feature: the class token ('tok', CLIP) or the mean of patch tokens ('avg')."
-    )
-
-    @model_validator(mode="after")
-    def _divisible(self) -> VisionTower:
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
-        if self.width % self.head_width:
-            raise ValueError(f"width {self.width} is not a multiple of head_width {self.head_width}")
-        return self
-
-
-class TextTower(Section):
-    context_length: int = Field(77, ge=4, description="Tokens per caption, including start/end tokens.")
-    width: int = Field(512, ge=8, description="Transformer width.")
-    heads: int = Field(8, ge=1, description="Attention heads.")
-    layers: int = Field(12, ge=1, description="Transformer blocks.")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
-
-    @model_validator(mode="after")
-    def _divisible(self) -> TextTower:
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
-        return self
-
-
-class WordTokenizer(Section):
-    """Whitespace word vocabulary built from the training captions (tiny models, closed vocabularies)."""
-
-    kind: Literal["word"] = "word"
-
-
-class OpenClipTokenizer(Section):
-    """open_clip's bundled byte-pair tokenizer (49,408 tokens), as used by CLIP."""
-
-    kind: Literal["open_clip"] = "open_clip"
-    name: str = Field("ViT-B-32", description="open_clip model name whose tokenizer to use.")
-
-
-Tokenizer = Annotated[WordTokenizer | OpenClipTokenizer, Field(discriminator="kind")]
-
-
-def open_clip_architectures() -> set[str]:
-    """Names of open_clip's bundled architectures, read from its config files without importing it."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        return set()
-    config_dir = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
-    return {p.stem for p in config_dir.glob("*.json")}
-
-
-class ClipModel(Section):
-    """Contrastive dual encoder trained with the InfoNCE loss (CLIP, Radford et al. 2021)."""
-
-    kind: Literal["clip"] = "clip"
-    arch: str | None = Field(
-        None, description="open_clip architecture name (e.g. ViT-B-16); or give vision+text."
-    )
-    embed_dim: int = Field(512, ge=8, description="Joint embedding width (custom towers only).")
-    vision: VisionTower | None = Field(None, description="Custom vision tower (when `arch` is not set).")
-    text: TextTower | None = Field(None, description="Custom text tower (when `arch` is not set).")
-    tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
-    pretrained: Path | None = Field(
-        None, description="Local checkpoint to initialise from (random init if unset)."
-    )
-    quick_gelu: bool = Field(False, description="Use QuickGELU activations (OpenAI CLIP weights need it).")
-    patch_dropout: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Fraction of image patches dropped in training: FLIP's masking (Li et al. 2023).",
-    )
-    unmasked_tuning_steps: int = Field(
-        0, ge=0, description="Train the last N steps without patch dropout (FLIP's unmasked tuning phase)."
-    )
-    init_logit_scale: float = Field(
-        math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07)."
-    )
-    local_loss: bool = Field(
-        True,
-        description="Under DDP, score local queries against all gathered keys (same gradient, less memory).",
-    )
-    gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
-
-    @model_validator(mode="after")
-    def _arch_or_towers(self) -> ClipModel:
-        towers = (self.vision is not None, self.text is not None)
-        if self.arch is not None and any(towers):
-            raise ValueError("give either `arch` or custom `vision` + `text` towers, not both")
-        if self.arch is None and not all(towers):
-            raise ValueError("give an open_clip `arch` name, or both `vision` and `text` towers")
-        if self.arch is not None:
-            known = open_clip_architectures()
-            if known and self.arch not in known:
-                import difflib
-
-                close = difflib.get_close_matches(self.arch, sorted(known), n=3)
-                raise ValueError(
-                    f"unknown open_clip arch {self.arch!r}; closest: {', '.join(close) or 'none'}"
-                )
-        return self
-
-
-class SigLipModel(ClipModel):
-    """Sigmoid loss: every image-text pair is its own binary decision, with a learnable bias
-    (SigLIP, Zhai et al. 2023); no softmax over the batch."""
-
-    kind: Literal["siglip"] = "siglip"  # type: ignore[assignment]
-    init_logit_scale: float = Field(math.log(10), description="Initial log temperature, SigLIP's log(10).")
-    init_logit_bias: float = Field(
-        -10.0, description="Initial logit bias, SigLIP's -10 (most pairs are negatives)."
-    )
-
-
-ModelConfig = Annotated[ClipModel | SigLipModel, Field(discriminator="kind")]
 
 
 # ------------------------------------------------------------------------------------ optim + train
@@ -354,6 +231,19 @@ class PretrainRecipe(Section):
                 f"data.batch_size {self.data.batch_size} must be a multiple of "
                 f"micro_batch_size ({micro}) x devices x nodes ({world})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _eval_tasks_apply(self) -> PretrainRecipe:
+        from vlmforge.families import family_for
+
+        supported = family_for(self.model).eval_tasks
+        for task in self.eval:
+            if task.kind not in supported:
+                raise ValueError(
+                    f"eval task {task.kind!r} does not apply to model.kind {self.model.kind!r} "
+                    f"(tasks for this model: {', '.join(supported)})"
+                )
         return self
 
     @property

@@ -1,8 +1,10 @@
-"""`vlmforge eval`: zero-shot classification and image<->text retrieval for contrastive models."""
+"""`vlmforge eval`: the tasks each family supports (zero-shot classification and image<->text retrieval for
+models with an image and a text embedding), on a run's held-out split or other data."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import torch
 from vlmforge.config.schema import (
     EvalRecipe,
     EvalTask,
+    ModelConfig,
     PretrainRecipe,
     RetrievalTask,
     ZeroShotTask,
@@ -20,6 +23,7 @@ from vlmforge.data.base import ImageTextSet
 from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
 from vlmforge.errors import UserError
 from vlmforge.evaluate.metrics import retrieval_recall, topk_accuracy, zero_shot_classifier
+from vlmforge.families import family_for
 from vlmforge.runs import final_checkpoint, write_json
 
 
@@ -59,7 +63,26 @@ def encode_texts(
     return torch.cat(feats)
 
 
+@dataclass
+class EvalContext:
+    """What every task sees: the model and its tokenizer, the data, and image features computed once."""
+
+    model: Any
+    tokenizer: TextTokenizer
+    context_length: int
+    data: ImageTextSet
+    batch_size: int
+    _image_features: torch.Tensor | None = None
+
+    @property
+    def image_features(self) -> torch.Tensor:
+        if self._image_features is None:
+            self._image_features = encode_images(self.model, self.data, self.batch_size)
+        return self._image_features
+
+
 def evaluate_model(
+    model_cfg: ModelConfig,
     model: torch.nn.Module,
     tokenizer: TextTokenizer,
     context_length: int,
@@ -72,17 +95,19 @@ def evaluate_model(
         raise UserError(
             f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
         )
+    supported = family_for(model_cfg).eval_tasks
+    for task in tasks:
+        if task.kind not in supported:
+            raise UserError(
+                f"eval task {task.kind!r} does not apply to model.kind {model_cfg.kind!r}",
+                hint=f"tasks for this model: {', '.join(supported)}",
+            )
     model.eval()
-    image_features = encode_images(model, data, batch_size)
+    context = EvalContext(model, tokenizer, context_length, data, batch_size)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         start = time.perf_counter()
-        if isinstance(task, ZeroShotTask):
-            metrics = _zero_shot(model, tokenizer, context_length, data, task, image_features, batch_size)
-        elif isinstance(task, RetrievalTask):
-            metrics = _retrieval(model, tokenizer, context_length, data, task, image_features, batch_size)
-        else:  # pragma: no cover - the schema admits only the tasks above
-            raise TypeError(f"unknown eval task {task!r}")
+        metrics = TASKS[task.kind](context, task)
         metrics["seconds"] = round(time.perf_counter() - start, 3)
         metrics["samples"] = len(data)
         results[task.kind] = metrics
@@ -98,29 +123,42 @@ def _labels(data: ImageTextSet, task: str) -> torch.Tensor:
     return torch.tensor([data.label(i) for i in range(len(data))])
 
 
-def _zero_shot(model, tokenizer, context_length, data, task, image_features, batch_size) -> dict[str, Any]:
+def zero_shot(context: EvalContext, task: ZeroShotTask) -> dict[str, Any]:
+    data = context.data
     labels = _labels(data, "zero-shot classification")
     templates = task.templates or list(data.prompts)
-    prompts = [t.format(name) for name in data.classnames for t in templates]
-    prompt_features = encode_texts(model, tokenizer, prompts, context_length, batch_size)
-    classifier = zero_shot_classifier(prompt_features.view(len(data.classnames), len(templates), -1))
-    ks = (1, 5) if len(data.classnames) > 5 else (1,)
-    metrics: dict[str, Any] = topk_accuracy(image_features @ classifier, labels, ks)
-    metrics["classes"] = len(data.classnames)
+    prompts = [t.format(name) for name in data.classnames or [] for t in templates]
+    prompt_features = encode_texts(
+        context.model, context.tokenizer, prompts, context.context_length, context.batch_size
+    )
+    classes = len(data.classnames or [])
+    classifier = zero_shot_classifier(prompt_features.view(classes, len(templates), -1))
+    ks = (1, 5) if classes > 5 else (1,)
+    metrics: dict[str, Any] = topk_accuracy(context.image_features @ classifier, labels, ks)
+    metrics["classes"] = classes
     metrics["templates"] = len(templates)
     return metrics
 
 
-def _retrieval(model, tokenizer, context_length, data, task, image_features, batch_size) -> dict[str, Any]:
+def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
+    data = context.data
     texts = [data.captions_of(i)[i % len(data.captions_of(i))] for i in range(len(data))]
-    text_features = encode_texts(model, tokenizer, texts, context_length, batch_size)
+    text_features = encode_texts(
+        context.model, context.tokenizer, texts, context.context_length, context.batch_size
+    )
     match = task.match
     if match == "auto":
         match = "label" if data.labels is not None else "pair"
     groups = _labels(data, "label-matched retrieval") if match == "label" else torch.arange(len(data))
-    metrics: dict[str, Any] = retrieval_recall(image_features, text_features, groups, groups, task.ks)
+    metrics: dict[str, Any] = retrieval_recall(context.image_features, text_features, groups, groups, task.ks)
     metrics["match"] = match
     return metrics
+
+
+TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
+    "zeroshot": zero_shot,
+    "retrieval": retrieval,
+}
 
 
 # ----------------------------------------------------------------------------------- verb entry
@@ -129,7 +167,7 @@ def load_trained(
 ) -> tuple[Any, TextTokenizer, PretrainRecipe, Path]:
     """Rebuild a run's model from its resolved recipe and load its (final) checkpoint weights."""
     from vlmforge.config.load import load_recipe
-    from vlmforge.models.contrastive import build_clip, load_weights
+    from vlmforge.models.contrastive import load_weights
 
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(
@@ -138,7 +176,8 @@ def load_trained(
     recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
     assert isinstance(recipe, PretrainRecipe)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    model = build_clip(recipe.model.model_copy(update={"pretrained": None}), tokenizer.vocab_size)
+    cfg = recipe.model.model_copy(update={"pretrained": None})
+    model = family_for(cfg).models.build_model(cfg, tokenizer.vocab_size)
     ckpt = checkpoint or final_checkpoint(run_dir)
     load_weights(model, ckpt)
     return model, tokenizer, recipe, ckpt
@@ -147,14 +186,12 @@ def load_trained(
 def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
     from vlmforge.data.sources import build_eval_data
-    from vlmforge.models.contrastive import context_length
 
     torch.manual_seed(recipe.seed)
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
-    metrics = evaluate_model(
-        model, tokenizer, context_length(train_recipe.model, model), data, recipe.tasks, recipe.batch_size
-    )
+    ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
+    metrics = evaluate_model(train_recipe.model, model, tokenizer, ctx, data, recipe.tasks, recipe.batch_size)
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
     write_eval_results(recipe.run, result.to_json())
     return result

@@ -10,7 +10,7 @@ from vlmforge.config.schema import ClipModel, SigLipModel
 from vlmforge.errors import UserError
 
 
-def build_clip(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
+def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
     """A randomly initialised open_clip ``CLIP`` (then ``cfg.pretrained`` is loaded if set).
 
     ``device="meta"`` builds it without memory, for counting FLOPs and activations."""
@@ -87,6 +87,18 @@ def image_size(cfg: ClipModel, model: torch.nn.Module) -> int:
         return cfg.vision.image_size
     size = model.visual.image_size
     return int(size[0] if isinstance(size, tuple | list) else size)
+
+
+def probe_loss(
+    cfg: ClipModel, model: torch.nn.Module, batch_size: int, device: str, vocab_size: int
+) -> torch.Tensor:
+    """Both towers on ``batch_size`` synthetic image-caption pairs, reduced to a scalar. (The B x B
+    similarity matrix of the real loss is negligible per sample and left out.)"""
+    side, ctx = image_size(cfg, model), context_length(cfg, model)
+    image = torch.zeros(batch_size, 3, side, side, device=device)
+    text = torch.zeros(batch_size, ctx, dtype=torch.long, device=device)
+    image_features, text_features = model(image, text)[:2]
+    return (image_features * text_features).sum()
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

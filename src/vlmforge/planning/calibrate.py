@@ -84,19 +84,14 @@ def time_training_steps(
     recipe: PretrainRecipe, micro_batch: int, steps: int = 6, warmup: int = 2, device: str = "cpu"
 ) -> tuple[float, float | None]:
     """(median seconds per optimizer step, peak memory GB or None) for real steps on random inputs."""
-    from open_clip.loss import ClipLoss
+    from vlmforge.families import family_for
+    from vlmforge.plan import probe_vocab_size
 
-    from vlmforge.config.schema import WordTokenizer
-    from vlmforge.models.contrastive import build_clip, context_length, image_size
-
-    vocab = 1000 if isinstance(recipe.model.tokenizer, WordTokenizer) else 49408
-    model = build_clip(recipe.model.model_copy(update={"pretrained": None}), vocab, device=device)
-    side, ctx = image_size(recipe.model, model), context_length(recipe.model, model)
+    vocab = probe_vocab_size(recipe)
+    cfg = recipe.model.model_copy(update={"pretrained": None})
+    models = family_for(cfg).models
+    model = models.build_model(cfg, vocab, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = ClipLoss()
-    images = torch.randn(micro_batch, 3, side, side, device=device)
-    texts = torch.randint(1, vocab - 1, (micro_batch, ctx), device=device)
-    texts[:, -1] = vocab - 1
     autocast = torch.autocast(
         device_type=device, dtype=torch.bfloat16, enabled=recipe.train.precision != "32"
     )
@@ -108,8 +103,7 @@ def time_training_steps(
     while step < warmup + steps or sum(times) < MIN_TIMED_SECONDS:
         start = time.perf_counter()
         with autocast:
-            image_features, text_features, scale = model(images, texts)[:3]
-            loss = loss_fn(image_features, text_features, scale)
+            loss = models.probe_loss(cfg, model, micro_batch, device, vocab)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -49,33 +50,34 @@ def transformer_train_flops(params: int, tokens: int) -> int:
     return 6 * params * tokens
 
 
-def clip_flops_per_sample(
-    build: Callable[[], torch.nn.Module], image_size: int, context_length: int, frozen: tuple[str, ...] = ()
-) -> FlopCount:
-    """One image + one caption through an open_clip CLIP, both towers, plus the backward pass.
+def model_flops_per_sample(cfg: Any, vocab_size: int, frozen: tuple[str, ...] = ()) -> FlopCount:
+    """One sample through the recipe's model (its family's ``probe_loss``), forward and backward.
 
     ``frozen`` names parameter prefixes (e.g. ``("visual.",)``) that receive no gradient. Patch dropout
     (FLIP masking) configured on the model is active, since the model is in training mode.
     """
+    from vlmforge.families import family_for
+
+    models = family_for(cfg).models
 
     def frozen_build() -> torch.nn.Module:
-        model = build()
+        model = models.build_model(cfg, vocab_size, device="meta")
         for name, param in model.named_parameters():
             if name.startswith(frozen):
                 param.requires_grad_(False)
         return model
 
-    return count_train_flops(frozen_build, clip_step(image_size, context_length))
+    return count_train_flops(frozen_build, probe_step(cfg, vocab_size))
 
 
-def clip_step(image_size: int, context_length: int) -> Callable[[torch.nn.Module], torch.Tensor]:
-    """One image + one caption through a CLIP on the meta device, reduced to a scalar to backpropagate.
-    (The B x B similarity matrix of the real loss is negligible per sample and left out.)"""
+def probe_step(cfg: Any, vocab_size: int, batch_size: int = 1) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """``model -> scalar``: the family's ``probe_loss`` on ``batch_size`` samples on the model's device."""
+    from vlmforge.families import family_for
+
+    models = family_for(cfg).models
 
     def step(model: torch.nn.Module) -> torch.Tensor:
-        image = torch.empty(1, 3, image_size, image_size, device="meta")
-        text = torch.zeros(1, context_length, dtype=torch.long, device="meta")
-        image_features, text_features = model(image, text)[:2]
-        return (image_features * text_features).sum()
+        device = next(model.parameters()).device.type
+        return models.probe_loss(cfg, model, batch_size, device, vocab_size)
 
     return step
