@@ -52,12 +52,25 @@ CONTRASTIVE = Family(
     "contrastive",
     "vlmforge.models.contrastive",
     "vlmforge.training.contrastive:ContrastiveModule",
-    ("zeroshot", "retrieval"),
+    ("zeroshot", "retrieval", "linear_probe"),
+)
+
+# Both masked kinds share the model and training code; only the joint one has an image-text embedding.
+MASKED = Family(
+    "masked", "vlmforge.models.masked", "vlmforge.training.masked:MaskedModule", ("linear_probe",)
+)
+FLAVA = Family(
+    "masked",
+    "vlmforge.models.masked",
+    "vlmforge.training.masked:MaskedModule",
+    ("zeroshot", "retrieval", "linear_probe"),
 )
 
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,
     "siglip": CONTRASTIVE,
+    "masked": MASKED,
+    "flava": FLAVA,
 }
 
 

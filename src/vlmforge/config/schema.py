@@ -15,6 +15,8 @@ from pydantic import Field, field_validator, model_validator
 from vlmforge.config.base import Section
 from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model sections)
     ClipModel,
+    FlavaModel,
+    MaskedModel,
     ModelConfig,
     OpenClipTokenizer,
     SigLipModel,
@@ -192,11 +194,28 @@ class RetrievalTask(Section):
     )
 
 
-EvalTask = Annotated[ZeroShotTask | RetrievalTask, Field(discriminator="kind")]
+class LinearProbeTask(Section):
+    """Logistic regression on frozen, standardised image features: fit on the run's training split,
+    scored on the evaluation data (the linear-probe protocol of CLIP §3.2 and MAE §4)."""
+
+    kind: Literal["linear_probe"] = "linear_probe"
+    C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength of the logistic regression.")
+    max_iter: int = Field(1000, ge=1, description="Solver iterations (L-BFGS).")
+    max_train_samples: int = Field(
+        10000, ge=1, description="Fit on at most this many training samples (a fixed random subset)."
+    )
 
 
-def _default_tasks() -> list[ZeroShotTask | RetrievalTask]:
+EvalTask = Annotated[ZeroShotTask | RetrievalTask | LinearProbeTask, Field(discriminator="kind")]
+
+
+def _default_tasks() -> list[ZeroShotTask | RetrievalTask | LinearProbeTask]:
     return [ZeroShotTask(), RetrievalTask()]
+
+
+def default_tasks_for(supported: tuple[str, ...]) -> list[ZeroShotTask | RetrievalTask | LinearProbeTask]:
+    """The default tasks a model supports; a linear probe for models without a text embedding."""
+    return [task for task in _default_tasks() if task.kind in supported] or [LinearProbeTask()]
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -219,7 +238,9 @@ class PretrainRecipe(Section):
     logger: LoggerConfig = Field(default_factory=NoLogger)
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
-        default_factory=_default_tasks, description="Evaluations run on the held-out split after training."
+        default_factory=_default_tasks,
+        description="Evaluations run on the held-out split after training (default: zero-shot and retrieval, "
+        "or a linear probe for models without a text embedding).",
     )
 
     @model_validator(mode="after")
@@ -238,6 +259,8 @@ class PretrainRecipe(Section):
         from vlmforge.families import family_for
 
         supported = family_for(self.model).eval_tasks
+        if "eval" not in self.model_fields_set:  # set directly: assigning would re-run the validators
+            self.__dict__["eval"] = default_tasks_for(supported)
         for task in self.eval:
             if task.kind not in supported:
                 raise ValueError(

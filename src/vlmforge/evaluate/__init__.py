@@ -1,5 +1,6 @@
 """`vlmforge eval`: the tasks each family supports (zero-shot classification and image<->text retrieval for
-models with an image and a text embedding), on a run's held-out split or other data."""
+models with an image and a text embedding, a linear probe for any image encoder), on a run's held-out split
+or other data."""
 
 from __future__ import annotations
 
@@ -14,15 +15,22 @@ import torch
 from vlmforge.config.schema import (
     EvalRecipe,
     EvalTask,
+    LinearProbeTask,
     ModelConfig,
     PretrainRecipe,
     RetrievalTask,
     ZeroShotTask,
+    default_tasks_for,
 )
 from vlmforge.data.base import ImageTextSet
 from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
 from vlmforge.errors import UserError
-from vlmforge.evaluate.metrics import retrieval_recall, topk_accuracy, zero_shot_classifier
+from vlmforge.evaluate.metrics import (
+    linear_probe_accuracy,
+    retrieval_recall,
+    topk_accuracy,
+    zero_shot_classifier,
+)
 from vlmforge.families import family_for
 from vlmforge.runs import final_checkpoint, write_json
 
@@ -65,13 +73,15 @@ def encode_texts(
 
 @dataclass
 class EvalContext:
-    """What every task sees: the model and its tokenizer, the data, and image features computed once."""
+    """What every task sees: the model and its tokenizer, the data, and image features computed once;
+    ``train_data`` (the run's training split) for tasks that fit on it."""
 
     model: Any
     tokenizer: TextTokenizer
     context_length: int
     data: ImageTextSet
     batch_size: int
+    train_data: ImageTextSet | None = None
     _image_features: torch.Tensor | None = None
 
     @property
@@ -89,8 +99,9 @@ def evaluate_model(
     data: ImageTextSet,
     tasks: list[EvalTask],
     batch_size: int = 256,
+    train_data: ImageTextSet | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run each task on ``data``; returns {task kind: metrics}."""
+    """Run each task on ``data`` (tasks that fit, on ``train_data``); returns {task kind: metrics}."""
     if len(data) == 0:
         raise UserError(
             f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
@@ -103,7 +114,7 @@ def evaluate_model(
                 hint=f"tasks for this model: {', '.join(supported)}",
             )
     model.eval()
-    context = EvalContext(model, tokenizer, context_length, data, batch_size)
+    context = EvalContext(model, tokenizer, context_length, data, batch_size, train_data)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         start = time.perf_counter()
@@ -155,9 +166,37 @@ def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
     return metrics
 
 
+def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
+    """Fit on frozen image features of the training split (a fixed random subset of at most
+    ``max_train_samples``), score on the evaluation data."""
+    train, data = context.train_data, context.data
+    if train is None or len(train) == 0:
+        raise UserError("linear_probe needs the run's training split, which is empty")
+    if train.classnames != data.classnames:
+        raise UserError(
+            f"linear_probe: classes of {data.name!r} differ from the training data's {train.name!r}",
+            hint="evaluate on data with the same classnames, or drop the linear_probe task",
+        )
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    subset = train.subset(order[: task.max_train_samples].sort().values.numpy(), "probe")
+    features = encode_images(context.model, subset, context.batch_size)
+    metrics: dict[str, Any] = linear_probe_accuracy(
+        features,
+        _labels(subset, "linear_probe"),
+        context.image_features,
+        _labels(data, "linear_probe"),
+        task.C,
+        task.max_iter,
+    )
+    metrics["train_samples"] = len(subset)
+    metrics["classes"] = len(data.classnames or [])
+    return metrics
+
+
 TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "zeroshot": zero_shot,
     "retrieval": retrieval,
+    "linear_probe": linear_probe,
 }
 
 
@@ -185,13 +224,18 @@ def load_trained(
 
 def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
-    from vlmforge.data.sources import build_eval_data
+    from vlmforge.data.sources import build_eval_data, train_val_split
 
     torch.manual_seed(recipe.seed)
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
-    ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
-    metrics = evaluate_model(train_recipe.model, model, tokenizer, ctx, data, recipe.tasks, recipe.batch_size)
+    family = family_for(train_recipe.model)
+    ctx = family.models.context_length(train_recipe.model, model)
+    tasks = recipe.tasks if "tasks" in recipe.model_fields_set else default_tasks_for(family.eval_tasks)
+    train = train_val_split(train_recipe.data)[0] if any(t.kind == "linear_probe" for t in tasks) else None
+    metrics = evaluate_model(
+        train_recipe.model, model, tokenizer, ctx, data, list(tasks), recipe.batch_size, train
+    )
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
     write_eval_results(recipe.run, result.to_json())
     return result
