@@ -6,6 +6,7 @@ Each family (see ``vlmforge.families``) adds its kinds here; the union is what a
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Literal
@@ -197,6 +198,31 @@ class ContrastiveObjective(Section):
     gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
 
 
+def check_plain_vit_arch(arch: str | None) -> None:
+    """Masked objectives reach inside the towers: the arch must use open_clip's own ViT and text transformer
+    (no timm or Hugging Face tower, no attentional pooler). Read from its config file, without open_clip."""
+    if arch is None:
+        return
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    path = Path(next(iter(spec.submodule_search_locations))) / "model_configs" / f"{arch}.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    if (
+        vision.get("timm_model_name")
+        or not isinstance(vision.get("layers"), int)
+        or vision.get("attentional_pool")
+        or text.get("hf_model_name")
+    ):
+        raise ValueError(
+            f"arch {arch!r} does not use open_clip's own ViT and text transformer towers, which masked "
+            "objectives need: use a plain ViT arch such as ViT-B-16, or custom vision/text towers"
+        )
+
+
 class MaskedTowers(Section):
     """Towers shared by the masked kinds: an open_clip ViT and a bidirectional text transformer."""
 
@@ -223,6 +249,7 @@ class MaskedModel(MaskedTowers):
     @model_validator(mode="after")
     def _arch_or_towers(self) -> MaskedModel:
         check_arch_or_towers(self.arch, self.vision, self.text, need_text=self.mlm is not None)
+        check_plain_vit_arch(self.arch)
         return self
 
 
@@ -245,6 +272,7 @@ class FlavaModel(MaskedTowers):
     @model_validator(mode="after")
     def _arch_or_towers(self) -> FlavaModel:
         check_arch_or_towers(self.arch, self.vision, self.text, need_text=True)
+        check_plain_vit_arch(self.arch)
         if self.contrastive.image_input == "visible" and self.mim is None:
             raise ValueError(
                 "contrastive.image_input 'visible' pools the MIM encoder's patches: set `mim`, or use 'full'"
