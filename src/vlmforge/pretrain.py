@@ -32,7 +32,22 @@ from vlmforge.runs import (
 )
 
 # Fields that may differ between a run and the recipe that resumes it.
-RESUMABLE_CHANGES = ("train.max_steps", "train.log_every_steps", "train.checkpoint", "logger", "eval", "plan")
+# The device layout may change: the data position is kept in global optimizer steps (same global batch).
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.log_every_steps",
+    "train.record_sample_ids",
+    "train.checkpoint",
+    "train.devices",
+    "train.num_nodes",
+    "train.micro_batch_size",
+    "train.accelerator",
+    "train.strategy",
+    "data.num_workers",
+    "logger",
+    "eval",
+    "plan",
+)
 
 
 @dataclass

@@ -140,6 +140,11 @@ class TrainConfig(Section):
         description="Recompute transformer blocks in backward: less activation memory, ~1/3 more compute.",
     )
     log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
+    record_sample_ids: bool = Field(
+        False,
+        description="Append the sample ids each optimizer step trained on to samples/rank-<R>.jsonl in the "
+        "run directory (audits data order and resumes).",
+    )
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
 
 

@@ -7,6 +7,8 @@ loss terms for logging, and the data position stored in checkpoints. A family im
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -94,15 +96,50 @@ class PretrainModule(pl.LightningModule):
         terms = self.loss_terms(batch)
         self.last_terms = {k: v.detach() for k, v in terms.items()}
         self.data_position = DataPosition(int(batch["epoch"]), int(batch["position"]) + 1)
+        if self.recipe.train.record_sample_ids:
+            self._record_sample_ids(batch)
         return terms["loss"]
 
+    def _record_sample_ids(self, batch: dict[str, torch.Tensor]) -> None:
+        path = Path(self.trainer.default_root_dir) / "samples" / f"rank-{self.global_rank}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        record = {"step": self.trainer.global_step + 1, "epoch": int(batch["epoch"])}
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record | {"ids": batch["index"].tolist()}) + "\n")
+
     # ---------------------------------------------------------------------------------- checkpoints
+    # The data position is stored in optimizer steps of the epoch, not in this rank's micro-batches: global
+    # batch k holds the same samples whatever the device count, so a checkpoint written by N processes
+    # resumes on M with no sample missed or repeated.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        accumulate = self.trainer.accumulate_grad_batches
         position = self.data_position
-        checkpoint["vlmforge"] = {"data_epoch": position.epoch, "data_micro_batch": position.micro_batch}
+        if position.micro_batch % accumulate:  # checkpoints are only written at optimizer-step boundaries
+            raise RuntimeError(f"checkpoint mid-accumulation at micro-batch {position.micro_batch}")
+        checkpoint["vlmforge"] = {
+            "data_epoch": position.epoch,
+            "data_step": position.micro_batch // accumulate,
+            "accumulate": accumulate,
+            "world_size": self.trainer.world_size,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("vlmforge")
-        if state is not None:
-            self._resume_position = DataPosition(int(state["data_epoch"]), int(state["data_micro_batch"]))
-            self.data_position = self._resume_position
+        if state is None:
+            return
+        accumulate = self.trainer.accumulate_grad_batches
+        self._resume_position = DataPosition(int(state["data_epoch"]), int(state["data_step"]) * accumulate)
+        self.data_position = self._resume_position
+        if int(state["accumulate"]) != accumulate:
+            rescale_batch_progress(checkpoint, int(state["accumulate"]), accumulate)
+
+
+def rescale_batch_progress(checkpoint: dict[str, Any], saved: int, now: int) -> None:
+    """Lightning counts micro-batches; when gradient accumulation changes with the device count, its
+    restored counters must be re-expressed in the new micro-batches so optimizer steps stay aligned."""
+    progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    for counters in (progress["current"], progress["total"]):
+        for key, value in counters.items():
+            # counters are multiples of ``saved`` at a step boundary, give or take the one in-flight batch
+            steps, rest = divmod(int(value), saved)
+            counters[key] = steps * now + (rest and now - (saved - rest))
