@@ -163,7 +163,7 @@ def evaluate(
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
-    """Evaluate a trained run: zero-shot classification and image<->text retrieval."""
+    """Evaluate a trained run: zero-shot classification, image<->text retrieval, compositionality."""
     from vlmforge import evaluate as verb
 
     if (config is None) == (run_dir is None):

@@ -52,7 +52,7 @@ CONTRASTIVE = Family(
     "contrastive",
     "vlmforge.models.contrastive",
     "vlmforge.training.contrastive:ContrastiveModule",
-    ("zeroshot", "retrieval"),
+    ("zeroshot", "retrieval", "compositional"),
 )
 
 FAMILIES: dict[str, Family] = {

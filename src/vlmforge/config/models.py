@@ -76,6 +76,56 @@ def open_clip_architectures() -> set[str]:
     return {p.stem for p in config_dir.glob("*.json")}
 
 
+Perturbation = Literal["swap_words", "swap_attributes", "shuffle_words", "shuffle_trigrams"]
+PERTURBATION_KINDS: list[Perturbation] = [
+    "swap_words",
+    "swap_attributes",
+    "shuffle_words",
+    "shuffle_trigrams",
+]
+
+
+class HardNegatives(Section):
+    """NegCLIP's hard-negative captions (Yuksekgonul et al. 2023): each caption's words reordered, scored by
+    its image against the batch's true captions; see ``vlmforge.data.perturb``."""
+
+    perturbations: list[Perturbation] = Field(
+        default_factory=lambda: list(PERTURBATION_KINDS),
+        min_length=1,
+        description="Reorderings to draw from, one per caption per epoch among those that apply to it: "
+        "swap_words (two content words), swap_attributes (two attribute words, i.e. adjective-noun "
+        "bindings), shuffle_words (all words), shuffle_trigrams (the order of word trigrams).",
+    )
+    attributes: list[str] | None = Field(
+        None, description="Attribute words for swap_attributes (default: built-in colours, sizes, materials)."
+    )
+
+
+class SslConfig(Section):
+    """SLIP's self-supervised term (Mu et al. 2022): SimCLR's NT-Xent between two augmented views of each
+    image, through an MLP head on the image tower's output."""
+
+    weight: float = Field(1.0, gt=0, description="Total loss = contrastive + weight x ssl (SLIP: 1).")
+    temperature: float = Field(0.1, gt=0, description="NT-Xent temperature (SLIP: 0.1).")
+    hidden_dim: int = Field(4096, ge=8, description="Hidden width of the 3-layer projection head.")
+    out_dim: int = Field(256, ge=8, description="Output width of the projection head.")
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="Random resized crop: range of the kept fraction of the image area."
+    )
+    flip: bool = Field(True, description="Random horizontal flips.")
+    color_jitter: float = Field(
+        0.4, ge=0, lt=1, description="Brightness/contrast/saturation factors drawn in 1 +- this (p = 0.8)."
+    )
+    grayscale_p: float = Field(0.2, ge=0, le=1, description="Probability of a grayscale view.")
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> SslConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale {self.crop_scale} must satisfy 0 < low <= high <= 1")
+        return self
+
+
 class ClipModel(Section):
     """Contrastive dual encoder trained with the InfoNCE loss (CLIP, Radford et al. 2021)."""
 
@@ -108,6 +158,10 @@ class ClipModel(Section):
         description="Under DDP, score local queries against all gathered keys (same gradient, less memory).",
     )
     gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
+    hard_negatives: HardNegatives | None = Field(
+        None, description="NegCLIP: add a reordered copy of every caption to the image->text softmax."
+    )
+    ssl: SslConfig | None = Field(None, description="SLIP: add a SimCLR term on two augmented image views.")
 
     @model_validator(mode="after")
     def _arch_or_towers(self) -> ClipModel:
@@ -137,6 +191,12 @@ class SigLipModel(ClipModel):
     init_logit_bias: float = Field(
         -10.0, description="Initial logit bias, SigLIP's -10 (most pairs are negatives)."
     )
+
+    @model_validator(mode="after")
+    def _softmax_negatives(self) -> SigLipModel:
+        if self.hard_negatives is not None:
+            raise ValueError("hard_negatives extend the softmax (InfoNCE) loss: use them with kind: clip")
+        return self
 
 
 ModelConfig = Annotated[ClipModel | SigLipModel, Field(discriminator="kind")]

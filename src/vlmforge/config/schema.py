@@ -14,10 +14,14 @@ from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section
 from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model sections)
+    PERTURBATION_KINDS,
     ClipModel,
+    HardNegatives,
     ModelConfig,
     OpenClipTokenizer,
+    Perturbation,
     SigLipModel,
+    SslConfig,
     TextTower,
     Tokenizer,
     VisionTower,
@@ -197,7 +201,23 @@ class RetrievalTask(Section):
     )
 
 
-EvalTask = Annotated[ZeroShotTask | RetrievalTask, Field(discriminator="kind")]
+class CompositionalTask(Section):
+    """Word order and attribute binding, ARO / SugarCrepe-style (Yuksekgonul et al. 2023; Hsieh et al. 2023):
+    each image scores its caption against reordered copies of it; accuracy = the caption scores highest."""
+
+    kind: Literal["compositional"] = "compositional"
+    perturbations: list[Perturbation] = Field(
+        default_factory=lambda: list(PERTURBATION_KINDS),
+        min_length=1,
+        description="Reordered copies per caption, one per perturbation that applies to it.",
+    )
+    attributes: list[str] | None = Field(
+        None, description="Attribute words for swap_attributes (default: built-in colours, sizes, materials)."
+    )
+    seed: int = Field(0, description="Seed of the perturbations (the same probes for every model).")
+
+
+EvalTask = Annotated[ZeroShotTask | RetrievalTask | CompositionalTask, Field(discriminator="kind")]
 
 
 def _default_tasks() -> list[ZeroShotTask | RetrievalTask]:

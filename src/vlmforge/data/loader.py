@@ -109,13 +109,16 @@ class CaptionedImages(torch.utils.data.Dataset):
             self._token_cache[caption] = self.tokenizer([caption], self.context_length)[0]
         return self._token_cache[caption]
 
+    def caption(self, epoch: int, index: int) -> str:
+        """The caption sample ``index`` is trained on in ``epoch``."""
+        options = self.data.captions_of(index)
+        return options[self._draw(epoch, index) % len(options)]
+
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, object]:
         epoch, position, index = key
-        options = self.data.captions_of(index)
-        pick = self._draw(epoch, index) % len(options)
         return {
             "image": self.data.image(index),
-            "text": self._tokens(options[pick]),
+            "text": self._tokens(self.caption(epoch, index)),
             "index": index,
             "epoch": epoch,
             "position": position,
@@ -123,9 +126,9 @@ class CaptionedImages(torch.utils.data.Dataset):
 
 
 def collate(items: list[dict[str, object]]) -> dict[str, torch.Tensor]:
-    return {
-        "image": torch.stack([it["image"] for it in items]),  # type: ignore[misc]
-        "text": torch.stack([it["text"] for it in items]),  # type: ignore[misc]
+    """Stacks the per-sample tensors (``image``, ``text``, and any a family adds, e.g. ``negative_text``)."""
+    tensors = [k for k, v in items[0].items() if isinstance(v, torch.Tensor)]
+    return {k: torch.stack([it[k] for it in items]) for k in tensors} | {  # type: ignore[misc]
         "index": torch.tensor([it["index"] for it in items]),
         "epoch": torch.tensor(items[0]["epoch"]),
         "position": torch.tensor(items[0]["position"]),

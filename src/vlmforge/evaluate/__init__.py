@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vlmforge.config.schema import (
+    CompositionalTask,
     EvalRecipe,
     EvalTask,
     ModelConfig,
@@ -20,9 +22,15 @@ from vlmforge.config.schema import (
     ZeroShotTask,
 )
 from vlmforge.data.base import ImageTextSet
+from vlmforge.data.perturb import PERTURBATIONS, attribute_words, perturb
 from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
 from vlmforge.errors import UserError
-from vlmforge.evaluate.metrics import retrieval_recall, topk_accuracy, zero_shot_classifier
+from vlmforge.evaluate.metrics import (
+    compositional_accuracy,
+    retrieval_recall,
+    topk_accuracy,
+    zero_shot_classifier,
+)
 from vlmforge.families import family_for
 from vlmforge.runs import final_checkpoint, write_json
 
@@ -140,9 +148,14 @@ def zero_shot(context: EvalContext, task: ZeroShotTask) -> dict[str, Any]:
     return metrics
 
 
+def _paired_captions(data: ImageTextSet) -> list[str]:
+    """One caption per image, the same for every task and run."""
+    return [data.captions_of(i)[i % len(data.captions_of(i))] for i in range(len(data))]
+
+
 def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
     data = context.data
-    texts = [data.captions_of(i)[i % len(data.captions_of(i))] for i in range(len(data))]
+    texts = _paired_captions(data)
     text_features = encode_texts(
         context.model, context.tokenizer, texts, context.context_length, context.batch_size
     )
@@ -155,9 +168,40 @@ def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
     return metrics
 
 
+def compositional(context: EvalContext, task: CompositionalTask) -> dict[str, Any]:
+    """Each image's caption vs its reordered copies (``vlmforge.data.perturb``), by cosine similarity."""
+    captions = _paired_captions(context.data)
+    attributes = attribute_words(task.attributes)
+    streams = {kind: k for k, kind in enumerate(PERTURBATIONS)}  # a probe does not depend on the list
+    probes = [
+        [
+            perturb(c, kind, np.random.default_rng([task.seed, i, streams[kind]]), attributes)
+            for kind in task.perturbations
+        ]
+        for i, c in enumerate(captions)
+    ]
+    valid = torch.tensor([[p is not None for p in row] for row in probes]).view(len(captions), -1)
+    if not valid.any():
+        raise UserError(
+            f"compositional: none of {task.perturbations} applies to the captions of {context.data.name!r}",
+            hint="add swap_words or shuffle_words (they apply to any caption of two distinct words)",
+        )
+    perturbed = [p for row in probes for p in row if p is not None]
+    text_features = encode_texts(
+        context.model, context.tokenizer, captions + perturbed, context.context_length, context.batch_size
+    )
+    images = context.image_features
+    perturbed_scores = torch.full(valid.shape, float("-inf"))
+    rows = valid.nonzero()[:, 0]
+    perturbed_scores[valid] = (images[rows] * text_features[len(captions) :]).sum(dim=1)
+    caption_scores = (images * text_features[: len(captions)]).sum(dim=1)
+    return compositional_accuracy(caption_scores, perturbed_scores, valid, task.perturbations)
+
+
 TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "zeroshot": zero_shot,
     "retrieval": retrieval,
+    "compositional": compositional,
 }
 
 
