@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vlmforge.config.schema import (
@@ -16,6 +17,7 @@ from vlmforge.config.schema import (
     RetrievalTask,
     ZeroShotTask,
 )
+from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet
 from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
 from vlmforge.errors import UserError
@@ -40,12 +42,26 @@ class EvalResult:
 
 
 @torch.no_grad()
-def encode_images(model: torch.nn.Module, data: ImageTextSet, batch_size: int) -> torch.Tensor:
-    feats = []
+def encode_images(
+    model: torch.nn.Module, data: ImageTextSet, batch_size: int
+) -> tuple[torch.Tensor, list[int], list[Drop]]:
+    """Features of the usable images, their positions in ``data``, and the unusable ones (left out)."""
+    feats, kept, dropped = [], [], []
     for start in range(0, len(data), batch_size):
-        images = torch.stack([data.image(i) for i in range(start, min(start + batch_size, len(data)))])
-        feats.append(model.encode_image(images, normalize=True).float())
-    return torch.cat(feats)
+        images = []
+        for i in range(start, min(start + batch_size, len(data))):
+            try:
+                images.append(data.image(i))
+                kept.append(i)
+            except BadSample as bad:
+                dropped.append(bad.drop)
+        if images:
+            feats.append(model.encode_image(torch.stack(images), normalize=True).float())
+    if not feats:
+        raise UserError(
+            f"evaluation data {data.name!r}: no image can be read", hint="run `vlmforge data check`"
+        )
+    return torch.cat(feats), kept, dropped
 
 
 @torch.no_grad()
@@ -73,7 +89,9 @@ def evaluate_model(
             f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
         )
     model.eval()
-    image_features = encode_images(model, data, batch_size)
+    image_features, kept, dropped = encode_images(model, data, batch_size)
+    if dropped:  # evaluated on the readable samples; the count is reported with each task
+        data = data.subset(np.asarray(kept), "readable")
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         start = time.perf_counter()
@@ -85,6 +103,8 @@ def evaluate_model(
             raise TypeError(f"unknown eval task {task!r}")
         metrics["seconds"] = round(time.perf_counter() - start, 3)
         metrics["samples"] = len(data)
+        if dropped:
+            metrics["dropped"] = len(dropped)
         results[task.kind] = metrics
     return results
 
