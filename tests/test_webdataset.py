@@ -116,8 +116,27 @@ def test_index_records_offsets_captions_and_pairing_drops(shards: tuple[Path, di
     for key, _, offset, size, caption in index.samples:
         assert raw[offset : offset + size] == written["images"][key]  # the offset points at the image bytes
         assert caption == written["captions"][key]
-    again = index_shard(root / "00000.tar")  # cached on first use, identical on the next
-    assert again.samples == index_shard(root / "00000.tar").samples == index.samples
+    assert index_shard(root / "00000.tar").samples == index.samples  # scanned, then cached
+
+
+def test_the_index_cache_is_used_until_the_shard_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vlmforge.data.shards as shards_module
+
+    monkeypatch.setenv("VLMFORGE_CACHE", str(tmp_path / "cache"))
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "a.png", _encoded(np.zeros((8, 8), np.uint8), "PNG"))
+        _add(tar, "a.txt", b"first")
+    assert [s[4] for s in index_shard(shard).samples] == ["first"]
+    scans = []
+    monkeypatch.setattr(shards_module, "scan_shard", lambda path: scans.append(path) or scan_shard(path))
+    assert [s[4] for s in index_shard(shard).samples] == ["first"] and scans == []  # from the cache
+    with tarfile.open(shard, "a") as tar:
+        _add(tar, "b.png", _encoded(np.zeros((8, 8), np.uint8), "PNG"))
+        _add(tar, "b.txt", b"second")
+    assert [s[4] for s in index_shard(shard).samples] == ["first", "second"] and scans == [shard]
 
 
 def test_members_escaping_the_shard_are_refused(tmp_path: Path) -> None:
@@ -234,22 +253,25 @@ def test_data_check_names_every_bad_sample(shards: tuple[Path, dict[str, Any]]) 
     data_check_table(console, report)
     text = console.export_text()
     assert all(f"{i:06d}" in text for i in PLANTED) and "decode_error" in text
-    missing = run_cli("data", "check", str(root / "{00002..00003}.tar"), cwd=root)
-    assert missing.returncode == 2 and "00003.tar" in missing.stderr and "Traceback" not in missing.stderr
+    data = {"kind": "webdataset", "shards": str(root / "{00002..00003}.tar")}
+    missing = run_cli("data", "check", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", cwd=root)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "1 shard file(s) not found" in missing.stderr and "00003.tar" in missing.stderr
 
 
-def _pretrain(root: Path, max_bad_fraction: float, cwd: Path) -> Any:
+def _pretrain(root: Path, max_bad_fraction: float, cwd: Path, *args: str, workers: int = 0) -> Any:
     data = {
         "kind": "webdataset",
         "shards": [str(root / "{00000..00002}.tar")],
         "image_size": 16,
         "batch_size": 32,
+        "num_workers": workers,
         "max_bad_fraction": max_bad_fraction,
     }
     cwd.mkdir()
     return run_cli(
         "pretrain", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", "train.max_steps=5",
-        "train.log_every_steps=5", "eval=[]", "--format", "json", cwd=cwd,
+        "train.log_every_steps=5", "eval=[]", *args, "--format", "json", cwd=cwd,
     )  # fmt: skip
 
 
@@ -274,3 +296,15 @@ def test_pretrain_stops_above_the_bad_fraction_and_counts_below(
     assert data["rejected_at_open"] == {"bad_caption": 1, "missing_pair": 2}
     last = read_metrics(tmp_path / "done" / result["run_dir"])[-1]
     assert (last["data_read"], last["data_dropped"], last["data_dropped_truncated"]) == (160, 3, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_ranks_sum_their_counts(shards: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """2 DDP processes x 2 loader workers: one epoch read once in all, drops counted once."""
+    ddp = ("train.devices=2", "train.strategy.kind=ddp")
+    proc = _pretrain(shards[0], 0.05, tmp_path / "ddp", *ddp, workers=2)
+    assert proc.returncode == 0, proc.stderr
+    data = last_json(proc.stdout)["metrics"]["data"]
+    assert (data["read"], data["kept"]) == (160, 157)
+    assert data["dropped"] == {"decode_error": 1, "truncated": 1, "too_small": 1}

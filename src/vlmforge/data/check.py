@@ -43,6 +43,7 @@ class CheckReport:
     heights: list[int] = field(default_factory=list)
     caption_chars: list[int] = field(default_factory=list)
     caption_words: list[int] = field(default_factory=list)
+    decoded: int = 0  # images read and decoded (kept or dropped then)
     decode_seconds: float = 0.0
     workers: int = 0
     max_bad_fraction: float = 0.01
@@ -106,7 +107,7 @@ def check_shards(cfg: WebDatasetData) -> CheckReport:
         square_tensor(img, cfg.image_size, mean, std)  # timed as training would transform it
         report.widths.append(img.width)
         report.heights.append(img.height)
-    report.decode_seconds = time.perf_counter() - start
+    report.decode_seconds, report.decoded = time.perf_counter() - start, len(images)
     bad_by_shard = Counter(d.shard for d in read_drops)
     for ix in indexes:
         entries = len(ix.samples) + len(ix.dropped)
