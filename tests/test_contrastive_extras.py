@@ -236,8 +236,8 @@ def test_compositional_eval_gives_a_bag_of_words_model_zero() -> None:
     data = _small_set()
     vocab = WordVocab.build(data.all_captions())
     model = BagOfWords(vocab.vocab_size)
-    context = EvalContext(model, vocab, 24, data, batch_size=4)
-    context._image_features = F.normalize(torch.randn(len(data), 8), dim=-1)
+    image_features = F.normalize(torch.randn(len(data), 8), dim=-1)
+    context = EvalContext(model, vocab, 24, data, batch_size=4, image_features=image_features)
     out = compositional(context, CompositionalTask())
     assert out["accuracy"] == 0.0 and out["images"] == len(data)
     assert 0 < out["chance"] < 0.5 and "accuracy_swap_attributes" in out

@@ -1,7 +1,8 @@
 """The ``vlmforge`` command: parse, load + validate the recipe, call the verb's ``run``, render.
 
 No ML logic lives here. Exit codes: 0 success, 2 bad input (message, no traceback), 143 stopped by
-SIGTERM after saving a checkpoint (resume with ``--resume auto``).
+SIGTERM after saving a checkpoint (resume with ``--resume auto``), 1 from ``data check`` when more samples
+are bad than ``data.max_bad_fraction`` allows.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ recipes_app = typer.Typer(
     help="List, show, copy shipped recipes; print recipe JSON Schemas.", no_args_is_help=True
 )
 app.add_typer(recipes_app, name="recipes")
+data_app = typer.Typer(help="Check data sources before a run.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)  # ":name:" in a path or key stays text
 # Piped output is not cut to 80 columns: tables stay readable in logs and files.
-out = Console() if sys.stdout.isatty() else Console(width=160)
+out = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
 EXIT_BAD_INPUT = 2
 EXIT_SIGTERM = 143
+EXIT_DATA_OVER_BUDGET = 1
 
 
 class OutputFormat(str, Enum):
@@ -318,6 +322,48 @@ def _missing_paths(recipe: Any) -> list[str]:
     if model is not None and getattr(model, "pretrained", None) is not None and not model.pretrained.exists():
         notes.append(f"model.pretrained {model.pretrained} does not exist on this machine")
     return notes
+
+
+# ------------------------------------------------------------------------------------------- data
+@data_app.command("check")
+def data_check(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="Shard paths or patterns ('shards/{00000..00009}.tar'); with -c: overrides."),
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Check the recipe's data (data.kind: webdataset).")
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Read every sample and decode every image: counts, sizes, caption lengths, each bad sample by shard
+    and key, and the loader throughput measured here. Exit 1 when a run would stop (max_bad_fraction)."""
+    from vlmforge.config.schema import WebDatasetData
+    from vlmforge.data.check import check_shards
+
+    def source() -> WebDatasetData:
+        if config is None:
+            if not args:
+                raise UserError("give shard paths or patterns, or a recipe with -c")
+            return WebDatasetData(shards=args)
+        data = load("pretrain", config, args).data
+        if not isinstance(data, WebDatasetData):
+            raise UserError(
+                f"data check reads webdataset shards; the recipe's data.kind is {data.kind!r}",
+                hint="give shard patterns instead: vlmforge data check 'shards/{00000..00009}.tar'",
+            )
+        return data
+
+    report = guarded(lambda: check_shards(source()))
+    from vlmforge_cli.render import data_check_table
+
+    emit(fmt, report.to_json(), lambda: data_check_table(out, report.to_json()))
+    if report.over_budget:
+        err.print(
+            f"[red]{len(report.dropped)} of {report.entries} samples are bad: above "
+            f"data.max_bad_fraction={report.max_bad_fraction:g}, a run would stop[/]"
+        )
+        raise typer.Exit(EXIT_DATA_OVER_BUDGET)
 
 
 # ---------------------------------------------------------------------------------------- recipes

@@ -175,17 +175,21 @@ def run(
     import lightning.pytorch as pl
     import torch
 
+    from vlmforge.data.accounting import budget_error, over_budget
     from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import build_tokenizer, save_tokenizer
     from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
     from vlmforge.families import family_for
-    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog, peak_memory_bytes
+    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog, peak_memory_bytes
     from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed
 
     family = family_for(recipe.model)
     check_logger_installed(recipe.logger)
     train_set, val_set = train_val_split(recipe.data)
+    rejected, limit = len(train_set.rejected), recipe.data.max_bad_fraction
+    if over_budget(rejected, train_set.source_size, limit):
+        raise budget_error(train_set.name, rejected, train_set.source_size, limit, train_set.rejected)
     if len(train_set) < recipe.data.batch_size:
         raise UserError(
             f"data: {len(train_set)} training samples cannot fill one batch "
@@ -213,13 +217,16 @@ def run(
     checkpoints = AtomicCheckpoint(
         run_dir / "checkpoints", recipe.train.checkpoint.every_steps, recipe.train.checkpoint.keep_last
     )
+    accounting = DataAccounting(train_set, recipe.data.max_bad_fraction, run_dir / "metrics.jsonl")
     metrics_log = MetricsLog(
         run_dir / "metrics.jsonl",
         recipe.train.log_every_steps,
         recipe.data.batch_size,
         build_loggers(recipe.logger, str(run_dir), recipe.name),
+        extras=accounting.metrics,
     )
-    trainer = build_trainer(recipe, [checkpoints, metrics_log], str(run_dir))
+    # accounting first: it may stop the run before that step's checkpoint, and MetricsLog reads its counts
+    trainer = build_trainer(recipe, [accounting, checkpoints, metrics_log], str(run_dir))
     if trainer.is_global_zero:
         save_tokenizer(tokenizer, run_dir / "tokenizer.json")
         devices = {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size}
@@ -235,7 +242,10 @@ def run(
     status = "preempted" if checkpoints.preempted else "completed"
     ckpt = checkpoints.final_path if status == "completed" else None
     last = metrics_log.history[-1] if metrics_log.history else {}
-    metrics: dict[str, Any] = {"train": {k: v for k, v in last.items() if k not in ("epoch", "time_s")}}
+    train_metrics = {
+        k: v for k, v in last.items() if k not in ("epoch", "time_s") and not k.startswith("data_")
+    }
+    metrics: dict[str, Any] = {"train": train_metrics, "data": accounting.summary()}
     step_times = sorted(metrics_log.step_times)
     write_json(
         run_dir / "actual.json",

@@ -43,6 +43,13 @@ class DataBase(Section):
     image_size: int = Field(224, ge=8, le=1024, description="Side of the square images fed to the model.")
     mean: tuple[float, float, float] = Field(OPENAI_MEAN, description="Per-channel normalisation mean.")
     std: tuple[float, float, float] = Field(OPENAI_STD, description="Per-channel normalisation std.")
+    max_bad_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Stop when the samples dropped (unreadable, unpaired, bad caption, too small) exceed "
+        "this fraction of the source: those rejected when it is opened plus those dropped in one epoch.",
+    )
 
 
 class DigitsData(DataBase):
@@ -86,7 +93,29 @@ class FolderData(DataBase):
     )
 
 
-DataSource = Annotated[DigitsData | FolderData, Field(discriminator="kind")]
+class WebDatasetData(DataBase):
+    """WebDataset tar shards in img2dataset layout: ``key.jpg|png|webp`` + ``key.txt`` (+ ``key.json``)."""
+
+    kind: Literal["webdataset"] = "webdataset"
+    shards: list[str] = Field(
+        min_length=1,
+        description="Uncompressed .tar shard paths or patterns: brace ranges ('shards/{00000..00127}.tar') "
+        "and globs ('shards/*.tar'); one string or a list.",
+    )
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
+    min_image_size: int = Field(
+        8, ge=1, description="Images whose shorter side is below this many pixels are dropped (too_small)."
+    )
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+DataSource = Annotated[DigitsData | FolderData | WebDatasetData, Field(discriminator="kind")]
 
 
 # ------------------------------------------------------------------------------------ optim + train

@@ -157,6 +157,6 @@ class HardNegativeCaptions(torch.utils.data.Dataset):
         epoch, _, index = key
         base, item = self.base, self.base[key]
         rng = np.random.default_rng([base.seed, epoch, index, 2])  # stream 1 draws the caption
-        negative = hard_negative(base.caption(epoch, index), self.kinds, rng, self.attributes)
+        negative = hard_negative(str(item["caption"]), self.kinds, rng, self.attributes)
         item["negative_text"] = base.tokenizer([negative], base.context_length)[0]
         return item

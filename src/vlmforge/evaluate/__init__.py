@@ -21,6 +21,7 @@ from vlmforge.config.schema import (
     RetrievalTask,
     ZeroShotTask,
 )
+from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet
 from vlmforge.data.perturb import PERTURBATIONS, attribute_words, perturb
 from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
@@ -52,12 +53,26 @@ class EvalResult:
 
 
 @torch.no_grad()
-def encode_images(model: torch.nn.Module, data: ImageTextSet, batch_size: int) -> torch.Tensor:
-    feats = []
+def encode_images(
+    model: torch.nn.Module, data: ImageTextSet, batch_size: int
+) -> tuple[torch.Tensor, list[int], list[Drop]]:
+    """Features of the usable images, their positions in ``data``, and the unusable ones (left out)."""
+    feats, kept, dropped = [], [], []
     for start in range(0, len(data), batch_size):
-        images = torch.stack([data.image(i) for i in range(start, min(start + batch_size, len(data)))])
-        feats.append(model.encode_image(images, normalize=True).float())
-    return torch.cat(feats)
+        images = []
+        for i in range(start, min(start + batch_size, len(data))):
+            try:
+                images.append(data.image(i))
+                kept.append(i)
+            except BadSample as bad:
+                dropped.append(bad.drop)
+        if images:
+            feats.append(model.encode_image(torch.stack(images), normalize=True).float())
+    if not feats:
+        raise UserError(
+            f"evaluation data {data.name!r}: no image can be read", hint="run `vlmforge data check`"
+        )
+    return torch.cat(feats), kept, dropped
 
 
 @torch.no_grad()
@@ -80,13 +95,7 @@ class EvalContext:
     context_length: int
     data: ImageTextSet
     batch_size: int
-    _image_features: torch.Tensor | None = None
-
-    @property
-    def image_features(self) -> torch.Tensor:
-        if self._image_features is None:
-            self._image_features = encode_images(self.model, self.data, self.batch_size)
-        return self._image_features
+    image_features: torch.Tensor  # L2-normalised, one row per sample of ``data`` (readable ones only)
 
 
 def evaluate_model(
@@ -111,13 +120,18 @@ def evaluate_model(
                 hint=f"tasks for this model: {', '.join(supported)}",
             )
     model.eval()
-    context = EvalContext(model, tokenizer, context_length, data, batch_size)
+    image_features, kept, dropped = encode_images(model, data, batch_size)
+    if dropped:  # evaluated on the readable samples; the count is reported with each task
+        data = data.subset(np.asarray(kept), "readable")
+    context = EvalContext(model, tokenizer, context_length, data, batch_size, image_features)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         start = time.perf_counter()
         metrics = TASKS[task.kind](context, task)
         metrics["seconds"] = round(time.perf_counter() - start, 3)
         metrics["samples"] = len(data)
+        if dropped:
+            metrics["dropped"] = len(dropped)
         results[task.kind] = metrics
     return results
 

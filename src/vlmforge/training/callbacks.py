@@ -1,4 +1,5 @@
-"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling, and metrics + progress."""
+"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling, sample accounting, and
+metrics + progress."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import lightning.pytorch as pl
 import torch
 
+from vlmforge.data.accounting import EXAMPLES_KEPT, REASONS, Drop, Tally, budget_error, over_budget
+from vlmforge.data.base import ImageTextSet
 from vlmforge.runs import checkpoint_name, prune_checkpoints
 
 
@@ -86,13 +91,96 @@ class AtomicCheckpoint(pl.Callback):
         return path
 
 
+class DataAccounting(pl.Callback):
+    """Counts the samples read and dropped (each batch's ``dropped`` list), summed over ranks at every
+    optimizer step, and stops the run once the drops exceed ``data.max_bad_fraction`` of the source:
+    its entries rejected when opened plus this epoch's read-time drops (see ``vlmforge.data.accounting``).
+    The counts are saved in checkpoints, so a resumed run continues them."""
+
+    def __init__(self, data: ImageTextSet, max_bad_fraction: float, metrics_path: Path) -> None:
+        self.source, self.total, self.rejected = data.name, data.source_size, list(data.rejected)
+        self.max_bad_fraction, self.metrics_path = max_bad_fraction, metrics_path
+        self.tally = Tally()  # all ranks, whole run
+        self.epoch, self.epoch_bad = 0, 0  # all ranks, current epoch
+        self._read, self._drops = 0, []  # this rank, since the last optimizer step
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._read += len(batch["index"])
+        self._drops += [Drop(**d) for d in batch["dropped"]]
+        if not at_step_boundary(trainer, batch_idx):
+            return
+        counts = torch.tensor([self._read, *(sum(d.reason == r for d in self._drops) for r in REASONS)])
+        if trainer.world_size > 1:  # every rank sees the same sums and so stops at the same step
+            counts = trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum").cpu()
+        epoch = int(batch["epoch"])
+        if epoch != self.epoch:
+            self.epoch, self.epoch_bad = epoch, 0
+        self.tally.read += int(counts[0])
+        for reason, n in zip(REASONS, counts[1:].tolist(), strict=True):
+            self.tally.dropped[reason] += int(n)
+        named = {(d.shard, d.key) for d in self.tally.examples}  # a bad sample comes back every epoch
+        fresh = [d for d in self._drops if (d.shard, d.key) not in named]
+        self.tally.examples += fresh[: max(0, EXAMPLES_KEPT - len(self.tally.examples))]
+        self.epoch_bad += int(counts[1:].sum())
+        self._read, self._drops = 0, []
+        bad = len(self.rejected) + self.epoch_bad
+        if over_budget(bad, self.total, self.max_bad_fraction):
+            if trainer.is_global_zero:
+                record = {"step": trainer.global_step, "epoch": epoch, "event": "stopped: data"}
+                with self.metrics_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record | self.metrics()) + "\n")
+            examples = [*self.tally.examples, *self.rejected]
+            raise budget_error(self.source, bad, self.total, self.max_bad_fraction, examples)
+
+    def metrics(self) -> dict[str, int]:
+        """Counts for metrics.jsonl: samples read, kept, dropped (in all and per reason)."""
+        counts = {"data_read": self.tally.read, "data_kept": self.tally.kept, "data_dropped": self.tally.bad}
+        return counts | {f"data_dropped_{r}": n for r, n in self.tally.dropped.items() if n}
+
+    def summary(self) -> dict[str, Any]:
+        """The run summary's ``data`` entry: the source, what it rejected when opened, what was read."""
+        rejected = Tally()
+        rejected.add(len(self.rejected), self.rejected)
+        return {
+            "source": self.source,
+            "source_samples": self.total,
+            "max_bad_fraction": self.max_bad_fraction,
+            "rejected_at_open": rejected.to_json()["dropped"],
+            **self.tally.to_json(),
+            "examples": [d.to_json() for d in [*self.tally.examples, *self.rejected][:EXAMPLES_KEPT]],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.tally.read,
+            "dropped": dict(self.tally.dropped),
+            "examples": [d.to_json() for d in self.tally.examples],
+            "epoch": self.epoch,
+            "epoch_bad": self.epoch_bad,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.tally = Tally(state_dict["read"], Counter(state_dict["dropped"]))
+        self.tally.examples = [Drop(**d) for d in state_dict["examples"]]
+        self.epoch, self.epoch_bad = state_dict["epoch"], state_dict["epoch_bad"]
+
+
 class MetricsLog(pl.Callback):
     """Every ``every_steps`` optimizer steps: one JSON line in ``metrics.jsonl`` (rank 0) and a progress
     line on stderr (a rich bar on a terminal, plain lines otherwise). Loss terms are averaged over ranks."""
 
-    def __init__(self, path: Path, every_steps: int, samples_per_step: int, loggers: list[Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        every_steps: int,
+        samples_per_step: int,
+        loggers: list[Any],
+        extras: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.path, self.every_steps, self.samples_per_step = path, every_steps, samples_per_step
-        self.loggers = loggers
+        self.loggers, self.extras = loggers, extras
         self.stream: TextIO = sys.stderr
         self.history: list[dict[str, Any]] = []
         self._t0 = 0.0
@@ -145,6 +233,8 @@ class MetricsLog(pl.Callback):
             self.step_times.append(elapsed / steps)
             record["samples_per_s"] = round(self.samples_per_step * steps / elapsed, 2)
         record["time_s"] = round(now - self._train_start, 3)
+        if self.extras is not None:
+            record |= self.extras()
         self.history.append(record)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
