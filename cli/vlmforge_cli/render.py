@@ -17,10 +17,12 @@ def eval_table(console: Console, metrics: dict[str, dict[str, Any]], title: str 
     table.add_column("value", justify="right")
     for task, values in metrics.items():
         for key, value in values.items():
-            if key in ("seconds", "samples", "classes", "templates", "match"):
+            if key in ("seconds", "samples", "classes", "templates", "match") or isinstance(value, list):
                 continue
             table.add_row(task, key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+    for example in metrics.get("captioning", {}).get("examples", [])[:3]:
+        console.print(f'caption of {escape(example["key"])}: "{escape(example["caption"])}"')
 
 
 def pretrain_summary(console: Console, result: Any) -> None:

@@ -55,9 +55,17 @@ CONTRASTIVE = Family(
     ("zeroshot", "retrieval", "compositional"),
 )
 
+GENERATIVE = Family(
+    "generative",
+    "vlmforge.models.generative",
+    "vlmforge.training.generative:CoCaModule",
+    ("zeroshot", "retrieval", "compositional", "captioning"),
+)
+
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,
     "siglip": CONTRASTIVE,
+    "coca": GENERATIVE,
 }
 
 

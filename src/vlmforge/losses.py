@@ -85,3 +85,26 @@ def nt_xent_loss(
     other = torch.cat([labels + n, labels])
     logits = logits.masked_fill(F.one_hot(own, 2 * n).bool(), float("-inf"))
     return F.cross_entropy(logits, other)
+
+
+def coca_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    logit_scale: torch.Tensor,
+    objective: object,
+    contrastive_weight: float,
+    caption_weight: float,
+) -> dict[str, torch.Tensor]:
+    """lambda_con * InfoNCE + lambda_cap * next-token cross-entropy of the caption given the image, padding
+    ignored (CoCa, Yu et al. 2022, §3.2).
+
+    ``objective`` is an ``open_clip.CoCaLoss`` with unit weights for this rank; the recipe's weights are
+    applied here so that both terms are logged unweighted.
+    """
+    contrastive, caption = objective(  # type: ignore[operator]
+        image_features, text_features, logits, labels, logit_scale
+    )
+    total = contrastive_weight * contrastive + caption_weight * caption
+    return {"loss": total, "contrastive": contrastive, "caption": caption}

@@ -105,11 +105,14 @@ def load_prior() -> dict[str, Any]:
 
 
 def family_of(recipe: PretrainRecipe) -> str:
-    """The published-runs family whose utilisation applies: masked patches make CLIP a FLIP ('masked')."""
+    """The published-runs family whose utilisation applies: the model family's, except that masked patches
+    make CLIP a FLIP ('masked')."""
+    from vlmforge.families import family_for
+
     model = recipe.model
     if isinstance(model, ClipModel) and model.patch_dropout > 0:
         return "masked"
-    return "contrastive"
+    return family_for(model).name
 
 
 def recipe_model_costs(recipe: PretrainRecipe) -> tuple[float, int, int]:

@@ -6,6 +6,7 @@ Each family (see ``vlmforge.families``) adds its kinds here; the union is what a
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Literal
@@ -67,13 +68,32 @@ class OpenClipTokenizer(Section):
 Tokenizer = Annotated[WordTokenizer | OpenClipTokenizer, Field(discriminator="kind")]
 
 
-def open_clip_architectures() -> set[str]:
-    """Names of open_clip's bundled architectures, read from its config files without importing it."""
+def _open_clip_configs() -> list[Path]:
+    """open_clip's bundled architecture files, found without importing it."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        return set()
-    config_dir = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
-    return {p.stem for p in config_dir.glob("*.json")}
+        return []
+    return sorted((Path(next(iter(spec.submodule_search_locations))) / "model_configs").glob("*.json"))
+
+
+def open_clip_architectures() -> set[str]:
+    """Names of open_clip's bundled architectures, read from its config files without importing it."""
+    return {p.stem for p in _open_clip_configs()}
+
+
+def open_clip_coca_architectures() -> set[str]:
+    """The bundled architectures that are CoCa models (they have a multimodal decoder)."""
+    return {p.stem for p in _open_clip_configs() if "multimodal_cfg" in json.loads(p.read_text("utf-8"))}
+
+
+def _arch_error(arch: str, known: set[str], what: str = "open_clip arch") -> str | None:
+    """None if ``arch`` is known (or open_clip is absent), else a message with the closest names."""
+    if not known or arch in known:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(arch, sorted(known), n=3)
+    return f"unknown {what} {arch!r}; closest: {', '.join(close) or 'none'}"
 
 
 Perturbation = Literal["swap_words", "swap_attributes", "shuffle_words", "shuffle_trigrams"]
@@ -170,15 +190,9 @@ class ClipModel(Section):
             raise ValueError("give either `arch` or custom `vision` + `text` towers, not both")
         if self.arch is None and not all(towers):
             raise ValueError("give an open_clip `arch` name, or both `vision` and `text` towers")
-        if self.arch is not None:
-            known = open_clip_architectures()
-            if known and self.arch not in known:
-                import difflib
-
-                close = difflib.get_close_matches(self.arch, sorted(known), n=3)
-                raise ValueError(
-                    f"unknown open_clip arch {self.arch!r}; closest: {', '.join(close) or 'none'}"
-                )
+        error = self.arch and _arch_error(self.arch, open_clip_architectures())
+        if error:
+            raise ValueError(error)
         return self
 
 
@@ -199,4 +213,96 @@ class SigLipModel(ClipModel):
         return self
 
 
-ModelConfig = Annotated[ClipModel | SigLipModel, Field(discriminator="kind")]
+class CoCaVisionTower(VisionTower):
+    attentional_pool: bool = Field(
+        True,
+        description="Pool with learned queries (open_clip's CoCa): the first query gives the image "
+        "embedding, the others the tokens the decoder attends to. Off: `pool_type` and the patch tokens.",
+    )
+    attn_pooler_queries: int = Field(256, ge=2, description="Learned queries of the attentional pooler.")
+    attn_pooler_heads: int = Field(8, ge=1, description="Attention heads of the attentional pooler.")
+
+
+class MultimodalDecoder(Section):
+    """CoCa's captioning decoder: causal self-attention over the text tower's token outputs, then
+    cross-attention to the image tokens, then a projection onto the vocabulary (per block)."""
+
+    width: int = Field(512, ge=8, description="Transformer width.")
+    heads: int = Field(8, ge=1, description="Attention heads.")
+    layers: int = Field(12, ge=1, description="Blocks (each: self-attention, cross-attention, MLP).")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> MultimodalDecoder:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        return self
+
+
+class CoCaModel(Section):
+    """Contrastive + captioning (CoCa, Yu et al. 2022): CLIP's towers plus a decoder that captions the
+    image; loss = contrastive_weight x InfoNCE + caption_weight x next-token cross-entropy."""
+
+    kind: Literal["coca"] = "coca"
+    arch: str | None = Field(
+        None, description="open_clip CoCa architecture (e.g. coca_ViT-B-32); or give vision+text+decoder."
+    )
+    embed_dim: int = Field(512, ge=8, description="Joint embedding width (custom towers only).")
+    vision: CoCaVisionTower | None = Field(None, description="Custom vision tower (when `arch` is not set).")
+    text: TextTower | None = Field(None, description="Custom text tower (when `arch` is not set).")
+    decoder: MultimodalDecoder | None = Field(
+        None, description="Custom captioning decoder (when `arch` is not set)."
+    )
+    tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
+    pretrained: Path | None = Field(
+        None, description="Local checkpoint to initialise from (random init if unset)."
+    )
+    quick_gelu: bool = Field(False, description="Use QuickGELU activations.")
+    init_logit_scale: float = Field(
+        math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07)."
+    )
+    contrastive_weight: float = Field(1.0, ge=0, description="Weight of the contrastive term (CoCa: 1).")
+    caption_weight: float = Field(2.0, ge=0, description="Weight of the captioning term (CoCa: 2).")
+    local_loss: bool = Field(
+        True,
+        description="Under DDP, score local queries against all gathered keys (same gradient, less memory).",
+    )
+    gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
+
+    @model_validator(mode="after")
+    def _arch_or_towers(self) -> CoCaModel:
+        towers = (self.vision, self.text, self.decoder)
+        if self.arch is not None and any(t is not None for t in towers):
+            raise ValueError("give either `arch` or custom `vision` + `text` + `decoder`, not several")
+        if self.arch is None and any(t is None for t in towers):
+            raise ValueError("give an open_clip CoCa `arch` name, or all of `vision`, `text` and `decoder`")
+        error = self.arch and _arch_error(self.arch, open_clip_coca_architectures(), "open_clip CoCa arch")
+        if error:
+            raise ValueError(error)
+        if self.vision is not None and self.decoder is not None:
+            # the decoder attends to the image tokens, which must have its width
+            pooled = self.vision.attentional_pool
+            token_width = self.embed_dim if pooled else self.vision.width
+            if self.decoder.width != token_width:
+                source = "embed_dim (attentional pooling)" if pooled else "vision.width"
+                raise ValueError(f"decoder.width {self.decoder.width} must equal {source} {token_width}")
+            if pooled and self.embed_dim % self.vision.attn_pooler_heads:
+                raise ValueError(
+                    f"embed_dim {self.embed_dim} is not a multiple of "
+                    f"vision.attn_pooler_heads {self.vision.attn_pooler_heads}"
+                )
+        if self.contrastive_weight == 0 and self.caption_weight == 0:
+            raise ValueError("contrastive_weight and caption_weight cannot both be 0")
+        return self
+
+    @property
+    def context_length(self) -> int | None:
+        """Caption tokens the model takes (start and end included); None if open_clip is not installed."""
+        if self.text is not None:
+            return self.text.context_length
+        for path in _open_clip_configs():
+            if path.stem == self.arch:
+                return int(json.loads(path.read_text("utf-8"))["multimodal_cfg"]["context_length"])
+        return None
+
+
+ModelConfig = Annotated[ClipModel | SigLipModel | CoCaModel, Field(discriminator="kind")]

@@ -1,5 +1,6 @@
 """`vlmforge eval`: the tasks each family supports (zero-shot classification and image<->text retrieval for
-models with an image and a text embedding), on a run's held-out split or other data."""
+models with an image and a text embedding, captioning for generative models), on a run's held-out split or
+other data."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from vlmforge.config.schema import (
+    CaptioningTask,
     CompositionalTask,
     EvalRecipe,
     EvalTask,
@@ -212,10 +214,55 @@ def compositional(context: EvalContext, task: CompositionalTask) -> dict[str, An
     return compositional_accuracy(caption_scores, perturbed_scores, valid, task.perturbations)
 
 
+@torch.no_grad()
+def captioning(context: EvalContext, task: CaptioningTask) -> dict[str, Any]:
+    """Caption every image with the project's decoding and score the captions against all of the image's
+    reference captions. Only generative models reach here (``Family.eval_tasks``)."""
+    from vlmforge.evaluate.caption_metrics import caption_scores
+    from vlmforge.generate import Decoding, SpecialTokens, generate
+    from vlmforge.models.generative import decoder_step
+
+    data, tokenizer = context.data, context.tokenizer
+    limit = context.context_length - 1  # the start token takes one position
+    max_length = task.max_length or limit
+    if max_length > limit:
+        raise UserError(
+            f"captioning max_length {max_length} is longer than the model's context allows ({limit} tokens)",
+            hint=f"set max_length <= {limit} or leave it unset",
+        )
+    settings = Decoding(
+        task.method,
+        task.beam_size if task.method == "beam" else 1,
+        max_length,
+        task.repetition_penalty,
+        task.no_repeat_ngram,
+        task.length_penalty,
+    )
+    special = SpecialTokens(tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id)
+    captions: list[str] = []
+    for start in range(0, len(data), context.batch_size):
+        images = torch.stack(
+            [data.image(i) for i in range(start, min(start + context.batch_size, len(data)))]
+        )
+        step = decoder_step(context.model, images, tokenizer.vocab_size)
+        captions += [tokenizer.decode(ids) for ids in generate(step, len(images), special, settings).tokens]
+    references = [data.captions_of(i) for i in range(len(data))]
+    metrics: dict[str, Any] = caption_scores(captions, references)
+    metrics |= {"method": task.method, "max_length": max_length}
+    if task.method == "beam":
+        metrics["beam_size"] = task.beam_size
+    shown = sorted({i * len(data) // task.examples for i in range(task.examples)})  # spread over the data
+    metrics["examples"] = [
+        {"key": data.key(i), "caption": captions[i], "reference": references[i][0]} for i in shown
+    ]
+    return metrics
+
+
 TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "zeroshot": zero_shot,
     "retrieval": retrieval,
     "compositional": compositional,
+    "captioning": captioning,
 }
 
 
