@@ -267,7 +267,7 @@ def test_captioning_max_length_must_fit_the_context(tiny_coca) -> None:
 
     recipe, model, tokenizer, _, _ = tiny_coca
     _, val = train_val_split(recipe.data)
-    context = EvalContext(model, tokenizer, 16, val, 64)
+    context = EvalContext(model, tokenizer, 16, val, 64, image_features=torch.zeros(len(val), 1))
     with pytest.raises(UserError, match="max_length 16"):
         captioning(context, CaptioningTask(max_length=16))
 
