@@ -329,7 +329,10 @@ def _missing_paths(recipe: Any) -> list[str]:
 def data_check(
     args: Annotated[
         list[str] | None,
-        typer.Argument(help="Shard paths or patterns ('shards/{00000..00009}.tar'); with -c: overrides."),
+        typer.Argument(
+            metavar="SHARDS... | OVERRIDES...",
+            help="Shard paths or patterns ('shards/{00000..00009}.tar'); with -c: key.path=value overrides.",
+        ),
     ] = None,
     config: Annotated[
         str | None, typer.Option("--config", "-c", help="Check the recipe's data (data.kind: webdataset).")

@@ -53,13 +53,6 @@ class Tally:
     dropped: Counter[str] = field(default_factory=Counter)
     examples: list[Drop] = field(default_factory=list)
 
-    def add(self, read: int, drops: Iterable[Drop]) -> None:
-        self.read += read
-        for drop in drops:
-            self.dropped[drop.reason] += 1
-            if len(self.examples) < EXAMPLES_KEPT:
-                self.examples.append(drop)
-
     @property
     def bad(self) -> int:
         return sum(self.dropped.values())
@@ -72,9 +65,15 @@ class Tally:
         return {
             "read": self.read,
             "kept": self.kept,
-            "dropped": {r: self.dropped[r] for r in REASONS if self.dropped[r]},
+            "dropped": count_reasons(self.dropped.elements()),
             "examples": [d.to_json() for d in self.examples],
         }
+
+
+def count_reasons(reasons: Iterable[str]) -> dict[str, int]:
+    """Non-zero counts per reason, in REASONS order."""
+    counts = Counter(reasons)
+    return {r: counts[r] for r in REASONS if counts[r]}
 
 
 def over_budget(bad: int, total: int, max_bad_fraction: float) -> bool:

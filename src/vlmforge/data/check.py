@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vlmforge.config.schema import WebDatasetData
-from vlmforge.data.accounting import REASONS, BadSample, Drop, over_budget
+from vlmforge.data.accounting import BadSample, Drop, count_reasons, over_budget
 from vlmforge.data.images import square_tensor
 from vlmforge.data.webds import open_shards
 
@@ -70,11 +70,10 @@ class CheckReport:
         return over_budget(len(self.dropped), self.entries, self.max_bad_fraction)
 
     def to_json(self) -> dict[str, Any]:
-        counts = Counter(d.reason for d in self.dropped)
         return {
             "entries": self.entries,
             "kept": self.kept,
-            "dropped": {r: counts[r] for r in REASONS if counts[r]},
+            "dropped": count_reasons(d.reason for d in self.dropped),
             "bad_fraction": round(len(self.dropped) / max(self.entries, 1), 6),
             "max_bad_fraction": self.max_bad_fraction,
             "over_budget": self.over_budget,

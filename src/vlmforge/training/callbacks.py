@@ -16,7 +16,15 @@ from typing import Any, TextIO
 import lightning.pytorch as pl
 import torch
 
-from vlmforge.data.accounting import EXAMPLES_KEPT, REASONS, Drop, Tally, budget_error, over_budget
+from vlmforge.data.accounting import (
+    EXAMPLES_KEPT,
+    REASONS,
+    Drop,
+    Tally,
+    budget_error,
+    count_reasons,
+    over_budget,
+)
 from vlmforge.data.base import ImageTextSet
 from vlmforge.runs import checkpoint_name, prune_checkpoints
 
@@ -141,13 +149,11 @@ class DataAccounting(pl.Callback):
 
     def summary(self) -> dict[str, Any]:
         """The run summary's ``data`` entry: the source, what it rejected when opened, what was read."""
-        rejected = Tally()
-        rejected.add(len(self.rejected), self.rejected)
         return {
             "source": self.source,
             "source_samples": self.total,
             "max_bad_fraction": self.max_bad_fraction,
-            "rejected_at_open": rejected.to_json()["dropped"],
+            "rejected_at_open": count_reasons(d.reason for d in self.rejected),
             **self.tally.to_json(),
             "examples": [d.to_json() for d in [*self.tally.examples, *self.rejected][:EXAMPLES_KEPT]],
         }
