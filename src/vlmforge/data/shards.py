@@ -24,44 +24,15 @@ from vlmforge.errors import UserError
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXT = "txt"
 INDEX_VERSION = 1
-_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's rule: key = up to the first dot
 
 
 def expand_braces(pattern: str) -> list[str]:
-    """Bash-style brace expansion, as webdataset's ``braceexpand`` does: ``{000..012}`` (zero-padded to
-    the wider bound when either has a leading zero), ``{a,b}``, nesting; ``{x}`` stays literal."""
-    for start in (i for i, char in enumerate(pattern) if char == "{"):
-        group = _brace_group(pattern, start)
-        if group is None:
-            continue
-        end, items = group
-        head, tail = pattern[:start], pattern[end + 1 :]
-        return [out for item in items for out in expand_braces(head + item + tail)]
-    return [pattern]
+    """Bash-style brace expansion with the ``braceexpand`` package webdataset uses: ``{000..012}``
+    (zero-padded), ``{a,b}``, nesting; ``{x}`` stays literal."""
+    from braceexpand import braceexpand
 
-
-def _brace_group(pattern: str, start: int) -> tuple[int, list[str]] | None:
-    """The closing index and alternatives of the brace group opening at ``start``, if it expands."""
-    depth, cuts = 0, [start]
-    for i in range(start, len(pattern)):
-        char = pattern[i]
-        depth += (char == "{") - (char == "}")
-        if char == "," and depth == 1:
-            cuts.append(i)
-        if depth == 0:
-            body = pattern[start + 1 : i]
-            numbers = _RANGE.match(body)
-            if numbers:
-                lo, hi = numbers.groups()
-                padded = lo.lstrip("-").startswith("0") or hi.lstrip("-").startswith("0")
-                width = max(len(lo), len(hi)) if padded else 0
-                step = 1 if int(hi) >= int(lo) else -1
-                return i, [f"{n:0{width}d}" for n in range(int(lo), int(hi) + step, step)]
-            if len(cuts) == 1:
-                return None  # no comma at this level: literal braces
-            return i, [pattern[a + 1 : b] for a, b in zip(cuts, [*cuts[1:], i], strict=True)]
-    return None
+    return list(braceexpand(pattern))
 
 
 def resolve_shards(patterns: list[str]) -> list[Path]:
