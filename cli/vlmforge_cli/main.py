@@ -377,7 +377,7 @@ def recipes_cp(
 
 
 @recipes_app.command("schema")
-def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain or eval.")]) -> None:
+def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain, eval or curate.")]) -> None:
     """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
     from vlmforge.config.schema import RECIPES
 

@@ -3,6 +3,7 @@ byte-for-byte reproducibly (fixed member order, mtime, owner and mode)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -40,11 +41,9 @@ class ShardRef:
 def list_shards(cfg: CurateInput) -> list[ShardRef]:
     """The input shards in order; missing files are an error naming them."""
     if isinstance(cfg, FolderInput):
-        from vlmforge.data.folder import read_caption_rows
-
         if not cfg.path.is_dir():
             raise UserError(f"input.path: folder not found: {cfg.path}", hint="point it at the image folder")
-        rows = len(read_caption_rows(cfg.path / cfg.captions))
+        rows = len(_caption_rows(cfg.path / cfg.captions))
         step = cfg.samples_per_shard
         return [
             ShardRef(i, str(cfg.path), start, min(start + step, rows))
@@ -128,10 +127,21 @@ def _assemble(key: str, fields: dict[str, bytes]) -> Sample:
     return Sample(key, fields.get(ext), ext, caption, meta, error)
 
 
-def _folder_samples(ref: ShardRef, cfg: FolderInput) -> list[Sample]:
+def _caption_rows(path: Path) -> list[dict[str, str]]:
+    """The captions file, parsed once per process (and version of the file) however many shards it has."""
+    stat = path.stat() if path.is_file() else None
+    return _parsed_rows(str(path), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed_rows(path: str, mtime_ns: int, size: int) -> list[dict[str, str]]:
     from vlmforge.data.folder import read_caption_rows
 
-    rows = read_caption_rows(cfg.path / cfg.captions)[ref.start : ref.stop]
+    return read_caption_rows(Path(path))
+
+
+def _folder_samples(ref: ShardRef, cfg: FolderInput) -> list[Sample]:
+    rows = _caption_rows(cfg.path / cfg.captions)[ref.start : ref.stop]
     samples = []
     for row in rows:
         image = str(row["image"])

@@ -116,7 +116,8 @@ def east_detector(cfg: EastDetector) -> Detector:
             hint="download frozen_east_text_detection.pb, or use detector: {kind: mser}",
         )
     model = cv2.dnn_TextDetectionModel_EAST(str(cfg.model))
-    model.setConfidenceThreshold(cfg.confidence).setNMSThreshold(cfg.nms)
+    model.setConfidenceThreshold(cfg.confidence)
+    model.setNMSThreshold(cfg.nms)
     model.setInputParams(1.0, (cfg.input_size, cfg.input_size), (123.68, 116.78, 103.94), True)
 
     def detect(rgb: np.ndarray) -> list[Box]:
