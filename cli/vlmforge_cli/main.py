@@ -188,6 +188,29 @@ def evaluate(
 
 
 @app.command()
+def curate(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Filter, deduplicate, balance and re-caption an image-text pool into WebDataset shards.
+
+    Writes shards/, report.json, report.html and plots/ to the recipe's output folder; running it again
+    resumes: finished shards are not redone."""
+    from vlmforge import curate as verb
+
+    recipe = guarded(lambda: load("curate", config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+    result = guarded(lambda: verb.run(recipe))
+    from vlmforge_cli.render import curate_summary
+
+    emit(fmt, result.to_json(), lambda: curate_summary(out, result))
+
+
+@app.command()
 def plan(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Recipe to plan.")] = None,
     overrides: OverridesArg = None,
@@ -289,10 +312,10 @@ def validate(
     from vlmforge.config.schema import RECIPES
 
     def body() -> tuple[str, Any]:
-        from vlmforge.catalog import resolve_recipe_path
+        from vlmforge.catalog import recipe_verb, resolve_recipe_path
         from vlmforge.config.load import read_yaml
 
-        chosen = verb or ("eval" if "run" in read_yaml(resolve_recipe_path(config)) else "pretrain")
+        chosen = verb or recipe_verb(read_yaml(resolve_recipe_path(config)))
         if chosen not in RECIPES:
             raise UserError(f"--verb {chosen!r} is not a recipe type", hint=f"one of: {', '.join(RECIPES)}")
         return chosen, load(chosen, config, overrides)
@@ -403,7 +426,7 @@ def recipes_cp(
 
 
 @recipes_app.command("schema")
-def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain or eval.")]) -> None:
+def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain, eval or curate.")]) -> None:
     """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
     from vlmforge.config.schema import RECIPES
 

@@ -176,3 +176,17 @@ def published_table(console: Console, report: dict[str, Any]) -> None:
     median = report["metrics"]["median_abs_pct_error"]
     if median is not None:
         console.print(f"median absolute error: {median:.1f}% over {report['metrics']['rows_compared']} runs")
+
+
+def curate_summary(console: Console, result: Any) -> None:
+    table = Table(title=f"curate: {result.kept} of {result.total} samples kept")
+    table.add_column("stage")
+    table.add_column("in", justify="right")
+    table.add_column("out", justify="right")
+    table.add_column("dropped (reason: count)")
+    for stage in result.stages:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in stage["dropped"].items())
+        table.add_row(escape(stage["name"]), str(stage["in"]), str(stage["out"]), escape(reasons))
+    console.print(table)
+    shards, report = escape(str(result.output / "shards")), escape(str(result.output / "report.html"))
+    console.print(f"shards: {shards}  report: {report}")

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section
+from vlmforge.config.curate import CurateRecipe
 from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model sections)
     PERTURBATION_KINDS,
     ClipModel,
@@ -366,4 +367,4 @@ class EvalRecipe(Section):
     seed: int = Field(0, description="Seed (evaluation is deterministic for a seed).")
 
 
-RECIPES: dict[str, type[Section]] = {"pretrain": PretrainRecipe, "eval": EvalRecipe}
+RECIPES: dict[str, type[Section]] = {"pretrain": PretrainRecipe, "eval": EvalRecipe, "curate": CurateRecipe}
