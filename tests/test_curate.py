@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import last_json, run_cli
+from tests.conftest import last_json, pretrain_json, run_cli
 from tests.curate_pool import DIGIT_NAMES, Pool, build_pool, digit_image, photo, rendered_text
 from vlmforge import curate
 from vlmforge.catalog import find_recipe
@@ -502,3 +502,18 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, pool: Pool) -> Non
     assert missing.returncode == 2 and "3 of 3 shard(s) not found" in missing.stderr
     valid = run_cli("validate", "-c", str(RECIPE), "--format", "json", cwd=tmp_path, check=True)
     assert last_json(valid.stdout)["verb"] == "curate"
+
+
+def test_curated_shards_train_with_pretrain(cli_run: dict[str, Any], tmp_path: Path) -> None:
+    output = Path(cli_run["output"])
+    kept = report_of(output)["kept"]
+    batch = min(8, kept)
+    data = (
+        f"data={{kind: webdataset, shards: ['{output}/shards/*.tar'], batch_size: {batch}, image_size: 16}}"
+    )
+    result = pretrain_json(
+        tmp_path, "debug/clip-tiny", data, "train.max_steps=3", "train.log_every_steps=1", "eval=[]"
+    )
+    assert result["status"] == "completed" and result["steps"] == 3
+    accounting = result["metrics"]["data"]
+    assert accounting["read"] >= 3 * batch and not accounting["dropped"]  # curation left no bad samples
