@@ -34,6 +34,7 @@ bench: install
 	OMP_NUM_THREADS=1 $(PY) benchmarks/train_overhead.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/plan_accuracy.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/loader.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/openclip_parity.py
 
 lint: install
 	$(PY) -m ruff check src cli tests benchmarks

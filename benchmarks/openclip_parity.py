@@ -14,8 +14,8 @@ arrive, vlmforge's from metrics.jsonl), so start-up, the final checkpoint and sh
 
 Writes benchmarks/results/openclip_parity.json and openclip_parity.png (both loss curves; each side is
 seeded, so every repetition repeats its curve) and prints the ratio vlmforge / open_clip_train (goal: >= 1.0).
-open_clip_train imports pandas, webdataset and braceexpand (OpenCLIP's `training` extra): `make bench`
-installs them (the `bench` extra).
+open_clip_train imports pandas, webdataset and braceexpand (OpenCLIP's `training` extra, less transformers):
+`make install` installs them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -226,13 +227,14 @@ def same_start(model: str, recipe: PretrainRecipe) -> dict[str, bool]:
 
     from vlmforge.data.sources import open_source
     from vlmforge.data.tokenizers import build_tokenizer
-    from vlmforge.models.contrastive import build_clip, quiet_random_init
+    from vlmforge.families import family_for
+    from vlmforge.models.contrastive import quiet_random_init
 
     torch.manual_seed(SEED)
     with quiet_random_init():
         theirs, preprocess, _ = open_clip.create_model_and_transforms(model, aug_cfg=AUG)
     pl.seed_everything(SEED, verbose=False)
-    ours = build_clip(recipe.model, VOCAB_SIZE)
+    ours = family_for(recipe.model).models.build_model(recipe.model, VOCAB_SIZE)
     weights = theirs.state_dict().keys() == ours.state_dict().keys() and all(
         torch.equal(a, b)
         for a, b in zip(theirs.state_dict().values(), ours.state_dict().values(), strict=True)
@@ -249,6 +251,21 @@ def same_start(model: str, recipe: PretrainRecipe) -> dict[str, bool]:
         build_tokenizer(recipe.model.tokenizer, captions)(captions, context),
     )
     return {"identical_initial_weights": weights, "identical_images": images, "identical_tokens": tokens}
+
+
+def tokenize_ms_per_batch(model: str, captions: list[str], batch_size: int) -> float:
+    """What open_clip_train's CsvDataset spends per batch tokenizing captions one read at a time
+    (median of 5 batches; its BPE cache is warm after the first, as in training)."""
+    import open_clip
+
+    tokenize = open_clip.get_tokenizer(model)
+    times = []
+    for _ in range(5):
+        begin = time.perf_counter()
+        for caption in captions[:batch_size]:
+            tokenize([caption])
+        times.append(time.perf_counter() - begin)
+    return round(1000 * statistics.median(times), 2)
 
 
 def plot(path: Path, openclip: list[float], ours: list[float], batch_size: int) -> None:
@@ -279,7 +296,7 @@ def check_openclip_train_importable() -> None:
     if missing:
         sys.exit(
             f"open_clip_train needs {', '.join(missing)} (OpenCLIP's training extra), not installed; "
-            "`make bench` installs them (pip install -c constraints.txt -e '.[bench]')"
+            "`make install` installs them (the project's dependencies and its `dev` extra)"
         )
 
 
@@ -306,6 +323,9 @@ def main() -> None:
         model = write_openclip_model(root / "model")
         recipe = vlmforge_recipe(captions.parent, args.steps, args.batch_size, warmup, root / "vlmforge")
         start = same_start(model, recipe)
+        with captions.open(newline="", encoding="utf-8") as handle:
+            texts = [row["caption"] for row in csv.DictReader(handle)]
+        tokenize_ms = tokenize_ms_per_batch(model, texts, args.batch_size)
         for rep in range(args.reps):
             oc_args = openclip_args(model, captions, epochs, args.batch_size, warmup, root / f"oc{rep}")
             sides = {
@@ -343,12 +363,13 @@ def main() -> None:
             "device": "cpu",
             "dataloader_workers": 0,
             **start,
-            "openclip_command": "python -m open_clip_train.main " + " ".join(a or "''" for a in shown_args),
+            "openclip_command": shlex.join(["python", "-m", "open_clip_train.main", *shown_args]),
         },
         "differences": [
             "data order: open_clip_train shuffles with torch's RNG, vlmforge with its own seeded permutation",
             "open_clip_train tokenizes a caption on every read; vlmforge caches each caption's tokens",
         ],
+        "openclip_tokenize_ms_per_batch": tokenize_ms,
         "steps": args.steps,
         "steps_timed": args.steps - WARMUP,
         "repetitions": args.reps,
