@@ -6,9 +6,10 @@ digits upscaled to 16x16, written once as PNGs + one captions.csv that both trai
 the same batch, optimizer (AdamW, lr, betas, eps, weight decay), warm-up + cosine schedule and step count,
 from the same initial weights, images and caption tokens (each checked bit for bit).
 The data set is cut to a whole number of batches per epoch so that open_clip_train, which counts epochs,
-takes exactly as many steps. Repetitions alternate the two. Each side logs every step; steps/s is timed
-from step WARMUP to the last step on the wall clock (open_clip_train's log lines are time-stamped as they
-arrive, vlmforge's from metrics.jsonl), so start-up, the final checkpoint and shutdown are left out on both.
+takes exactly as many steps. Both run as subprocesses, alternating which goes first in each repetition,
+and print a line every step, which is stamped here as it arrives with the wall clock and the trainer's CPU
+time (less sensitive to other work on a shared machine). Steps/s is timed from step WARMUP to the last, so
+start-up, the final checkpoint and shutdown are left out on both.
 
     OMP_NUM_THREADS=1 python benchmarks/openclip_parity.py [--steps 100] [--reps 3]
 
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ import numpy as np
 import torch
 
 from _common import RESULTS_DIR, write_result
+from vlmforge.config.load import dump_recipe
 from vlmforge.config.schema import PretrainRecipe
 
 WARMUP = 10
@@ -63,10 +66,12 @@ VOCAB_SIZE = 49408
 OPTIM = {"lr": 5.0e-4, "weight_decay": 0.1, "betas": (0.9, 0.98), "eps": 1.0e-6, "schedule": "cosine"}
 TEMPLATES = ["a photo of the digit {}.", "a handwritten {}.", "the number {}.", "a drawing of a {}."]
 CLASSNAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-# open_clip_train's step line, e.g. "Train Epoch: 0 [ 256/1280 (20%)] ... Loss: 4.8412 (4.8501)"
 LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d,\d\d:\d\d:\d\d \| ")
 AUG = {"scale": (1.0, 1.0)}  # open_clip_train's random crop covers the whole image: no augmentation
-STEP_LINE = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/\d+ .*?Batch \(t\): ([\d.]+).*\bLoss: ([\d.]+)")
+# open_clip_train's step line: "Train Epoch: 0 [ 256/1280 (20%)] ... Loss: 4.8412 (4.8501)"
+OPENCLIP_STEP = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/\d+ .*\bLoss: ([\d.]+)")
+# vlmforge's progress line when stderr is not a terminal: "step 12/100  loss 4.8412  427 samples/s  lr ..."
+VLMFORGE_STEP = re.compile(r"^step (\d+)/\d+\s+loss ([\d.]+)")
 
 
 def batches_per_epoch(steps: int, batch_size: int, available: int) -> int:
@@ -168,54 +173,60 @@ def openclip_args(
     # fmt: on
 
 
-def run_openclip(args: list[str], cwd: Path, batch_size: int, per_epoch: int) -> dict[str, Any]:
-    """Runs open_clip_train; its per-step log lines are time-stamped here as they arrive."""
-    command = [sys.executable, "-m", "open_clip_train.main", *args]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux: fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def follow(command: list[str], cwd: Path, parse: Callable[[str], tuple[int, float] | None]) -> dict[str, Any]:
+    """Runs a trainer; each step line it prints is stamped here, as it arrives, with the wall clock and
+    the trainer's CPU time. Returns steps/s both ways from step WARMUP to the last, losses and warnings."""
     proc = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     assert proc.stdout is not None
-    times: dict[int, float] = {}
+    wall: dict[int, float] = {}
+    cpu: dict[int, float] = {}
     losses: dict[int, float] = {}
-    batch_times: dict[int, float] = {}
-    warnings: list[str] = []
     output: list[str] = []
     for line in proc.stdout:
+        now, used = time.perf_counter(), cpu_seconds(proc.pid)
         output.append(line)
-        now = time.perf_counter()
-        match = STEP_LINE.search(line)
-        if match:
-            epoch, seen, batch_t, loss = match.groups()
-            step = int(epoch) * per_epoch + int(seen) // batch_size
-            times[step], losses[step], batch_times[step] = now, float(loss), float(batch_t)
-        elif "WARNING" in line or "Warning" in line:
-            warnings.append(LOG_TIME.sub("", line.strip()))
+        parsed = parse(line)
+        if parsed is not None:
+            step, loss = parsed
+            wall[step], cpu[step], losses[step] = now, used, loss
     if proc.wait() != 0:
         tail = "".join(output[-20:])
-        raise RuntimeError(f"open_clip_train exited with {proc.returncode}: {' '.join(command)}\n{tail}")
-    last = max(times)
+        raise RuntimeError(f"exit code {proc.returncode}: {shlex.join(command)}\n{tail}")
+    last = max(wall)
     return {
-        "steps_per_s": (last - WARMUP) / (times[last] - times[WARMUP]),
-        # its own per-step "Batch (t)" (data + step), which leaves out the time between its epochs
-        "own_batch_time_steps_per_s": (last - WARMUP)
-        / sum(batch_times[s] for s in range(WARMUP + 1, last + 1)),
+        "steps_per_s": (last - WARMUP) / (wall[last] - wall[WARMUP]),
+        "cpu_steps_per_s": (last - WARMUP) / (cpu[last] - cpu[WARMUP]),
         "losses": [losses[s] for s in sorted(losses)],
-        "warnings": warnings,
+        "warnings": [LOG_TIME.sub("", x.strip()) for x in output if "WARNING" in x or "Warning" in x],
     }
 
 
-def run_vlmforge(recipe: PretrainRecipe) -> dict[str, Any]:
-    from vlmforge import pretrain
+def run_openclip(args: list[str], cwd: Path, batch_size: int, per_epoch: int) -> dict[str, Any]:
+    def parse(line: str) -> tuple[int, float] | None:
+        match = OPENCLIP_STEP.search(line)
+        if match is None:
+            return None
+        epoch, seen, loss = match.groups()
+        return int(epoch) * per_epoch + int(seen) // batch_size, float(loss)
 
-    result = pretrain.run(recipe)
-    assert result is not None
-    records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    by_step = {r["step"]: r for r in records}
-    last = max(by_step)
-    return {
-        "steps_per_s": (last - WARMUP) / (by_step[last]["time_s"] - by_step[WARMUP]["time_s"]),
-        "losses": [by_step[s]["loss"] for s in sorted(by_step)],
-    }
+    return follow([sys.executable, "-m", "open_clip_train.main", *args], cwd, parse)
+
+
+def run_vlmforge(recipe_file: Path) -> dict[str, Any]:
+    def parse(line: str) -> tuple[int, float] | None:
+        match = VLMFORGE_STEP.match(line)
+        return None if match is None else (int(match[1]), float(match[2]))
+
+    command = [sys.executable, "-m", "vlmforge_cli", "pretrain", "-c", str(recipe_file), "--yes"]
+    return follow(command, recipe_file.parent, parse)
 
 
 def same_start(model: str, recipe: PretrainRecipe) -> dict[str, bool]:
@@ -254,7 +265,7 @@ def same_start(model: str, recipe: PretrainRecipe) -> dict[str, bool]:
 
 
 def tokenize_ms_per_batch(model: str, captions: list[str], batch_size: int) -> float:
-    """What open_clip_train's CsvDataset spends per batch tokenizing captions one read at a time
+    """Milliseconds open_clip_train's CsvDataset spends per batch tokenizing captions one read at a time
     (median of 5 batches; its BPE cache is warm after the first, as in training)."""
     import open_clip
 
@@ -325,74 +336,93 @@ def main() -> None:
         start = same_start(model, recipe)
         with captions.open(newline="", encoding="utf-8") as handle:
             texts = [row["caption"] for row in csv.DictReader(handle)]
-        tokenize_ms = tokenize_ms_per_batch(model, texts, args.batch_size)
+        start["openclip_tokenize_ms_per_batch"] = tokenize_ms_per_batch(model, texts, args.batch_size)
         for rep in range(args.reps):
+            recipe_file = root / f"recipe{rep}.yaml"
+            recipe_file.write_text(dump_recipe(recipe.model_copy(update={"output_dir": root / f"vf{rep}"})))
             oc_args = openclip_args(model, captions, epochs, args.batch_size, warmup, root / f"oc{rep}")
             sides = {
                 "openclip": lambda a=oc_args: run_openclip(a, captions.parent, args.batch_size, per_epoch),
-                "vlmforge": lambda: run_vlmforge(recipe),
+                "vlmforge": lambda f=recipe_file: run_vlmforge(f),
             }
             for side in sorted(sides, reverse=rep % 2 == 1):  # alternate which side goes first
                 runs[side].append(sides[side]())
-            theirs, ours = runs["openclip"][-1]["steps_per_s"], runs["vlmforge"][-1]["steps_per_s"]
-            print(f"rep {rep}: open_clip_train {theirs:.2f} steps/s, vlmforge {ours:.2f} steps/s", flush=True)
-        load_after = os.getloadavg()[0]
-        warnings = sorted({w.replace(tmp, "TMP") for r in runs["openclip"] for w in r["warnings"]})
-    shown_args = openclip_args(
-        "local-dir:MODEL_DIR", Path("DATA/captions.csv"), epochs, args.batch_size, warmup, Path("LOGS")
+            print(
+                f"rep {rep}: steps/s wall (CPU time): "
+                + ", ".join(
+                    f"{k} {v[-1]['steps_per_s']:.2f} ({v[-1]['cpu_steps_per_s']:.2f})"
+                    for k, v in runs.items()
+                ),
+                flush=True,
+            )
+        for side in runs.values():
+            for run in side:
+                run["warnings"] = sorted({w.replace(tmp, "TMP") for w in run["warnings"]})
+    load_after = os.getloadavg()[0]
+    shown = openclip_args(
+        "local-dir:MODEL", Path("DATA/captions.csv"), epochs, args.batch_size, warmup, Path("LOGS")
+    )
+    config = {
+        "embed_dim": EMBED_DIM,
+        "vision": VISION,
+        "text": TEXT | {"vocab_size": VOCAB_SIZE, "tokenizer": "open_clip BPE (SimpleTokenizer)"},
+        "data": f"sklearn digits, first {count} (8x8 -> {IMAGE_SIZE}x{IMAGE_SIZE} PNG), one caption each",
+        "batch_size": args.batch_size,
+        "batches_per_epoch": per_epoch,
+        "optim": OPTIM | {"warmup_steps": warmup, "grad_clip_norm": None},
+        "precision": "fp32, CPU, dataloader workers 0",
+        "openclip_command": shlex.join(["python", "-m", "open_clip_train.main", *shown]),
+    }
+    result = summarize(runs, args, config | start, [round(load_before, 2), round(load_after, 2)])
+    png = RESULTS_DIR / "openclip_parity.png"
+    plot(png, result["loss_curves_rep0"]["openclip"], result["loss_curves_rep0"]["vlmforge"], args.batch_size)
+    path = write_result("openclip_parity", result)
+    print(
+        f"vlmforge / open_clip_train = {result['ratio_vlmforge_over_openclip']:.3f} wall clock, "
+        f"{result['ratio_cpu_time']:.3f} CPU time (median of {args.reps}; goal >= 1.0) -> {path}, {png}"
     )
 
+
+def summarize(
+    runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, config: dict[str, Any], load: list[float]
+) -> dict[str, Any]:
     median = {k: statistics.median(r["steps_per_s"] for r in v) for k, v in runs.items()}
-    ratio = median["vlmforge"] / median["openclip"]
-    curves = {k: v[0]["losses"] for k, v in runs.items()}
-    png = RESULTS_DIR / "openclip_parity.png"
-    plot(png, curves["openclip"], curves["vlmforge"], args.batch_size)
-    result = {
+    cpu_median = {k: statistics.median(r["cpu_steps_per_s"] for r in v) for k, v in runs.items()}
+    result: dict[str, Any] = {
         "benchmark": "openclip_parity",
-        "what": "steps/s of vlmforge pretrain vs open_clip_train (OpenCLIP's trainer): same model, initial "
-        "weights, data, batch, optimizer and schedule; fp32 on CPU; both log every step",
-        "config": {
-            "embed_dim": EMBED_DIM,
-            "vision": VISION,
-            "text": TEXT | {"vocab_size": VOCAB_SIZE, "tokenizer": "open_clip BPE (SimpleTokenizer)"},
-            "data": f"sklearn digits, first {count} (8x8 -> {IMAGE_SIZE}x{IMAGE_SIZE} PNG), one caption each",
-            "batch_size": args.batch_size,
-            "batches_per_epoch": per_epoch,
-            "optim": OPTIM | {"warmup_steps": warmup, "grad_clip_norm": None},
-            "precision": "fp32",
-            "device": "cpu",
-            "dataloader_workers": 0,
-            **start,
-            "openclip_command": shlex.join(["python", "-m", "open_clip_train.main", *shown_args]),
-        },
+        "what": "steps/s of `vlmforge pretrain` vs `python -m open_clip_train.main` (OpenCLIP's trainer), "
+        "both as subprocesses: same model, initial weights, images, tokens, batch, optimizer and schedule; "
+        "both log every step; timed from step WARMUP to the last, on the wall clock and in CPU time",
+        "config": config,
         "differences": [
             "data order: open_clip_train shuffles with torch's RNG, vlmforge with its own seeded permutation",
             "open_clip_train tokenizes a caption on every read; vlmforge caches each caption's tokens",
         ],
-        "openclip_tokenize_ms_per_batch": tokenize_ms,
         "steps": args.steps,
-        "steps_timed": args.steps - WARMUP,
+        "untimed_first_steps": WARMUP,
         "repetitions": args.reps,
-        "openclip_steps_per_s": [r["steps_per_s"] for r in runs["openclip"]],
-        "openclip_own_batch_time_steps_per_s": [r["own_batch_time_steps_per_s"] for r in runs["openclip"]],
-        "vlmforge_steps_per_s": [r["steps_per_s"] for r in runs["vlmforge"]],
-        "median_openclip_steps_per_s": round(median["openclip"], 3),
-        "median_vlmforge_steps_per_s": round(median["vlmforge"], 3),
-        "median_openclip_samples_per_s": round(median["openclip"] * args.batch_size, 1),
-        "median_vlmforge_samples_per_s": round(median["vlmforge"] * args.batch_size, 1),
-        "ratio_vlmforge_over_openclip": round(ratio, 4),
+    }
+    for side, side_runs in runs.items():
+        result[f"{side}_steps_per_s"] = [round(r["steps_per_s"], 3) for r in side_runs]
+        result[f"{side}_cpu_steps_per_s"] = [round(r["cpu_steps_per_s"], 3) for r in side_runs]
+    for side in runs:
+        result[f"median_{side}_steps_per_s"] = round(median[side], 3)
+        result[f"median_{side}_samples_per_s"] = round(median[side] * args.batch_size, 1)
+    result |= {
+        "ratio_vlmforge_over_openclip": round(median["vlmforge"] / median["openclip"], 4),
+        # CPU time is what each trainer itself spent: less sensitive to other work on a shared machine
+        "ratio_cpu_time": round(cpu_median["vlmforge"] / cpu_median["openclip"], 4),
         "goal": ">= 1.0",
+        # the machine is shared: the 1-minute load average before and after (1 = one busy core)
+        "load_average_before_after": load,
         "final_loss_openclip": [r["losses"][-1] for r in runs["openclip"]],
         "final_loss_vlmforge": [r["losses"][-1] for r in runs["vlmforge"]],
         "loss_curves_repeat_exactly": all(r["losses"] == v[0]["losses"] for v in runs.values() for r in v),
-        "loss_curves_rep0": curves,
-        "openclip_warnings": warnings,
-        # the machine is shared: the 1-minute load average before and after (1 = one busy core)
-        "load_average_before_after": [round(load_before, 2), round(load_after, 2)],
+        "loss_curves_rep0": {k: v[0]["losses"] for k, v in runs.items()},
+        "warnings": {k: sorted({w for r in v for w in r["warnings"]}) for k, v in runs.items()},
         "plot": "benchmarks/results/openclip_parity.png",
     }
-    path = write_result("openclip_parity", result)
-    print(f"vlmforge / open_clip_train = {ratio:.3f} (median of {args.reps}; goal >= 1.0) -> {path}, {png}")
+    return result
 
 
 if __name__ == "__main__":
