@@ -8,7 +8,7 @@ from the same initial weights, images and caption tokens (each checked bit for b
 The data set is cut to a whole number of batches per epoch so that open_clip_train, which counts epochs,
 takes exactly as many steps. Both run as subprocesses, alternating which goes first in each repetition,
 and print a line every step, which is stamped here as it arrives with the wall clock and the trainer's CPU
-time (less sensitive to other work on a shared machine). Steps/s is timed from step WARMUP to the last, so
+time (less sensitive to other work on a shared machine). Steps/s is timed from step UNTIMED to the last, so
 start-up, the final checkpoint and shutdown are left out on both.
 
     OMP_NUM_THREADS=1 python benchmarks/openclip_parity.py [--steps 100] [--reps 3]
@@ -44,7 +44,7 @@ from _common import RESULTS_DIR, write_result
 from vlmforge.config.load import dump_recipe
 from vlmforge.config.schema import PretrainRecipe
 
-WARMUP = 10
+UNTIMED = 10  # the first steps (start-up) are left out of the timing
 SEED = 0
 DIGITS = 1797  # images in sklearn's digits
 IMAGE_SIZE = 16
@@ -181,7 +181,7 @@ def cpu_seconds(pid: int) -> float:
 
 def follow(command: list[str], cwd: Path, parse: Callable[[str], tuple[int, float] | None]) -> dict[str, Any]:
     """Runs a trainer; each step line it prints is stamped here, as it arrives, with the wall clock and
-    the trainer's CPU time. Returns steps/s both ways from step WARMUP to the last, losses and warnings."""
+    the trainer's CPU time. Returns steps/s both ways from step UNTIMED to the last, losses and warnings."""
     proc = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
@@ -202,8 +202,8 @@ def follow(command: list[str], cwd: Path, parse: Callable[[str], tuple[int, floa
         raise RuntimeError(f"exit code {proc.returncode}: {shlex.join(command)}\n{tail}")
     last = max(wall)
     return {
-        "steps_per_s": (last - WARMUP) / (wall[last] - wall[WARMUP]),
-        "cpu_steps_per_s": (last - WARMUP) / (cpu[last] - cpu[WARMUP]),
+        "steps_per_s": (last - UNTIMED) / (wall[last] - wall[UNTIMED]),
+        "cpu_steps_per_s": (last - UNTIMED) / (cpu[last] - cpu[UNTIMED]),
         "losses": [losses[s] for s in sorted(losses)],
         "warnings": [LOG_TIME.sub("", x.strip()) for x in output if "WARNING" in x or "Warning" in x],
     }
@@ -317,8 +317,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
-    if args.steps <= WARMUP + 1:
-        parser.error(f"--steps must be above {WARMUP + 1} (steps/s is timed after step {WARMUP})")
+    if args.steps <= UNTIMED + 1:
+        parser.error(f"--steps must be above {UNTIMED + 1} (steps/s is timed after step {UNTIMED})")
     if not 1 <= args.batch_size <= DIGITS:
         parser.error(f"--batch-size must be 1..{DIGITS} (the digits data set)")
     check_openclip_train_importable()
@@ -392,14 +392,14 @@ def summarize(
         "benchmark": "openclip_parity",
         "what": "steps/s of `vlmforge pretrain` vs `python -m open_clip_train.main` (OpenCLIP's trainer), "
         "both as subprocesses: same model, initial weights, images, tokens, batch, optimizer and schedule; "
-        "both log every step; timed from step WARMUP to the last, on the wall clock and in CPU time",
+        "both log every step; timed from step UNTIMED to the last, on the wall clock and in CPU time",
         "config": config,
         "differences": [
             "data order: open_clip_train shuffles with torch's RNG, vlmforge with its own seeded permutation",
             "open_clip_train tokenizes a caption on every read; vlmforge caches each caption's tokens",
         ],
         "steps": args.steps,
-        "untimed_first_steps": WARMUP,
+        "untimed_first_steps": UNTIMED,
         "repetitions": args.reps,
     }
     for side, side_runs in runs.items():
