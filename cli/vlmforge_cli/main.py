@@ -167,7 +167,7 @@ def evaluate(
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
-    """Evaluate a trained run: zero-shot classification, image<->text retrieval, compositionality."""
+    """Evaluate a trained run: zero-shot, retrieval, compositionality, captioning, linear probe."""
     from vlmforge import evaluate as verb
 
     if (config is None) == (run_dir is None):

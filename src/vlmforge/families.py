@@ -52,20 +52,33 @@ CONTRASTIVE = Family(
     "contrastive",
     "vlmforge.models.contrastive",
     "vlmforge.training.contrastive:ContrastiveModule",
-    ("zeroshot", "retrieval", "compositional"),
+    ("zeroshot", "retrieval", "compositional", "linear_probe"),
 )
 
 GENERATIVE = Family(
     "generative",
     "vlmforge.models.generative",
     "vlmforge.training.generative:CoCaModule",
-    ("zeroshot", "retrieval", "compositional", "captioning"),
+    ("zeroshot", "retrieval", "compositional", "captioning", "linear_probe"),
+)
+
+# Both masked kinds share the model and training code; only the joint one has an image-text embedding.
+MASKED = Family(
+    "masked", "vlmforge.models.masked", "vlmforge.training.masked:MaskedModule", ("linear_probe",)
+)
+FLAVA = Family(
+    "masked",
+    "vlmforge.models.masked",
+    "vlmforge.training.masked:MaskedModule",
+    ("zeroshot", "retrieval", "compositional", "linear_probe"),
 )
 
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,
     "siglip": CONTRASTIVE,
     "coca": GENERATIVE,
+    "masked": MASKED,
+    "flava": FLAVA,
 }
 
 

@@ -262,7 +262,7 @@ def run(
         module.model.to("cpu")
         with torch.no_grad():
             metrics["eval"] = evaluate_model(
-                recipe.model, module.model, tokenizer, ctx, val_set, list(recipe.eval)
+                recipe.model, module.model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
             )
         write_eval_results(run_dir, EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).to_json())
     result = PretrainResult(

@@ -18,7 +18,9 @@ from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model
     PERTURBATION_KINDS,
     ClipModel,
     CoCaModel,
+    FlavaModel,
     HardNegatives,
+    MaskedModel,
     ModelConfig,
     OpenClipTokenizer,
     Perturbation,
@@ -271,13 +273,31 @@ class CaptioningTask(Section):
     examples: int = Field(8, ge=0, description="Generated captions written into the result as examples.")
 
 
+class LinearProbeTask(Section):
+    """Logistic regression on frozen, standardised image features: fit on the run's training split,
+    scored on the evaluation data (the linear-probe protocol of CLIP §3.2 and MAE §4)."""
+
+    kind: Literal["linear_probe"] = "linear_probe"
+    C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength of the logistic regression.")
+    max_iter: int = Field(1000, ge=1, description="Solver iterations (L-BFGS).")
+    max_train_samples: int = Field(
+        10000, ge=1, description="Fit on at most this many training samples (a fixed random subset)."
+    )
+
+
 EvalTask = Annotated[
-    ZeroShotTask | RetrievalTask | CompositionalTask | CaptioningTask, Field(discriminator="kind")
+    ZeroShotTask | RetrievalTask | CompositionalTask | CaptioningTask | LinearProbeTask,
+    Field(discriminator="kind"),
 ]
 
 
-def _default_tasks() -> list[ZeroShotTask | RetrievalTask]:
+def _default_tasks() -> list[ZeroShotTask | RetrievalTask | LinearProbeTask]:
     return [ZeroShotTask(), RetrievalTask()]
+
+
+def default_tasks_for(supported: tuple[str, ...]) -> list[ZeroShotTask | RetrievalTask | LinearProbeTask]:
+    """The default tasks a model supports; a linear probe for models without a text embedding."""
+    return [task for task in _default_tasks() if task.kind in supported] or [LinearProbeTask()]
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -300,7 +320,9 @@ class PretrainRecipe(Section):
     logger: LoggerConfig = Field(default_factory=NoLogger)
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
-        default_factory=_default_tasks, description="Evaluations run on the held-out split after training."
+        default_factory=_default_tasks,
+        description="Evaluations run on the held-out split after training (default: zero-shot and retrieval, "
+        "or a linear probe for models without a text embedding).",
     )
 
     @model_validator(mode="after")
@@ -319,6 +341,8 @@ class PretrainRecipe(Section):
         from vlmforge.families import family_for
 
         supported = family_for(self.model).eval_tasks
+        if "eval" not in self.model_fields_set:  # set directly: assigning would re-run the validators
+            self.__dict__["eval"] = default_tasks_for(supported)
         for task in self.eval:
             if task.kind not in supported:
                 raise ValueError(

@@ -1,6 +1,6 @@
-"""`vlmforge eval`: the tasks each family supports (zero-shot classification and image<->text retrieval for
-models with an image and a text embedding, captioning for generative models), on a run's held-out split or
-other data."""
+"""`vlmforge eval`: the tasks each family supports (zero-shot classification, image<->text retrieval and
+compositionality for models with an image and a text embedding, captioning for generative models, a linear
+probe for any image encoder), on a run's held-out split or other data."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from vlmforge.config.schema import (
     CompositionalTask,
     EvalRecipe,
     EvalTask,
+    LinearProbeTask,
     ModelConfig,
     PretrainRecipe,
     RetrievalTask,
     ZeroShotTask,
+    default_tasks_for,
 )
 from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet
@@ -30,6 +32,7 @@ from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
 from vlmforge.errors import UserError
 from vlmforge.evaluate.metrics import (
     compositional_accuracy,
+    linear_probe_accuracy,
     retrieval_recall,
     topk_accuracy,
     zero_shot_classifier,
@@ -90,7 +93,8 @@ def encode_texts(
 
 @dataclass
 class EvalContext:
-    """What every task sees: the model and its tokenizer, the data, and image features computed once."""
+    """What every task sees: the model and its tokenizer, the data, and image features computed once;
+    ``train_data`` (the run's training split) for tasks that fit on it."""
 
     model: Any
     tokenizer: TextTokenizer
@@ -98,6 +102,7 @@ class EvalContext:
     data: ImageTextSet
     batch_size: int
     image_features: torch.Tensor  # L2-normalised, one row per sample of ``data`` (readable ones only)
+    train_data: ImageTextSet | None = None
 
 
 def evaluate_model(
@@ -108,8 +113,9 @@ def evaluate_model(
     data: ImageTextSet,
     tasks: list[EvalTask],
     batch_size: int = 256,
+    train_data: ImageTextSet | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run each task on ``data``; returns {task kind: metrics}."""
+    """Run each task on ``data`` (tasks that fit, on ``train_data``); returns {task kind: metrics}."""
     if len(data) == 0:
         raise UserError(
             f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
@@ -125,7 +131,7 @@ def evaluate_model(
     image_features, kept, dropped = encode_images(model, data, batch_size)
     if dropped:  # evaluated on the readable samples; the count is reported with each task
         data = data.subset(np.asarray(kept), "readable")
-    context = EvalContext(model, tokenizer, context_length, data, batch_size, image_features)
+    context = EvalContext(model, tokenizer, context_length, data, batch_size, image_features, train_data)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         start = time.perf_counter()
@@ -255,6 +261,34 @@ def captioning(context: EvalContext, task: CaptioningTask) -> dict[str, Any]:
     metrics["examples"] = [
         {"key": data.key(i), "caption": captions[i], "reference": references[i][0]} for i in shown
     ]
+
+
+def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
+    """Fit on frozen image features of the training split (a fixed random subset of at most
+    ``max_train_samples``), score on the evaluation data."""
+    train, data = context.train_data, context.data
+    if train is None or len(train) == 0:
+        raise UserError("linear_probe needs the run's training split, which is empty")
+    if train.classnames != data.classnames:
+        raise UserError(
+            f"linear_probe: classes of {data.name!r} differ from the training data's {train.name!r}",
+            hint="evaluate on data with the same classnames, or drop the linear_probe task",
+        )
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    subset = train.subset(order[: task.max_train_samples].sort().values.numpy(), "probe")
+    features, kept, dropped = encode_images(context.model, subset, context.batch_size)
+    if dropped:
+        subset = subset.subset(np.asarray(kept), "readable")
+    metrics: dict[str, Any] = linear_probe_accuracy(
+        features,
+        _labels(subset, "linear_probe"),
+        context.image_features,
+        _labels(data, "linear_probe"),
+        task.C,
+        task.max_iter,
+    )
+    metrics["train_samples"] = len(subset)
+    metrics["classes"] = len(data.classnames or [])
     return metrics
 
 
@@ -263,6 +297,7 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "retrieval": retrieval,
     "compositional": compositional,
     "captioning": captioning,
+    "linear_probe": linear_probe,
 }
 
 
@@ -290,13 +325,18 @@ def load_trained(
 
 def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
-    from vlmforge.data.sources import build_eval_data
+    from vlmforge.data.sources import build_eval_data, train_val_split
 
     torch.manual_seed(recipe.seed)
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
-    ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
-    metrics = evaluate_model(train_recipe.model, model, tokenizer, ctx, data, recipe.tasks, recipe.batch_size)
+    family = family_for(train_recipe.model)
+    ctx = family.models.context_length(train_recipe.model, model)
+    tasks = recipe.tasks if "tasks" in recipe.model_fields_set else default_tasks_for(family.eval_tasks)
+    train = train_val_split(train_recipe.data)[0] if any(t.kind == "linear_probe" for t in tasks) else None
+    metrics = evaluate_model(
+        train_recipe.model, model, tokenizer, ctx, data, list(tasks), recipe.batch_size, train
+    )
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
     write_eval_results(recipe.run, result.to_json())
     return result
