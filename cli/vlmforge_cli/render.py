@@ -101,6 +101,15 @@ def plan_table(console: Console, result: Any) -> None:
             " ".join(label for label, index in picks if index == i),
         )
     console.print(table)
+    for label, index in (("cheapest", result.cheapest), ("fastest", result.fastest)):
+        if index is not None:
+            row = result.rows[index]
+            console.print(
+                f"{label} ({row.accelerator} x {row.count}): vlmforge pretrain -c RECIPE "
+                f"{escape(row.recipe_overrides)}",
+                soft_wrap=True,
+                highlight=False,
+            )
 
 
 def published_table(console: Console, report: dict[str, Any]) -> None:

@@ -181,10 +181,11 @@ def run(
     from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
     from vlmforge.families import family_for
     from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog, peak_memory_bytes
-    from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed
+    from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed, check_runnable
 
     family = family_for(recipe.model)
     check_logger_installed(recipe.logger)
+    check_runnable(recipe)
     train_set, val_set = train_val_split(recipe.data)
     if len(train_set) < recipe.data.batch_size:
         raise UserError(
@@ -219,7 +220,7 @@ def run(
         recipe.data.batch_size,
         build_loggers(recipe.logger, str(run_dir), recipe.name),
     )
-    trainer = build_trainer(recipe, [checkpoints, metrics_log], str(run_dir))
+    trainer = build_trainer(recipe, [checkpoints, metrics_log], str(run_dir), module.block_classes())
     if trainer.is_global_zero:
         save_tokenizer(tokenizer, run_dir / "tokenizer.json")
         devices = {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size}
@@ -249,11 +250,10 @@ def run(
         },
     )
     if status == "completed" and recipe.eval and len(val_set) > 0:
-        module.model.to("cpu")
+        assert ckpt is not None
+        model = model_for_eval(recipe, module, tokenizer.vocab_size, ckpt)
         with torch.no_grad():
-            metrics["eval"] = evaluate_model(
-                recipe.model, module.model, tokenizer, ctx, val_set, list(recipe.eval)
-            )
+            metrics["eval"] = evaluate_model(recipe.model, model, tokenizer, ctx, val_set, list(recipe.eval))
         write_eval_results(run_dir, EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).to_json())
     result = PretrainResult(
         run_dir, status, trainer.global_step, ckpt, point.checkpoint if point else None, metrics
@@ -263,3 +263,18 @@ def run(
         payload["checkpoint"] = str(ckpt.relative_to(run_dir))
     write_json(run_dir / "result.json", payload)
     return result
+
+
+def model_for_eval(recipe: PretrainRecipe, module: Any, vocab_size: int, checkpoint: Path) -> Any:
+    """The trained model on CPU for the held-out evaluation: the module's own, or rebuilt from the final
+    checkpoint (as ``vlmforge eval`` does) when the module's copy is sharded across ranks or compiled."""
+    from vlmforge.families import family_for
+    from vlmforge.models.contrastive import load_weights
+    from vlmforge.training.trainer import is_sharded
+
+    if not (is_sharded(recipe) or recipe.train.compile):
+        return module.model.to("cpu")
+    cfg = recipe.model.model_copy(update={"pretrained": None})
+    model = family_for(cfg).models.build_model(cfg, vocab_size)
+    load_weights(model, checkpoint)
+    return model

@@ -93,7 +93,9 @@ def time_training_steps(
     model = models.build_model(cfg, vocab, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast = torch.autocast(
-        device_type=device, dtype=torch.bfloat16, enabled=recipe.train.precision != "32"
+        device_type=device,
+        dtype=torch.float16 if recipe.train.precision == "16-mixed" else torch.bfloat16,
+        enabled=recipe.train.precision != "32",
     )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
