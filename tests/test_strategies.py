@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -113,6 +114,26 @@ def test_strategies_that_cannot_run_on_cpu_are_refused_before_starting() -> None
             check_runnable(_recipe("train.accelerator=auto", "train.precision=16-mixed"))
 
 
+def test_scalar_parameters_train_as_shape_one_and_load_into_a_fresh_model(tmp_path: Path) -> None:
+    from vlmforge.models.contrastive import build_model, load_weights
+    from vlmforge.training.sharding import promote_scalar_parameters
+
+    cfg = _recipe("model.kind=siglip").model
+    trained = build_model(cfg, vocab_size=50)
+    assert trained.logit_scale.ndim == 0 and trained.logit_bias.ndim == 0  # as open_clip builds them
+    promote_scalar_parameters(trained)
+    assert trained.logit_scale.shape == trained.logit_bias.shape == (1,)
+    assert all(p.ndim >= 1 for p in trained.parameters())
+    with torch.no_grad():
+        trained.logit_scale.fill_(1.25)
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}}, tmp_path / "w.ckpt"
+    )
+    fresh = build_model(cfg, vocab_size=50)
+    load_weights(fresh, tmp_path / "w.ckpt")
+    assert fresh.logit_scale.ndim == 0 and fresh.logit_scale.item() == 1.25
+
+
 # ------------------------------------------------------------------- checkpoint files and folders
 def test_checkpoint_folders_are_replaced_pruned_and_resumable(tmp_path: Path) -> None:
     checkpoints = tmp_path / "run" / "checkpoints"
@@ -135,6 +156,35 @@ def test_checkpoint_folders_are_replaced_pruned_and_resumable(tmp_path: Path) ->
     (folder / "meta.pt").write_bytes(b"damaged")
     with pytest.raises(UserError, match="not a readable checkpoint"):
         find_resume_point(tmp_path, "unused", str(folder))
+
+
+@pytest.mark.parametrize(
+    ("written_by", "resumed_with", "refused"),
+    [
+        (["train.strategy.kind=ddp", "train.devices=2"], ["train.strategy.kind=auto"], None),
+        (["train.strategy.kind=ddp"], ["train.strategy.kind=fsdp"], "written by ddp"),
+        (["train.strategy.kind=fsdp"], ["train.strategy.kind=fsdp", "train.strategy.state_dict=full"], None),
+        (["train.strategy.kind=deepspeed", "train.devices=2"], ["train.strategy.kind=fsdp"], "by deepspeed"),
+        (["train.strategy.kind=deepspeed", "train.devices=2"], ["train.strategy.kind=deepspeed"], "over 2"),
+    ],
+)
+def test_resuming_with_a_strategy_that_cannot_read_the_checkpoints_is_refused(
+    written_by: list[str], resumed_with: list[str], refused: str | None, tmp_path: Path
+) -> None:
+    from vlmforge.pretrain import prepare_run
+
+    run_dir = tmp_path / "runs" / "clip-tiny" / "earlier"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    output_dir = f"output_dir={tmp_path / 'runs'}"
+    (run_dir / "recipe.yaml").write_text(dump_recipe(_recipe(*written_by, output_dir)))
+    torch.save({"global_step": 10}, run_dir / "checkpoints" / "step-00000010.ckpt")
+    recipe = _recipe(*resumed_with, output_dir)
+    with mock.patch.dict(os.environ):  # prepare_run exports the run directory for the ranks it would start
+        if refused is None:
+            assert prepare_run(recipe, str(run_dir))[0] == run_dir
+            return
+        with pytest.raises(UserError, match=refused):
+            prepare_run(recipe, str(run_dir))
 
 
 # ----------------------------------------------------------------------------- FSDP2 on 2 CPU ranks
@@ -281,6 +331,27 @@ def test_every_planned_layout_is_a_valid_recipe(layout: Any) -> None:
         assert recipe.train.strategy.offload_optimizer == layout.offload
     if layout.strategy == "fsdp-hybrid":
         assert recipe.train.strategy.sharding == "hybrid" and recipe.train.num_nodes == 2
+
+
+def test_plan_prints_the_recipe_overrides_of_its_pick() -> None:
+    import io
+
+    from rich.console import Console
+
+    from vlmforge import plan
+    from vlmforge.catalog import resolve_recipe_path
+    from vlmforge_cli.render import plan_table
+
+    recipe = load_recipe("pretrain", resolve_recipe_path("clip/vit-b-16-laion400m"), [])
+    result = plan.run(recipe, ["a100-40gb"], [8, 64])
+    buffer = io.StringIO()
+    plan_table(Console(file=buffer, width=300), result)
+    assert result.cheapest is not None
+    row = result.rows[result.cheapest]
+    line = next(text for text in buffer.getvalue().splitlines() if text.startswith("cheapest"))
+    assert line.endswith(f"vlmforge pretrain -c RECIPE {row.recipe_overrides}")
+    picked = _recipe(*row.recipe_overrides.split(), f"data.batch_size={recipe.data.batch_size}")
+    assert picked.world_size == row.count and picked.accumulate_grad_batches == row.accumulate
 
 
 # ------------------------------------------------------------------------- Lightning + CUDA (1 GPU)

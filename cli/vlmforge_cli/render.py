@@ -101,7 +101,10 @@ def plan_table(console: Console, result: Any) -> None:
             " ".join(label for label, index in picks if index == i),
         )
     console.print(table)
-    for label, index in (("cheapest", result.cheapest), ("fastest", result.fastest)):
+    picked = {result.cheapest: "cheapest", result.fastest: "fastest"}
+    if result.cheapest == result.fastest:
+        picked = {result.cheapest: "cheapest and fastest"}
+    for index, label in picked.items():
         if index is not None:
             row = result.rows[index]
             console.print(

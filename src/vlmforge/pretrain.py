@@ -131,6 +131,30 @@ def _check_same_recipe(recipe: PretrainRecipe, run_dir: Path) -> None:
             f"cannot resume {run_dir}: the recipe differs from the run's ({shown})",
             hint="resume with the run's own recipe.yaml, or start a new run with --resume never",
         )
+    _check_checkpoint_format(saved, recipe, run_dir)
+
+
+# Strategies that read each other's checkpoints: Lightning's one file (optimizer states in the optimizer's
+# parameter order), FSDP's folders or files (keyed by parameter name, resharded on load), DeepSpeed's ZeRO
+# folders (optimizer states partitioned per rank).
+CHECKPOINT_FORMAT = {"auto": "lightning", "ddp": "lightning", "fsdp": "fsdp", "deepspeed": "deepspeed"}
+
+
+def _check_checkpoint_format(saved: dict[str, Any], recipe: PretrainRecipe, run_dir: Path) -> None:
+    before, now = saved.get("train.strategy.kind", "auto"), recipe.train.strategy.kind
+    if CHECKPOINT_FORMAT[before] != CHECKPOINT_FORMAT[now]:
+        raise UserError(
+            f"cannot resume {run_dir} with train.strategy.kind {now}: its checkpoints were written by "
+            f"{before}, in a format {now} does not read",
+            hint=f"resume with train.strategy.kind={before}",
+        )
+    devices, nodes = saved.get("train.devices", 1), saved.get("train.num_nodes", 1)
+    if now == "deepspeed" and devices * nodes != recipe.world_size:
+        raise UserError(
+            f"cannot resume {run_dir} on {recipe.world_size} devices: its DeepSpeed ZeRO checkpoints hold "
+            f"optimizer states partitioned over {devices * nodes}",
+            hint=f"resume with train.devices={devices} train.num_nodes={nodes}",
+        )
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -19,7 +19,7 @@ from vlmforge.data.loader import CaptionedImages, DataPosition, GlobalBatchSampl
 from vlmforge.families import family_for
 from vlmforge.training.deepspeed_config import adamw_class
 from vlmforge.training.schedule import SCHEDULES
-from vlmforge.training.sharding import match_scalar_shapes, promote_scalar_parameters, shard_fsdp2
+from vlmforge.training.sharding import promote_scalar_parameters, shard_fsdp2
 
 
 class PretrainModule(pl.LightningModule):
@@ -34,7 +34,7 @@ class PretrainModule(pl.LightningModule):
         self.vocab_size = vocab_size
         self.model = family_for(recipe.model).models.build_model(recipe.model, vocab_size)
         # 0-d parameters (open_clip's logit scale) become shape [1]: FSDP and ZeRO shard along dim 0
-        self.scalar_parameters = promote_scalar_parameters(self.model)
+        promote_scalar_parameters(self.model)
         self._configured = False
         if recipe.train.activation_checkpointing:
             self.enable_activation_checkpointing()
@@ -149,8 +149,6 @@ class PretrainModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "state_dict" in checkpoint:  # weights written when scalars were 0-d load into [1] and back
-            match_scalar_shapes(checkpoint["state_dict"], self)
         state = checkpoint.get("vlmforge")
         if state is None:
             return

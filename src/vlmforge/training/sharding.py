@@ -15,22 +15,19 @@ from typing import Any
 import torch
 
 
-def promote_scalar_parameters(model: torch.nn.Module) -> list[str]:
-    """Replace every 0-d parameter of ``model`` by a shape-[1] parameter of the same value; their names."""
-    promoted = []
-    for module_name, module in model.named_modules():
+def promote_scalar_parameters(model: torch.nn.Module) -> None:
+    """Replace every 0-d parameter of ``model`` by a shape-[1] parameter of the same value."""
+    for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             if param.ndim == 0:
                 scalar = torch.nn.Parameter(param.detach().reshape(1), requires_grad=param.requires_grad)
                 setattr(module, name, scalar)
-                promoted.append(f"{module_name}.{name}" if module_name else name)
-    return promoted
 
 
-def match_scalar_shapes(state: dict[str, Any], model: torch.nn.Module, prefix: str = "") -> None:
+def match_scalar_shapes(state: dict[str, Any], model: torch.nn.Module) -> None:
     """Reshape 1-element tensors of ``state`` to the shape ``model`` holds (0-d <-> [1]), in place, so
-    weights saved with either shape load into either model."""
-    shapes = {prefix + name: tensor.shape for name, tensor in model.state_dict().items()}
+    weights trained with [1] scalars load into a freshly built model and back."""
+    shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
     for key, value in state.items():
         shape = shapes.get(key)
         if (
