@@ -48,6 +48,10 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+class EmitKind(str, Enum):
+    deepspeed_config = "deepspeed-config"
+
+
 RecipeOpt = Annotated[str, typer.Option("--config", "-c", help="Recipe YAML file, or a shipped recipe name.")]
 OverridesArg = Annotated[
     list[str] | None,
@@ -116,8 +120,15 @@ def pretrain(
             help="Write a torchrun or slurm launch script for this recipe (nodes x devices) and exit."
         ),
     ] = None,
+    emit_config: Annotated[
+        EmitKind | None,
+        typer.Option("--emit", help="Write a generated config for this recipe and exit: the DeepSpeed JSON."),
+    ] = None,
     launch_file: Annotated[
-        Path | None, typer.Option(help="Where --emit-launch writes (default: ./<name>-<kind>.sh).")
+        Path | None,
+        typer.Option(
+            help="Where --emit-launch / --emit write (default: ./<name>-<kind>.sh, ./<name>-deepspeed.json)."
+        ),
     ] = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
@@ -141,6 +152,17 @@ def pretrain(
             fmt,
             {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
             lambda: err.print(f"wrote {escape(str(script))} (recipe: {escape(str(resolved))})"),
+        )
+        return
+    if emit_config is EmitKind.deepspeed_config:
+        from vlmforge.training.deepspeed_config import emit_deepspeed_config
+
+        target = launch_file or Path(f"{recipe.name}-deepspeed.json")
+        written = guarded(lambda: emit_deepspeed_config(recipe, target))
+        emit(
+            fmt,
+            {"deepspeed_config": str(written), "metrics": {}},
+            lambda: err.print(f"wrote {escape(str(written))}"),
         )
         return
     confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))

@@ -154,6 +154,18 @@ def plan_table(console: Console, result: Any) -> None:
             " ".join(label for label, index in picks if index == i),
         )
     console.print(table)
+    picked = {result.cheapest: "cheapest", result.fastest: "fastest"}
+    if result.cheapest == result.fastest:
+        picked = {result.cheapest: "cheapest and fastest"}
+    for index, label in picked.items():
+        if index is not None:
+            row = result.rows[index]
+            console.print(
+                f"{label} ({row.accelerator} x {row.count}): vlmforge pretrain -c RECIPE "
+                f"{escape(row.recipe_overrides)}",
+                soft_wrap=True,
+                highlight=False,
+            )
 
 
 def published_table(console: Console, report: dict[str, Any]) -> None:

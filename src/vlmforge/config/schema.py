@@ -8,7 +8,7 @@ error, not a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -151,7 +151,58 @@ class DDPStrategy(Section):
     find_unused_parameters: bool = Field(False, description="Only for models with branches unused in a step.")
 
 
-Strategy = Annotated[AutoStrategy | DDPStrategy, Field(discriminator="kind")]
+class FSDPStrategy(Section):
+    """Fully sharded data parallel (ZeRO-3-like): weights, gradients and optimizer states split across
+    devices, each transformer block gathered only while it runs. Lightning's FSDPStrategy on GPU; FSDP2
+    (``fully_shard`` per block) through Lightning's ModelParallelStrategy on CPU. Blocks are the model
+    family's transformer block classes; ``train.activation_checkpointing`` recomputes each of them."""
+
+    kind: Literal["fsdp"] = "fsdp"
+    sharding: Literal["full", "hybrid", "grad_op"] = Field(
+        "full",
+        description="full: shard weights, grads and optimizer states over all devices (ZeRO-3); hybrid: "
+        "shard inside a node, replicate across nodes; grad_op: keep whole weights, shard grads and "
+        "optimizer states (ZeRO-2).",
+    )
+    cpu_offload: bool = Field(
+        False, description="Keep sharded weights and optimizer states in CPU memory (GPU only; slower)."
+    )
+    state_dict: Literal["sharded", "full"] = Field(
+        "sharded",
+        description="Resumable checkpoints as a folder with each rank's shard (sharded: nothing gathered, "
+        "resumes on any device count), or one file gathered on rank 0 (full). A finished run also "
+        "gathers its weights into checkpoints/final-weights.ckpt for evaluation.",
+    )
+
+
+class DeepSpeedStrategy(Section):
+    """DeepSpeed ZeRO through Lightning's DeepSpeedStrategy (CUDA GPUs only), configured by the DeepSpeed
+    JSON that vlmforge generates from the recipe (``vlmforge pretrain --emit deepspeed-config`` writes it)."""
+
+    kind: Literal["deepspeed"] = "deepspeed"
+    stage: Literal[2, 3] = Field(
+        2, description="ZeRO stage: 2 shards gradients and optimizer states; 3 also shards the weights."
+    )
+    offload_optimizer: bool = Field(
+        False, description="ZeRO-Offload: optimizer states and the optimizer step on the CPU."
+    )
+    offload_params: bool = Field(False, description="ZeRO-Infinity: weights in CPU memory (stage 3 only).")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DeepSpeed config keys merged over the generated config (nested mappings merge), "
+        "e.g. {zero_optimization: {overlap_comm: true}}.",
+    )
+
+    @model_validator(mode="after")
+    def _params_offload_needs_stage3(self) -> DeepSpeedStrategy:
+        if self.offload_params and self.stage != 3:
+            raise ValueError("offload_params needs stage: 3 (stage 2 keeps whole weights on every GPU)")
+        return self
+
+
+Strategy = Annotated[
+    AutoStrategy | DDPStrategy | FSDPStrategy | DeepSpeedStrategy, Field(discriminator="kind")
+]
 
 
 class CheckpointConfig(Section):
@@ -165,7 +216,12 @@ class TrainConfig(Section):
     devices: int = Field(1, ge=1, description="Devices (processes) per node.")
     num_nodes: int = Field(1, ge=1, description="Nodes.")
     strategy: Strategy = Field(default_factory=AutoStrategy, description="Parallelism strategy.")
-    precision: Literal["32", "bf16-mixed"] = Field("32", description="Numeric precision.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32",
+        description="32: fp32; bf16-mixed: bfloat16 autocast; 16-mixed: float16 autocast with a loss "
+        "scaler (CUDA GPUs only).",
+    )
+    compile: bool = Field(False, description="torch.compile the model: slower start, usually faster steps.")
     micro_batch_size: int | None = Field(
         None,
         ge=1,
@@ -183,6 +239,15 @@ class TrainConfig(Section):
         "run directory (audits data order and resumes).",
     )
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpu(self) -> TrainConfig:
+        if self.precision == "16-mixed" and self.accelerator == "cpu":
+            raise ValueError(
+                "train.precision 16-mixed (float16 autocast + loss scaler) needs a CUDA GPU; "
+                "with train.accelerator cpu use bf16-mixed or 32"
+            )
+        return self
 
 
 class PlanConfig(Section):

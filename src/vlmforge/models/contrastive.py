@@ -8,6 +8,7 @@ import torch
 
 from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig
 from vlmforge.errors import UserError
+from vlmforge.training.sharding import match_scalar_shapes
 
 
 def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -155,6 +156,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     if not isinstance(state, dict):
         raise UserError(f"model.pretrained: {path} does not hold a state dict")
     state = {_strip(k): v for k, v in state.items()}
+    match_scalar_shapes(state, model)  # training holds 0-d scalars as shape [1] (FSDP/ZeRO shard dim 0)
     hint = "the checkpoint must come from the same architecture as model.arch / model.vision+text"
     try:
         result = model.load_state_dict(state, strict=False)

@@ -4,7 +4,6 @@ metrics + progress."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -26,7 +25,14 @@ from vlmforge.data.accounting import (
     over_budget,
 )
 from vlmforge.data.base import ImageTextSet
-from vlmforge.runs import checkpoint_name, prune_checkpoints
+from vlmforge.runs import (
+    WEIGHTS_FILE,
+    checkpoint_name,
+    fsync_path,
+    prune_checkpoints,
+    remove_path,
+    replace_path,
+)
 
 
 def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -37,10 +43,12 @@ def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
 class AtomicCheckpoint(pl.Callback):
     """Saves every ``every_steps`` optimizer steps and at the end of training.
 
-    A checkpoint is written to a temporary file, flushed to disk, then renamed into place
-    (``os.replace`` is atomic), so a reader only ever sees complete files. Only the newest
-    ``keep_last`` step checkpoints are kept. On SIGTERM the current step finishes, a checkpoint is
-    written and training stops; ``preempted`` tells the caller to exit with code 143.
+    A checkpoint (a file; a folder of per-rank files under sharded FSDP state dicts and DeepSpeed) is
+    written under a temporary name, flushed to disk, then renamed into place (``os.replace``), so a
+    reader only ever sees complete checkpoints. Only the newest ``keep_last`` step checkpoints are kept.
+    A sharded run (FSDP, DeepSpeed) also gathers its final weights into one file for evaluation. On
+    SIGTERM the current step finishes, a checkpoint is written and training stops; ``preempted`` tells the
+    caller to exit with code 143.
     """
 
     def __init__(self, directory: Path, every_steps: int, keep_last: int) -> None:
@@ -62,6 +70,8 @@ class AtomicCheckpoint(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.preempted:
             self.final_path = self.save(trainer)
+            if _is_sharded(trainer.strategy):
+                self.final_path = self.save_full_weights(trainer, self.final_path)
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
 
@@ -84,19 +94,45 @@ class AtomicCheckpoint(pl.Callback):
             self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> Path:
+        """Write the step checkpoint: a file, or under sharded strategies a folder of per-rank files."""
         path = self.directory / checkpoint_name(trainer.global_step)
         if trainer.global_step == self.last_saved_step and path.exists():
             return path
         tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            remove_path(tmp)  # left behind by a process killed while writing
+        trainer.strategy.barrier("vlmforge-checkpoint-start")
+        trainer.save_checkpoint(tmp, weights_only=False)  # returns once every rank has written its part
+        if trainer.is_global_zero:
+            fsync_path(tmp)
+            replace_path(tmp, path)
             prune_checkpoints(self.directory, self.keep_last)
         trainer.strategy.barrier("vlmforge-checkpoint")
         self.last_saved_step = trainer.global_step
         return path
+
+    def save_full_weights(self, trainer: pl.Trainer, final: Path) -> Path:
+        """Gather a sharded run's weights into one file that ``vlmforge eval`` and ``model.pretrained`` read:
+        FSDP's full state dict (collective), or DeepSpeed's fp32 weights read from the final ZeRO folder."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        from vlmforge.training.sharding import gather_full_state, save_weights, zero_checkpoint_state
+
+        target = self.directory / WEIGHTS_FILE
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
+            state = zero_checkpoint_state(final) if trainer.is_global_zero else {}
+        else:
+            state = gather_full_state(trainer.strategy.model)
+        if trainer.is_global_zero:
+            save_weights(state, trainer.global_step, target)
+        trainer.strategy.barrier("vlmforge-weights")
+        return target
+
+
+def _is_sharded(strategy: Any) -> bool:
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(strategy, DeepSpeedStrategy | FSDPStrategy | ModelParallelStrategy)
 
 
 class DataAccounting(pl.Callback):

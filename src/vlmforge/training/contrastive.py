@@ -11,6 +11,7 @@ import torch
 from vlmforge.config.schema import SigLipModel
 from vlmforge.losses import clip_loss, negclip_loss, nt_xent_loss, siglip_loss
 from vlmforge.training.module import PretrainModule
+from vlmforge.training.sharding import clamp_parameter_
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature so logits stay <= 100
 
@@ -132,5 +133,4 @@ class ContrastiveModule(PretrainModule):
                 patch_dropout.prob = 0.0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        with torch.no_grad():
-            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        clamp_parameter_(self.model.logit_scale, 0, MAX_LOGIT_SCALE)  # also DeepSpeed's fp32 copy

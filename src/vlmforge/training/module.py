@@ -17,7 +17,9 @@ import torch
 from vlmforge.config.schema import PretrainRecipe
 from vlmforge.data.loader import CaptionedImages, DataPosition, GlobalBatchSampler, collate
 from vlmforge.families import family_for
+from vlmforge.training.deepspeed_config import adamw_class
 from vlmforge.training.schedule import SCHEDULES
+from vlmforge.training.sharding import promote_scalar_parameters, shard_fsdp2
 
 
 class PretrainModule(pl.LightningModule):
@@ -31,6 +33,9 @@ class PretrainModule(pl.LightningModule):
         self.recipe = recipe
         self.vocab_size = vocab_size
         self.model = family_for(recipe.model).models.build_model(recipe.model, vocab_size)
+        # 0-d parameters (open_clip's logit scale) become shape [1]: FSDP and ZeRO shard along dim 0
+        promote_scalar_parameters(self.model)
+        self._configured = False
         if recipe.train.activation_checkpointing:
             self.enable_activation_checkpointing()
         self.train_data = train_data
@@ -42,6 +47,13 @@ class PretrainModule(pl.LightningModule):
         """Recompute transformer blocks in backward (open_clip models switch it on themselves)."""
         self.model.set_grad_checkpointing(True)
 
+    def block_classes(self) -> tuple[type[torch.nn.Module], ...]:
+        """Transformer block classes: FSDP shards each block as one unit (and activation checkpointing
+        recomputes per block). Families built on open_clip towers inherit this; others override it."""
+        from open_clip.transformer import ResidualAttentionBlock
+
+        return (ResidualAttentionBlock,)
+
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms of one micro-batch; ``loss`` is the total that is optimised."""
         raise NotImplementedError  # each family's module defines its objective
@@ -51,6 +63,19 @@ class PretrainModule(pl.LightningModule):
         return param.ndim < 2 or "bias" in name or "ln" in name or "logit_scale" in name
 
     # ---------------------------------------------------------------------------------------- setup
+    def configure_model(self) -> None:
+        """Called by Lightning once the strategy is set up: FSDP2 sharding per block (CPU FSDP runs through
+        Lightning's ModelParallelStrategy), then ``torch.compile`` when the recipe asks for it."""
+        if self._configured:
+            return
+        self._configured = True
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+            shard_fsdp2(self.model, self.recipe, self.block_classes(), self.device)
+        if self.recipe.train.compile:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay those of the eager model
+
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         assert self.train_data is not None, f"{type(self).__name__} was built without training data"
         sampler = GlobalBatchSampler(
@@ -77,7 +102,7 @@ class PretrainModule(pl.LightningModule):
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (no_decay if self.no_weight_decay(name, param) else decay).append(param)
-        optimizer = torch.optim.AdamW(
+        optimizer = adamw_class(self.recipe)(
             [
                 {"params": decay, "weight_decay": optim.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
