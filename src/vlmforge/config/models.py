@@ -38,18 +38,23 @@ class VisionTower(Section):
         return self
 
 
-class TextTower(Section):
-    context_length: int = Field(77, ge=4, description="Tokens per caption, including start/end tokens.")
+class TransformerStack(Section):
+    """Width, heads, blocks and MLP ratio of a transformer (heads must divide the width)."""
+
     width: int = Field(512, ge=8, description="Transformer width.")
     heads: int = Field(8, ge=1, description="Attention heads.")
     layers: int = Field(12, ge=1, description="Transformer blocks.")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
 
     @model_validator(mode="after")
-    def _divisible(self) -> TextTower:
+    def _divisible(self) -> TransformerStack:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
         return self
+
+
+class TextTower(TransformerStack):
+    context_length: int = Field(77, ge=4, description="Tokens per caption, including start/end tokens.")
 
 
 class WordTokenizer(Section):
@@ -319,19 +324,12 @@ def check_arch_or_towers(
         raise ValueError(error)
 
 
-class MAEDecoder(Section):
+class MAEDecoder(TransformerStack):
     """The light transformer that reconstructs pixels from the visible tokens plus mask tokens (MAE)."""
 
     width: int = Field(512, ge=8, description="Decoder width (MAE: 512).")
     layers: int = Field(8, ge=1, description="Decoder blocks (MAE: 8).")
     heads: int = Field(16, ge=1, description="Decoder attention heads.")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
-
-    @model_validator(mode="after")
-    def _divisible(self) -> MAEDecoder:
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
-        return self
 
 
 class MIMObjective(Section):
