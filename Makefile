@@ -33,6 +33,10 @@ test-fast: install
 bench: install
 	OMP_NUM_THREADS=1 $(PY) benchmarks/train_overhead.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/plan_accuracy.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/loader.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/curate.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/openclip_parity.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/family_throughput.py
 
 lint: install
 	$(PY) -m ruff check src cli tests benchmarks

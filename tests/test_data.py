@@ -129,6 +129,21 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
         data.image(0)
 
 
+def test_training_counts_a_corrupt_folder_image_and_reads_the_next(
+    tmp_path: Path, digits_folder: Path
+) -> None:
+    import shutil
+
+    shutil.copy(digits_folder / "img000.png", tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    rows = [{"image": "broken.png", "caption": "x"}, {"image": "good.png", "caption": "y"}]
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = folder_set(FolderData(path=tmp_path, image_size=8))
+    item = CaptionedImages(data, WordVocab.build(["x", "y"]), 4, seed=0)[(0, 0, 0)]
+    assert item["index"] == 0 and torch.equal(item["image"], data.image(1))
+    assert [(d["key"], d["reason"]) for d in item["dropped"]] == [("broken.png", "decode_error")]
+
+
 def test_missing_files_are_listed(tmp_path: Path) -> None:
     (tmp_path / "captions.jsonl").write_text(json.dumps({"image": "nope.png", "caption": "x"}) + "\n")
     with pytest.raises(UserError, match=r"missing: .*nope\.png"):

@@ -1,7 +1,8 @@
 """The ``vlmforge`` command: parse, load + validate the recipe, call the verb's ``run``, render.
 
 No ML logic lives here. Exit codes: 0 success, 2 bad input (message, no traceback), 143 stopped by
-SIGTERM after saving a checkpoint (resume with ``--resume auto``).
+SIGTERM after saving a checkpoint (resume with ``--resume auto``), 1 from ``data check`` when more samples
+are bad than ``data.max_bad_fraction`` allows.
 """
 
 from __future__ import annotations
@@ -31,17 +32,24 @@ recipes_app = typer.Typer(
     help="List, show, copy shipped recipes; print recipe JSON Schemas.", no_args_is_help=True
 )
 app.add_typer(recipes_app, name="recipes")
+data_app = typer.Typer(help="Check data sources before a run.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)  # ":name:" in a path or key stays text
 # Piped output is not cut to 80 columns: tables stay readable in logs and files.
-out = Console() if sys.stdout.isatty() else Console(width=160)
+out = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
 EXIT_BAD_INPUT = 2
 EXIT_SIGTERM = 143
+EXIT_DATA_OVER_BUDGET = 1
 
 
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+
+
+class EmitKind(str, Enum):
+    deepspeed_config = "deepspeed-config"
 
 
 RecipeOpt = Annotated[str, typer.Option("--config", "-c", help="Recipe YAML file, or a shipped recipe name.")]
@@ -112,8 +120,15 @@ def pretrain(
             help="Write a torchrun or slurm launch script for this recipe (nodes x devices) and exit."
         ),
     ] = None,
+    emit_config: Annotated[
+        EmitKind | None,
+        typer.Option("--emit", help="Write a generated config for this recipe and exit: the DeepSpeed JSON."),
+    ] = None,
     launch_file: Annotated[
-        Path | None, typer.Option(help="Where --emit-launch writes (default: ./<name>-<kind>.sh).")
+        Path | None,
+        typer.Option(
+            help="Where --emit-launch / --emit write (default: ./<name>-<kind>.sh, ./<name>-deepspeed.json)."
+        ),
     ] = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
@@ -137,6 +152,17 @@ def pretrain(
             fmt,
             {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
             lambda: err.print(f"wrote {escape(str(script))} (recipe: {escape(str(resolved))})"),
+        )
+        return
+    if emit_config is EmitKind.deepspeed_config:
+        from vlmforge.training.deepspeed_config import emit_deepspeed_config
+
+        target = launch_file or Path(f"{recipe.name}-deepspeed.json")
+        written = guarded(lambda: emit_deepspeed_config(recipe, target))
+        emit(
+            fmt,
+            {"deepspeed_config": str(written), "metrics": {}},
+            lambda: err.print(f"wrote {escape(str(written))}"),
         )
         return
     confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
@@ -163,7 +189,7 @@ def evaluate(
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
-    """Evaluate a trained run: zero-shot classification, image<->text retrieval, linear probe."""
+    """Evaluate a trained run: zero-shot, retrieval, compositionality, captioning, linear probe."""
     from vlmforge import evaluate as verb
 
     if (config is None) == (run_dir is None):
@@ -181,6 +207,29 @@ def evaluate(
     from vlmforge_cli.render import eval_table
 
     emit(fmt, result.to_json(), lambda: eval_table(out, result.metrics, title=f"eval: {result.data}"))
+
+
+@app.command()
+def curate(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Filter, deduplicate, balance and re-caption an image-text pool into WebDataset shards.
+
+    Writes shards/, report.json, report.html and plots/ to the recipe's output folder; running it again
+    resumes: finished shards are not redone."""
+    from vlmforge import curate as verb
+
+    recipe = guarded(lambda: load("curate", config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+    result = guarded(lambda: verb.run(recipe))
+    from vlmforge_cli.render import curate_summary
+
+    emit(fmt, result.to_json(), lambda: curate_summary(out, result))
 
 
 @app.command()
@@ -285,10 +334,10 @@ def validate(
     from vlmforge.config.schema import RECIPES
 
     def body() -> tuple[str, Any]:
-        from vlmforge.catalog import resolve_recipe_path
+        from vlmforge.catalog import recipe_verb, resolve_recipe_path
         from vlmforge.config.load import read_yaml
 
-        chosen = verb or ("eval" if "run" in read_yaml(resolve_recipe_path(config)) else "pretrain")
+        chosen = verb or recipe_verb(read_yaml(resolve_recipe_path(config)))
         if chosen not in RECIPES:
             raise UserError(f"--verb {chosen!r} is not a recipe type", hint=f"one of: {', '.join(RECIPES)}")
         return chosen, load(chosen, config, overrides)
@@ -318,6 +367,51 @@ def _missing_paths(recipe: Any) -> list[str]:
     if model is not None and getattr(model, "pretrained", None) is not None and not model.pretrained.exists():
         notes.append(f"model.pretrained {model.pretrained} does not exist on this machine")
     return notes
+
+
+# ------------------------------------------------------------------------------------------- data
+@data_app.command("check")
+def data_check(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="SHARDS... | OVERRIDES...",
+            help="Shard paths or patterns ('shards/{00000..00009}.tar'); with -c: key.path=value overrides.",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Check the recipe's data (data.kind: webdataset).")
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Read every sample and decode every image: counts, sizes, caption lengths, each bad sample by shard
+    and key, and the loader throughput measured here. Exit 1 when a run would stop (max_bad_fraction)."""
+    from vlmforge.config.schema import WebDatasetData
+    from vlmforge.data.check import check_shards
+
+    def source() -> WebDatasetData:
+        if config is None:
+            if not args:
+                raise UserError("give shard paths or patterns, or a recipe with -c")
+            return WebDatasetData(shards=args)
+        data = load("pretrain", config, args).data
+        if not isinstance(data, WebDatasetData):
+            raise UserError(
+                f"data check reads webdataset shards; the recipe's data.kind is {data.kind!r}",
+                hint="give shard patterns instead: vlmforge data check 'shards/{00000..00009}.tar'",
+            )
+        return data
+
+    report = guarded(lambda: check_shards(source()))
+    from vlmforge_cli.render import data_check_table
+
+    emit(fmt, report.to_json(), lambda: data_check_table(out, report.to_json()))
+    if report.over_budget:
+        err.print(
+            f"[red]{len(report.dropped)} of {report.entries} samples are bad: above "
+            f"data.max_bad_fraction={report.max_bad_fraction:g}, a run would stop[/]"
+        )
+        raise typer.Exit(EXIT_DATA_OVER_BUDGET)
 
 
 # ---------------------------------------------------------------------------------------- recipes
@@ -354,7 +448,7 @@ def recipes_cp(
 
 
 @recipes_app.command("schema")
-def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain or eval.")]) -> None:
+def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain, eval or curate.")]) -> None:
     """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
     from vlmforge.config.schema import RECIPES
 

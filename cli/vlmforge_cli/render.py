@@ -17,10 +17,12 @@ def eval_table(console: Console, metrics: dict[str, dict[str, Any]], title: str 
     table.add_column("value", justify="right")
     for task, values in metrics.items():
         for key, value in values.items():
-            if key in ("seconds", "samples", "classes", "templates", "match"):
+            if key in ("seconds", "samples", "classes", "templates", "match") or isinstance(value, list):
                 continue
             table.add_row(task, key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+    for example in metrics.get("captioning", {}).get("examples", [])[:3]:
+        console.print(f'caption of {escape(example["key"])}: "{escape(example["caption"])}"')
 
 
 def pretrain_summary(console: Console, result: Any) -> None:
@@ -36,6 +38,16 @@ def pretrain_summary(console: Console, result: Any) -> None:
         table.add_row("final train loss", f"{train['loss']:.4f}")
     if "samples_per_s" in train:
         table.add_row("throughput", f"{train['samples_per_s']:.0f} samples/s")
+    data = result.metrics.get("data")
+    if data:
+        line = f"{data['read']:,} read, {data['kept']:,} kept"
+        for label, counts in (
+            ("dropped", data["dropped"]),
+            ("rejected when opened", data["rejected_at_open"]),
+        ):
+            if counts:
+                line += f"; {label}: " + ", ".join(f"{reason} {n}" for reason, n in counts.items())
+        table.add_row("data", line)
     if result.checkpoint:
         table.add_row("checkpoint", escape(str(result.checkpoint)))
     console.print(table)
@@ -44,6 +56,47 @@ def pretrain_summary(console: Console, result: Any) -> None:
         zeroshot = result.metrics["eval"].get("zeroshot")
         if zeroshot:
             console.print(f"[bold]zero-shot top-1 on held-out data: {zeroshot['top1']:.4f}[/]")
+
+
+def data_check_table(console: Console, report: dict[str, Any], shown: int = 20) -> None:
+    """Counts per shard, image and caption statistics, throughput, and the first bad samples."""
+    shards = Table(title=f"data check: {report['entries']:,} samples in {len(report['shards'])} shard(s)")
+    for column in ("shard", "samples", "kept", "dropped"):
+        shards.add_column(column, justify="left" if column == "shard" else "right")
+    for row in report["shards"]:
+        shards.add_row(escape(row["shard"]), *(f"{row[k]:,}" for k in ("entries", "kept", "dropped")))
+    console.print(shards)
+    summary = Table(show_header=False)
+    summary.add_column("what")
+    summary.add_column("value")
+    dropped = ", ".join(f"{reason} {n}" for reason, n in report["dropped"].items()) or "none"
+    summary.add_row("kept", f"{report['kept']:,}")
+    summary.add_row(
+        "dropped", f"{sum(report['dropped'].values()):,} ({report['bad_fraction']:.2%}): {dropped}"
+    )
+    for name in ("image_width", "image_height", "caption_chars", "caption_words"):
+        values = report[name]
+        if values:
+            summary.add_row(
+                name.replace("_", " "), "min {min:g} / median {median:g} / max {max:g}".format(**values)
+            )
+    summary.add_row(
+        "loader throughput",
+        f"{report['images_per_s']:,.0f} images/s per process (decode + transform, measured); "
+        f"~{report['estimated_loader_images_per_s']:,.0f} estimated with "
+        f"data.num_workers={report['loader_workers']} on {report['cpu_count']} CPUs",
+    )
+    console.print(summary)
+    bad = report["bad_samples"]
+    if bad:
+        table = Table(
+            title=f"bad samples ({len(bad)}; --format json lists all)" if len(bad) > shown else "bad samples"
+        )
+        for column in ("shard", "key", "reason", "detail"):
+            table.add_column(column)
+        for drop in bad[:shown]:
+            table.add_row(*(escape(str(drop[k])) for k in ("shard", "key", "reason", "detail")))
+        console.print(table)
 
 
 def recipes_table(console: Console, recipes: dict[str, Path]) -> None:
@@ -101,6 +154,18 @@ def plan_table(console: Console, result: Any) -> None:
             " ".join(label for label, index in picks if index == i),
         )
     console.print(table)
+    picked = {result.cheapest: "cheapest", result.fastest: "fastest"}
+    if result.cheapest == result.fastest:
+        picked = {result.cheapest: "cheapest and fastest"}
+    for index, label in picked.items():
+        if index is not None:
+            row = result.rows[index]
+            console.print(
+                f"{label} ({row.accelerator} x {row.count}): vlmforge pretrain -c RECIPE "
+                f"{escape(row.recipe_overrides)}",
+                soft_wrap=True,
+                highlight=False,
+            )
 
 
 def published_table(console: Console, report: dict[str, Any]) -> None:
@@ -123,3 +188,17 @@ def published_table(console: Console, report: dict[str, Any]) -> None:
     median = report["metrics"]["median_abs_pct_error"]
     if median is not None:
         console.print(f"median absolute error: {median:.1f}% over {report['metrics']['rows_compared']} runs")
+
+
+def curate_summary(console: Console, result: Any) -> None:
+    table = Table(title=f"curate: {result.kept} of {result.total} samples kept")
+    table.add_column("stage")
+    table.add_column("in", justify="right")
+    table.add_column("out", justify="right")
+    table.add_column("dropped (reason: count)")
+    for stage in result.stages:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in stage["dropped"].items())
+        table.add_row(escape(stage["name"]), str(stage["in"]), str(stage["out"]), escape(reasons))
+    console.print(table)
+    shards, report = escape(str(result.output / "shards")), escape(str(result.output / "report.html"))
+    console.print(f"shards: {shards}  report: {report}")

@@ -52,7 +52,14 @@ CONTRASTIVE = Family(
     "contrastive",
     "vlmforge.models.contrastive",
     "vlmforge.training.contrastive:ContrastiveModule",
-    ("zeroshot", "retrieval", "linear_probe"),
+    ("zeroshot", "retrieval", "compositional", "linear_probe"),
+)
+
+GENERATIVE = Family(
+    "generative",
+    "vlmforge.models.generative",
+    "vlmforge.training.generative:CoCaModule",
+    ("zeroshot", "retrieval", "compositional", "captioning", "linear_probe"),
 )
 
 # Both masked kinds share the model and training code; only the joint one has an image-text embedding.
@@ -63,12 +70,13 @@ FLAVA = Family(
     "masked",
     "vlmforge.models.masked",
     "vlmforge.training.masked:MaskedModule",
-    ("zeroshot", "retrieval", "linear_probe"),
+    ("zeroshot", "retrieval", "compositional", "linear_probe"),
 )
 
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,
     "siglip": CONTRASTIVE,
+    "coca": GENERATIVE,
     "masked": MASKED,
     "flava": FLAVA,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def clip_loss(
@@ -29,3 +30,81 @@ def siglip_loss(
     """
     sigmoid = objective(image_features, text_features, logit_scale, logit_bias)  # type: ignore[operator]
     return {"loss": sigmoid, "sigmoid": sigmoid}
+
+
+def negclip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    all_image: torch.Tensor,
+    all_text: torch.Tensor,
+    all_negative: torch.Tensor,
+    logit_scale: torch.Tensor,
+    labels: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """InfoNCE whose image->text softmax runs over the N captions and their N hard negatives, text->image
+    unchanged (NegCLIP, Yuksekgonul et al. 2023, §4).
+
+    Queries are this rank's ``image_features``/``text_features`` (or all of them); ``all_*`` are the N
+    gathered features; ``labels`` index each query's pair in ``all_*``. ``hard_negative`` is the part of
+    the loss the negatives add (>= 0); ``hard_negative_acc`` the fraction of images that score their caption
+    above its own negative.
+    """
+    n = all_text.shape[0]
+    image_to_text = logit_scale * image_features @ torch.cat([all_text, all_negative]).T  # [queries, 2N]
+    text_to_image = logit_scale * text_features @ all_image.T
+    with_negatives = F.cross_entropy(image_to_text, labels)
+    contrastive = (with_negatives + F.cross_entropy(text_to_image, labels)) / 2
+    added = (with_negatives - F.cross_entropy(image_to_text[:, :n], labels)) / 2
+    positive, negative = image_to_text.gather(1, torch.stack([labels, labels + n], dim=1)).unbind(1)
+    return {
+        "loss": contrastive,
+        "contrastive": contrastive,
+        "hard_negative": added.detach(),
+        "hard_negative_acc": (positive > negative).float().mean().detach(),
+    }
+
+
+def nt_xent_loss(
+    view1: torch.Tensor,
+    view2: torch.Tensor,
+    all_view1: torch.Tensor,
+    all_view2: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """SimCLR's NT-Xent over 2N views (Chen et al. 2020, eq. 1): each view's positive is the other view of
+    its image, its negatives the other 2N - 2 views; cosine similarity over ``temperature``.
+
+    Queries are this rank's ``view1``/``view2`` embeddings (or all of them), ``all_view*`` the N gathered
+    ones, ``labels`` each query's index in ``all_view*``."""
+    n = all_view1.shape[0]
+    queries = F.normalize(torch.cat([view1, view2]), dim=-1)
+    keys = F.normalize(torch.cat([all_view1, all_view2]), dim=-1)
+    logits = queries @ keys.T / temperature  # [2 queries, 2N]
+    own = torch.cat([labels, labels + n])
+    other = torch.cat([labels + n, labels])
+    logits = logits.masked_fill(F.one_hot(own, 2 * n).bool(), float("-inf"))
+    return F.cross_entropy(logits, other)
+
+
+def coca_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    logit_scale: torch.Tensor,
+    objective: object,
+    contrastive_weight: float,
+    caption_weight: float,
+) -> dict[str, torch.Tensor]:
+    """lambda_con * InfoNCE + lambda_cap * next-token cross-entropy of the caption given the image, padding
+    ignored (CoCa, Yu et al. 2022, §3.2).
+
+    ``objective`` is an ``open_clip.CoCaLoss`` with unit weights for this rank; the recipe's weights are
+    applied here so that both terms are logged unweighted.
+    """
+    contrastive, caption = objective(  # type: ignore[operator]
+        image_features, text_features, logits, labels, logit_scale
+    )
+    total = contrastive_weight * contrastive + caption_weight * caption
+    return {"loss": total, "contrastive": contrastive, "caption": caption}

@@ -24,7 +24,7 @@ from vlmforge.planning.calibrate import (
     time_training_steps,
 )
 from vlmforge.planning.catalog import Accelerator, load_catalog, lookup
-from vlmforge.planning.memory import estimate_memory, saved_activation_bytes
+from vlmforge.planning.memory import GPUS_PER_NODE, estimate_memory, saved_activation_bytes
 
 PRIOR_FILE = Path(__file__).parent / "planning" / "prior.json"
 DEFAULT_ACCELERATORS = ("a100-40gb", "a100-80gb", "h100-sxm")
@@ -47,6 +47,30 @@ class Layout:
     @property
     def label(self) -> str:
         return self.strategy + ("+offload" if self.offload else "") + ("+ckpt" if self.checkpointing else "")
+
+    def recipe_overrides(self, count: int, micro_batch: int) -> str:
+        """The ``vlmforge pretrain`` overrides that train ``count`` GPUs with this layout."""
+        nodes, devices = (count // GPUS_PER_NODE, GPUS_PER_NODE) if count % GPUS_PER_NODE == 0 else (1, count)
+        parts = [f"train.num_nodes={nodes}", f"train.devices={devices}", *RECIPE_STRATEGY[self.strategy]]
+        if self.offload:
+            parts.append(
+                "train.strategy.offload_optimizer=true"
+                if self.strategy.startswith("zero")
+                else "train.strategy.cpu_offload=true"
+            )
+        if self.checkpointing:
+            parts.append("train.activation_checkpointing=true")
+        return " ".join([*parts, f"train.micro_batch_size={micro_batch}"])
+
+
+# How each layout the memory model prices (planning/memory.py) is set in a recipe's train.strategy.
+RECIPE_STRATEGY = {
+    "ddp": ("train.strategy.kind=ddp",),
+    "zero2": ("train.strategy.kind=deepspeed", "train.strategy.stage=2"),
+    "zero3": ("train.strategy.kind=deepspeed", "train.strategy.stage=3"),
+    "fsdp": ("train.strategy.kind=fsdp", "train.strategy.sharding=full"),
+    "fsdp-hybrid": ("train.strategy.kind=fsdp", "train.strategy.sharding=hybrid"),
+}
 
 
 # Tried in this order: least communication and recomputation first.
@@ -77,6 +101,7 @@ class PlanRow:
     wall_hours: float = 0.0
     accel_hours: float = 0.0
     usd: float = 0.0
+    recipe_overrides: str | None = None  # the recipe settings that train this row's layout
 
 
 @dataclass
@@ -105,8 +130,8 @@ def load_prior() -> dict[str, Any]:
 
 
 def family_of(recipe: PretrainRecipe) -> str:
-    """The published-runs family whose utilisation applies: the model family's, and masked patches make
-    CLIP a FLIP ('masked')."""
+    """The published-runs family whose utilisation applies: the model family's, except that masked patches
+    make CLIP a FLIP ('masked')."""
     from vlmforge.families import family_for
 
     model = recipe.model
@@ -219,6 +244,7 @@ def run(
                     wall_hours=accel_hours / count,
                     accel_hours=accel_hours,
                     usd=accel_hours * accel.usd_per_hour,
+                    recipe_overrides=layout.recipe_overrides(count, micro),
                 )
             )
     feasible = [
@@ -456,6 +482,7 @@ def pre_run_estimate(recipe: PretrainRecipe) -> dict[str, Any]:
         "usd": row.usd,
         "gb_per_gpu": row.gb_per_gpu,
         "suggested_strategy": row.strategy,
+        "suggested_overrides": row.recipe_overrides,
         "suggested_micro_batch": row.micro_batch,
     }
     return estimate

@@ -32,7 +32,22 @@ from vlmforge.runs import (
 )
 
 # Fields that may differ between a run and the recipe that resumes it.
-RESUMABLE_CHANGES = ("train.max_steps", "train.log_every_steps", "train.checkpoint", "logger", "eval", "plan")
+# The device layout may change: the data position is kept in global optimizer steps (same global batch).
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.log_every_steps",
+    "train.record_sample_ids",
+    "train.checkpoint",
+    "train.devices",
+    "train.num_nodes",
+    "train.micro_batch_size",
+    "train.accelerator",
+    "train.strategy",
+    "data.num_workers",
+    "logger",
+    "eval",
+    "plan",
+)
 
 
 @dataclass
@@ -116,6 +131,30 @@ def _check_same_recipe(recipe: PretrainRecipe, run_dir: Path) -> None:
             f"cannot resume {run_dir}: the recipe differs from the run's ({shown})",
             hint="resume with the run's own recipe.yaml, or start a new run with --resume never",
         )
+    _check_checkpoint_format(saved, recipe, run_dir)
+
+
+# Strategies that read each other's checkpoints: Lightning's one file (optimizer states in the optimizer's
+# parameter order), FSDP's folders or files (keyed by parameter name, resharded on load), DeepSpeed's ZeRO
+# folders (optimizer states partitioned per rank).
+CHECKPOINT_FORMAT = {"auto": "lightning", "ddp": "lightning", "fsdp": "fsdp", "deepspeed": "deepspeed"}
+
+
+def _check_checkpoint_format(saved: dict[str, Any], recipe: PretrainRecipe, run_dir: Path) -> None:
+    before, now = saved.get("train.strategy.kind", "auto"), recipe.train.strategy.kind
+    if CHECKPOINT_FORMAT[before] != CHECKPOINT_FORMAT[now]:
+        raise UserError(
+            f"cannot resume {run_dir} with train.strategy.kind {now}: its checkpoints were written by "
+            f"{before}, in a format {now} does not read",
+            hint=f"resume with train.strategy.kind={before}",
+        )
+    devices, nodes = saved.get("train.devices", 1), saved.get("train.num_nodes", 1)
+    if now == "deepspeed" and devices * nodes != recipe.world_size:
+        raise UserError(
+            f"cannot resume {run_dir} on {recipe.world_size} devices: its DeepSpeed ZeRO checkpoints hold "
+            f"optimizer states partitioned over {devices * nodes}",
+            hint=f"resume with train.devices={devices} train.num_nodes={nodes}",
+        )
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -160,17 +199,22 @@ def run(
     import lightning.pytorch as pl
     import torch
 
+    from vlmforge.data.accounting import budget_error, over_budget
     from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import build_tokenizer, save_tokenizer
     from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
     from vlmforge.families import family_for
-    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog, peak_memory_bytes
-    from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed
+    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog, peak_memory_bytes
+    from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed, check_runnable
 
     family = family_for(recipe.model)
     check_logger_installed(recipe.logger)
+    check_runnable(recipe)
     train_set, val_set = train_val_split(recipe.data)
+    rejected, limit = len(train_set.rejected), recipe.data.max_bad_fraction
+    if over_budget(rejected, train_set.source_size, limit):
+        raise budget_error(train_set.name, rejected, train_set.source_size, limit, train_set.rejected)
     if len(train_set) < recipe.data.batch_size:
         raise UserError(
             f"data: {len(train_set)} training samples cannot fill one batch "
@@ -198,13 +242,18 @@ def run(
     checkpoints = AtomicCheckpoint(
         run_dir / "checkpoints", recipe.train.checkpoint.every_steps, recipe.train.checkpoint.keep_last
     )
+    accounting = DataAccounting(train_set, recipe.data.max_bad_fraction, run_dir / "metrics.jsonl")
     metrics_log = MetricsLog(
         run_dir / "metrics.jsonl",
         recipe.train.log_every_steps,
         recipe.data.batch_size,
         build_loggers(recipe.logger, str(run_dir), recipe.name),
+        extras=accounting.metrics,
     )
-    trainer = build_trainer(recipe, [checkpoints, metrics_log], str(run_dir))
+    # accounting first: it may stop the run before that step's checkpoint, and MetricsLog reads its counts
+    trainer = build_trainer(
+        recipe, [accounting, checkpoints, metrics_log], str(run_dir), module.block_classes()
+    )
     if trainer.is_global_zero:
         save_tokenizer(tokenizer, run_dir / "tokenizer.json")
         devices = {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size}
@@ -220,7 +269,10 @@ def run(
     status = "preempted" if checkpoints.preempted else "completed"
     ckpt = checkpoints.final_path if status == "completed" else None
     last = metrics_log.history[-1] if metrics_log.history else {}
-    metrics: dict[str, Any] = {"train": {k: v for k, v in last.items() if k not in ("epoch", "time_s")}}
+    train_metrics = {
+        k: v for k, v in last.items() if k not in ("epoch", "time_s") and not k.startswith("data_")
+    }
+    metrics: dict[str, Any] = {"train": train_metrics, "data": accounting.summary()}
     step_times = sorted(metrics_log.step_times)
     write_json(
         run_dir / "actual.json",
@@ -234,10 +286,11 @@ def run(
         },
     )
     if status == "completed" and recipe.eval and len(val_set) > 0:
-        module.model.to("cpu")
+        assert ckpt is not None
+        model = model_for_eval(recipe, module, tokenizer.vocab_size, ckpt)
         with torch.no_grad():
             metrics["eval"] = evaluate_model(
-                recipe.model, module.model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
+                recipe.model, model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
             )
         write_eval_results(run_dir, EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).to_json())
     result = PretrainResult(
@@ -248,3 +301,18 @@ def run(
         payload["checkpoint"] = str(ckpt.relative_to(run_dir))
     write_json(run_dir / "result.json", payload)
     return result
+
+
+def model_for_eval(recipe: PretrainRecipe, module: Any, vocab_size: int, checkpoint: Path) -> Any:
+    """The trained model on CPU for the held-out evaluation: the module's own, or rebuilt from the final
+    checkpoint (as ``vlmforge eval`` does) when the module's copy is sharded across ranks or compiled."""
+    from vlmforge.families import family_for
+    from vlmforge.models.contrastive import load_weights
+    from vlmforge.training.trainer import is_sharded
+
+    if not (is_sharded(recipe) or recipe.train.compile):
+        return module.model.to("cpu")
+    cfg = recipe.model.model_copy(update={"pretrained": None})
+    model = family_for(cfg).models.build_model(cfg, vocab_size)
+    load_weights(model, checkpoint)
+    return model

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -20,7 +21,8 @@ from vlmforge.errors import UserError
 RUN_DIR_ENV = "VLMFORGE_RUN_DIR"  # the run directory every rank writes to (set by rank 0 or a launch script)
 RESUME_ENV = "VLMFORGE_RESUME_FROM"  # the checkpoint rank 0 resumes from, for the processes it starts
 SPAWN_ENV = "VLMFORGE_SPAWNED_BY"  # pid of the rank-0 process that set the two above
-_CKPT = re.compile(r"^step-(\d{8})\.ckpt$")
+_CKPT = re.compile(r"^step-(\d{8})\.ckpt$")  # a file, or a folder under sharded strategies
+WEIGHTS_FILE = "final-weights.ckpt"  # full weights of a sharded run, gathered for evaluation
 PACKAGES = ("vlmforge", "torch", "lightning", "open_clip_torch", "pydantic", "numpy", "transformers")
 
 
@@ -38,7 +40,39 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 def prune_checkpoints(directory: Path, keep_last: int) -> None:
     for stale in list_checkpoints(directory)[:-keep_last]:
-        stale.unlink(missing_ok=True)
+        remove_path(stale)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a checkpoint file or folder if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or every file of a folder and the folders themselves, to disk."""
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        fd = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_path(tmp: Path, path: Path) -> None:
+    """Move a fully written checkpoint (file or folder) into place. A file replaces a file atomically; when
+    a folder is involved (a step saved again after resuming from an earlier one), the old checkpoint is
+    first moved aside, so ``path`` never holds a mix of the two."""
+    if path.exists() and (tmp.is_dir() or path.is_dir()):
+        aside = path.with_name(f".{path.name}.old")
+        remove_path(aside)
+        os.replace(path, aside)
+        os.replace(tmp, path)
+        remove_path(aside)
+        return
+    os.replace(tmp, path)
 
 
 def create_run_dir(output_dir: Path, name: str) -> Path:
@@ -108,14 +142,24 @@ class ResumePoint:
 
 
 def _readable(path: Path) -> bool:
-    """A checkpoint that torch can open weights-only (guards against files damaged after writing)."""
+    """A checkpoint that torch can open weights-only (guards against files damaged after writing). A folder
+    (sharded strategies) needs its metadata: Lightning's ``meta.pt`` (FSDP) or DeepSpeed's ``latest``."""
     import torch
 
+    if path.is_dir():
+        if (path / "latest").is_file():
+            return True
+        path = path / "meta.pt"
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         return False
     return True
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A checkpoint file, or a step checkpoint folder written by a sharded strategy."""
+    return path.is_file() or (path.is_dir() and _CKPT.match(path.name) is not None)
 
 
 def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint | None:
@@ -131,15 +175,15 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
         newest = runs[-1]
         return None if is_completed(newest) else resume_point_in(newest)
     path = Path(resume)
-    if path.is_dir():
+    if path.is_dir() and not is_checkpoint(path):
         point = resume_point_in(path)  # newest first: stops at the first readable one
         if point is None:
             raise UserError(f"--resume {path}: no readable checkpoint in {path / 'checkpoints'}")
         return point
-    if not path.is_file():
+    if not is_checkpoint(path):
         raise UserError(
-            f"--resume: {path} is neither a checkpoint file nor a run directory",
-            hint="use --resume auto, never, a run directory or a .ckpt file",
+            f"--resume: {path} is neither a checkpoint nor a run directory",
+            hint="use --resume auto, never, a run directory or a step-*.ckpt file or folder",
         )
     if not _readable(path):
         raise UserError(f"--resume: {path} is not a readable checkpoint (damaged or not weights-only)")
@@ -161,15 +205,25 @@ def resume_point_in(run_dir: Path) -> ResumePoint | None:
 
 
 def final_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a finished run names in result.json, else its newest checkpoint."""
+    """The checkpoint a finished run names in result.json, else its gathered weights (sharded runs), else
+    its newest checkpoint file."""
     result_file = run_dir / "result.json"
     if result_file.is_file():
         named = read_json(result_file).get("checkpoint")
         if named and (run_dir / named).is_file():
             return run_dir / named
+    weights = run_dir / "checkpoints" / WEIGHTS_FILE
+    if weights.is_file():
+        return weights
     found = list_checkpoints(run_dir / "checkpoints")
     if not found:
         raise UserError(
             f"{run_dir}: no checkpoint found", hint="is this a vlmforge run directory that trained?"
+        )
+    if found[-1].is_dir():
+        raise UserError(
+            f"{run_dir}: the newest checkpoint {found[-1].name} is a sharded folder and the run has no "
+            f"gathered weights (checkpoints/{WEIGHTS_FILE} is written when a sharded run finishes)",
+            hint="resume the run to its end (vlmforge pretrain -c RECIPE --resume RUN_DIR), then evaluate",
         )
     return found[-1]

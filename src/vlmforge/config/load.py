@@ -70,19 +70,28 @@ def _number_or_text(value: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each ``key.path=value`` in a nested dict (intermediate mappings are created)."""
+    """Set each ``key.path=value`` in a nested dict (intermediate mappings are created); an integer part
+    indexes a list, e.g. ``steps.2.threshold=0.3``."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise UserError(f"override {text!r}: {where} is a {type(child).__name__}, not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = data
+        for i, part in enumerate(path):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"override {text!r}: {where}: no item {part} in a list of {len(node)}")
+                key: Any = int(part)
+            elif isinstance(node, dict):
+                key = part
+            else:
+                where = ".".join(path[:i])
+                raise UserError(f"override {text!r}: {where} is a {type(node).__name__}, not a section")
+            if i == len(path) - 1:
+                node[key] = value
+            else:
+                if isinstance(node, dict) and node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
     return data
 
 

@@ -38,18 +38,23 @@ class VisionTower(Section):
         return self
 
 
-class TextTower(Section):
-    context_length: int = Field(77, ge=4, description="Tokens per caption, including start/end tokens.")
+class TransformerStack(Section):
+    """Width, heads, blocks and MLP ratio of a transformer (heads must divide the width)."""
+
     width: int = Field(512, ge=8, description="Transformer width.")
     heads: int = Field(8, ge=1, description="Attention heads.")
     layers: int = Field(12, ge=1, description="Transformer blocks.")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
 
     @model_validator(mode="after")
-    def _divisible(self) -> TextTower:
+    def _divisible(self) -> TransformerStack:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
         return self
+
+
+class TextTower(TransformerStack):
+    context_length: int = Field(77, ge=4, description="Tokens per caption, including start/end tokens.")
 
 
 class WordTokenizer(Section):
@@ -68,13 +73,82 @@ class OpenClipTokenizer(Section):
 Tokenizer = Annotated[WordTokenizer | OpenClipTokenizer, Field(discriminator="kind")]
 
 
-def open_clip_architectures() -> set[str]:
-    """Names of open_clip's bundled architectures, read from its config files without importing it."""
+def _open_clip_configs() -> list[Path]:
+    """open_clip's bundled architecture files, found without importing it."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        return set()
-    config_dir = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
-    return {p.stem for p in config_dir.glob("*.json")}
+        return []
+    return sorted((Path(next(iter(spec.submodule_search_locations))) / "model_configs").glob("*.json"))
+
+
+def open_clip_architectures() -> set[str]:
+    """Names of open_clip's bundled architectures, read from its config files without importing it."""
+    return {p.stem for p in _open_clip_configs()}
+
+
+def open_clip_coca_architectures() -> set[str]:
+    """The bundled architectures that are CoCa models (they have a multimodal decoder)."""
+    return {p.stem for p in _open_clip_configs() if "multimodal_cfg" in json.loads(p.read_text("utf-8"))}
+
+
+def _arch_error(arch: str, known: set[str], what: str = "open_clip arch") -> str | None:
+    """None if ``arch`` is known (or open_clip is absent), else a message with the closest names."""
+    if not known or arch in known:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(arch, sorted(known), n=3)
+    return f"unknown {what} {arch!r}; closest: {', '.join(close) or 'none'}"
+
+
+Perturbation = Literal["swap_words", "swap_attributes", "shuffle_words", "shuffle_trigrams"]
+PERTURBATION_KINDS: list[Perturbation] = [
+    "swap_words",
+    "swap_attributes",
+    "shuffle_words",
+    "shuffle_trigrams",
+]
+
+
+class HardNegatives(Section):
+    """NegCLIP's hard-negative captions (Yuksekgonul et al. 2023): each caption's words reordered, scored by
+    its image against the batch's true captions; see ``vlmforge.data.perturb``."""
+
+    perturbations: list[Perturbation] = Field(
+        default_factory=lambda: list(PERTURBATION_KINDS),
+        min_length=1,
+        description="Reorderings to draw from, one per caption per epoch among those that apply to it: "
+        "swap_words (two content words), swap_attributes (two attribute words, i.e. adjective-noun "
+        "bindings), shuffle_words (all words), shuffle_trigrams (the order of word trigrams).",
+    )
+    attributes: list[str] | None = Field(
+        None, description="Attribute words for swap_attributes (default: built-in colours, sizes, materials)."
+    )
+
+
+class SslConfig(Section):
+    """SLIP's self-supervised term (Mu et al. 2022): SimCLR's NT-Xent between two augmented views of each
+    image, through an MLP head on the image tower's output."""
+
+    weight: float = Field(1.0, gt=0, description="Total loss = contrastive + weight x ssl (SLIP: 1).")
+    temperature: float = Field(0.1, gt=0, description="NT-Xent temperature (SLIP: 0.1).")
+    hidden_dim: int = Field(4096, ge=8, description="Hidden width of the 3-layer projection head.")
+    out_dim: int = Field(256, ge=8, description="Output width of the projection head.")
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="Random resized crop: range of the kept fraction of the image area."
+    )
+    flip: bool = Field(True, description="Random horizontal flips.")
+    color_jitter: float = Field(
+        0.4, ge=0, lt=1, description="Brightness/contrast/saturation factors drawn in 1 +- this (p = 0.8)."
+    )
+    grayscale_p: float = Field(0.2, ge=0, le=1, description="Probability of a grayscale view.")
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> SslConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale {self.crop_scale} must satisfy 0 < low <= high <= 1")
+        return self
 
 
 class ClipModel(Section):
@@ -109,29 +183,22 @@ class ClipModel(Section):
         description="Under DDP, score local queries against all gathered keys (same gradient, less memory).",
     )
     gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
+    hard_negatives: HardNegatives | None = Field(
+        None, description="NegCLIP: add a reordered copy of every caption to the image->text softmax."
+    )
+    ssl: SslConfig | None = Field(None, description="SLIP: add a SimCLR term on two augmented image views.")
 
     @model_validator(mode="after")
     def _arch_or_towers(self) -> ClipModel:
-        check_arch_or_towers(self.arch, self.vision, self.text, need_text=True)
+        towers = (self.vision is not None, self.text is not None)
+        if self.arch is not None and any(towers):
+            raise ValueError("give either `arch` or custom `vision` + `text` towers, not both")
+        if self.arch is None and not all(towers):
+            raise ValueError("give an open_clip `arch` name, or both `vision` and `text` towers")
+        error = self.arch and _arch_error(self.arch, open_clip_architectures())
+        if error:
+            raise ValueError(error)
         return self
-
-
-def check_arch_or_towers(
-    arch: str | None, vision: VisionTower | None, text: TextTower | None, need_text: bool
-) -> None:
-    """A model section names an open_clip `arch` or gives custom towers (the text one when ``need_text``)."""
-    if arch is not None and (vision is not None or text is not None):
-        raise ValueError("give either `arch` or custom `vision` + `text` towers, not both")
-    if arch is None and (vision is None or (need_text and text is None)):
-        towers = "both `vision` and `text` towers" if need_text else "a `vision` tower"
-        raise ValueError(f"give an open_clip `arch` name, or {towers}")
-    if arch is not None:
-        known = open_clip_architectures()
-        if known and arch not in known:
-            import difflib
-
-            close = difflib.get_close_matches(arch, sorted(known), n=3)
-            raise ValueError(f"unknown open_clip arch {arch!r}; closest: {', '.join(close) or 'none'}")
 
 
 class SigLipModel(ClipModel):
@@ -144,20 +211,125 @@ class SigLipModel(ClipModel):
         -10.0, description="Initial logit bias, SigLIP's -10 (most pairs are negatives)."
     )
 
+    @model_validator(mode="after")
+    def _softmax_negatives(self) -> SigLipModel:
+        if self.hard_negatives is not None:
+            raise ValueError("hard_negatives extend the softmax (InfoNCE) loss: use them with kind: clip")
+        return self
 
-class MAEDecoder(Section):
+
+class CoCaVisionTower(VisionTower):
+    attentional_pool: bool = Field(
+        True,
+        description="Pool with learned queries (open_clip's CoCa): the first query gives the image "
+        "embedding, the others the tokens the decoder attends to. Off: `pool_type` and the patch tokens.",
+    )
+    attn_pooler_queries: int = Field(256, ge=2, description="Learned queries of the attentional pooler.")
+    attn_pooler_heads: int = Field(8, ge=1, description="Attention heads of the attentional pooler.")
+
+
+class MultimodalDecoder(Section):
+    """CoCa's captioning decoder: causal self-attention over the text tower's token outputs, then
+    cross-attention to the image tokens, then a projection onto the vocabulary (per block)."""
+
+    width: int = Field(512, ge=8, description="Transformer width.")
+    heads: int = Field(8, ge=1, description="Attention heads.")
+    layers: int = Field(12, ge=1, description="Blocks (each: self-attention, cross-attention, MLP).")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> MultimodalDecoder:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        return self
+
+
+class CoCaModel(Section):
+    """Contrastive + captioning (CoCa, Yu et al. 2022): CLIP's towers plus a decoder that captions the
+    image; loss = contrastive_weight x InfoNCE + caption_weight x next-token cross-entropy."""
+
+    kind: Literal["coca"] = "coca"
+    arch: str | None = Field(
+        None, description="open_clip CoCa architecture (e.g. coca_ViT-B-32); or give vision+text+decoder."
+    )
+    embed_dim: int = Field(512, ge=8, description="Joint embedding width (custom towers only).")
+    vision: CoCaVisionTower | None = Field(None, description="Custom vision tower (when `arch` is not set).")
+    text: TextTower | None = Field(None, description="Custom text tower (when `arch` is not set).")
+    decoder: MultimodalDecoder | None = Field(
+        None, description="Custom captioning decoder (when `arch` is not set)."
+    )
+    tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
+    pretrained: Path | None = Field(
+        None, description="Local checkpoint to initialise from (random init if unset)."
+    )
+    quick_gelu: bool = Field(False, description="Use QuickGELU activations.")
+    init_logit_scale: float = Field(
+        math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07)."
+    )
+    contrastive_weight: float = Field(1.0, ge=0, description="Weight of the contrastive term (CoCa: 1).")
+    caption_weight: float = Field(2.0, ge=0, description="Weight of the captioning term (CoCa: 2).")
+    local_loss: bool = Field(
+        True,
+        description="Under DDP, score local queries against all gathered keys (same gradient, less memory).",
+    )
+    gather_with_grad: bool = Field(True, description="Let gradients flow through the all-gather of features.")
+
+    @model_validator(mode="after")
+    def _arch_or_towers(self) -> CoCaModel:
+        towers = (self.vision, self.text, self.decoder)
+        if self.arch is not None and any(t is not None for t in towers):
+            raise ValueError("give either `arch` or custom `vision` + `text` + `decoder`, not several")
+        if self.arch is None and any(t is None for t in towers):
+            raise ValueError("give an open_clip CoCa `arch` name, or all of `vision`, `text` and `decoder`")
+        error = self.arch and _arch_error(self.arch, open_clip_coca_architectures(), "open_clip CoCa arch")
+        if error:
+            raise ValueError(error)
+        if self.vision is not None and self.decoder is not None:
+            # the decoder attends to the image tokens, which must have its width
+            pooled = self.vision.attentional_pool
+            token_width = self.embed_dim if pooled else self.vision.width
+            if self.decoder.width != token_width:
+                source = "embed_dim (attentional pooling)" if pooled else "vision.width"
+                raise ValueError(f"decoder.width {self.decoder.width} must equal {source} {token_width}")
+            if pooled and self.embed_dim % self.vision.attn_pooler_heads:
+                raise ValueError(
+                    f"embed_dim {self.embed_dim} is not a multiple of "
+                    f"vision.attn_pooler_heads {self.vision.attn_pooler_heads}"
+                )
+        if self.contrastive_weight == 0 and self.caption_weight == 0:
+            raise ValueError("contrastive_weight and caption_weight cannot both be 0")
+        return self
+
+    @property
+    def context_length(self) -> int | None:
+        """Caption tokens the model takes (start and end included); None if open_clip is not installed."""
+        if self.text is not None:
+            return self.text.context_length
+        for path in _open_clip_configs():
+            if path.stem == self.arch:
+                return int(json.loads(path.read_text("utf-8"))["multimodal_cfg"]["context_length"])
+        return None
+
+
+def check_arch_or_towers(
+    arch: str | None, vision: VisionTower | None, text: TextTower | None, need_text: bool
+) -> None:
+    """A model section names an open_clip `arch` or gives custom towers (the text one when ``need_text``)."""
+    if arch is not None and (vision is not None or text is not None):
+        raise ValueError("give either `arch` or custom `vision` + `text` towers, not both")
+    if arch is None and (vision is None or (need_text and text is None)):
+        towers = "both `vision` and `text` towers" if need_text else "a `vision` tower"
+        raise ValueError(f"give an open_clip `arch` name, or {towers}")
+    error = arch and _arch_error(arch, open_clip_architectures())
+    if error:
+        raise ValueError(error)
+
+
+class MAEDecoder(TransformerStack):
     """The light transformer that reconstructs pixels from the visible tokens plus mask tokens (MAE)."""
 
     width: int = Field(512, ge=8, description="Decoder width (MAE: 512).")
     layers: int = Field(8, ge=1, description="Decoder blocks (MAE: 8).")
     heads: int = Field(16, ge=1, description="Decoder attention heads.")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of width.")
-
-    @model_validator(mode="after")
-    def _divisible(self) -> MAEDecoder:
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
-        return self
 
 
 class MIMObjective(Section):
@@ -280,4 +452,6 @@ class FlavaModel(MaskedTowers):
         return self
 
 
-ModelConfig = Annotated[ClipModel | SigLipModel | MaskedModel | FlavaModel, Field(discriminator="kind")]
+ModelConfig = Annotated[
+    ClipModel | SigLipModel | CoCaModel | MaskedModel | FlavaModel, Field(discriminator="kind")
+]

@@ -8,18 +8,24 @@ error, not a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section
+from vlmforge.config.curate import CurateRecipe
 from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model sections)
+    PERTURBATION_KINDS,
     ClipModel,
+    CoCaModel,
     FlavaModel,
+    HardNegatives,
     MaskedModel,
     ModelConfig,
     OpenClipTokenizer,
+    Perturbation,
     SigLipModel,
+    SslConfig,
     TextTower,
     Tokenizer,
     VisionTower,
@@ -41,6 +47,13 @@ class DataBase(Section):
     image_size: int = Field(224, ge=8, le=1024, description="Side of the square images fed to the model.")
     mean: tuple[float, float, float] = Field(OPENAI_MEAN, description="Per-channel normalisation mean.")
     std: tuple[float, float, float] = Field(OPENAI_STD, description="Per-channel normalisation std.")
+    max_bad_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Stop when the samples dropped (unreadable, unpaired, bad caption, too small) exceed "
+        "this fraction of the source: those rejected when it is opened plus those dropped in one epoch.",
+    )
 
 
 class DigitsData(DataBase):
@@ -84,7 +97,29 @@ class FolderData(DataBase):
     )
 
 
-DataSource = Annotated[DigitsData | FolderData, Field(discriminator="kind")]
+class WebDatasetData(DataBase):
+    """WebDataset tar shards in img2dataset layout: ``key.jpg|png|webp`` + ``key.txt`` (+ ``key.json``)."""
+
+    kind: Literal["webdataset"] = "webdataset"
+    shards: list[str] = Field(
+        min_length=1,
+        description="Uncompressed .tar shard paths or patterns: brace ranges ('shards/{00000..00127}.tar') "
+        "and globs ('shards/*.tar'); one string or a list.",
+    )
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
+    min_image_size: int = Field(
+        8, ge=1, description="Images whose shorter side is below this many pixels are dropped (too_small)."
+    )
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+DataSource = Annotated[DigitsData | FolderData | WebDatasetData, Field(discriminator="kind")]
 
 
 # ------------------------------------------------------------------------------------ optim + train
@@ -116,7 +151,58 @@ class DDPStrategy(Section):
     find_unused_parameters: bool = Field(False, description="Only for models with branches unused in a step.")
 
 
-Strategy = Annotated[AutoStrategy | DDPStrategy, Field(discriminator="kind")]
+class FSDPStrategy(Section):
+    """Fully sharded data parallel (ZeRO-3-like): weights, gradients and optimizer states split across
+    devices, each transformer block gathered only while it runs. Lightning's FSDPStrategy on GPU; FSDP2
+    (``fully_shard`` per block) through Lightning's ModelParallelStrategy on CPU. Blocks are the model
+    family's transformer block classes; ``train.activation_checkpointing`` recomputes each of them."""
+
+    kind: Literal["fsdp"] = "fsdp"
+    sharding: Literal["full", "hybrid", "grad_op"] = Field(
+        "full",
+        description="full: shard weights, grads and optimizer states over all devices (ZeRO-3); hybrid: "
+        "shard inside a node, replicate across nodes; grad_op: keep whole weights, shard grads and "
+        "optimizer states (ZeRO-2).",
+    )
+    cpu_offload: bool = Field(
+        False, description="Keep sharded weights and optimizer states in CPU memory (GPU only; slower)."
+    )
+    state_dict: Literal["sharded", "full"] = Field(
+        "sharded",
+        description="Resumable checkpoints as a folder with each rank's shard (sharded: nothing gathered, "
+        "resumes on any device count), or one file gathered on rank 0 (full). A finished run also "
+        "gathers its weights into checkpoints/final-weights.ckpt for evaluation.",
+    )
+
+
+class DeepSpeedStrategy(Section):
+    """DeepSpeed ZeRO through Lightning's DeepSpeedStrategy (CUDA GPUs only), configured by the DeepSpeed
+    JSON that vlmforge generates from the recipe (``vlmforge pretrain --emit deepspeed-config`` writes it)."""
+
+    kind: Literal["deepspeed"] = "deepspeed"
+    stage: Literal[2, 3] = Field(
+        2, description="ZeRO stage: 2 shards gradients and optimizer states; 3 also shards the weights."
+    )
+    offload_optimizer: bool = Field(
+        False, description="ZeRO-Offload: optimizer states and the optimizer step on the CPU."
+    )
+    offload_params: bool = Field(False, description="ZeRO-Infinity: weights in CPU memory (stage 3 only).")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DeepSpeed config keys merged over the generated config (nested mappings merge), "
+        "e.g. {zero_optimization: {overlap_comm: true}}.",
+    )
+
+    @model_validator(mode="after")
+    def _params_offload_needs_stage3(self) -> DeepSpeedStrategy:
+        if self.offload_params and self.stage != 3:
+            raise ValueError("offload_params needs stage: 3 (stage 2 keeps whole weights on every GPU)")
+        return self
+
+
+Strategy = Annotated[
+    AutoStrategy | DDPStrategy | FSDPStrategy | DeepSpeedStrategy, Field(discriminator="kind")
+]
 
 
 class CheckpointConfig(Section):
@@ -130,7 +216,12 @@ class TrainConfig(Section):
     devices: int = Field(1, ge=1, description="Devices (processes) per node.")
     num_nodes: int = Field(1, ge=1, description="Nodes.")
     strategy: Strategy = Field(default_factory=AutoStrategy, description="Parallelism strategy.")
-    precision: Literal["32", "bf16-mixed"] = Field("32", description="Numeric precision.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32",
+        description="32: fp32; bf16-mixed: bfloat16 autocast; 16-mixed: float16 autocast with a loss "
+        "scaler (CUDA GPUs only).",
+    )
+    compile: bool = Field(False, description="torch.compile the model: slower start, usually faster steps.")
     micro_batch_size: int | None = Field(
         None,
         ge=1,
@@ -142,7 +233,21 @@ class TrainConfig(Section):
         description="Recompute transformer blocks in backward: less activation memory, ~1/3 more compute.",
     )
     log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
+    record_sample_ids: bool = Field(
+        False,
+        description="Append the sample ids each optimizer step trained on to samples/rank-<R>.jsonl in the "
+        "run directory (audits data order and resumes).",
+    )
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpu(self) -> TrainConfig:
+        if self.precision == "16-mixed" and self.accelerator == "cpu":
+            raise ValueError(
+                "train.precision 16-mixed (float16 autocast + loss scaler) needs a CUDA GPU; "
+                "with train.accelerator cpu use bf16-mixed or 32"
+            )
+        return self
 
 
 class PlanConfig(Section):
@@ -194,6 +299,45 @@ class RetrievalTask(Section):
     )
 
 
+class CompositionalTask(Section):
+    """Word order and attribute binding, ARO / SugarCrepe-style (Yuksekgonul et al. 2023; Hsieh et al. 2023):
+    each image scores its caption against reordered copies of it; accuracy = the caption scores highest."""
+
+    kind: Literal["compositional"] = "compositional"
+    perturbations: list[Perturbation] = Field(
+        default_factory=lambda: list(PERTURBATION_KINDS),
+        min_length=1,
+        description="Reordered copies per caption, one per perturbation that applies to it.",
+    )
+    attributes: list[str] | None = Field(
+        None, description="Attribute words for swap_attributes (default: built-in colours, sizes, materials)."
+    )
+    seed: int = Field(0, description="Seed of the perturbations (the same probes for every model).")
+
+
+class CaptioningTask(Section):
+    """Caption each image with the model's decoder; score BLEU-4 (Papineni et al. 2002) and CIDEr-D
+    (Vedantam et al. 2015) against all of the image's captions. Generative models only."""
+
+    kind: Literal["captioning"] = "captioning"
+    method: Literal["greedy", "beam"] = Field("beam", description="Decoding: greedy or beam search.")
+    beam_size: int = Field(3, ge=1, description="Hypotheses kept per image (method: beam only).")
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="Most tokens generated per caption, end token included (default and limit: the "
+        "model's context length - 1).",
+    )
+    repetition_penalty: float = Field(
+        1.0, ge=1.0, description="Divide the logits of tokens already generated by this (CTRL; 1: off)."
+    )
+    no_repeat_ngram: int = Field(0, ge=0, description="Never generate an n-gram twice in a caption (0: off).")
+    length_penalty: float = Field(
+        1.0, description="Rank beam hypotheses by log-prob / length^this (method: beam only; 0: off)."
+    )
+    examples: int = Field(8, ge=0, description="Generated captions written into the result as examples.")
+
+
 class LinearProbeTask(Section):
     """Logistic regression on frozen, standardised image features: fit on the run's training split,
     scored on the evaluation data (the linear-probe protocol of CLIP §3.2 and MAE §4)."""
@@ -206,7 +350,10 @@ class LinearProbeTask(Section):
     )
 
 
-EvalTask = Annotated[ZeroShotTask | RetrievalTask | LinearProbeTask, Field(discriminator="kind")]
+EvalTask = Annotated[
+    ZeroShotTask | RetrievalTask | CompositionalTask | CaptioningTask | LinearProbeTask,
+    Field(discriminator="kind"),
+]
 
 
 def _default_tasks() -> list[ZeroShotTask | RetrievalTask | LinearProbeTask]:
@@ -269,6 +416,17 @@ class PretrainRecipe(Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _captions_fit_context(self) -> PretrainRecipe:
+        limit = self.model.context_length if isinstance(self.model, CoCaModel) else None
+        for task in self.eval:
+            if isinstance(task, CaptioningTask) and task.max_length and limit and task.max_length > limit - 1:
+                raise ValueError(
+                    f"captioning max_length {task.max_length} is longer than the model's context allows "
+                    f"({limit - 1} tokens after the start token)"
+                )
+        return self
+
     @property
     def world_size(self) -> int:
         return self.train.devices * self.train.num_nodes
@@ -298,4 +456,4 @@ class EvalRecipe(Section):
     seed: int = Field(0, description="Seed (evaluation is deterministic for a seed).")
 
 
-RECIPES: dict[str, type[Section]] = {"pretrain": PretrainRecipe, "eval": EvalRecipe}
+RECIPES: dict[str, type[Section]] = {"pretrain": PretrainRecipe, "eval": EvalRecipe, "curate": CurateRecipe}

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vlmforge.data.accounting import Drop
+
 DEFAULT_PROMPTS = ("a photo of a {}.",)
 
 
@@ -18,6 +20,8 @@ class ImageTextSet:
 
     ``captions[i]`` lists the captions of sample i; training picks one per epoch, deterministically.
     ``labels``/``classnames`` are present when the source knows classes (zero-shot evaluation needs them).
+    ``rejected`` lists the source's entries dropped when it was opened (unpaired, bad caption, cut off):
+    they count toward ``data.max_bad_fraction`` with the images that fail to decode later.
     """
 
     name: str
@@ -29,6 +33,7 @@ class ImageTextSet:
     prompts: Sequence[str] = DEFAULT_PROMPTS
     indices: np.ndarray = field(default=None)  # type: ignore[assignment]
     fingerprint: str = ""
+    rejected: list[Drop] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.indices is None:
@@ -60,7 +65,13 @@ class ImageTextSet:
             prompts=self.prompts,
             indices=self.indices[np.asarray(indices, dtype=np.int64)],
             fingerprint=self.fingerprint,
+            rejected=self.rejected,
         )
+
+    @property
+    def source_size(self) -> int:
+        """Entries of the whole source: usable samples (all splits) plus those rejected when opened."""
+        return len(self.keys) + len(self.rejected)
 
     def all_captions(self) -> list[str]:
         return sorted({c for i in self.indices for c in self.captions[int(i)]})

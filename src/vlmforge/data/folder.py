@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from vlmforge.config.schema import FolderData
+from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet, fingerprint_bytes
+from vlmforge.data.images import ImageError, decode_rgb, square_tensor
 from vlmforge.errors import UserError
 
 
@@ -47,24 +49,12 @@ def read_caption_rows(path: Path) -> list[dict[str, str]]:
 
 
 def load_rgb(path: Path, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Decode, resize the short side to ``size`` (bicubic), centre-crop, normalise -> [3, size, size]."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Decode and transform one image; an unreadable one raises BadSample naming the file."""
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            scale = size / min(img.size)
-            w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-            img = img.resize((w, h), Image.Resampling.BICUBIC)
-            left, top = (w - size) // 2, (h - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            array = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(
-            f"cannot decode image {path}: {exc}", hint="remove or replace the corrupt file"
-        ) from None
-    tensor = torch.from_numpy(array).permute(2, 0, 1)
-    return (tensor - mean) / std
+        img = decode_rgb(path)
+    except ImageError as exc:
+        raise BadSample(Drop(str(path.parent), path.name, exc.reason, exc.detail)) from None
+    return square_tensor(img, size, mean, std)
 
 
 def folder_set(cfg: FolderData) -> ImageTextSet:

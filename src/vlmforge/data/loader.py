@@ -4,6 +4,10 @@ The order of an epoch is a pure function of (seed, epoch): a seeded permutation 
 batches. Global batch k holds the same samples whatever the device count; each rank takes its own
 micro-batches of it. Every micro-batch carries its (epoch, position) so a checkpoint records exactly
 where the data stream stands, and resuming skips what was consumed: no sample missed or repeated.
+
+An image that cannot be used (``BadSample``) is replaced by the next usable sample of the source
+(deterministic, so batch shapes stay fixed) and reported in the batch's ``dropped`` list; the sampled
+``index`` stays the one the sampler chose, so the exact-once property holds over sampled indices.
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlmforge.data.accounting import BadSample
 from vlmforge.data.base import ImageTextSet
 from vlmforge.data.tokenizers import TextTokenizer
+from vlmforge.errors import UserError
+
+MAX_SUBSTITUTES = 64  # consecutive unusable samples tolerated before the data is declared broken
 
 
 @dataclass(frozen=True)
@@ -109,24 +117,46 @@ class CaptionedImages(torch.utils.data.Dataset):
             self._token_cache[caption] = self.tokenizer([caption], self.context_length)[0]
         return self._token_cache[caption]
 
+    def caption(self, epoch: int, index: int) -> str:
+        """The caption sample ``index`` is trained on in ``epoch``."""
+        options = self.data.captions_of(index)
+        return options[self._draw(epoch, index) % len(options)]
+
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, object]:
         epoch, position, index = key
-        options = self.data.captions_of(index)
-        pick = self._draw(epoch, index) % len(options)
+        dropped: list[dict[str, str]] = []
+        for attempt in range(MAX_SUBSTITUTES + 1):
+            used = (index + attempt) % len(self.data)
+            try:
+                image = self.data.image(used)
+                break
+            except BadSample as bad:
+                # only the sampled sample is counted: a failed substitute is counted when it is sampled
+                if attempt == 0:
+                    dropped.append(bad.drop.to_json())
+        else:
+            raise UserError(
+                f"data {self.data.name!r}: {MAX_SUBSTITUTES + 1} consecutive samples from "
+                f"{self.data.key(index)} cannot be read",
+                hint="run `vlmforge data check` on the source",
+            )
         return {
-            "image": self.data.image(index),
-            "text": self._tokens(options[pick]),
+            "image": image,
+            "caption": (caption := self.caption(epoch, used)),
+            "text": self._tokens(caption),
             "index": index,
             "epoch": epoch,
             "position": position,
+            "dropped": dropped,
         }
 
 
-def collate(items: list[dict[str, object]]) -> dict[str, torch.Tensor]:
-    return {
-        "image": torch.stack([it["image"] for it in items]),  # type: ignore[misc]
-        "text": torch.stack([it["text"] for it in items]),  # type: ignore[misc]
+def collate(items: list[dict[str, object]]) -> dict[str, object]:
+    """Stacks the per-sample tensors (``image``, ``text``, and any a family adds, e.g. ``negative_text``)."""
+    tensors = [k for k, v in items[0].items() if isinstance(v, torch.Tensor)]
+    return {k: torch.stack([it[k] for it in items]) for k in tensors} | {  # type: ignore[misc]
         "index": torch.tensor([it["index"] for it in items]),
         "epoch": torch.tensor(items[0]["epoch"]),
         "position": torch.tensor(items[0]["position"]),
+        "dropped": [drop for it in items for drop in it["dropped"]],  # type: ignore[attr-defined]
     }

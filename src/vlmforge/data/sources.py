@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vlmforge.config.schema import DataBase, DigitsData, FolderData, PretrainRecipe
+from vlmforge.config.schema import DataBase, DigitsData, FolderData, PretrainRecipe, WebDatasetData
 from vlmforge.data.base import ImageTextSet, split_indices
 from vlmforge.data.digits import digits_set
 from vlmforge.data.folder import folder_set
+from vlmforge.data.webds import webdataset_set
 
-SOURCES: dict[type[DataBase], Callable[..., ImageTextSet]] = {DigitsData: digits_set, FolderData: folder_set}
+SOURCES: dict[type[DataBase], Callable[..., ImageTextSet]] = {
+    DigitsData: digits_set,
+    FolderData: folder_set,
+    WebDatasetData: webdataset_set,
+}
 
 
 def open_source(cfg: DataBase) -> ImageTextSet:

@@ -22,6 +22,8 @@ class WordVocab:
     """A closed word vocabulary: ``<pad>``=0, ``<start>``=1, ``<unk>``=2, words..., ``<end>``=last."""
 
     kind = "word"
+    pad_id = 0
+    start_id = 1
 
     def __init__(self, words: Sequence[str]) -> None:
         self.itos = [*SPECIALS, *words, "<end>"]
@@ -50,7 +52,7 @@ class WordVocab:
         return out
 
     def decode(self, ids: Sequence[int]) -> str:
-        words = [self.itos[i] for i in ids if i not in (0, 1, self.end_id)]
+        words = [self.itos[i] for i in ids if i not in (self.pad_id, self.start_id, self.end_id)]
         return " ".join(words)
 
     def to_json(self) -> dict[str, object]:
@@ -58,9 +60,10 @@ class WordVocab:
 
 
 class OpenClipBPE:
-    """open_clip's bundled BPE tokenizer (no download)."""
+    """open_clip's bundled BPE tokenizer (no download). Pads with 0, as open_clip's models expect."""
 
     kind = "open_clip"
+    pad_id = 0
 
     def __init__(self, name: str) -> None:
         import open_clip
@@ -74,6 +77,18 @@ class OpenClipBPE:
 
     def __call__(self, texts: Sequence[str], context_length: int) -> torch.Tensor:
         return self._tok(list(texts), context_length=context_length)
+
+    @property
+    def start_id(self) -> int:
+        return int(self._tok.sot_token_id)
+
+    @property
+    def end_id(self) -> int:
+        return int(self._tok.eot_token_id)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        kept = [i for i in ids if i not in (self.pad_id, self.start_id, self.end_id)]
+        return str(self._tok.decode(kept)).strip()
 
     def to_json(self) -> dict[str, object]:
         return {"kind": "open_clip", "name": self.name}

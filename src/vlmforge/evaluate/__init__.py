@@ -1,6 +1,6 @@
-"""`vlmforge eval`: the tasks each family supports (zero-shot classification and image<->text retrieval for
-models with an image and a text embedding, a linear probe for any image encoder), on a run's held-out split
-or other data."""
+"""`vlmforge eval`: the tasks each family supports (zero-shot classification, image<->text retrieval and
+compositionality for models with an image and a text embedding, captioning for generative models, a linear
+probe for any image encoder), on a run's held-out split or other data."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vlmforge.config.schema import (
+    CaptioningTask,
+    CompositionalTask,
     EvalRecipe,
     EvalTask,
     LinearProbeTask,
@@ -22,10 +25,13 @@ from vlmforge.config.schema import (
     ZeroShotTask,
     default_tasks_for,
 )
+from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet
+from vlmforge.data.perturb import PERTURBATIONS, attribute_words, perturb
 from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
 from vlmforge.errors import UserError
 from vlmforge.evaluate.metrics import (
+    compositional_accuracy,
     linear_probe_accuracy,
     retrieval_recall,
     topk_accuracy,
@@ -52,12 +58,26 @@ class EvalResult:
 
 
 @torch.no_grad()
-def encode_images(model: torch.nn.Module, data: ImageTextSet, batch_size: int) -> torch.Tensor:
-    feats = []
+def encode_images(
+    model: torch.nn.Module, data: ImageTextSet, batch_size: int
+) -> tuple[torch.Tensor, list[int], list[Drop]]:
+    """Features of the usable images, their positions in ``data``, and the unusable ones (left out)."""
+    feats, kept, dropped = [], [], []
     for start in range(0, len(data), batch_size):
-        images = torch.stack([data.image(i) for i in range(start, min(start + batch_size, len(data)))])
-        feats.append(model.encode_image(images, normalize=True).float())
-    return torch.cat(feats)
+        images = []
+        for i in range(start, min(start + batch_size, len(data))):
+            try:
+                images.append(data.image(i))
+                kept.append(i)
+            except BadSample as bad:
+                dropped.append(bad.drop)
+        if images:
+            feats.append(model.encode_image(torch.stack(images), normalize=True).float())
+    if not feats:
+        raise UserError(
+            f"evaluation data {data.name!r}: no image can be read", hint="run `vlmforge data check`"
+        )
+    return torch.cat(feats), kept, dropped
 
 
 @torch.no_grad()
@@ -81,14 +101,8 @@ class EvalContext:
     context_length: int
     data: ImageTextSet
     batch_size: int
+    image_features: torch.Tensor  # L2-normalised, one row per sample of ``data`` (readable ones only)
     train_data: ImageTextSet | None = None
-    _image_features: torch.Tensor | None = None
-
-    @property
-    def image_features(self) -> torch.Tensor:
-        if self._image_features is None:
-            self._image_features = encode_images(self.model, self.data, self.batch_size)
-        return self._image_features
 
 
 def evaluate_model(
@@ -114,13 +128,18 @@ def evaluate_model(
                 hint=f"tasks for this model: {', '.join(supported)}",
             )
     model.eval()
-    context = EvalContext(model, tokenizer, context_length, data, batch_size, train_data)
+    image_features, kept, dropped = encode_images(model, data, batch_size)
+    if dropped:  # evaluated on the readable samples; the count is reported with each task
+        data = data.subset(np.asarray(kept), "readable")
+    context = EvalContext(model, tokenizer, context_length, data, batch_size, image_features, train_data)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         start = time.perf_counter()
         metrics = TASKS[task.kind](context, task)
         metrics["seconds"] = round(time.perf_counter() - start, 3)
         metrics["samples"] = len(data)
+        if dropped:
+            metrics["dropped"] = len(dropped)
         results[task.kind] = metrics
     return results
 
@@ -151,9 +170,14 @@ def zero_shot(context: EvalContext, task: ZeroShotTask) -> dict[str, Any]:
     return metrics
 
 
+def _paired_captions(data: ImageTextSet) -> list[str]:
+    """One caption per image, the same for every task and run."""
+    return [data.captions_of(i)[i % len(data.captions_of(i))] for i in range(len(data))]
+
+
 def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
     data = context.data
-    texts = [data.captions_of(i)[i % len(data.captions_of(i))] for i in range(len(data))]
+    texts = _paired_captions(data)
     text_features = encode_texts(
         context.model, context.tokenizer, texts, context.context_length, context.batch_size
     )
@@ -164,6 +188,79 @@ def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
     metrics: dict[str, Any] = retrieval_recall(context.image_features, text_features, groups, groups, task.ks)
     metrics["match"] = match
     return metrics
+
+
+def compositional(context: EvalContext, task: CompositionalTask) -> dict[str, Any]:
+    """Each image's caption vs its reordered copies (``vlmforge.data.perturb``), by cosine similarity."""
+    captions = _paired_captions(context.data)
+    attributes = attribute_words(task.attributes)
+    streams = {kind: k for k, kind in enumerate(PERTURBATIONS)}  # a probe does not depend on the list
+    probes = [
+        [
+            perturb(c, kind, np.random.default_rng([task.seed, i, streams[kind]]), attributes)
+            for kind in task.perturbations
+        ]
+        for i, c in enumerate(captions)
+    ]
+    valid = torch.tensor([[p is not None for p in row] for row in probes]).view(len(captions), -1)
+    if not valid.any():
+        raise UserError(
+            f"compositional: none of {task.perturbations} applies to the captions of {context.data.name!r}",
+            hint="add swap_words or shuffle_words (they apply to any caption of two distinct words)",
+        )
+    perturbed = [p for row in probes for p in row if p is not None]
+    text_features = encode_texts(
+        context.model, context.tokenizer, captions + perturbed, context.context_length, context.batch_size
+    )
+    images = context.image_features
+    perturbed_scores = torch.full(valid.shape, float("-inf"))
+    rows = valid.nonzero()[:, 0]
+    perturbed_scores[valid] = (images[rows] * text_features[len(captions) :]).sum(dim=1)
+    caption_scores = (images * text_features[: len(captions)]).sum(dim=1)
+    return compositional_accuracy(caption_scores, perturbed_scores, valid, task.perturbations)
+
+
+@torch.no_grad()
+def captioning(context: EvalContext, task: CaptioningTask) -> dict[str, Any]:
+    """Caption every image with the project's decoding and score the captions against all of the image's
+    reference captions. Only generative models reach here (``Family.eval_tasks``)."""
+    from vlmforge.evaluate.caption_metrics import caption_scores
+    from vlmforge.generate import Decoding, SpecialTokens, generate
+    from vlmforge.models.generative import decoder_step
+
+    data, tokenizer = context.data, context.tokenizer
+    limit = context.context_length - 1  # the start token takes one position
+    max_length = task.max_length or limit
+    if max_length > limit:
+        raise UserError(
+            f"captioning max_length {max_length} is longer than the model's context allows ({limit} tokens)",
+            hint=f"set max_length <= {limit} or leave it unset",
+        )
+    settings = Decoding(
+        task.method,
+        task.beam_size if task.method == "beam" else 1,
+        max_length,
+        task.repetition_penalty,
+        task.no_repeat_ngram,
+        task.length_penalty,
+    )
+    special = SpecialTokens(tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id)
+    captions: list[str] = []
+    for start in range(0, len(data), context.batch_size):
+        images = torch.stack(
+            [data.image(i) for i in range(start, min(start + context.batch_size, len(data)))]
+        )
+        step = decoder_step(context.model, images, tokenizer.vocab_size)
+        captions += [tokenizer.decode(ids) for ids in generate(step, len(images), special, settings).tokens]
+    references = [data.captions_of(i) for i in range(len(data))]
+    metrics: dict[str, Any] = caption_scores(captions, references)
+    metrics |= {"method": task.method, "max_length": max_length}
+    if task.method == "beam":
+        metrics["beam_size"] = task.beam_size
+    shown = sorted({i * len(data) // task.examples for i in range(task.examples)})  # spread over the data
+    metrics["examples"] = [
+        {"key": data.key(i), "caption": captions[i], "reference": references[i][0]} for i in shown
+    ]
 
 
 def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
@@ -179,7 +276,9 @@ def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
         )
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     subset = train.subset(order[: task.max_train_samples].sort().values.numpy(), "probe")
-    features = encode_images(context.model, subset, context.batch_size)
+    features, kept, dropped = encode_images(context.model, subset, context.batch_size)
+    if dropped:
+        subset = subset.subset(np.asarray(kept), "readable")
     metrics: dict[str, Any] = linear_probe_accuracy(
         features,
         _labels(subset, "linear_probe"),
@@ -196,6 +295,8 @@ def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
 TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "zeroshot": zero_shot,
     "retrieval": retrieval,
+    "compositional": compositional,
+    "captioning": captioning,
     "linear_probe": linear_probe,
 }
 

@@ -44,6 +44,26 @@ def retrieval_recall(
     return out
 
 
+def compositional_accuracy(
+    caption_scores: torch.Tensor, perturbed_scores: torch.Tensor, valid: torch.Tensor, names: Sequence[str]
+) -> dict[str, float | int]:
+    """ARO-style accuracy (Yuksekgonul et al. 2023, §3): the fraction of images whose caption scores strictly
+    above every reordered copy of it (a tie, as a bag-of-words model gives, is a miss); per perturbation, the
+    fraction of its pairs won. ``perturbed_scores``/``valid``: [images, perturbations]; ``chance`` is the
+    accuracy of random scores."""
+    wins = caption_scores[:, None] > perturbed_scores
+    probed = valid.any(dim=1)
+    out: dict[str, float | int] = {
+        "accuracy": float((wins | ~valid).all(dim=1)[probed].float().mean()),
+        "chance": float((1 / (1 + valid.sum(dim=1)[probed].float())).mean()),
+        "images": int(probed.sum()),
+    }
+    for k, name in enumerate(names):
+        if valid[:, k].any():
+            out[f"accuracy_{name}"] = float(wins[:, k][valid[:, k]].float().mean())
+    return out
+
+
 def linear_probe_accuracy(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,

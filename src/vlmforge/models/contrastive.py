@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from vlmforge.config.schema import ClipModel, SigLipModel
+from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig
 from vlmforge.errors import UserError
+from vlmforge.training.sharding import match_scalar_shapes
 
 
 def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -60,7 +61,34 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
             )
     if cfg.pretrained is not None:
         load_weights(model, cfg.pretrained)
+    if cfg.ssl is not None:  # after the pretrained weights: a CLIP checkpoint has no SLIP head
+        with torch.device(device):
+            model.ssl_head = ssl_head(cfg.ssl, embed_dim(cfg))
     return model
+
+
+def embed_dim(cfg: ClipModel) -> int:
+    if cfg.arch is None:
+        return cfg.embed_dim
+    import open_clip
+
+    return int(open_clip.get_model_config(cfg.arch)["embed_dim"])
+
+
+def ssl_head(cfg: SslConfig, width: int) -> torch.nn.Sequential:
+    """SLIP's 3-layer projection MLP on the image tower's output (Mu et al. 2022, §3), with LayerNorm where
+    SLIP has (synchronised) BatchNorm, so the loss does not depend on how the batch is split over devices."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(width, cfg.hidden_dim),
+        nn.LayerNorm(cfg.hidden_dim),
+        nn.GELU(),
+        nn.Linear(cfg.hidden_dim, cfg.hidden_dim),
+        nn.LayerNorm(cfg.hidden_dim),
+        nn.GELU(),
+        nn.Linear(cfg.hidden_dim, cfg.out_dim),
+    )
 
 
 class quiet_random_init:
@@ -92,13 +120,19 @@ def image_size(cfg: ClipModel, model: torch.nn.Module) -> int:
 def probe_loss(
     cfg: ClipModel, model: torch.nn.Module, batch_size: int, device: str, vocab_size: int
 ) -> torch.Tensor:
-    """Both towers on ``batch_size`` synthetic image-caption pairs, reduced to a scalar. (The B x B
-    similarity matrix of the real loss is negligible per sample and left out.)"""
+    """Both towers on ``batch_size`` synthetic image-caption pairs (plus the hard-negative captions and the
+    two SLIP views with their head when the recipe has them), reduced to a scalar. (The B x B similarity
+    matrices of the real losses are negligible per sample and left out.)"""
     side, ctx = image_size(cfg, model), context_length(cfg, model)
+    captions = 2 * batch_size if cfg.hard_negatives is not None else batch_size
     image = torch.zeros(batch_size, 3, side, side, device=device)
-    text = torch.zeros(batch_size, ctx, dtype=torch.long, device=device)
+    text = torch.zeros(captions, ctx, dtype=torch.long, device=device)
     image_features, text_features = model(image, text)[:2]
-    return (image_features * text_features).sum()
+    total = (image_features * text_features[:batch_size]).sum() + text_features[batch_size:].sum()
+    if cfg.ssl is not None:
+        views = torch.zeros(2 * batch_size, 3, side, side, device=device)
+        total = total + model.ssl_head(model.encode_image(views)).sum()
+    return total
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -122,6 +156,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     if not isinstance(state, dict):
         raise UserError(f"model.pretrained: {path} does not hold a state dict")
     state = {_strip(k): v for k, v in state.items()}
+    match_scalar_shapes(state, model)  # training holds 0-d scalars as shape [1] (FSDP/ZeRO shard dim 0)
     hint = "the checkpoint must come from the same architecture as model.arch / model.vision+text"
     try:
         result = model.load_state_dict(state, strict=False)

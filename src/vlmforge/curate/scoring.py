@@ -1,0 +1,227 @@
+"""Ranking with a pretrained image-text model (seed §3.1, "Ranking based on Pretrained VLMs"): CLIPScore
+with optional T-MARS text masking, and text spotting (text area, and how much of the score the text
+carries)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vlmforge.config.curate import OpenClipScorer, RunScorer, ScoringModel
+from vlmforge.curate.base import Step
+from vlmforge.curate.batch import Batch, Decision, Table, first_reason
+from vlmforge.curate.textdetect import mask_text, text_area
+from vlmforge.errors import UserError
+
+
+@dataclass
+class Scorer:
+    """Image and text towers with their preprocessing; embeddings are L2-normalised float32."""
+
+    model: Any
+    tokenize: Callable[[list[str], int], Any]
+    context_length: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def images(self, images: list[Any]) -> np.ndarray:
+        import torch
+
+        if not images:
+            return np.zeros((0, 0), dtype=np.float32)
+        pixels = np.stack([_square(image, self.image_size) for image in images])
+        x = (torch.from_numpy(pixels).permute(0, 3, 1, 2) - torch.tensor(self.mean).view(1, 3, 1, 1)) / (
+            torch.tensor(self.std).view(1, 3, 1, 1)
+        )
+        with torch.no_grad():
+            return self.model.encode_image(x.float(), normalize=True).float().numpy()
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            tokens = self.tokenize(texts, self.context_length)
+            return self.model.encode_text(tokens, normalize=True).float().numpy()
+
+
+def _square(image: Any, size: int) -> np.ndarray:
+    """Shorter side resized to ``size`` (bicubic), centre crop; float32 HWC in [0, 1]."""
+    from PIL import Image
+
+    scale = size / min(image.size)
+    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    resized = image.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+
+
+def load_scorer(cfg: ScoringModel) -> Scorer:
+    import torch
+
+    torch.manual_seed(0)
+    if isinstance(cfg, RunScorer):
+        return _from_run(cfg)
+    assert isinstance(cfg, OpenClipScorer)
+    return _from_open_clip(cfg)
+
+
+def _from_run(cfg: RunScorer) -> Scorer:
+    from vlmforge.evaluate import load_trained
+    from vlmforge.families import family_for
+
+    model, tokenizer, recipe, _ = load_trained(cfg.path, cfg.checkpoint)
+    models = family_for(recipe.model).models
+    return Scorer(
+        model.eval(),
+        tokenizer,
+        models.context_length(recipe.model, model),
+        models.image_size(recipe.model, model),
+        recipe.data.mean,
+        recipe.data.std,
+    )
+
+
+def _from_open_clip(cfg: OpenClipScorer) -> Scorer:
+    import open_clip
+
+    from vlmforge.data.tokenizers import OpenClipBPE
+    from vlmforge.models.contrastive import load_weights, quiet_random_init
+
+    if cfg.config is not None:
+        if not cfg.config.is_file():
+            raise UserError(f"model.config: file not found: {cfg.config}")
+        open_clip.add_model_config(cfg.config)
+    if cfg.arch not in open_clip.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(cfg.arch, open_clip.list_models(), n=3)
+        raise UserError(
+            f"model.arch: open_clip has no architecture {cfg.arch!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else ""),
+            hint="name a shipped architecture, or give model.config with the JSON of a custom one",
+        )
+    if not cfg.checkpoint.is_file():
+        raise UserError(f"model.checkpoint: file not found: {cfg.checkpoint}")
+    with quiet_random_init():
+        model = open_clip.create_model(cfg.arch, pretrained=None)
+    try:
+        load_weights(model, cfg.checkpoint)
+    except UserError as exc:
+        raise UserError(exc.message.replace("model.pretrained", "model.checkpoint"), exc.hint) from None
+    pre = model.visual.preprocess_cfg
+    size = pre["size"][0] if isinstance(pre["size"], tuple | list) else pre["size"]
+    return Scorer(
+        model.eval(), OpenClipBPE(cfg.arch), int(model.context_length), int(size), pre["mean"], pre["std"]
+    )
+
+
+# -------------------------------------------------------------------------------------------- shared
+def image_embeddings(batch: Batch, scorer: Scorer) -> np.ndarray:
+    return batch.cached("image_embedding", lambda b: scorer.images(b.images))
+
+
+def text_embeddings(batch: Batch, scorer: Scorer) -> np.ndarray:
+    return batch.cached("text_embedding", lambda b: scorer.texts(b.captions))
+
+
+def text_boxes(batch: Batch, detector: Any, name: str) -> list[list[tuple[int, int, int, int]]]:
+    def detect(b: Batch) -> np.ndarray:
+        found = np.empty(len(b), dtype=object)
+        for i, image in enumerate(b.images):
+            found[i] = detector(np.asarray(image))
+        return found
+
+    return list(batch.cached(f"text_boxes:{name}", detect))
+
+
+def masked_embeddings(batch: Batch, scorer: Scorer, detector: Any, name: str) -> np.ndarray:
+    """Embeddings of the images with their detected text masked (T-MARS)."""
+
+    def embed(b: Batch) -> np.ndarray:
+        boxes = text_boxes(b, detector, name)
+        return scorer.images([mask_text(image, found) for image, found in zip(b.images, boxes, strict=True)])
+
+    return batch.cached(f"masked_embedding:{name}", embed)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("nd,nd->n", a, b).astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------- steps
+class ClipScoreStep(Step):
+    """CLIPScore as the cosine of image and caption embeddings (Hessel et al. 2021, without the 2.5 x
+    clip-at-0 rescaling, as LAION and DataComp threshold it)."""
+
+    kind = "clip_score"
+
+    @property
+    def local(self) -> bool:  # type: ignore[override]
+        return self.cfg.top_fraction is None  # a threshold decides each sample alone; a fraction cannot
+
+    def measure(self, batch: Batch) -> dict[str, np.ndarray]:
+        scorer = self.resources.scorer()
+        texts = text_embeddings(batch, scorer)
+        if self.cfg.mask_text:
+            detector = self.resources.detector(self.cfg.detector)
+            images = masked_embeddings(batch, scorer, detector, self.cfg.detector.model_dump_json())
+        else:
+            images = image_embeddings(batch, scorer)
+        return {"clip_score": cosine(images, texts)}
+
+    def apply(self, table: Table) -> Decision:
+        score = table["clip_score"]
+        if self.cfg.threshold is not None:
+            low = score < self.cfg.threshold
+        else:
+            keep = int(np.ceil(self.cfg.top_fraction * len(table)))
+            order = np.argsort(-score, kind="stable")  # ties: earlier sample first
+            low = np.ones(len(table), dtype=bool)
+            low[order[:keep]] = False
+        decision = Decision.from_reasons(
+            first_reason(len(table), [(low, "low_clip_score")]), clip_score=score
+        )
+        kept = score[~low]
+        decision.info["cutoff"] = float(kept.min()) if len(kept) else None
+        return decision
+
+
+class TextSpottingStep(Step):
+    """Text spotting without an OCR engine (none ships offline): the text-area fraction from the
+    detector, and, with a scoring model, the CLIPScore drop when the text is masked, which is high when
+    the caption's words are what the image shows as rendered text (the T-MARS observation)."""
+
+    kind = "text_spotting"
+
+    def measure(self, batch: Batch) -> dict[str, np.ndarray]:
+        detector = self.resources.detector(self.cfg.detector)
+        boxes = text_boxes(batch, detector, self.cfg.detector.model_dump_json())
+        areas = [
+            text_area(found, image.width, image.height)
+            for found, image in zip(boxes, batch.images, strict=True)
+        ]
+        columns = {"text_area": np.array(areas, dtype=np.float64)}
+        if self.cfg.max_score_drop is not None:
+            scorer = self.resources.scorer()
+            texts = text_embeddings(batch, scorer)
+            plain = cosine(image_embeddings(batch, scorer), texts)
+            masked = cosine(
+                masked_embeddings(batch, scorer, detector, self.cfg.detector.model_dump_json()), texts
+            )
+            columns["score_drop"] = plain - masked
+        return columns
+
+    def apply(self, table: Table) -> Decision:
+        area = table["text_area"]
+        rules = []
+        if self.cfg.max_text_area is not None:
+            rules.append((area > self.cfg.max_text_area, "text_dominated"))
+        scores = {"text_area": area}
+        if self.cfg.max_score_drop is not None:
+            rules.append((table["score_drop"] > self.cfg.max_score_drop, "caption_in_rendered_text"))
+            scores["score_drop"] = table["score_drop"]
+        return Decision.from_reasons(first_reason(len(table), rules), **scores)

@@ -1,0 +1,43 @@
+"""The registry of curation steps: recipe ``steps[].kind`` -> step class."""
+
+from __future__ import annotations
+
+from vlmforge.config.curate import CurateRecipe
+from vlmforge.curate.base import Resources, Step
+from vlmforge.curate.dedup import EmbeddingDedupStep, ExactDedupStep, NearDedupStep
+from vlmforge.curate.heuristics import (
+    CaptionComplexityStep,
+    CaptionLengthStep,
+    DataCompTextStep,
+    FileSizeStep,
+    ImageSizeStep,
+    LanguageStep,
+    RepeatedTokensStep,
+)
+from vlmforge.curate.sampling import DataCompImageStep, MetaClipBalanceStep, RecaptionStep
+from vlmforge.curate.scoring import ClipScoreStep, TextSpottingStep
+
+STEPS: dict[str, type[Step]] = {
+    cls.kind: cls
+    for cls in (
+        CaptionLengthStep,
+        CaptionComplexityStep,
+        RepeatedTokensStep,
+        ImageSizeStep,
+        FileSizeStep,
+        LanguageStep,
+        ExactDedupStep,
+        NearDedupStep,
+        EmbeddingDedupStep,
+        ClipScoreStep,
+        TextSpottingStep,
+        DataCompTextStep,
+        DataCompImageStep,
+        MetaClipBalanceStep,
+        RecaptionStep,
+    )
+}
+
+
+def build_steps(recipe: CurateRecipe, resources: Resources) -> list[Step]:
+    return [STEPS[cfg.kind](cfg, resources) for cfg in recipe.steps]

@@ -1,0 +1,166 @@
+"""Text detection for T-MARS-like masking and text spotting. Detectors map an RGB image to text boxes
+(x0, y0, x1, y1) in pixels; ``DETECTORS`` maps the recipe's ``detector.kind`` to a builder.
+
+MSER: maximally stable extremal regions (Matas et al. 2002) as character candidates, kept when their
+stroke width is near-constant (distance transform along the stroke ridge, as in the stroke width
+transform of Epshtein et al. 2010), then chained into lines of similar height, baseline and stroke."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from vlmforge.config.curate import EastDetector, MserDetector
+from vlmforge.errors import UserError
+
+Box = tuple[int, int, int, int]
+Detector = Callable[[np.ndarray], list[Box]]
+
+
+def _characters(gray: np.ndarray) -> np.ndarray:
+    """Character candidates as rows (x, y, w, h, stroke width)."""
+    import cv2
+
+    height, width = gray.shape
+    mser = cv2.MSER_create(5, 5, int(0.05 * height * width), 0.5, 0.0)  # min_diversity 0: keep thin glyphs
+    regions, boxes = mser.detectRegions(gray)
+    found: dict[tuple[int, int, int, int], float] = {}
+    ring = np.ones((3, 3), np.uint8)
+    for points, (x, y, w, h) in zip(regions, boxes, strict=True):
+        if h < 5 or h > 0.3 * height or w > 1.5 * h or w < 0.1 * h:
+            continue
+        if not 0.2 <= len(points) / float(w * h) <= 0.9:
+            continue
+        mask = np.zeros((h + 2, w + 2), np.uint8)
+        mask[points[:, 1] - y + 1, points[:, 0] - x + 1] = 1
+        distance = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+        stroke = distance[(distance > 0) & (distance >= cv2.dilate(distance, ring))]
+        if stroke.size == 0 or stroke.std() > 0.5 * stroke.mean() or stroke.mean() > 0.2 * h:
+            continue
+        found[(int(x), int(y), int(w), int(h))] = float(stroke.mean())
+    return np.array([(*box, sw) for box, sw in found.items()], dtype=np.float64).reshape(-1, 5)
+
+
+def _lines(chars: np.ndarray, min_chars: int) -> list[Box]:
+    """Chain characters of similar height, centre line and stroke width that sit close in x."""
+    n = len(chars)
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    x, y, w, h, sw = chars.T if n else (np.zeros(0),) * 5
+    centre = y + h / 2
+    for i in range(n):
+        taller = np.maximum(h[i], h)
+        gap = np.maximum(x - (x[i] + w[i]), x[i] - (x + w))
+        near = (taller / np.minimum(h[i], h) < 1.5) & (np.abs(centre[i] - centre) < 0.3 * taller)
+        near &= (gap < taller) & (np.maximum(sw[i], sw) / np.minimum(sw[i], sw) < 2.0)
+        for j in np.nonzero(near)[0]:
+            if j > i:
+                parent[root(i)] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    lines = []
+    for members in groups.values():
+        b = chars[members]
+        typical = float(np.median(b[:, 3]))
+        x0, y0 = b[:, 0].min(), b[:, 1].min()
+        x1, y1 = (b[:, 0] + b[:, 2]).max(), (b[:, 1] + b[:, 3]).max()
+        if y1 - y0 > 2.2 * typical or x1 - x0 < 2 * typical:
+            continue
+        if _distinct_in_x(b) >= min_chars:
+            lines.append((int(x0), int(y0), int(x1), int(y1)))
+    return sorted(lines)
+
+
+def _distinct_in_x(boxes: np.ndarray) -> int:
+    """Characters side by side (nested MSER regions of one glyph count once)."""
+    count, right = 0, -np.inf
+    for x, _, w, *_ in boxes[np.argsort(boxes[:, 0], kind="stable")]:
+        if x >= right - 0.2 * w:
+            count += 1
+            right = x + w
+        else:
+            right = max(right, x + w)
+    return count
+
+
+def mser_detector(cfg: MserDetector) -> Detector:
+    def detect(rgb: np.ndarray) -> list[Box]:
+        import cv2
+
+        scale = min(1.0, cfg.max_side / max(rgb.shape[:2]))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        boxes = _lines(_characters(gray), cfg.min_chars)
+        return [tuple(round(v / scale) for v in box) for box in boxes]  # type: ignore[misc]
+
+    return detect
+
+
+def east_detector(cfg: EastDetector) -> Detector:
+    """OpenCV's EAST text detector (Zhou et al. 2017) from a local frozen graph."""
+    import cv2
+
+    if not cfg.model.is_file():
+        raise UserError(
+            f"detector.model: EAST model file not found: {cfg.model}",
+            hint="download frozen_east_text_detection.pb, or use detector: {kind: mser}",
+        )
+    model = cv2.dnn_TextDetectionModel_EAST(str(cfg.model))
+    model.setConfidenceThreshold(cfg.confidence)
+    model.setNMSThreshold(cfg.nms)
+    model.setInputParams(1.0, (cfg.input_size, cfg.input_size), (123.68, 116.78, 103.94), True)
+
+    def detect(rgb: np.ndarray) -> list[Box]:
+        quads, _ = model.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        boxes = []
+        for quad in quads:
+            pts = np.asarray(quad).reshape(-1, 2)
+            x0, y0 = np.clip(pts.min(axis=0), 0, None)
+            x1, y1 = pts.max(axis=0)
+            boxes.append((int(x0), int(y0), int(min(x1, rgb.shape[1])), int(min(y1, rgb.shape[0]))))
+        return sorted(boxes)
+
+    return detect
+
+
+DETECTORS: dict[str, Callable[[Any], Detector]] = {"mser": mser_detector, "east": east_detector}
+
+
+def build_detector(cfg: Any) -> Detector:
+    return DETECTORS[cfg.kind](cfg)
+
+
+def text_area(boxes: list[Box], width: int, height: int) -> float:
+    """Fraction of the image covered by the union of the boxes."""
+    covered = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        covered[y0:y1, x0:x1] = True
+    return float(covered.mean()) if covered.size else 0.0
+
+
+def mask_text(image: Any, boxes: list[Box]) -> Any:
+    """T-MARS masking: each text box filled with the mean colour of a thin ring around it."""
+    from PIL import Image
+
+    if not boxes:
+        return image
+    pixels = np.array(image, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    for x0, y0, x1, y1 in boxes:
+        ox0, oy0, ox1, oy1 = max(x0 - 2, 0), max(y0 - 2, 0), min(x1 + 2, width), min(y1 + 2, height)
+        outer = pixels[oy0:oy1, ox0:ox1].reshape(-1, 3).astype(np.float64)
+        inner = pixels[y0:y1, x0:x1].reshape(-1, 3).astype(np.float64)
+        ring_count = len(outer) - len(inner)
+        fill = (outer.sum(0) - inner.sum(0)) / ring_count if ring_count > 0 else outer.mean(0)
+        pixels[y0:y1, x0:x1] = np.round(fill).astype(np.uint8)
+    return Image.fromarray(pixels)

@@ -1,0 +1,310 @@
+"""WebDataset shards: index, security, accounting, exact-once splitting, `data check`, and a pretrain
+run that stops above data.max_bad_fraction and completes below it. The shards are real tar files of
+sklearn digits (PNG, JPEG, WebP) with planted problems."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import DEBUG_RECIPE, last_json, read_metrics, run_cli
+from vlmforge.config.schema import WebDatasetData
+from vlmforge.data.accounting import BadSample
+from vlmforge.data.loader import CaptionedImages, GlobalBatchSampler, collate
+from vlmforge.data.shards import expand_braces, index_shard, resolve_shards, scan_shard
+from vlmforge.data.sources import open_source
+from vlmforge.data.tokenizers import WordVocab
+from vlmforge.errors import UserError
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+ENTRIES, PER_SHARD = 163, 55
+# planted problems, by sample number: what each should be counted as
+PLANTED = {
+    3: "decode_error",  # bytes that are no image
+    10: "missing_pair",  # image without caption
+    20: "bad_caption",  # empty caption
+    60: "truncated",  # PNG cut in half
+    70: "missing_pair",  # caption without image
+    120: "too_small",  # 4x4 pixels, below min_image_size=8
+}
+READ_TIME = {"decode_error", "truncated", "too_small"}
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _encoded(pixels: np.ndarray, fmt: str, side: int = 24) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").convert("RGB").resize((side, side)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_shards(root: Path) -> dict[str, Any]:
+    """163 digit samples in 3 shards (img2dataset layout) with the PLANTED problems; returns what it wrote."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    written: dict[str, Any] = {"images": {}, "captions": {}}
+    for shard in range(0, ENTRIES, PER_SHARD):
+        with tarfile.open(root / f"{shard // PER_SHARD:05d}.tar", "w") as tar:
+            for i in range(shard, min(shard + PER_SHARD, ENTRIES)):
+                key, pixels = f"{i:06d}", (raw.images[i] / 16 * 255).astype(np.uint8)
+                ext, fmt = [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP")][i % 3]
+                image = _encoded(pixels, fmt, side=4 if PLANTED.get(i) == "too_small" else 24)
+                if PLANTED.get(i) == "decode_error":
+                    image = b"these bytes are no image format at all" * 8
+                elif PLANTED.get(i) == "truncated":
+                    ext, image = "png", _encoded(pixels, "PNG")
+                    image = image[: len(image) // 2]
+                caption = "" if PLANTED.get(i) == "bad_caption" else f"a handwritten {NAMES[raw.target[i]]}."
+                if i != 70:
+                    _add(tar, f"{key}.{ext}", image)
+                    written["images"][key] = image
+                if i != 10:
+                    _add(tar, f"{key}.txt", caption.encode())
+                    written["captions"][key] = caption
+                _add(tar, f"{key}.json", json.dumps({"key": key}).encode())
+    return written
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("shards")
+    return root, write_shards(root)
+
+
+def _cfg(root: Path, **extra: Any) -> WebDatasetData:
+    return WebDatasetData(shards=str(root / "{00000..00002}.tar"), image_size=16, **extra)
+
+
+# ---------------------------------------------------------------------------------------- finding
+def test_brace_expansion_matches_bash() -> None:
+    assert expand_braces("s/{00008..00011}.tar") == [f"s/{n:05d}.tar" for n in range(8, 12)]
+    assert expand_braces("{a,b}-{1..2}") == ["a-1", "a-2", "b-1", "b-2"]
+    assert expand_braces("x{3..1}") == ["x3", "x2", "x1"]
+    assert expand_braces("{a,b{0..1}}") == ["a", "b0", "b1"]
+    assert expand_braces("plain.tar") == ["plain.tar"] and expand_braces("{x}") == ["{x}"]
+
+
+def test_missing_shards_are_listed(shards: tuple[Path, dict[str, Any]]) -> None:
+    root, _ = shards
+    assert len(resolve_shards([str(root / "*.tar")])) == 3
+    with pytest.raises(UserError, match=r"2 shard file\(s\) not found: .*00003\.tar"):
+        resolve_shards([str(root / "{00001..00004}.tar")])
+
+
+# ------------------------------------------------------------------------------------------ index
+def test_index_records_offsets_captions_and_pairing_drops(shards: tuple[Path, dict[str, Any]]) -> None:
+    root, written = shards
+    index = scan_shard(root / "00000.tar")
+    assert {d.key: d.reason for d in index.dropped} == {"000010": "missing_pair", "000020": "bad_caption"}
+    assert all(d.shard == str(root / "00000.tar") for d in index.dropped)
+    assert len(index.samples) == PER_SHARD - 2
+    raw = (root / "00000.tar").read_bytes()
+    for key, _, offset, size, caption in index.samples:
+        assert raw[offset : offset + size] == written["images"][key]  # the offset points at the image bytes
+        assert caption == written["captions"][key]
+    assert index_shard(root / "00000.tar").samples == index.samples  # scanned, then cached
+
+
+def test_the_index_cache_is_used_until_the_shard_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vlmforge.data.shards as shards_module
+
+    monkeypatch.setenv("VLMFORGE_CACHE", str(tmp_path / "cache"))
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        _add(tar, "a.png", _encoded(np.zeros((8, 8), np.uint8), "PNG"))
+        _add(tar, "a.txt", b"first")
+    assert [s[4] for s in index_shard(shard).samples] == ["first"]
+    scans = []
+    monkeypatch.setattr(shards_module, "scan_shard", lambda path: scans.append(path) or scan_shard(path))
+    assert [s[4] for s in index_shard(shard).samples] == ["first"] and scans == []  # from the cache
+    with tarfile.open(shard, "a") as tar:
+        _add(tar, "b.png", _encoded(np.zeros((8, 8), np.uint8), "PNG"))
+        _add(tar, "b.txt", b"second")
+    assert [s[4] for s in index_shard(shard).samples] == ["first", "second"] and scans == [shard]
+
+
+def test_members_escaping_the_shard_are_refused(tmp_path: Path) -> None:
+    with tarfile.open(tmp_path / "evil.tar", "w") as tar:
+        _add(tar, "000000.txt", b"fine")
+        _add(tar, "../evil.txt", b"gotcha")
+    with pytest.raises(UserError, match=r"evil\.tar: member '\.\./evil\.txt' has an absolute path or '\.\.'"):
+        scan_shard(tmp_path / "evil.tar")
+    with tarfile.open(tmp_path / "abs.tar", "w") as tar:
+        _add(tar, "/etc/passwd", b"x")
+    with pytest.raises(UserError, match="absolute path"):
+        scan_shard(tmp_path / "abs.tar")
+
+
+def test_a_cut_tar_keeps_what_precedes_the_cut(shards: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    root, _ = shards
+    full = scan_shard(root / "00001.tar")
+    *_, offset, size, _ = full.samples[10]
+    (tmp_path / "cut.tar").write_bytes((root / "00001.tar").read_bytes()[: offset + size // 2])
+    cut = scan_shard(tmp_path / "cut.tar")
+    assert cut.samples == full.samples[:10]
+    assert [(d.key, d.reason) for d in cut.dropped if d.reason == "truncated"] == [
+        (full.samples[10][0], "truncated")
+    ]
+
+
+# ------------------------------------------------------------------------------------- accounting
+def test_every_read_is_kept_or_dropped_with_its_reason(shards: tuple[Path, dict[str, Any]]) -> None:
+    root, _ = shards
+    data = open_source(_cfg(root))
+    assert data.source_size == ENTRIES and len(data) == ENTRIES - 3
+    assert sorted(d.reason for d in data.rejected) == ["bad_caption", "missing_pair", "missing_pair"]
+    dataset = CaptionedImages(data, WordVocab.build(data.all_captions()), 8, seed=0)
+    items = [dataset[(0, 0, i)] for i in range(len(data))]
+    drops = [d for it in items for d in it["dropped"]]
+    assert {(d["key"], d["reason"]) for d in drops} == {
+        (f"{i:06d}", reason) for i, reason in PLANTED.items() if reason in READ_TIME
+    }
+    assert all(it["image"].shape == (3, 16, 16) for it in items)  # replaced, never missing
+    bad = next(i for i, it in enumerate(items) if it["dropped"])
+    assert torch.equal(items[bad]["image"], items[bad + 1]["image"])  # the next sample stands in
+    with pytest.raises(BadSample, match=r"000003 of .*00000\.tar: decode_error"):
+        data.image(bad)  # a direct reader gets a UserError naming shard and key
+
+
+def test_evaluation_leaves_unreadable_images_out(shards: tuple[Path, dict[str, Any]]) -> None:
+    from vlmforge.evaluate import encode_images
+
+    class Flatten(torch.nn.Module):
+        def encode_image(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:
+            return images.flatten(1)
+
+    data = open_source(_cfg(shards[0]))
+    features, kept, dropped = encode_images(Flatten(), data, batch_size=64)
+    assert features.shape[0] == len(kept) == len(data) - 3
+    assert sorted(d.reason for d in dropped) == sorted(READ_TIME)
+
+
+def _index_and_worker(items: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [(int(it["index"]), int(it["worker"])) for it in items]
+
+
+class _WithWorker(CaptionedImages):
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, object]:
+        item = super().__getitem__(key)
+        item["worker"] = torch.utils.data.get_worker_info().id  # type: ignore[union-attr]
+        return item
+
+
+def test_two_ranks_by_two_workers_read_each_sample_once_per_epoch(
+    shards: tuple[Path, dict[str, Any]],
+) -> None:
+    data = open_source(_cfg(shards[0]))
+    dataset = _WithWorker(data, WordVocab.build(data.all_captions()), 8, seed=0)
+    seen: list[int] = []
+    for rank in (0, 1):
+        sampler = GlobalBatchSampler(len(data), 32, 8, rank=rank, world_size=2, seed=5)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=_index_and_worker, num_workers=2
+        )
+        pairs = [pair for batch in loader for pair in batch]
+        assert {worker for _, worker in pairs} == {0, 1}  # both workers of this rank took part
+        seen += [index for index, _ in pairs]
+    assert len(seen) == len(data) == 160  # 5 global batches of 32: the whole epoch
+    assert sorted(seen) == list(range(len(data)))  # every sample exactly once across ranks and workers
+
+
+def test_batches_carry_their_drops(shards: tuple[Path, dict[str, Any]]) -> None:
+    data = open_source(_cfg(shards[0]))
+    dataset = CaptionedImages(data, WordVocab.build(data.all_captions()), 8, seed=0)
+    batch = collate([dataset[(0, 0, i)] for i in range(len(data))])
+    assert batch["image"].shape == (len(data), 3, 16, 16)
+    assert sorted(d["reason"] for d in batch["dropped"]) == sorted(READ_TIME)  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------------- the CLI
+def test_data_check_names_every_bad_sample(shards: tuple[Path, dict[str, Any]]) -> None:
+    from rich.console import Console
+
+    from vlmforge_cli.render import data_check_table
+
+    root, _ = shards
+    proc = run_cli("data", "check", str(root / "{00000..00002}.tar"), "--format", "json", cwd=root)
+    assert proc.returncode == 1, proc.stderr  # 6 of 163 bad is above the default 1%: a run would stop
+    report = last_json(proc.stdout)
+    assert (report["entries"], report["kept"]) == (ENTRIES, ENTRIES - len(PLANTED))
+    named = {(Path(d["shard"]).name, d["key"], d["reason"]) for d in report["bad_samples"]}
+    assert named == {(f"{i // PER_SHARD:05d}.tar", f"{i:06d}", r) for i, r in PLANTED.items()}
+    assert report["dropped"] == {r: list(PLANTED.values()).count(r) for r in set(PLANTED.values())}
+    assert report["image_width"]["min"] == report["image_width"]["max"] == 24  # the too-small one is out
+    assert report["caption_words"]["min"] == 3 and report["images_per_s"] > 0
+    assert [s["dropped"] for s in report["shards"]] == [3, 2, 1]
+    console = Console(record=True, width=200)
+    data_check_table(console, report)
+    text = console.export_text()
+    assert all(f"{i:06d}" in text for i in PLANTED) and "decode_error" in text
+    data = {"kind": "webdataset", "shards": str(root / "{00002..00003}.tar")}
+    missing = run_cli("data", "check", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", cwd=root)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "1 shard file(s) not found" in missing.stderr and "00003.tar" in missing.stderr
+
+
+def _pretrain(root: Path, max_bad_fraction: float, cwd: Path, *args: str, workers: int = 0) -> Any:
+    data = {
+        "kind": "webdataset",
+        "shards": [str(root / "{00000..00002}.tar")],
+        "image_size": 16,
+        "batch_size": 32,
+        "num_workers": workers,
+        "max_bad_fraction": max_bad_fraction,
+    }
+    cwd.mkdir()
+    return run_cli(
+        "pretrain", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", "train.max_steps=5",
+        "train.log_every_steps=5", "eval=[]", *args, "--format", "json", cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_pretrain_stops_above_the_bad_fraction_and_counts_below(
+    shards: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    root, _ = shards
+    # 3 rejected when opened + 3 unreadable = 6 of 163: above 2% (3.26), within 5% (8.15)
+    stopped = _pretrain(root, 0.02, tmp_path / "stop")
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
+    assert "above data.max_bad_fraction=0.02" in stopped.stderr and ".tar:0000" in stopped.stderr
+    (run_dir,) = (tmp_path / "stop" / "runs" / "clip-tiny").iterdir()
+    assert read_metrics(run_dir)[-1]["event"] == "stopped: data"
+
+    done = _pretrain(root, 0.05, tmp_path / "done")
+    assert done.returncode == 0, done.stderr
+    result = last_json(done.stdout)
+    data = result["metrics"]["data"]
+    assert (data["source_samples"], data["read"], data["kept"]) == (ENTRIES, 160, 157)  # one whole epoch
+    assert data["dropped"] == {"decode_error": 1, "truncated": 1, "too_small": 1}
+    assert data["rejected_at_open"] == {"bad_caption": 1, "missing_pair": 2}
+    last = read_metrics(tmp_path / "done" / result["run_dir"])[-1]
+    assert (last["data_read"], last["data_dropped"], last["data_dropped_truncated"]) == (160, 3, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_ranks_sum_their_counts(shards: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """2 DDP processes x 2 loader workers: one epoch read once in all, drops counted once."""
+    ddp = ("train.devices=2", "train.strategy.kind=ddp")
+    proc = _pretrain(shards[0], 0.05, tmp_path / "ddp", *ddp, workers=2)
+    assert proc.returncode == 0, proc.stderr
+    data = last_json(proc.stdout)["metrics"]["data"]
+    assert (data["read"], data["kept"]) == (160, 157)
+    assert data["dropped"] == {"decode_error": 1, "truncated": 1, "too_small": 1}
