@@ -313,6 +313,9 @@ def calibrate(recipe: PretrainRecipe, micro_batch: int | None = None, steps: int
     # A second, half-size point separates fixed per-step overhead from per-sample time.
     half_seconds = time_training_steps(recipe, max(1, micro // 2), steps=steps, device=device)[0]
     per_sample = max(0.0, (seconds - half_seconds) / (micro - max(1, micro // 2))) if micro > 1 else seconds
+    # noisy timings can make the fitted line pass below the origin: then all of the time is per sample, so
+    # the fit still reproduces the measured step at the calibrated micro-batch
+    per_sample = min(per_sample, seconds / micro)
     calibration = Calibration(
         device=name,
         precision=recipe.train.precision,
@@ -323,7 +326,7 @@ def calibrate(recipe: PretrainRecipe, micro_batch: int | None = None, steps: int
         peak_flops=peak,
         measured_mfu=flops * micro / (seconds * peak),
         peak_memory_gb=peak_gb,
-        overhead_seconds=max(0.0, seconds - per_sample * micro),
+        overhead_seconds=seconds - per_sample * micro,
         seconds_per_sample=per_sample,
     )
     save_calibration(calibration)
