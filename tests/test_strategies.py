@@ -245,6 +245,22 @@ def test_fsdp_two_processes_match_one_then_resume_and_evaluate(single_run: Path,
     assert evaluated["metrics"]["zeroshot"]["top1"] > 0.1  # digits have 10 classes: above chance
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_fsdp_runs_objectives_that_call_model_methods_directly(tmp_path: Path) -> None:
+    """FLAVA's objective calls encode_visible, the MAE decoder, mlm_logits, encode_image/encode_text and
+    reads logit_scale itself instead of calling the model's forward: it runs as the sharded root's forward."""
+    args = [*COMMON, *FSDP, "train.max_steps=10", "train.log_every_steps=1", "train.checkpoint.every_steps=5"]
+    result = pretrain_json(tmp_path, "debug/flava-tiny", *args)
+    run_dir = tmp_path / result["run_dir"]
+    losses = _losses(run_dir)
+    assert result["status"] == "completed" and sorted(losses) == list(range(1, 11))
+    assert losses[10] < losses[1]
+    terms = read_metrics(run_dir)[-1]
+    assert {"mim", "mlm", "contrastive"} <= terms.keys()
+    assert (run_dir / "checkpoints" / WEIGHTS_FILE).is_file()
+
+
 # ------------------------------------------------------------------- raw DeepSpeed on 2 CPU ranks
 @pytest.mark.distributed
 @pytest.mark.slow

@@ -261,6 +261,7 @@ def captioning(context: EvalContext, task: CaptioningTask) -> dict[str, Any]:
     metrics["examples"] = [
         {"key": data.key(i), "caption": captions[i], "reference": references[i][0]} for i in shown
     ]
+    return metrics
 
 
 def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:

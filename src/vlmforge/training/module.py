@@ -19,7 +19,7 @@ from vlmforge.data.loader import CaptionedImages, DataPosition, GlobalBatchSampl
 from vlmforge.families import family_for
 from vlmforge.training.deepspeed_config import adamw_class
 from vlmforge.training.schedule import SCHEDULES
-from vlmforge.training.sharding import promote_scalar_parameters, shard_fsdp2
+from vlmforge.training.sharding import as_root_forward, promote_scalar_parameters, shard_fsdp2
 
 
 class PretrainModule(pl.LightningModule):
@@ -36,6 +36,7 @@ class PretrainModule(pl.LightningModule):
         # 0-d parameters (open_clip's logit scale) become shape [1]: FSDP and ZeRO shard along dim 0
         promote_scalar_parameters(self.model)
         self._configured = False
+        self.objective_terms = self.loss_terms  # under FSDP2: the same, run as the sharded root's forward
         if recipe.train.activation_checkpointing:
             self.enable_activation_checkpointing()
         self.train_data = train_data
@@ -73,6 +74,7 @@ class PretrainModule(pl.LightningModule):
 
         if isinstance(self.trainer.strategy, ModelParallelStrategy):
             shard_fsdp2(self.model, self.recipe, self.block_classes(), self.device)
+            self.objective_terms = as_root_forward(self.model, self.loss_terms)
         if self.recipe.train.compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay those of the eager model
 
@@ -118,7 +120,7 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        terms = self.loss_terms(batch)
+        terms = self.objective_terms(batch)
         self.last_terms = {k: v.detach() for k, v in terms.items()}
         self.data_position = DataPosition(int(batch["epoch"]), int(batch["position"]) + 1)
         if self.recipe.train.record_sample_ids:

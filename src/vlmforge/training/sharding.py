@@ -9,6 +9,7 @@ such scalars as shape [1]: forward code that broadcasts a scalar is unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,19 @@ def shard_fsdp2(
     names = ("replicate", "shard") if hybrid else ("shard",)
     mesh = init_device_mesh(device.type, shape, mesh_dim_names=names)
     apply_fsdp2(model, blocks, mesh, reshard_after_forward=strategy.sharding != "grad_op")
+
+
+def as_root_forward(root: torch.nn.Module, objective: Callable[..., Any]) -> Callable[..., Any]:
+    """``objective`` run as a forward pass of the FSDP2 root ``root``. FSDP2 unshards the root's own
+    parameters (embeddings, projections, scalars: everything outside the blocks) and reduces their
+    gradients around the root's forward only; a family's objective may instead call other methods of the
+    model (``encode_text``, a decoder) or read its parameters directly, so the whole objective becomes
+    that forward pass."""
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    root.vlmforge_objective = objective  # an instance attribute: the model's state dict is unchanged
+    register_fsdp_forward_method(root, "vlmforge_objective")
+    return root.vlmforge_objective
 
 
 def gather_full_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
