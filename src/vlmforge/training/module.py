@@ -7,6 +7,7 @@ loss terms for logging, and the data position stored in checkpoints. A family im
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from vlmforge.training.schedule import SCHEDULES
 from vlmforge.training.sharding import as_root_forward, promote_scalar_parameters, shard_fsdp2
 
 
-class PretrainModule(pl.LightningModule):
+class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
     """Owns the train dataloader so that the data position stored in a checkpoint is restored before the
     first batch is drawn."""
 
@@ -55,9 +56,9 @@ class PretrainModule(pl.LightningModule):
 
         return (ResidualAttentionBlock,)
 
+    @abc.abstractmethod
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms of one micro-batch; ``loss`` is the total that is optimised."""
-        raise NotImplementedError  # each family's module defines its objective
 
     def no_weight_decay(self, name: str, param: torch.nn.Parameter) -> bool:
         """open_clip's rule: no decay on gains, biases, norms and the temperature/bias scalars."""
