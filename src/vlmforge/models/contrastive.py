@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig
+from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig, TextTower, VisionTower
 from vlmforge.errors import UserError
 from vlmforge.training.sharding import match_scalar_shapes
 
@@ -16,7 +16,6 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
 
     ``device="meta"`` builds it without memory, for counting FLOPs and activations."""
     import open_clip
-    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
     extra = {"init_logit_bias": cfg.init_logit_bias} if isinstance(cfg, SigLipModel) else {}
     if cfg.arch is not None:
@@ -32,24 +31,8 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
             )
     else:
         assert cfg.vision is not None and cfg.text is not None
-        vision = CLIPVisionCfg(
-            layers=cfg.vision.layers,
-            width=cfg.vision.width,
-            head_width=cfg.vision.head_width,
-            mlp_ratio=cfg.vision.mlp_ratio,
-            patch_size=cfg.vision.patch_size,
-            image_size=cfg.vision.image_size,
-            patch_dropout=cfg.patch_dropout,
-            pool_type=cfg.vision.pool_type,
-        )
-        text = CLIPTextCfg(
-            context_length=cfg.text.context_length,
-            vocab_size=vocab_size,
-            width=cfg.text.width,
-            heads=cfg.text.heads,
-            layers=cfg.text.layers,
-            mlp_ratio=cfg.text.mlp_ratio,
-        )
+        vision = vision_cfg(cfg.vision, patch_dropout=cfg.patch_dropout)
+        text = text_cfg(cfg.text, vocab_size)
         with torch.device(device):
             model = open_clip.CLIP(
                 embed_dim=cfg.embed_dim,
@@ -115,6 +98,37 @@ def image_size(cfg: ClipModel, model: torch.nn.Module) -> int:
         return cfg.vision.image_size
     size = model.visual.image_size
     return int(size[0] if isinstance(size, tuple | list) else size)
+
+
+def vision_cfg(tower: VisionTower, **extra: object) -> object:
+    """open_clip's vision-tower config for a recipe's custom tower (``extra``: family-specific fields)."""
+    from open_clip.model import CLIPVisionCfg
+
+    return CLIPVisionCfg(
+        layers=tower.layers,
+        width=tower.width,
+        head_width=tower.head_width,
+        mlp_ratio=tower.mlp_ratio,
+        patch_size=tower.patch_size,
+        image_size=tower.image_size,
+        pool_type=tower.pool_type,
+        **extra,
+    )
+
+
+def text_cfg(tower: TextTower, vocab_size: int, **extra: object) -> object:
+    """open_clip's text-tower config for a recipe's custom tower (``extra``: family-specific fields)."""
+    from open_clip.model import CLIPTextCfg
+
+    return CLIPTextCfg(
+        context_length=tower.context_length,
+        vocab_size=vocab_size,
+        width=tower.width,
+        heads=tower.heads,
+        layers=tower.layers,
+        mlp_ratio=tower.mlp_ratio,
+        **extra,
+    )
 
 
 def probe_loss(

@@ -8,7 +8,7 @@ import torch
 
 from vlmforge.config.schema import CoCaModel
 from vlmforge.generate import StepFn
-from vlmforge.models.contrastive import image_size, load_weights, quiet_random_init
+from vlmforge.models.contrastive import image_size, load_weights, quiet_random_init, text_cfg, vision_cfg
 
 
 def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -17,7 +17,6 @@ def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.n
     Captions are padded with id 0, which is open_clip's ``pad_id`` for CoCa and both tokenizers' pad."""
     import open_clip
     from open_clip.coca_model import CoCa, MultimodalCfg
-    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
     if cfg.arch is not None:
         with quiet_random_init():
@@ -30,29 +29,14 @@ def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.n
             )
     else:
         assert cfg.vision is not None and cfg.text is not None and cfg.decoder is not None
-        vision = CLIPVisionCfg(
-            layers=cfg.vision.layers,
-            width=cfg.vision.width,
-            head_width=cfg.vision.head_width,
-            mlp_ratio=cfg.vision.mlp_ratio,
-            patch_size=cfg.vision.patch_size,
-            image_size=cfg.vision.image_size,
-            pool_type=cfg.vision.pool_type,
+        vision = vision_cfg(
+            cfg.vision,
             attentional_pool=cfg.vision.attentional_pool,
             attn_pooler_queries=cfg.vision.attn_pooler_queries,
             attn_pooler_heads=cfg.vision.attn_pooler_heads,
             output_tokens=True,
         )
-        text = CLIPTextCfg(
-            context_length=cfg.text.context_length,
-            vocab_size=vocab_size,
-            width=cfg.text.width,
-            heads=cfg.text.heads,
-            layers=cfg.text.layers,
-            mlp_ratio=cfg.text.mlp_ratio,
-            embed_cls=True,
-            output_tokens=True,
-        )
+        text = text_cfg(cfg.text, vocab_size, embed_cls=True, output_tokens=True)
         decoder = MultimodalCfg(
             context_length=cfg.text.context_length,
             vocab_size=vocab_size,
