@@ -10,7 +10,7 @@ import yaml
 
 from vlmforge.catalog import find_recipe, list_recipes
 from vlmforge.config.load import apply_overrides, dump_recipe, load_recipe, parse_override, read_yaml
-from vlmforge.config.schema import DDPStrategy, EvalRecipe, PretrainRecipe
+from vlmforge.config.schema import DDPStrategy, EvalRecipe, FinetuneRecipe, PretrainRecipe, recipe_verb
 from vlmforge.errors import UserError
 
 DEBUG = find_recipe("debug/clip-tiny")
@@ -18,10 +18,15 @@ DEBUG = find_recipe("debug/clip-tiny")
 
 @pytest.mark.parametrize("name", list(list_recipes()))
 def test_every_shipped_recipe_validates(name: str) -> None:
-    recipe = load_recipe("pretrain", list_recipes()[name])
-    assert isinstance(recipe, PretrainRecipe)
+    path = list_recipes()[name]
+    verb = recipe_verb(read_yaml(path))
+    recipe = load_recipe(verb, path)
     assert recipe.schema_version == 1
-    assert recipe.accumulate_grad_batches >= 1
+    if isinstance(recipe, FinetuneRecipe):
+        assert all(recipe.accumulate_grad_batches(stage) >= 1 for stage in recipe.stages)
+    else:
+        assert isinstance(recipe, PretrainRecipe)
+        assert recipe.accumulate_grad_batches >= 1
 
 
 def test_shipped_recipes_include_demo_debug_and_real_scale() -> None:
@@ -31,6 +36,8 @@ def test_shipped_recipes_include_demo_debug_and_real_scale() -> None:
         "clip/vit-b-16",
         "clip/vit-b-16-laion400m",
         "flip/vit-l-14-good-data",
+        "debug/llava-tiny",
+        "llava/llava-1.5-7b",
     } <= set(list_recipes())
 
 

@@ -81,6 +81,23 @@ def load(
     return load_recipe(verb, path, overrides or [], base=base)
 
 
+def training_verb(config: str) -> str:
+    """pretrain or finetune, from the recipe's contents (a finetune recipe has stages)."""
+    from vlmforge.catalog import resolve_recipe_path
+    from vlmforge.config.load import read_yaml
+    from vlmforge.config.schema import recipe_verb
+
+    verb = guarded(lambda: recipe_verb(read_yaml(resolve_recipe_path(config))))
+    if verb not in ("pretrain", "finetune"):
+        fail(
+            UserError(
+                f"{config} is an {verb} recipe, not a training recipe",
+                hint="give a pretrain or finetune recipe",
+            )
+        )
+    return verb
+
+
 def emit(fmt: OutputFormat, payload: dict[str, Any], render: Callable[[], None]) -> None:
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
@@ -153,6 +170,48 @@ def pretrain(
         raise typer.Exit(EXIT_SIGTERM)
 
 
+@app.command()
+def finetune(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    resume: Annotated[
+        str,
+        typer.Option(
+            help="auto: newest unfinished run of this name (finished stages are skipped); never; "
+            "or a run dir / .ckpt file."
+        ),
+    ] = "never",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
+    ] = False,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Finetune a vision-language model (LLaVA) stage by stage, then evaluate it on held-out conversations.
+
+    Each stage starts from the previous stage's weights and trains only what it names (projector,
+    projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
+    costing more than plan.confirm_above_usd asks before it starts."""
+    from vlmforge import finetune as verb
+
+    recipe = guarded(lambda: load("finetune", config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+    confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
+    result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
+    if result is None:  # a worker rank under DDP: rank 0 reports
+        return
+    from vlmforge_cli.render import finetune_summary
+
+    emit(fmt, result.to_json(), lambda: finetune_summary(out, result))
+    if result.status == "preempted":
+        err.print(
+            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
+        )
+        raise typer.Exit(EXIT_SIGTERM)
+
+
 @app.command("eval")
 def evaluate(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Eval recipe YAML.")] = None,
@@ -163,7 +222,8 @@ def evaluate(
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
-    """Evaluate a trained run: zero-shot classification and image<->text retrieval."""
+    """Evaluate a trained run: zero-shot classification and image<->text retrieval (contrastive models),
+    visual question answering (LLaVA)."""
     from vlmforge import evaluate as verb
 
     if (config is None) == (run_dir is None):
@@ -242,7 +302,7 @@ def plan(
         return
     if config is None:
         fail(UserError("give a recipe with -c, or --published FILE.csv"))
-    recipe = guarded(lambda: load("pretrain", config, overrides))
+    recipe = guarded(lambda: load(training_verb(config), config, overrides))
     if show_config:
         print_config(recipe)
         return
@@ -282,13 +342,13 @@ def validate(
     show_config: PrintConfigOpt = False,
 ) -> None:
     """Check a recipe without running anything: schema, types, values, paths."""
-    from vlmforge.config.schema import RECIPES
+    from vlmforge.config.schema import RECIPES, recipe_verb
 
     def body() -> tuple[str, Any]:
         from vlmforge.catalog import resolve_recipe_path
         from vlmforge.config.load import read_yaml
 
-        chosen = verb or ("eval" if "run" in read_yaml(resolve_recipe_path(config)) else "pretrain")
+        chosen = verb or recipe_verb(read_yaml(resolve_recipe_path(config)))
         if chosen not in RECIPES:
             raise UserError(f"--verb {chosen!r} is not a recipe type", hint=f"one of: {', '.join(RECIPES)}")
         return chosen, load(chosen, config, overrides)
@@ -354,7 +414,7 @@ def recipes_cp(
 
 
 @recipes_app.command("schema")
-def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain or eval.")]) -> None:
+def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain, finetune or eval.")]) -> None:
     """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
     from vlmforge.config.schema import RECIPES
 

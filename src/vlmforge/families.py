@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vlmforge.config.models import ModelConfig
+from vlmforge.config.models import LlavaModel, ModelConfig
 
 
 class FamilyModels(Protocol):
@@ -55,11 +55,14 @@ CONTRASTIVE = Family(
     ("zeroshot", "retrieval"),
 )
 
+LLAVA = Family("llava", "vlmforge.models.llava", "vlmforge.training.llava:LlavaStageModule", ("vqa",))
+
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,
     "siglip": CONTRASTIVE,
+    "llava": LLAVA,
 }
 
 
-def family_for(cfg: ModelConfig) -> Family:
+def family_for(cfg: ModelConfig | LlavaModel) -> Family:
     return FAMILIES[cfg.kind]

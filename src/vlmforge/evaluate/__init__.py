@@ -1,5 +1,6 @@
 """`vlmforge eval`: the tasks each family supports (zero-shot classification and image<->text retrieval for
-models with an image and a text embedding), on a run's held-out split or other data."""
+models with an image and a text embedding, visual question answering for LLaVA), on a run's held-out
+split or other data."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ import torch
 from vlmforge.config.schema import (
     EvalRecipe,
     EvalTask,
+    FinetuneRecipe,
+    LlavaModel,
     ModelConfig,
     PretrainRecipe,
     RetrievalTask,
+    TrainingRecipe,
     ZeroShotTask,
+    recipe_verb,
 )
 from vlmforge.data.base import ImageTextSet
 from vlmforge.data.tokenizers import TextTokenizer, load_tokenizer
 from vlmforge.errors import UserError
 from vlmforge.evaluate.metrics import retrieval_recall, topk_accuracy, zero_shot_classifier
+from vlmforge.evaluate.vqa import vqa
 from vlmforge.families import family_for
 from vlmforge.runs import final_checkpoint, write_json
 
@@ -68,9 +74,9 @@ class EvalContext:
     """What every task sees: the model and its tokenizer, the data, and image features computed once."""
 
     model: Any
-    tokenizer: TextTokenizer
+    tokenizer: Any  # TextTokenizer, or a transformers tokenizer for LLaVA
     context_length: int
-    data: ImageTextSet
+    data: Any  # ImageTextSet, or a ConversationSet for LLaVA
     batch_size: int
     _image_features: torch.Tensor | None = None
 
@@ -82,11 +88,11 @@ class EvalContext:
 
 
 def evaluate_model(
-    model_cfg: ModelConfig,
+    model_cfg: ModelConfig | LlavaModel,
     model: torch.nn.Module,
-    tokenizer: TextTokenizer,
+    tokenizer: Any,
     context_length: int,
-    data: ImageTextSet,
+    data: Any,  # ImageTextSet, or a ConversationSet for LLaVA
     tasks: list[EvalTask],
     batch_size: int = 256,
 ) -> dict[str, dict[str, Any]]:
@@ -158,21 +164,22 @@ def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
 TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "zeroshot": zero_shot,
     "retrieval": retrieval,
+    "vqa": vqa,
 }
 
 
 # ----------------------------------------------------------------------------------- verb entry
-def load_trained(
-    run_dir: Path, checkpoint: Path | None = None
-) -> tuple[Any, TextTokenizer, PretrainRecipe, Path]:
+def load_trained(run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, Any, TrainingRecipe, Path]:
     """Rebuild a run's model from its resolved recipe and load its (final) checkpoint weights."""
-    from vlmforge.config.load import load_recipe
+    from vlmforge.config.load import load_recipe, read_yaml
     from vlmforge.models.contrastive import load_weights
 
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(
             f"{run_dir}: not a run directory (no recipe.yaml)", hint="pass a directory under runs/"
         )
+    if recipe_verb(read_yaml(run_dir / "recipe.yaml")) == "finetune":
+        return load_finetuned(run_dir, checkpoint)
     recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
     assert isinstance(recipe, PretrainRecipe)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
@@ -183,6 +190,32 @@ def load_trained(
     return model, tokenizer, recipe, ckpt
 
 
+def load_finetuned(run_dir: Path, weights: Path | None = None) -> tuple[Any, Any, FinetuneRecipe, Path]:
+    """A finetune run's model with the weights of its last finished stage (or ``weights``)."""
+    from vlmforge.config.load import load_recipe
+    from vlmforge.data.conversations import IMAGE
+    from vlmforge.data.conversations import load_tokenizer as load_conversation_tokenizer
+    from vlmforge.finetune import final_weights, model_vocab_size
+    from vlmforge.models.llava import trained_model
+
+    recipe = load_recipe("finetune", run_dir / "recipe.yaml")
+    assert isinstance(recipe, FinetuneRecipe)
+    if weights is not None and weights.suffix != ".safetensors":
+        raise UserError(
+            f"checkpoint: {weights} is not a stage's weights file",
+            hint="give RUN/stages/<stage>/model.safetensors, or leave it unset for the last stage's",
+        )
+    tokenizer = load_conversation_tokenizer(run_dir / "tokenizer")
+    weights = weights or final_weights(run_dir)
+    image_id = int(tokenizer.convert_tokens_to_ids(IMAGE))
+    return (
+        trained_model(recipe.model, model_vocab_size(recipe, tokenizer), image_id, weights),
+        tokenizer,
+        recipe,
+        weights,
+    )
+
+
 def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
     from vlmforge.data.sources import build_eval_data
@@ -191,10 +224,19 @@ def run(recipe: EvalRecipe) -> EvalResult:
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
     ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
-    metrics = evaluate_model(train_recipe.model, model, tokenizer, ctx, data, recipe.tasks, recipe.batch_size)
+    tasks = recipe.tasks or list(train_recipe.eval) or default_tasks(train_recipe)
+    metrics = evaluate_model(train_recipe.model, model, tokenizer, ctx, data, tasks, recipe.batch_size)
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
     write_eval_results(recipe.run, result.to_json())
     return result
+
+
+def default_tasks(recipe: TrainingRecipe) -> list[EvalTask]:
+    """Every task the run's model family supports, with default settings."""
+    from pydantic import TypeAdapter
+
+    kinds = family_for(recipe.model).eval_tasks
+    return [TypeAdapter(EvalTask).validate_python({"kind": kind}) for kind in kinds]
 
 
 def write_eval_results(run_dir: Path, result: dict[str, Any]) -> None:

@@ -42,3 +42,17 @@ def retrieval_recall(
         for k in ks:
             out[f"{direction}_R@{k}"] = float(hits[:, :k].any(dim=1).float().mean())
     return out
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-cased, punctuation removed, whitespace collapsed (the VQA answer normalisation, Antol et al.
+    2015, without its article and number-word rules)."""
+    import re
+
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Fraction of predictions equal to their reference after ``normalize_answer``."""
+    hits = [normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references, strict=True)]
+    return sum(hits) / len(hits) if hits else 0.0

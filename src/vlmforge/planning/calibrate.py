@@ -13,10 +13,12 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from vlmforge.config.schema import PretrainRecipe
+if TYPE_CHECKING:
+    from vlmforge.plan import Phase
 
 
 @dataclass
@@ -81,20 +83,12 @@ def cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
 
 
 def time_training_steps(
-    recipe: PretrainRecipe, micro_batch: int, steps: int = 6, warmup: int = 2, device: str = "cpu"
+    phase: Phase, precision: str, micro_batch: int, steps: int = 6, warmup: int = 2, device: str = "cpu"
 ) -> tuple[float, float | None]:
     """(median seconds per optimizer step, peak memory GB or None) for real steps on random inputs."""
-    from vlmforge.families import family_for
-    from vlmforge.plan import probe_vocab_size
-
-    vocab = probe_vocab_size(recipe)
-    cfg = recipe.model.model_copy(update={"pretrained": None})
-    models = family_for(cfg).models
-    model = models.build_model(cfg, vocab, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(
-        device_type=device, dtype=torch.bfloat16, enabled=recipe.train.precision != "32"
-    )
+    model = phase.build(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision != "32")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -103,7 +97,7 @@ def time_training_steps(
     while step < warmup + steps or sum(times) < MIN_TIMED_SECONDS:
         start = time.perf_counter()
         with autocast:
-            loss = models.probe_loss(cfg, model, micro_batch, device, vocab)
+            loss = phase.probe(model, micro_batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

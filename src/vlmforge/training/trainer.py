@@ -10,11 +10,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from vlmforge.config.schema import DDPStrategy, LoggerConfig, PretrainRecipe, WandbLogger
+from vlmforge.config.schema import DDPStrategy, LoggerConfig, PretrainRecipe, TrainingRecipe, WandbLogger
 from vlmforge.errors import missing_extra
 
 
-def build_strategy(recipe: PretrainRecipe) -> Any:
+def build_strategy(recipe: TrainingRecipe) -> Any:
     strategy = recipe.train.strategy
     if isinstance(strategy, DDPStrategy):
         from lightning.pytorch.strategies import DDPStrategy as LightningDDP
@@ -60,18 +60,28 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 
 
-def build_trainer(recipe: PretrainRecipe, callbacks: list[pl.Callback], run_dir: str) -> pl.Trainer:
+def build_trainer(
+    recipe: TrainingRecipe,
+    callbacks: list[pl.Callback],
+    run_dir: str,
+    max_steps: int | None = None,
+    accumulate: int | None = None,
+) -> pl.Trainer:
+    """A Trainer for the recipe's devices; ``max_steps``/``accumulate`` default to a pretrain recipe's."""
     quiet_lightning()
     train = recipe.train
+    if isinstance(recipe, PretrainRecipe):
+        max_steps = max_steps or recipe.train.max_steps
+        accumulate = accumulate or recipe.accumulate_grad_batches
     return pl.Trainer(
         accelerator=train.accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
         strategy=build_strategy(recipe),
         precision=train.precision,  # type: ignore[arg-type]
-        max_steps=train.max_steps,
+        max_steps=max_steps,  # type: ignore[arg-type]
         max_epochs=-1,
-        accumulate_grad_batches=recipe.accumulate_grad_batches,
+        accumulate_grad_batches=accumulate,  # type: ignore[arg-type]
         gradient_clip_val=train.grad_clip_norm,
         callbacks=callbacks,
         logger=False,
