@@ -310,7 +310,7 @@ def test_refit_learns_utilisation_from_finished_runs(tiny_run: dict, tmp_path: P
 
 def test_layouts_escalate_from_ddp_to_sharding_checkpointing_and_offload(tmp_path: Path) -> None:
     catalog = tmp_path / "gpus.csv"
-    sizes = {"huge": 1000, "mid": 17, "small": 11, "tiny": 5}
+    sizes = {"huge": 1000, "mid": 8, "small": 4, "tiny": 1.5}
     catalog.write_text(
         CATALOG_HEADER + "".join(f"{n},100,100,50,{gb},nvlink,1,2025-01,test\n" for n, gb in sizes.items())
     )

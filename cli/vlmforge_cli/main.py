@@ -371,9 +371,11 @@ def validate(
 def _missing_paths(recipe: Any) -> list[str]:
     """Paths the recipe names that do not exist on this machine (fine for recipes meant for a cluster)."""
     notes = []
-    data = getattr(recipe, "data", None)
-    if data is not None and getattr(data, "path", None) is not None and not data.path.exists():
-        notes.append(f"data.path {data.path} does not exist on this machine")
+    sources = [("data", getattr(recipe, "data", None))]
+    sources += [(f"stages[{i}].data", stage.data) for i, stage in enumerate(getattr(recipe, "stages", []))]
+    for where, data in sources:
+        if data is not None and getattr(data, "path", None) is not None and not data.path.exists():
+            notes.append(f"{where}.path {data.path} does not exist on this machine")
     model = getattr(recipe, "model", None)
     if model is not None and getattr(model, "pretrained", None) is not None and not model.pretrained.exists():
         notes.append(f"model.pretrained {model.pretrained} does not exist on this machine")

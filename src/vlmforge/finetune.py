@@ -74,8 +74,10 @@ def run(
         template_texts,
     )
     from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
+    from vlmforge.models.llava import transformers_module
     from vlmforge.training.trainer import check_logger_installed
 
+    transformers_module()  # the llava extra, before anything is created
     check_logger_installed(recipe.logger)
     side = recipe.model.vision.image_size
     splits = [split_conversations(stage.data, side) for stage in recipe.stages]

@@ -26,7 +26,8 @@ TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompts, image tokens, padding)
 
 
-def _transformers() -> Any:
+def transformers_module() -> Any:
+    """transformers, or the install hint for the llava extra."""
     try:
         import transformers
     except ImportError:
@@ -37,7 +38,7 @@ def _transformers() -> Any:
 
 def hf_config(cfg: LlavaModel, vocab_size: int) -> Any:
     """The transformers ``LlavaConfig`` of the recipe's sizes; the image token is the last id."""
-    tf = _transformers()
+    tf = transformers_module()
     vision = tf.CLIPVisionConfig(
         hidden_size=cfg.vision.width,
         num_hidden_layers=cfg.vision.layers,
@@ -90,7 +91,7 @@ def build_model(cfg: LlavaModel, vocab_size: int, device: str = "cpu") -> torch.
 
 
 def _random_model(cfg: LlavaModel, vocab_size: int, device: str) -> torch.nn.Module:
-    tf = _transformers()
+    tf = transformers_module()
     with torch.device(device):
         model = tf.LlavaForConditionalGeneration(hf_config(cfg, vocab_size))
         if cfg.projector == "linear":
@@ -221,7 +222,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 def load_pretrained_towers(model: torch.nn.Module, cfg: LlavaModel) -> None:
     """Copy pretrained CLIP and Llama weights (``from_pretrained``) into the model. A larger vocabulary
     (``<image>`` and padding rows) keeps the pretrained rows; new rows start at their mean."""
-    tf = _transformers()
+    tf = transformers_module()
     if cfg.vision.pretrained is not None:
         source = _from_pretrained(tf.CLIPVisionModel, cfg.vision.pretrained, "model.vision.pretrained")
         _copy_state(model.model.vision_tower, source.state_dict(), "model.vision.pretrained")
