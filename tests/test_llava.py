@@ -189,13 +189,13 @@ def test_stage_needs_steps_or_epochs() -> None:
 def _stage_module(recipe: FinetuneRecipe, index: int, tokenizer: Any, data: Any) -> Any:
     from vlmforge.data.conversations import ConversationSamples
     from vlmforge.training.llava import LlavaStageModule
-    from vlmforge.training.module import Schedule
+    from vlmforge.training.module import FitSettings
 
     stage = recipe.stages[index]
-    schedule = Schedule(8, 8, 0, recipe.stage_optim(stage), 3)
+    settings = FitSettings(8, 8, 0, recipe.stage_optim(stage), 3)
     tokens = (_image_id(tokenizer), int(tokenizer.pad_token_id))
     torch.manual_seed(0)
-    module = LlavaStageModule(recipe, len(tokenizer), stage, schedule, tokens)
+    module = LlavaStageModule(recipe, len(tokenizer), stage, settings, tokens)
     module.train_data = ConversationSamples(data, tokenizer, stage.template, IMAGE_TOKENS, tokens[0], 24)
     return module
 
@@ -291,8 +291,8 @@ def test_pretrained_towers_are_loaded_and_the_vocabulary_grows(tmp_path: Path) -
         }
     )
     model = build_model(cfg, 42)
-    pos = model.model.vision_tower.vision_model.embeddings.position_embedding.weight
-    assert torch.equal(pos, vision.vision_model.embeddings.position_embedding.weight)
+    pos = model.model.vision_tower.embeddings.position_embedding.weight
+    assert torch.equal(pos, vision.embeddings.position_embedding.weight)
     embed = model.model.language_model.embed_tokens.weight
     assert torch.equal(embed[:40], llm.model.embed_tokens.weight)
     assert torch.allclose(embed[40], llm.model.embed_tokens.weight.mean(0))  # new rows start at the mean
@@ -376,3 +376,13 @@ def test_finetune_then_eval_from_the_cli(tmp_path: Path) -> None:
     planned = last_json(run_cli("plan", "-c", str(TINY), "--format", "json", cwd=tmp_path, check=True).stdout)
     assert [stage["name"] for stage in planned["stages"]] == ["align", "instruct"]
     assert planned["family"] == "llava" and planned["rows"]
+
+
+def test_calibration_times_the_costliest_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlmforge import plan
+
+    monkeypatch.setenv("VLMFORGE_CACHE", str(tmp_path))
+    calibration = plan.calibrate(_recipe("model.llm.vocab_size=64"), micro_batch=4, steps=2)
+    costs = plan.recipe_model_costs(_recipe("model.llm.vocab_size=64"))
+    assert calibration.family == "llava" and calibration.median_step_seconds > 0
+    assert calibration.flops_per_step == pytest.approx(4 * max(c.flops_per_sample for c in costs))

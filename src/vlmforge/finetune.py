@@ -183,19 +183,19 @@ def _run_stage(
     from vlmforge.families import family_for
     from vlmforge.models.llava import plain_model, save_weights
     from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog
-    from vlmforge.training.module import Schedule
+    from vlmforge.training.module import FitSettings
     from vlmforge.training.trainer import build_loggers, build_trainer
 
     directory.mkdir(parents=True, exist_ok=True)
     cfg = recipe.model
-    schedule = Schedule(
+    settings = FitSettings(
         stage.batch_size,
         recipe.micro_batch_size(stage),
         stage.data.num_workers,
         recipe.stage_optim(stage),
         stage.steps_for(len(train)),
     )
-    module = family_for(cfg).module_class()(recipe, vocab, stage, schedule, tokens, init_weights=init)
+    module = family_for(cfg).module_class()(recipe, vocab, stage, settings, tokens, init_weights=init)
     module.train_data = ConversationSamples(
         train, tokenizer, stage.template, cfg.image_tokens, tokens[0], cfg.max_text_tokens
     )
@@ -212,12 +212,12 @@ def _run_stage(
         recipe,
         [checkpoints, metrics_log],
         str(directory),
-        max_steps=schedule.max_steps,
+        max_steps=settings.max_steps,
         accumulate=recipe.accumulate_grad_batches(stage),
     )
     note = f" from {resume_from}" if resume_from else (f" from {init.parent.name}" if init else "")
     if trainer.is_global_zero:
-        print(f"stage {stage.name}: {stage.trainable}, {schedule.max_steps} steps{note}", file=sys.stderr)
+        print(f"stage {stage.name}: {stage.trainable}, {settings.max_steps} steps{note}", file=sys.stderr)
     started = time.perf_counter()
     trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     if checkpoints.preempted:

@@ -11,7 +11,7 @@ import torch
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.data.conversations import IGNORE_INDEX, collate_conversations
 from vlmforge.models.llava import load_weights, prepare_stage
-from vlmforge.training.module import PretrainModule, Schedule
+from vlmforge.training.module import FitSettings, PretrainModule
 
 
 class LlavaStageModule(PretrainModule):
@@ -23,11 +23,11 @@ class LlavaStageModule(PretrainModule):
         recipe: FinetuneRecipe,
         vocab_size: int,
         stage: FinetuneStage,
-        schedule: Schedule,
+        settings: FitSettings,
         tokens: tuple[int, int],  # (<image> id, <pad> id) of the run's tokenizer
         init_weights: Path | None = None,
     ) -> None:
-        super().__init__(recipe, vocab_size, schedule=schedule)
+        super().__init__(recipe, vocab_size, settings=settings)
         image_id, pad_id = tokens
         self.model.config.image_token_index = image_id  # where image features are scattered
         if init_weights is not None:

@@ -21,7 +21,7 @@ from vlmforge.training.schedule import SCHEDULES
 
 
 @dataclass(frozen=True)
-class Schedule:
+class FitSettings:
     """What one ``Trainer.fit`` of the module consumes: the sampler's batches and the optimizer's span."""
 
     global_batch: int
@@ -31,7 +31,7 @@ class Schedule:
     max_steps: int
 
     @classmethod
-    def of(cls, recipe: PretrainRecipe) -> Schedule:
+    def of(cls, recipe: PretrainRecipe) -> FitSettings:
         return cls(
             recipe.data.batch_size,
             recipe.micro_batch_size,
@@ -52,12 +52,12 @@ class PretrainModule(pl.LightningModule):
         recipe: TrainingRecipe,
         vocab_size: int,
         train_data: torch.utils.data.Dataset | None = None,
-        schedule: Schedule | None = None,
+        settings: FitSettings | None = None,
     ) -> None:
         super().__init__()
         self.recipe = recipe
-        assert schedule is not None or isinstance(recipe, PretrainRecipe), "a stage needs its schedule"
-        self.schedule = schedule or Schedule.of(recipe)  # type: ignore[arg-type]
+        assert settings is not None or isinstance(recipe, PretrainRecipe), "a stage needs its settings"
+        self.settings = settings or FitSettings.of(recipe)  # type: ignore[arg-type]
         self.vocab_size = vocab_size
         self.model = family_for(recipe.model).models.build_model(recipe.model, vocab_size)
         if recipe.train.activation_checkpointing:
@@ -84,14 +84,14 @@ class PretrainModule(pl.LightningModule):
         assert self.train_data is not None, f"{type(self).__name__} was built without training data"
         sampler = GlobalBatchSampler(
             len(self.train_data),  # type: ignore[arg-type]
-            self.schedule.global_batch,
-            self.schedule.micro_batch,
+            self.settings.global_batch,
+            self.settings.micro_batch,
             rank=self.global_rank,
             world_size=self.trainer.world_size,
             seed=self.recipe.seed,
             resume=self._resume_position,
         )
-        workers = self.schedule.num_workers
+        workers = self.settings.num_workers
         return torch.utils.data.DataLoader(
             self.train_data,
             batch_sampler=sampler,  # type: ignore[arg-type]
@@ -101,7 +101,7 @@ class PretrainModule(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim = self.schedule.optim
+        optim = self.settings.optim
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if param.requires_grad:
@@ -116,7 +116,7 @@ class PretrainModule(pl.LightningModule):
             eps=optim.eps,
         )
         schedule = SCHEDULES[optim.schedule]
-        total, warmup, floor = self.schedule.max_steps, optim.warmup_steps, optim.min_lr_ratio
+        total, warmup, floor = self.settings.max_steps, optim.warmup_steps, optim.min_lr_ratio
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, warmup, total, floor))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
