@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from vlmforge.plan import Phase
+    from vlmforge.planning.phases import Phase
 
 
 @dataclass
