@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlmforge.catalog import find_recipe, list_recipes, recipe_verb
+from vlmforge.catalog import find_recipe, list_recipes
 from vlmforge.config.load import apply_overrides, dump_recipe, load_recipe, parse_override, read_yaml
-from vlmforge.config.schema import RECIPES, DDPStrategy, EvalRecipe, PretrainRecipe
+from vlmforge.config.schema import (
+    RECIPES,
+    DDPStrategy,
+    EvalRecipe,
+    FinetuneRecipe,
+    PretrainRecipe,
+    recipe_verb,
+)
 from vlmforge.errors import UserError
 
 DEBUG = find_recipe("debug/clip-tiny")
@@ -23,7 +30,9 @@ def test_every_shipped_recipe_validates(name: str) -> None:
     recipe = load_recipe(verb, path)
     assert isinstance(recipe, RECIPES[verb])
     assert recipe.schema_version == 1
-    if verb == "pretrain":
+    if isinstance(recipe, FinetuneRecipe):
+        assert all(recipe.accumulate_grad_batches(stage) >= 1 for stage in recipe.stages)
+    elif isinstance(recipe, PretrainRecipe):
         assert recipe.accumulate_grad_batches >= 1
 
 
@@ -34,6 +43,8 @@ def test_shipped_recipes_include_demo_debug_and_real_scale() -> None:
         "clip/vit-b-16",
         "clip/vit-b-16-laion400m",
         "flip/vit-l-14-good-data",
+        "debug/llava-tiny",
+        "llava/llava-1.5-7b",
     } <= set(list_recipes())
 
 

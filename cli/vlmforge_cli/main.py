@@ -89,6 +89,23 @@ def load(
     return load_recipe(verb, path, overrides or [], base=base)
 
 
+def training_verb(config: str) -> str:
+    """pretrain or finetune, from the recipe's contents (a finetune recipe has stages)."""
+    from vlmforge.catalog import resolve_recipe_path
+    from vlmforge.config.load import read_yaml
+    from vlmforge.config.schema import recipe_verb
+
+    verb = guarded(lambda: recipe_verb(read_yaml(resolve_recipe_path(config))))
+    if verb not in ("pretrain", "finetune"):
+        fail(
+            UserError(
+                f"{config} is an {verb} recipe, not a training recipe",
+                hint="give a pretrain or finetune recipe",
+            )
+        )
+    return verb
+
+
 def emit(fmt: OutputFormat, payload: dict[str, Any], render: Callable[[], None]) -> None:
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
@@ -179,6 +196,48 @@ def pretrain(
         raise typer.Exit(EXIT_SIGTERM)
 
 
+@app.command()
+def finetune(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    resume: Annotated[
+        str,
+        typer.Option(
+            help="auto: newest unfinished run of this name (finished stages are skipped); never; "
+            "or a run dir / .ckpt file."
+        ),
+    ] = "never",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
+    ] = False,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Finetune a vision-language model (LLaVA) stage by stage, then evaluate it on held-out conversations.
+
+    Each stage starts from the previous stage's weights and trains only what it names (projector,
+    projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
+    costing more than plan.confirm_above_usd asks before it starts."""
+    from vlmforge import finetune as verb
+
+    recipe = guarded(lambda: load("finetune", config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+    confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
+    result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
+    if result is None:  # a worker rank under DDP: rank 0 reports
+        return
+    from vlmforge_cli.render import finetune_summary
+
+    emit(fmt, result.to_json(), lambda: finetune_summary(out, result))
+    if result.status == "preempted":
+        err.print(
+            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
+        )
+        raise typer.Exit(EXIT_SIGTERM)
+
+
 @app.command("eval")
 def evaluate(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Eval recipe YAML.")] = None,
@@ -189,7 +248,8 @@ def evaluate(
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
-    """Evaluate a trained run: zero-shot, retrieval, compositionality, captioning, linear probe."""
+    """Evaluate a trained run: zero-shot, retrieval, compositionality, captioning, linear probe, visual
+    question answering (LLaVA)."""
     from vlmforge import evaluate as verb
 
     if (config is None) == (run_dir is None):
@@ -291,7 +351,7 @@ def plan(
         return
     if config is None:
         fail(UserError("give a recipe with -c, or --published FILE.csv"))
-    recipe = guarded(lambda: load("pretrain", config, overrides))
+    recipe = guarded(lambda: load(training_verb(config), config, overrides))
     if show_config:
         print_config(recipe)
         return
@@ -331,10 +391,10 @@ def validate(
     show_config: PrintConfigOpt = False,
 ) -> None:
     """Check a recipe without running anything: schema, types, values, paths."""
-    from vlmforge.config.schema import RECIPES
+    from vlmforge.config.schema import RECIPES, recipe_verb
 
     def body() -> tuple[str, Any]:
-        from vlmforge.catalog import recipe_verb, resolve_recipe_path
+        from vlmforge.catalog import resolve_recipe_path
         from vlmforge.config.load import read_yaml
 
         chosen = verb or recipe_verb(read_yaml(resolve_recipe_path(config)))
@@ -360,9 +420,11 @@ def validate(
 def _missing_paths(recipe: Any) -> list[str]:
     """Paths the recipe names that do not exist on this machine (fine for recipes meant for a cluster)."""
     notes = []
-    data = getattr(recipe, "data", None)
-    if data is not None and getattr(data, "path", None) is not None and not data.path.exists():
-        notes.append(f"data.path {data.path} does not exist on this machine")
+    sources = [("data", getattr(recipe, "data", None))]
+    sources += [(f"stages[{i}].data", stage.data) for i, stage in enumerate(getattr(recipe, "stages", []))]
+    for where, data in sources:
+        if data is not None and getattr(data, "path", None) is not None and not data.path.exists():
+            notes.append(f"{where}.path {data.path} does not exist on this machine")
     model = getattr(recipe, "model", None)
     if model is not None and getattr(model, "pretrained", None) is not None and not model.pretrained.exists():
         notes.append(f"model.pretrained {model.pretrained} does not exist on this machine")
@@ -448,7 +510,7 @@ def recipes_cp(
 
 
 @recipes_app.command("schema")
-def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain, eval or curate.")]) -> None:
+def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain, finetune, eval or curate.")]) -> None:
     """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
     from vlmforge.config.schema import RECIPES
 

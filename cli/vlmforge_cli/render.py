@@ -17,7 +17,9 @@ def eval_table(console: Console, metrics: dict[str, dict[str, Any]], title: str 
     table.add_column("value", justify="right")
     for task, values in metrics.items():
         for key, value in values.items():
-            if key in ("seconds", "samples", "classes", "templates", "match") or isinstance(value, list):
+            if key in ("seconds", "samples", "classes", "templates", "match", "examples") or isinstance(
+                value, list
+            ):
                 continue
             table.add_row(task, key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -99,6 +101,26 @@ def data_check_table(console: Console, report: dict[str, Any], shown: int = 20) 
         console.print(table)
 
 
+def finetune_summary(console: Console, result: Any) -> None:
+    table = Table(title=f"finetune: {result.status}")
+    for column in ("stage", "steps", "final train loss", "samples/s"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for name, train in result.metrics.get("stages", {}).items():
+        loss, speed = train.get("loss"), train.get("samples_per_s")
+        table.add_row(
+            escape(name),
+            str(train.get("step", "-")),
+            f"{loss:.4f}" if loss is not None else "-",
+            f"{speed:.0f}" if speed is not None else "-",
+        )
+    console.print(table)
+    console.print(f"run dir: {escape(str(result.run_dir))}")
+    if result.checkpoint:
+        console.print(f"weights: {escape(str(result.checkpoint))}")
+    if "eval" in result.metrics:
+        eval_table(console, result.metrics["eval"], title="held-out evaluation")
+
+
 def recipes_table(console: Console, recipes: dict[str, Path]) -> None:
     table = Table(title="shipped recipes")
     table.add_column("name")
@@ -125,11 +147,19 @@ def calibration_line(console: Console, calibration: Any) -> None:
 
 
 def plan_table(console: Console, result: Any) -> None:
+    per_sample = "GFLOPs per sample (mean over stages)" if result.stages else "GFLOPs per sample"
     console.print(
-        f"[bold]{escape(result.name)}[/]: {result.flops_per_sample / 1e9:,.2f} GFLOPs per sample x "
+        f"[bold]{escape(result.name)}[/]: {result.flops_per_sample / 1e9:,.2f} {per_sample} x "
         f"{result.samples_seen:,} samples = {result.total_flops:.3e} FLOPs; "
         f"utilisation prior ({result.family}) {result.mfu:.1%} of peak ({result.precision})"
     )
+    for stage in result.stages:
+        console.print(
+            f"  stage {escape(stage.name)}: {stage.flops_per_sample / 1e9:,.2f} GFLOPs per sample x "
+            f"{stage.samples:,} samples = {stage.total_flops:.3e} FLOPs; "
+            f"{stage.trainable_params / 1e6:,.1f}M trainable of "
+            f"{(stage.trainable_params + stage.frozen_params) / 1e6:,.1f}M parameters"
+        )
     for name, mfu in result.calibrations.items():
         console.print(f"{name}: calibrated utilisation {mfu:.1%} used instead of the prior")
     table = Table(title="plan")
@@ -150,7 +180,8 @@ def plan_table(console: Console, result: Any) -> None:
             _amount(row.usd),
             f"{row.gb_per_gpu:.1f}/{row.capacity_gb:.0f}",
             row.strategy,
-            f"{row.micro_batch}×{row.accumulate}",
+            " / ".join(f"{st['micro_batch']}×{st['accumulate']}" for st in row.stages)
+            or f"{row.micro_batch}×{row.accumulate}",
             " ".join(label for label, index in picks if index == i),
         )
     console.print(table)

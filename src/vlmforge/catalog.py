@@ -22,13 +22,6 @@ def list_recipes() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def recipe_verb(data: dict) -> str:
-    """The verb a recipe mapping is for: a curation has ``steps``, an evaluation names a ``run``."""
-    if "steps" in data:
-        return "curate"
-    return "eval" if "run" in data else "pretrain"
-
-
 def find_recipe(name: str) -> Path:
     """A shipped recipe by full name (``debug/clip-tiny``) or by unique stem (``clip-tiny``)."""
     recipes = list_recipes()

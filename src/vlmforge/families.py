@@ -12,6 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vlmforge.config.llava import LlavaModel
 from vlmforge.config.models import ModelConfig
 
 
@@ -73,14 +74,17 @@ FLAVA = Family(
     ("zeroshot", "retrieval", "compositional", "linear_probe"),
 )
 
+LLAVA = Family("llava", "vlmforge.models.llava", "vlmforge.training.llava:LlavaStageModule", ("vqa",))
+
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,
     "siglip": CONTRASTIVE,
     "coca": GENERATIVE,
     "masked": MASKED,
     "flava": FLAVA,
+    "llava": LLAVA,
 }
 
 
-def family_for(cfg: ModelConfig) -> Family:
+def family_for(cfg: ModelConfig | LlavaModel) -> Family:
     return FAMILIES[cfg.kind]

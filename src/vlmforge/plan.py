@@ -13,7 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmforge.config.schema import ClipModel, PretrainRecipe, WordTokenizer
+from vlmforge.config.schema import (
+    ClipModel,
+    FinetuneRecipe,
+    PretrainRecipe,
+    TrainingRecipe,
+)
 from vlmforge.errors import UserError
 from vlmforge.planning.calibrate import (
     Calibration,
@@ -24,7 +29,15 @@ from vlmforge.planning.calibrate import (
     time_training_steps,
 )
 from vlmforge.planning.catalog import Accelerator, load_catalog, lookup
-from vlmforge.planning.memory import GPUS_PER_NODE, estimate_memory, saved_activation_bytes
+from vlmforge.planning.memory import GPUS_PER_NODE, estimate_memory
+from vlmforge.planning.phases import (  # noqa: F401  (re-exported: the planner's model costs)
+    Phase,
+    PhaseCost,
+    phase_cost,
+    phases,
+    probe_vocab_size,
+    recipe_model_costs,
+)
 
 PRIOR_FILE = Path(__file__).parent / "planning" / "prior.json"
 DEFAULT_ACCELERATORS = ("a100-40gb", "a100-80gb", "h100-sxm")
@@ -101,7 +114,8 @@ class PlanRow:
     wall_hours: float = 0.0
     accel_hours: float = 0.0
     usd: float = 0.0
-    recipe_overrides: str | None = None  # the recipe settings that train this row's layout
+    stages: list[dict[str, Any]] = field(default_factory=list)  # per phase when there are several
+    recipe_overrides: str | None = None  # the recipe settings that train this row's layout (one phase)
 
 
 @dataclass
@@ -118,6 +132,7 @@ class PlanResult:
     calibrations: dict[str, float] = field(default_factory=dict)  # accelerator -> calibrated MFU used
     cheapest: int | None = None
     fastest: int | None = None
+    stages: list[PhaseCost] = field(default_factory=list)  # a finetune recipe's stages, in order
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -129,9 +144,8 @@ def load_prior() -> dict[str, Any]:
     return json.loads(PRIOR_FILE.read_text(encoding="utf-8"))
 
 
-def family_of(recipe: PretrainRecipe) -> str:
-    """The published-runs family whose utilisation applies: the model family's, except that masked patches
-    make CLIP a FLIP ('masked')."""
+def family_of(recipe: TrainingRecipe) -> str:
+    """The published-runs family whose utilisation applies: masked patches make CLIP a FLIP ('masked')."""
     from vlmforge.families import family_for
 
     model = recipe.model
@@ -140,34 +154,14 @@ def family_of(recipe: PretrainRecipe) -> str:
     return family_for(model).name
 
 
-def recipe_model_costs(recipe: PretrainRecipe) -> tuple[float, int, int]:
-    """(training FLOPs per sample, activation bytes per sample, parameters) of the recipe's model."""
-    from vlmforge.families import family_for
-    from vlmforge.planning.flops import model_flops_per_sample, probe_step
-
-    vocab = probe_vocab_size(recipe)
-    cfg = recipe.model.model_copy(update={"pretrained": None})
-    models = family_for(cfg).models
-    params = sum(p.numel() for p in models.build_model(cfg, vocab, device="meta").parameters())
-    flops = model_flops_per_sample(cfg, vocab)
-    activations = saved_activation_bytes(
-        lambda: models.build_model(cfg, vocab, device="meta"), probe_step(cfg, vocab)
-    )
-    return float(flops.train), activations, params
-
-
-def probe_vocab_size(recipe: PretrainRecipe) -> int:
-    """Vocabulary of the model planned before any data is read: word vocabularies are small."""
-    return 1000 if isinstance(recipe.model.tokenizer, WordTokenizer) else 49408
-
-
 def choose(
-    accel: Accelerator, count: int, recipe: PretrainRecipe, params: int, act_bytes: int
+    accel: Accelerator, count: int, cost: PhaseCost, precision: str
 ) -> tuple[Layout, int, int, float] | str:
     """Cheapest fitting (layout, micro-batch, accumulation, GB/GPU), or the reason nothing fits.
 
+    Frozen parameters hold only their working copy: no gradients, no optimizer states.
     First pass: every layout at micro-batches >= GOOD_MICRO_BATCH; second pass: down to 1."""
-    global_batch = recipe.data.batch_size
+    global_batch = cost.batch_size
     if global_batch % count:
         return f"global batch {global_batch} does not split over {count} GPUs"
     largest = global_batch // count
@@ -177,11 +171,11 @@ def choose(
             micro = largest
             while micro >= floor:
                 mem = estimate_memory(
-                    params,
-                    0,
-                    act_bytes,
+                    cost.trainable_params,
+                    cost.frozen_params,
+                    cost.activation_bytes_per_sample,
                     micro,
-                    recipe.train.precision,
+                    precision,
                     layout.strategy,
                     count,
                     activation_checkpointing=layout.checkpointing,
@@ -197,56 +191,38 @@ def choose(
 
 
 def run(
-    recipe: PretrainRecipe,
+    recipe: TrainingRecipe,
     accelerators: list[str] | None = None,
     counts: list[int] | None = None,
     budget_usd: float | None = None,
     deadline_hours: float | None = None,
     catalog_path: Path | None = None,
 ) -> PlanResult:
+    """Plan every accelerator x GPU count. A multi-stage recipe is planned stage by stage (each its own
+    layout and micro-batch: frozen parts change both); hours and dollars are the stages' sums."""
     catalog = load_catalog(catalog_path)
     chosen = [lookup(catalog, name) for name in (accelerators or DEFAULT_ACCELERATORS)]
     counts = sorted(set(counts or (*DEFAULT_COUNTS, recipe.world_size)))
     if any(c < 1 for c in counts):
         raise UserError("--gpus: GPU counts must be positive integers")
-    flops, act_bytes, params = recipe_model_costs(recipe)
-    samples = recipe.train.max_steps * recipe.data.batch_size
-    total = flops * samples
+    costs = recipe_model_costs(recipe)
+    samples = sum(c.samples for c in costs)
+    total = sum(c.total_flops for c in costs)
     family = family_of(recipe)
     prior = load_prior()["mfu"]
     mfu = prior.get(family, prior["*"])
-    result = PlanResult(recipe.name, family, flops, samples, total, mfu, recipe.train.precision)
+    precision = recipe.train.precision
+    result = PlanResult(recipe.name, family, total / samples, samples, total, mfu, precision)
+    if isinstance(recipe, FinetuneRecipe):
+        result.stages = costs
     calibrated = load_calibrations()
     for accel in chosen:
-        measured = calibrated.get(calibration_key(accel.name, recipe.train.precision, family))
+        measured = calibrated.get(calibration_key(accel.name, precision, family))
         accel_mfu = float(measured["measured_mfu"]) if measured else mfu  # type: ignore[arg-type]
         if measured:
             result.calibrations[accel.name] = accel_mfu
         for count in counts:
-            outcome = choose(accel, count, recipe, params, act_bytes)
-            if isinstance(outcome, str):
-                result.rows.append(PlanRow(accel.name, count, False, outcome, capacity_gb=accel.memory_gb))
-                continue
-            layout, micro, accumulate, gb = outcome
-            peak = accel.peak_flops(recipe.train.precision)
-            accel_hours = total * layout.compute_factor / (accel_mfu * peak * 3600)
-            result.rows.append(
-                PlanRow(
-                    accel.name,
-                    count,
-                    True,
-                    strategy=layout.label,
-                    compute_factor=layout.compute_factor,
-                    micro_batch=micro,
-                    accumulate=accumulate,
-                    gb_per_gpu=round(gb, 2),
-                    capacity_gb=accel.memory_gb,
-                    wall_hours=accel_hours / count,
-                    accel_hours=accel_hours,
-                    usd=accel_hours * accel.usd_per_hour,
-                    recipe_overrides=layout.recipe_overrides(count, micro),
-                )
-            )
+            result.rows.append(_plan_row(accel, count, costs, precision, accel_mfu, len(costs) > 1))
     feasible = [
         i
         for i, row in enumerate(result.rows)
@@ -258,6 +234,49 @@ def run(
         result.cheapest = min(feasible, key=lambda i: (result.rows[i].usd, result.rows[i].wall_hours))
         result.fastest = min(feasible, key=lambda i: (result.rows[i].wall_hours, result.rows[i].usd))
     return result
+
+
+def _plan_row(
+    accel: Accelerator, count: int, costs: list[PhaseCost], precision: str, mfu: float, staged: bool
+) -> PlanRow:
+    stages: list[dict[str, Any]] = []
+    for cost in costs:
+        outcome = choose(accel, count, cost, precision)
+        if isinstance(outcome, str):
+            reason = f"stage {cost.name}: {outcome}" if staged else outcome
+            return PlanRow(accel.name, count, False, reason, capacity_gb=accel.memory_gb)
+        layout, micro, accumulate, gb = outcome
+        hours = cost.total_flops * layout.compute_factor / (mfu * accel.peak_flops(precision) * 3600)
+        stages.append(
+            {
+                "name": cost.name,
+                "strategy": layout.label,
+                "compute_factor": layout.compute_factor,
+                "micro_batch": micro,
+                "accumulate": accumulate,
+                "gb_per_gpu": round(gb, 2),
+                "accel_hours": hours,
+                "wall_hours": hours / count,
+            }
+        )
+    main = max(stages, key=lambda stage: stage["accel_hours"])  # the stage that dominates the time
+    accel_hours = sum(stage["accel_hours"] for stage in stages)
+    return PlanRow(
+        accel.name,
+        count,
+        True,
+        strategy=" / ".join(stage["strategy"] for stage in stages),
+        compute_factor=main["compute_factor"],
+        micro_batch=main["micro_batch"],
+        accumulate=main["accumulate"],
+        gb_per_gpu=max(stage["gb_per_gpu"] for stage in stages),
+        capacity_gb=accel.memory_gb,
+        wall_hours=accel_hours / count,
+        accel_hours=accel_hours,
+        usd=accel_hours * accel.usd_per_hour,
+        stages=stages if staged else [],
+        recipe_overrides=None if staged else layout.recipe_overrides(count, micro),
+    )
 
 
 def plot(result: PlanResult, path: Path) -> Path:
@@ -296,22 +315,26 @@ def plot(result: PlanResult, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------ calibration
-def calibrate(recipe: PretrainRecipe, micro_batch: int | None = None, steps: int = 6) -> Calibration:
-    """Time real steps of the recipe's model here; save the measured MFU as this device's prior."""
+def calibrate(recipe: TrainingRecipe, micro_batch: int | None = None, steps: int = 6) -> Calibration:
+    """Time real steps of the recipe's model here (its costliest phase: the stage that dominates a
+    finetune); save the measured MFU as this device's prior."""
     import torch
 
     _, catalog_name = present_accelerator(recipe)
     family = family_of(recipe)
-    micro = micro_batch or recipe.micro_batch_size
-    flops, _, _ = recipe_model_costs(recipe)
+    candidates = phases(recipe)
+    costs = [phase_cost(phase) for phase in candidates]
+    costliest = max(range(len(costs)), key=lambda i: costs[i].total_flops)
+    phase, flops = candidates[costliest], costs[costliest].flops_per_sample
+    micro = micro_batch or phase.micro_batch
     if catalog_name is None:
         device, name, peak = "cpu", f"cpu-{torch.get_num_threads()}t", cpu_peak_flops()
     else:
         device, name = "cuda", catalog_name
         peak = lookup(load_catalog(), catalog_name).peak_flops(recipe.train.precision)
-    seconds, peak_gb = time_training_steps(recipe, micro, steps=steps, device=device)
+    seconds, peak_gb = time_training_steps(recipe, phase, micro, steps=steps, device=device)
     # A second, half-size point separates fixed per-step overhead from per-sample time.
-    half_seconds = time_training_steps(recipe, max(1, micro // 2), steps=steps, device=device)[0]
+    half_seconds = time_training_steps(recipe, phase, max(1, micro // 2), steps=steps, device=device)[0]
     per_sample = max(0.0, (seconds - half_seconds) / (micro - max(1, micro // 2))) if micro > 1 else seconds
     # noisy timings can make the fitted line pass below the origin: then all of the time is per sample, so
     # the fit still reproduces the measured step at the calibrated micro-batch
@@ -451,7 +474,7 @@ def catalog_name_for(device_name: str, memory_gb: float) -> str | None:
     return None
 
 
-def present_accelerator(recipe: PretrainRecipe) -> tuple[str, str | None]:
+def present_accelerator(recipe: TrainingRecipe) -> tuple[str, str | None]:
     """(device description, catalog name or None) for the devices this recipe will train on."""
     import torch
 
@@ -462,15 +485,15 @@ def present_accelerator(recipe: PretrainRecipe) -> tuple[str, str | None]:
     return props.name, name
 
 
-def pre_run_estimate(recipe: PretrainRecipe) -> dict[str, Any]:
+def pre_run_estimate(recipe: TrainingRecipe) -> dict[str, Any]:
     """What the run will cost on the devices it is about to use: printed and saved as plan.json."""
     device, catalog_name = present_accelerator(recipe)
     world = recipe.world_size
     estimate: dict[str, Any] = {"device": device, "devices": world, "accelerator": catalog_name}
     if catalog_name is None:
-        flops, _, _ = recipe_model_costs(recipe)
-        samples = recipe.train.max_steps * recipe.data.batch_size
-        estimate |= {"flops_per_sample": flops, "samples_seen": samples, "total_flops": flops * samples}
+        costs = recipe_model_costs(recipe)
+        samples, total = sum(c.samples for c in costs), sum(c.total_flops for c in costs)
+        estimate |= {"flops_per_sample": total / samples, "samples_seen": samples, "total_flops": total}
         return estimate
     result = run(recipe, [catalog_name], [world])
     row = result.rows[0]

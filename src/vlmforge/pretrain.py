@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.config.load import dump_recipe, read_yaml
-from vlmforge.config.schema import PretrainRecipe
+from vlmforge.config.schema import PretrainRecipe, TrainingRecipe
 from vlmforge.errors import UserError
 from vlmforge.launch import global_rank, launched_world_size
 from vlmforge.runs import (
@@ -70,7 +70,7 @@ class PretrainResult:
         }
 
 
-def prepare_run(recipe: PretrainRecipe, resume: str) -> tuple[Path, ResumePoint | None]:
+def prepare_run(recipe: TrainingRecipe, resume: str) -> tuple[Path, ResumePoint | None]:
     """Pick the run directory (new, resumed, or given by a launch script) and write the resolved recipe."""
     mine = os.environ.get(SPAWN_ENV) == str(os.getpid())
     if SPAWN_ENV in os.environ and not mine:  # started by our rank 0 through Lightning's launcher
@@ -98,7 +98,7 @@ def prepare_run(recipe: PretrainRecipe, resume: str) -> tuple[Path, ResumePoint 
     return run_dir, point
 
 
-def _join_preset_run(recipe: PretrainRecipe, run_dir: Path, resume: str) -> tuple[Path, ResumePoint | None]:
+def _join_preset_run(recipe: TrainingRecipe, run_dir: Path, resume: str) -> tuple[Path, ResumePoint | None]:
     if is_completed(run_dir):
         raise UserError(f"{RUN_DIR_ENV}={run_dir} holds a completed run", hint="choose a new run directory")
     if resume == "never":
@@ -115,7 +115,7 @@ def _join_preset_run(recipe: PretrainRecipe, run_dir: Path, resume: str) -> tupl
     return run_dir, point
 
 
-def _check_same_recipe(recipe: PretrainRecipe, run_dir: Path) -> None:
+def _check_same_recipe(recipe: TrainingRecipe, run_dir: Path) -> None:
     saved_file = run_dir / "recipe.yaml"
     if not saved_file.is_file():
         return
@@ -171,7 +171,7 @@ def is_launched_worker() -> bool:
     return global_rank() != 0
 
 
-def estimate_and_confirm(recipe: PretrainRecipe, confirm: Callable[[str], bool] | None) -> dict[str, Any]:
+def estimate_and_confirm(recipe: TrainingRecipe, confirm: Callable[[str], bool] | None) -> dict[str, Any]:
     """Print the plan for the devices about to be used; ask before an expensive run if ``confirm`` is set."""
     import sys
 
@@ -190,6 +190,22 @@ def estimate_and_confirm(recipe: PretrainRecipe, confirm: Callable[[str], bool] 
     return estimate
 
 
+def measured(trainer: Any, metrics_log: Any, module: Any, started: float) -> dict[str, Any]:
+    """What a finished ``Trainer.fit`` measured (``actual.json``): steps, time, throughput, peak memory."""
+    from vlmforge.training.callbacks import peak_memory_bytes
+
+    step_times = sorted(metrics_log.step_times)
+    last = metrics_log.history[-1] if metrics_log.history else {}
+    return {
+        "steps": trainer.global_step,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "median_step_seconds": step_times[len(step_times) // 2] if step_times else None,
+        "samples_per_second": last.get("samples_per_s"),
+        "peak_memory_bytes": peak_memory_bytes(module.device),
+        "world_size": trainer.world_size,
+    }
+
+
 def run(
     recipe: PretrainRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> PretrainResult | None:
@@ -205,7 +221,7 @@ def run(
     from vlmforge.data.tokenizers import build_tokenizer, save_tokenizer
     from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
     from vlmforge.families import family_for
-    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog, peak_memory_bytes
+    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog
     from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed, check_runnable
 
     family = family_for(recipe.model)
@@ -273,18 +289,7 @@ def run(
         k: v for k, v in last.items() if k not in ("epoch", "time_s") and not k.startswith("data_")
     }
     metrics: dict[str, Any] = {"train": train_metrics, "data": accounting.summary()}
-    step_times = sorted(metrics_log.step_times)
-    write_json(
-        run_dir / "actual.json",
-        {
-            "steps": trainer.global_step,
-            "wall_seconds": round(time.perf_counter() - started, 3),
-            "median_step_seconds": step_times[len(step_times) // 2] if step_times else None,
-            "samples_per_second": last.get("samples_per_s"),
-            "peak_memory_bytes": peak_memory_bytes(module.device),
-            "world_size": trainer.world_size,
-        },
-    )
+    write_json(run_dir / "actual.json", measured(trainer, metrics_log, module, started))
     if status == "completed" and recipe.eval and len(val_set) > 0:
         assert ckpt is not None
         model = model_for_eval(recipe, module, tokenizer.vocab_size, ckpt)

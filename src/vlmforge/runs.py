@@ -187,8 +187,7 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
         )
     if not _readable(path):
         raise UserError(f"--resume: {path} is not a readable checkpoint (damaged or not weights-only)")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return ResumePoint(run_dir, path)
+    return ResumePoint(run_dir_of(path), path)
 
 
 def is_completed(run_dir: Path) -> bool:
@@ -197,11 +196,20 @@ def is_completed(run_dir: Path) -> bool:
 
 
 def resume_point_in(run_dir: Path) -> ResumePoint | None:
-    """The newest readable checkpoint of a run directory, if any."""
-    for ckpt in reversed(list_checkpoints(run_dir / "checkpoints")):
-        if _readable(ckpt):
-            return ResumePoint(run_dir, ckpt)
+    """The newest readable checkpoint of a run directory, if any (of a staged run: in the stage that
+    wrote last)."""
+    stages = sorted((run_dir / "stages").glob("*/checkpoints"), key=lambda d: d.stat().st_mtime)
+    for directory in reversed([run_dir / "checkpoints", *stages]):
+        for ckpt in reversed(list_checkpoints(directory)):
+            if _readable(ckpt):
+                return ResumePoint(run_dir, ckpt)
     return None
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory holding a checkpoint: <run>/checkpoints/ or <run>/stages/<name>/checkpoints/."""
+    parent = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return parent.parent.parent if parent.parent.name == "stages" else parent
 
 
 def final_checkpoint(run_dir: Path) -> Path:

@@ -70,29 +70,32 @@ def _number_or_text(value: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each ``key.path=value`` in a nested dict (intermediate mappings are created); an integer part
-    indexes a list, e.g. ``steps.2.threshold=0.3``."""
+    """Set each ``key.path=value`` in a nested dict (intermediate mappings are created); a number picks
+    an item of a list (``stages.1.lr=1e-4``)."""
     for text in overrides:
         path, value = parse_override(text)
         node: Any = data
-        for i, part in enumerate(path):
-            where = ".".join(path[: i + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise UserError(f"override {text!r}: {where}: no item {part} in a list of {len(node)}")
-                key: Any = int(part)
-            elif isinstance(node, dict):
-                key = part
-            else:
-                where = ".".join(path[:i])
-                raise UserError(f"override {text!r}: {where} is a {type(node).__name__}, not a section")
-            if i == len(path) - 1:
-                node[key] = value
-            else:
-                if isinstance(node, dict) and node.get(key) is None:
-                    node[key] = {}
-                node = node[key]
+        for i, part in enumerate(path[:-1]):
+            key = _list_index(node, part, text, path[:i]) if isinstance(node, list) else part
+            child = node[key] if isinstance(node, list) else node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict | list):
+                where = ".".join(path[: i + 1])
+                raise UserError(f"override {text!r}: {where} is a {type(child).__name__}, not a section")
+            node = child
+        last = _list_index(node, path[-1], text, path[:-1]) if isinstance(node, list) else path[-1]
+        node[last] = value
     return data
+
+
+def _list_index(items: list[Any], part: str, text: str, where: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise UserError(
+            f"override {text!r}: {'.'.join(where)} is a list of {len(items)}; {part!r} is not an index in it",
+            hint=f"use a number from 0 to {len(items) - 1}",
+        )
+    return int(part)
 
 
 def validate_recipe(cls: type[RecipeT], data: dict[str, Any], source: str) -> RecipeT:

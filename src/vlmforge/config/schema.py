@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section
 from vlmforge.config.curate import CurateRecipe
+from vlmforge.config.llava import BpeTokenizer, LlavaModel  # noqa: F401  (re-exported)
 from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model sections)
     PERTURBATION_KINDS,
     ClipModel,
@@ -210,8 +211,9 @@ class CheckpointConfig(Section):
     keep_last: int = Field(3, ge=1, description="Keep this many most recent step checkpoints.")
 
 
-class TrainConfig(Section):
-    max_steps: int = Field(ge=1, description="Optimizer steps to train for.")
+class DeviceConfig(Section):
+    """Devices, precision and the loop's bookkeeping: everything about training but its length."""
+
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Device type.")
     devices: int = Field(1, ge=1, description="Devices (processes) per node.")
     num_nodes: int = Field(1, ge=1, description="Nodes.")
@@ -248,6 +250,10 @@ class TrainConfig(Section):
                 "with train.accelerator cpu use bf16-mixed or 32"
             )
         return self
+
+
+class TrainConfig(DeviceConfig):
+    max_steps: int = Field(ge=1, description="Optimizer steps to train for.")
 
 
 class PlanConfig(Section):
@@ -315,6 +321,15 @@ class CompositionalTask(Section):
     seed: int = Field(0, description="Seed of the perturbations (the same probes for every model).")
 
 
+class VqaTask(Section):
+    """Visual question answering: greedy answers to held-out questions, exact match after lower-casing and
+    stripping punctuation (the VQA accuracy of generative VLMs, one reference answer per question)."""
+
+    kind: Literal["vqa"] = "vqa"
+    max_new_tokens: int = Field(16, ge=1, description="Longest generated answer, in tokens.")
+    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many conversations.")
+
+
 class CaptioningTask(Section):
     """Caption each image with the model's decoder; score BLEU-4 (Papineni et al. 2002) and CIDEr-D
     (Vedantam et al. 2015) against all of the image's captions. Generative models only."""
@@ -351,7 +366,7 @@ class LinearProbeTask(Section):
 
 
 EvalTask = Annotated[
-    ZeroShotTask | RetrievalTask | CompositionalTask | CaptioningTask | LinearProbeTask,
+    ZeroShotTask | RetrievalTask | CompositionalTask | CaptioningTask | LinearProbeTask | VqaTask,
     Field(discriminator="kind"),
 ]
 
@@ -367,6 +382,34 @@ def default_tasks_for(supported: tuple[str, ...]) -> list[ZeroShotTask | Retriev
 
 # ------------------------------------------------------------------------------------------ recipes
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def family_eval_tasks(model: ModelConfig | LlavaModel) -> tuple[str, ...]:
+    from vlmforge.families import family_for
+
+    return family_for(model).eval_tasks
+
+
+def check_eval_tasks(model: ModelConfig | LlavaModel, tasks: list[EvalTask]) -> None:
+    """Every task must be one the model's family can run."""
+    supported = family_eval_tasks(model)
+    for task in tasks:
+        if task.kind not in supported:
+            raise ValueError(
+                f"eval task {task.kind!r} does not apply to model.kind {model.kind!r} "
+                f"(tasks for this model: {', '.join(supported)})"
+            )
+
+
+def split_batch(batch_size: int, micro_batch_size: int | None, world: int, where: str) -> int:
+    """The micro-batch per device; raises unless the global batch splits evenly over devices x micro."""
+    micro = micro_batch_size or batch_size // world
+    if micro < 1 or batch_size % (micro * world):
+        raise ValueError(
+            f"{where}batch_size {batch_size} must be a multiple of "
+            f"micro_batch_size ({micro}) x devices x nodes ({world})"
+        )
+    return micro
 
 
 class PretrainRecipe(Section):
@@ -392,28 +435,14 @@ class PretrainRecipe(Section):
 
     @model_validator(mode="after")
     def _batch_divides(self) -> PretrainRecipe:
-        world = self.train.devices * self.train.num_nodes
-        micro = self.train.micro_batch_size or self.data.batch_size // world
-        if micro < 1 or self.data.batch_size % (micro * world):
-            raise ValueError(
-                f"data.batch_size {self.data.batch_size} must be a multiple of "
-                f"micro_batch_size ({micro}) x devices x nodes ({world})"
-            )
+        split_batch(self.data.batch_size, self.train.micro_batch_size, self.world_size, "data.")
         return self
 
     @model_validator(mode="after")
     def _eval_tasks_apply(self) -> PretrainRecipe:
-        from vlmforge.families import family_for
-
-        supported = family_for(self.model).eval_tasks
         if "eval" not in self.model_fields_set:  # set directly: assigning would re-run the validators
-            self.__dict__["eval"] = default_tasks_for(supported)
-        for task in self.eval:
-            if task.kind not in supported:
-                raise ValueError(
-                    f"eval task {task.kind!r} does not apply to model.kind {self.model.kind!r} "
-                    f"(tasks for this model: {', '.join(supported)})"
-                )
+            self.__dict__["eval"] = default_tasks_for(family_eval_tasks(self.model))
+        check_eval_tasks(self.model, self.eval)
         return self
 
     @model_validator(mode="after")
@@ -440,6 +469,141 @@ class PretrainRecipe(Section):
         return self.data.batch_size // (self.micro_batch_size * self.world_size)
 
 
+# ----------------------------------------------------------------------------------------- finetune
+class ConversationDataBase(Section):
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device.")
+    mean: tuple[float, float, float] = Field(OPENAI_MEAN, description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field(OPENAI_STD, description="Per-channel normalisation std.")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction held out for evaluation.")
+    num_samples: int | None = Field(
+        None, ge=1, description="Conversations in the data, for `vlmforge plan` before the data is at hand."
+    )
+    mean_text_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Mean text tokens per conversation, for `vlmforge plan` (default: max_text_tokens).",
+    )
+
+
+class LlavaJsonData(ConversationDataBase):
+    """LLaVA's conversation JSON: [{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}];
+    images (resized to the vision encoder's side) are read from `image_folder`."""
+
+    kind: Literal["llava-json"] = "llava-json"
+    path: Path = Field(description="The conversation JSON file.")
+    image_folder: Path | None = Field(None, description="Folder of the images (default: the JSON's folder).")
+
+
+class DigitsConversations(ConversationDataBase):
+    """sklearn's digits as conversations, offline: captions ("a handwritten seven") for stage 1, questions
+    ("What digit is this?" -> "seven") for stage 2. Images are upscaled to the vision encoder's side."""
+
+    kind: Literal["digits-conversations"] = "digits-conversations"
+    task: Literal["caption", "vqa"] = Field("vqa", description="Captions or question-answer pairs.")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
+    )
+
+
+ConversationSource = Annotated[LlavaJsonData | DigitsConversations, Field(discriminator="kind")]
+
+
+class FinetuneStage(Section):
+    """One stage of `vlmforge finetune`: it starts from the previous stage's weights."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Stage name: its files go to <run>/stages/<name>/.")
+    trainable: Literal["projector", "projector+llm", "lora", "projector+lora"] = Field(
+        description="What trains; the rest is frozen (the vision encoder always is). 'lora': only the "
+        "adapters of model.lora."
+    )
+    data: ConversationSource
+    template: Literal["plain", "chat"] = Field(
+        "chat",
+        description="'plain': image then answer (LLaVA's stage-1 format); 'chat': USER: ... ASSISTANT: ... "
+        "turns. The loss is on the answers only.",
+    )
+    batch_size: int = Field(128, ge=1, description="Global batch: samples per optimizer step, all devices.")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Samples per device per forward; default batch_size / devices."
+    )
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps (or give epochs).")
+    epochs: int | None = Field(None, ge=1, description="Passes over the data (or give max_steps).")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate (default: optim.lr).")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps (default: optim.warmup_steps).")
+
+    @model_validator(mode="after")
+    def _length(self) -> FinetuneStage:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of max_steps or epochs")
+        return self
+
+    def steps_for(self, train_samples: int) -> int:
+        """Optimizer steps: max_steps, or epochs of full global batches."""
+        return self.max_steps or max(1, (self.epochs or 1) * (train_samples // self.batch_size))
+
+
+def _default_finetune_tasks() -> list[EvalTask]:
+    return [VqaTask()]
+
+
+class FinetuneRecipe(Section):
+    """`vlmforge finetune`: train a vision-language model in stages (LLaVA: align the projector, then
+    instruction-tune), each from the previous stage's weights."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
+    )
+    seed: int = Field(0, description="Seed for initialisation and data order.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    model: LlavaModel
+    stages: list[FinetuneStage] = Field(min_length=1, description="Stages, run in order.")
+    optim: OptimConfig = Field(
+        default_factory=OptimConfig, description="Optimizer; each stage may set its own lr and warm-up."
+    )
+    train: DeviceConfig = Field(default_factory=DeviceConfig, description="Devices and precision.")
+    logger: LoggerConfig = Field(default_factory=NoLogger)
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
+    eval: list[EvalTask] = Field(
+        default_factory=_default_finetune_tasks,
+        description="Evaluations run after the last stage on its data's held-out split.",
+    )
+
+    @model_validator(mode="after")
+    def _stages_consistent(self) -> FinetuneRecipe:
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        for i, stage in enumerate(self.stages):
+            split_batch(stage.batch_size, stage.micro_batch_size, self.world_size, f"stages[{i}].")
+            if "lora" in stage.trainable and self.model.lora is None:
+                raise ValueError(f"stage {stage.name!r} trains LoRA adapters: set model.lora")
+        check_eval_tasks(self.model, self.eval)
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.train.devices * self.train.num_nodes
+
+    def micro_batch_size(self, stage: FinetuneStage) -> int:
+        return stage.micro_batch_size or stage.batch_size // self.world_size
+
+    def accumulate_grad_batches(self, stage: FinetuneStage) -> int:
+        return stage.batch_size // (self.micro_batch_size(stage) * self.world_size)
+
+    def stage_optim(self, stage: FinetuneStage) -> OptimConfig:
+        """The recipe's optimizer with the stage's learning rate and warm-up."""
+        changes = {"lr": stage.lr, "warmup_steps": stage.warmup_steps}
+        return self.optim.model_copy(update={k: v for k, v in changes.items() if v is not None})
+
+
+EvalData = Annotated[
+    DigitsData | FolderData | LlavaJsonData | DigitsConversations, Field(discriminator="kind")
+]
+
+
 class EvalRecipe(Section):
     """`vlmforge eval`: evaluate a trained run on its held-out split or on other data."""
 
@@ -448,12 +612,31 @@ class EvalRecipe(Section):
     checkpoint: Path | None = Field(
         None, description="Checkpoint file (default: the run's final checkpoint)."
     )
-    data: DataSource | None = Field(
+    data: EvalData | None = Field(
         None, description="Data to evaluate on (default: the run's held-out split)."
     )
-    tasks: list[EvalTask] = Field(default_factory=_default_tasks, description="Evaluations to run.")
+    tasks: list[EvalTask] | None = Field(
+        None, description="Evaluations to run (default: those of the run's recipe)."
+    )
     batch_size: int = Field(256, ge=1, description="Samples per forward pass.")
     seed: int = Field(0, description="Seed (evaluation is deterministic for a seed).")
 
 
-RECIPES: dict[str, type[Section]] = {"pretrain": PretrainRecipe, "eval": EvalRecipe, "curate": CurateRecipe}
+TrainingRecipe = PretrainRecipe | FinetuneRecipe
+
+RECIPES: dict[str, type[Section]] = {
+    "pretrain": PretrainRecipe,
+    "finetune": FinetuneRecipe,
+    "eval": EvalRecipe,
+    "curate": CurateRecipe,
+}
+
+
+def recipe_verb(data: dict[str, object]) -> str:
+    """The verb a recipe mapping is written for: a curation has ``steps``, an evaluation names a ``run``,
+    a finetune has ``stages``; anything else is a pretrain recipe."""
+    if "steps" in data:
+        return "curate"
+    if "run" in data:
+        return "eval"
+    return "finetune" if "stages" in data else "pretrain"

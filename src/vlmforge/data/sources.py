@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from vlmforge.config.schema import DataBase, DigitsData, FolderData, PretrainRecipe, WebDatasetData
+from vlmforge.config.schema import (
+    DataBase,
+    DigitsData,
+    FinetuneRecipe,
+    FolderData,
+    TrainingRecipe,
+    WebDatasetData,
+)
 from vlmforge.data.base import ImageTextSet, split_indices
 from vlmforge.data.digits import digits_set
 from vlmforge.data.folder import folder_set
@@ -29,8 +37,28 @@ def train_val_split(cfg: DataBase) -> tuple[ImageTextSet, ImageTextSet]:
     return full.subset(train, "train"), full.subset(val, "val")
 
 
-def build_eval_data(train_recipe: PretrainRecipe, data: DataBase | None) -> ImageTextSet:
-    """Given data is evaluated whole; by default, the held-out split of the run's training data."""
+def build_eval_data(train_recipe: TrainingRecipe, data: Any) -> Any:
+    """Given data is evaluated whole; by default, the held-out split of the run's training data (of the
+    last stage's, for a finetune run)."""
+    from vlmforge.errors import UserError
+
+    if isinstance(train_recipe, FinetuneRecipe):
+        from vlmforge.data.conversations import open_conversations, split_conversations
+
+        side = train_recipe.model.vision.image_size
+        if data is None:
+            return split_conversations(train_recipe.stages[-1].data, side)[1]
+        if isinstance(data, DataBase):
+            raise UserError(
+                f"data.kind {data.kind!r}: a finetune run is evaluated on conversations",
+                hint="use data.kind: llava-json or digits-conversations",
+            )
+        return open_conversations(data, side)
+    if data is not None and not isinstance(data, DataBase):
+        raise UserError(
+            f"data.kind {data.kind!r}: a pretrain run is evaluated on image-caption data",
+            hint="use data.kind: webdataset, folder or digits",
+        )
     if data is not None:
         trained = train_recipe.data  # preprocess exactly as in training
         data = data.model_copy(

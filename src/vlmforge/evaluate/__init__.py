@@ -1,6 +1,7 @@
 """`vlmforge eval`: the tasks each family supports (zero-shot classification, image<->text retrieval and
 compositionality for models with an image and a text embedding, captioning for generative models, a linear
-probe for any image encoder), on a run's held-out split or other data."""
+probe for any image encoder, visual question answering for LLaVA), on a run's held-out split or other
+data."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from vlmforge.config.schema import (
     CompositionalTask,
     EvalRecipe,
     EvalTask,
+    FinetuneRecipe,
     LinearProbeTask,
+    LlavaModel,
     ModelConfig,
     PretrainRecipe,
     RetrievalTask,
+    TrainingRecipe,
     ZeroShotTask,
-    default_tasks_for,
+    recipe_verb,
 )
 from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet
@@ -37,6 +41,7 @@ from vlmforge.evaluate.metrics import (
     topk_accuracy,
     zero_shot_classifier,
 )
+from vlmforge.evaluate.vqa import vqa
 from vlmforge.families import family_for
 from vlmforge.runs import final_checkpoint, write_json
 
@@ -97,20 +102,20 @@ class EvalContext:
     ``train_data`` (the run's training split) for tasks that fit on it."""
 
     model: Any
-    tokenizer: TextTokenizer
+    tokenizer: Any  # TextTokenizer, or a transformers tokenizer for LLaVA
     context_length: int
-    data: ImageTextSet
+    data: Any  # ImageTextSet, or a ConversationSet for LLaVA
     batch_size: int
-    image_features: torch.Tensor  # L2-normalised, one row per sample of ``data`` (readable ones only)
+    image_features: torch.Tensor | None  # L2-normalised, one per readable image (None: conversation data)
     train_data: ImageTextSet | None = None
 
 
 def evaluate_model(
-    model_cfg: ModelConfig,
+    model_cfg: ModelConfig | LlavaModel,
     model: torch.nn.Module,
-    tokenizer: TextTokenizer,
+    tokenizer: Any,
     context_length: int,
-    data: ImageTextSet,
+    data: Any,  # ImageTextSet, or a ConversationSet for LLaVA
     tasks: list[EvalTask],
     batch_size: int = 256,
     train_data: ImageTextSet | None = None,
@@ -128,9 +133,11 @@ def evaluate_model(
                 hint=f"tasks for this model: {', '.join(supported)}",
             )
     model.eval()
-    image_features, kept, dropped = encode_images(model, data, batch_size)
-    if dropped:  # evaluated on the readable samples; the count is reported with each task
-        data = data.subset(np.asarray(kept), "readable")
+    image_features, dropped = None, []
+    if isinstance(data, ImageTextSet):  # LLaVA's conversations are answered, not embedded
+        image_features, kept, dropped = encode_images(model, data, batch_size)
+        if dropped:  # evaluated on the readable samples; the count is reported with each task
+            data = data.subset(np.asarray(kept), "readable")
     context = EvalContext(model, tokenizer, context_length, data, batch_size, image_features, train_data)
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
@@ -299,21 +306,22 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "compositional": compositional,
     "captioning": captioning,
     "linear_probe": linear_probe,
+    "vqa": vqa,
 }
 
 
 # ----------------------------------------------------------------------------------- verb entry
-def load_trained(
-    run_dir: Path, checkpoint: Path | None = None
-) -> tuple[Any, TextTokenizer, PretrainRecipe, Path]:
+def load_trained(run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, Any, TrainingRecipe, Path]:
     """Rebuild a run's model from its resolved recipe and load its (final) checkpoint weights."""
-    from vlmforge.config.load import load_recipe
+    from vlmforge.config.load import load_recipe, read_yaml
     from vlmforge.models.contrastive import load_weights
 
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(
             f"{run_dir}: not a run directory (no recipe.yaml)", hint="pass a directory under runs/"
         )
+    if recipe_verb(read_yaml(run_dir / "recipe.yaml")) == "finetune":
+        return load_finetuned(run_dir, checkpoint)
     recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
     assert isinstance(recipe, PretrainRecipe)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
@@ -324,6 +332,32 @@ def load_trained(
     return model, tokenizer, recipe, ckpt
 
 
+def load_finetuned(run_dir: Path, weights: Path | None = None) -> tuple[Any, Any, FinetuneRecipe, Path]:
+    """A finetune run's model with the weights of its last finished stage (or ``weights``)."""
+    from vlmforge.config.load import load_recipe
+    from vlmforge.data.conversations import IMAGE
+    from vlmforge.data.conversations import load_tokenizer as load_conversation_tokenizer
+    from vlmforge.finetune import final_weights, model_vocab_size
+    from vlmforge.models.llava import trained_model
+
+    recipe = load_recipe("finetune", run_dir / "recipe.yaml")
+    assert isinstance(recipe, FinetuneRecipe)
+    if weights is not None and weights.suffix != ".safetensors":
+        raise UserError(
+            f"checkpoint: {weights} is not a stage's weights file",
+            hint="give RUN/stages/<stage>/model.safetensors, or leave it unset for the last stage's",
+        )
+    tokenizer = load_conversation_tokenizer(run_dir / "tokenizer")
+    weights = weights or final_weights(run_dir)
+    image_id = int(tokenizer.convert_tokens_to_ids(IMAGE))
+    return (
+        trained_model(recipe.model, model_vocab_size(recipe, tokenizer), image_id, weights),
+        tokenizer,
+        recipe,
+        weights,
+    )
+
+
 def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
     from vlmforge.data.sources import build_eval_data, train_val_split
@@ -331,13 +365,10 @@ def run(recipe: EvalRecipe) -> EvalResult:
     torch.manual_seed(recipe.seed)
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
-    family = family_for(train_recipe.model)
-    ctx = family.models.context_length(train_recipe.model, model)
-    tasks = recipe.tasks if "tasks" in recipe.model_fields_set else default_tasks_for(family.eval_tasks)
+    ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
+    tasks = list(recipe.tasks if recipe.tasks is not None else train_recipe.eval)
     train = train_val_split(train_recipe.data)[0] if any(t.kind == "linear_probe" for t in tasks) else None
-    metrics = evaluate_model(
-        train_recipe.model, model, tokenizer, ctx, data, list(tasks), recipe.batch_size, train
-    )
+    metrics = evaluate_model(train_recipe.model, model, tokenizer, ctx, data, tasks, recipe.batch_size, train)
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
     write_eval_results(recipe.run, result.to_json())
     return result

@@ -84,3 +84,17 @@ def linear_probe_accuracy(
         "top1": float(probe.score(test_features.numpy(), test_labels.numpy())),
         "train_top1": float(probe.score(train_features.numpy(), train_labels.numpy())),
     }
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-cased, punctuation removed, whitespace collapsed (the VQA answer normalisation, Antol et al.
+    2015, without its article and number-word rules)."""
+    import re
+
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Fraction of predictions equal to their reference after ``normalize_answer``."""
+    hits = [normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references, strict=True)]
+    return sum(hits) / len(hits) if hits else 0.0

@@ -13,10 +13,13 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from vlmforge.config.schema import PretrainRecipe
+if TYPE_CHECKING:
+    from vlmforge.config.schema import TrainingRecipe
+    from vlmforge.planning.phases import Phase
 
 
 @dataclass
@@ -81,30 +84,30 @@ def cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
 
 
 def time_training_steps(
-    recipe: PretrainRecipe, micro_batch: int, steps: int = 6, warmup: int = 2, device: str = "cpu"
+    recipe: TrainingRecipe,
+    phase: Phase,
+    micro_batch: int,
+    steps: int = 6,
+    warmup: int = 2,
+    device: str = "cpu",
 ) -> tuple[float, float | None]:
     """(median seconds per optimizer step, peak memory GB or None) of real training steps.
 
-    The steps run through the same lean Lightning Trainer as ``pretrain`` (precision, gradient clipping,
-    optimizer, per-step hooks), on the family's ``probe_loss`` over synthetic inputs, so that framework
+    The steps run through the same lean Lightning Trainer as training (precision, gradient clipping,
+    optimizer, per-step hooks), on the phase's probe loss over synthetic inputs, so that framework
     overhead, which dominates millisecond steps, is part of the measurement."""
     import tempfile
 
-    from vlmforge.plan import probe_vocab_size
     from vlmforge.training.probe import ProbeModule, StepTimer
     from vlmforge.training.trainer import build_trainer
 
-    vocab = probe_vocab_size(recipe)
     one_device = recipe.model_copy(
         update={
-            "model": recipe.model.model_copy(update={"pretrained": None}),
-            "data": recipe.data.model_copy(update={"batch_size": micro_batch}),
             "train": recipe.train.model_copy(
                 update={
                     "devices": 1,
                     "num_nodes": 1,
                     "micro_batch_size": micro_batch,
-                    "max_steps": 1_000_000,
                     "accelerator": "gpu" if device == "cuda" else "cpu",
                     "strategy": {"kind": "auto"},
                 }
@@ -112,11 +115,11 @@ def time_training_steps(
         }
     )
     timer = StepTimer(warmup + steps, MIN_TIMED_SECONDS, warmup)
-    probe = ProbeModule(one_device.model, vocab, micro_batch)
+    probe = ProbeModule(phase, micro_batch)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="vlmforge-calibrate-") as scratch:
-        trainer = build_trainer(one_device, [timer], scratch)
+        trainer = build_trainer(one_device, [timer], scratch, max_steps=1_000_000, accumulate=1)
         loader = torch.utils.data.DataLoader(range(1_000_000), batch_size=1)
         trainer.fit(probe, train_dataloaders=loader)
     peak = torch.cuda.max_memory_allocated() / 1024**3 if device == "cuda" else None

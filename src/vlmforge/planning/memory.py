@@ -41,27 +41,46 @@ class MemoryEstimate:
     total_gb: float
 
 
+def is_weight(tensor: torch.Tensor) -> bool:
+    """A parameter or a view of one (linear layers save ``weight.t()``): model state, not activations."""
+    return isinstance(tensor, torch.nn.Parameter) or isinstance(tensor._base, torch.nn.Parameter)
+
+
+class SavedBytes:
+    """Context manager: sums the bytes autograd saves for backward while it is active."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._seen: set[int] = set()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if is_weight(tensor):
+            return tensor
+        key = id(tensor.untyped_storage()) if tensor.device.type != "meta" else id(tensor)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.bytes += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def __enter__(self) -> SavedBytes:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+
 def saved_activation_bytes(
     build: Callable[[], torch.nn.Module], step: Callable[[torch.nn.Module], torch.Tensor]
 ) -> int:
     """Bytes autograd saves for backward in one training step (meta device, batch as ``step`` builds it)."""
-    saved = 0
-    seen: set[int] = set()
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        key = id(tensor.untyped_storage()) if tensor.device.type != "meta" else id(tensor)
-        if key not in seen and not isinstance(tensor, torch.nn.Parameter):
-            seen.add(key)
-            saved += tensor.numel() * tensor.element_size()
-        return tensor
-
     with torch.device("meta"):
         model = build()
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with SavedBytes() as saved:
         step(model)
-    return saved
+    return saved.bytes
 
 
 GPUS_PER_NODE = 8  # HYBRID_SHARD shards inside a node of this many GPUs and replicates across nodes

@@ -9,29 +9,60 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from vlmforge.config.schema import PretrainRecipe
-from vlmforge.data.loader import CaptionedImages, DataPosition, GlobalBatchSampler, collate
+from vlmforge.config.schema import OptimConfig, PretrainRecipe, TrainingRecipe
+from vlmforge.data.loader import DataPosition, GlobalBatchSampler, collate
 from vlmforge.families import family_for
 from vlmforge.training.deepspeed_config import adamw_class
 from vlmforge.training.schedule import SCHEDULES
 from vlmforge.training.sharding import as_root_forward, promote_scalar_parameters, shard_fsdp2
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """What one ``Trainer.fit`` of the module consumes: the sampler's batches and the optimizer's span."""
+
+    global_batch: int
+    micro_batch: int
+    num_workers: int
+    optim: OptimConfig
+    max_steps: int
+
+    @classmethod
+    def of(cls, recipe: PretrainRecipe) -> FitSettings:
+        return cls(
+            recipe.data.batch_size,
+            recipe.micro_batch_size,
+            recipe.data.num_workers,
+            recipe.optim,
+            recipe.train.max_steps,
+        )
+
+
 class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
     """Owns the train dataloader so that the data position stored in a checkpoint is restored before the
     first batch is drawn."""
 
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]] = staticmethod(collate)
+
     def __init__(
-        self, recipe: PretrainRecipe, vocab_size: int, train_data: CaptionedImages | None = None
+        self,
+        recipe: TrainingRecipe,
+        vocab_size: int,
+        train_data: torch.utils.data.Dataset | None = None,
+        settings: FitSettings | None = None,
     ) -> None:
         super().__init__()
         self.recipe = recipe
+        assert settings is not None or isinstance(recipe, PretrainRecipe), "a stage needs its settings"
+        self.settings = settings or FitSettings.of(recipe)  # type: ignore[arg-type]
         self.vocab_size = vocab_size
         self.model = family_for(recipe.model).models.build_model(recipe.model, vocab_size)
         # 0-d parameters (open_clip's logit scale) become shape [1]: FSDP and ZeRO shard along dim 0
@@ -82,25 +113,25 @@ class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         assert self.train_data is not None, f"{type(self).__name__} was built without training data"
         sampler = GlobalBatchSampler(
-            len(self.train_data),
-            self.recipe.data.batch_size,
-            self.recipe.micro_batch_size,
+            len(self.train_data),  # type: ignore[arg-type]
+            self.settings.global_batch,
+            self.settings.micro_batch,
             rank=self.global_rank,
             world_size=self.trainer.world_size,
             seed=self.recipe.seed,
             resume=self._resume_position,
         )
-        workers = self.recipe.data.num_workers
+        workers = self.settings.num_workers
         return torch.utils.data.DataLoader(
-            self.train_data,  # type: ignore[arg-type]
-            batch_sampler=sampler,
-            collate_fn=collate,
+            self.train_data,
+            batch_sampler=sampler,  # type: ignore[arg-type]
+            collate_fn=self.collate,
             num_workers=workers,
             persistent_workers=workers > 0,
         )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim = self.recipe.optim
+        optim = self.settings.optim
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if param.requires_grad:
@@ -115,7 +146,7 @@ class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
             eps=optim.eps,
         )
         schedule = SCHEDULES[optim.schedule]
-        total, warmup, floor = self.recipe.train.max_steps, optim.warmup_steps, optim.min_lr_ratio
+        total, warmup, floor = self.settings.max_steps, optim.warmup_steps, optim.min_lr_ratio
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, warmup, total, floor))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

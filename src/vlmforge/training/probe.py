@@ -1,32 +1,31 @@
 """What ``vlmforge plan --calibrate`` runs: real optimizer steps of a recipe's model under the training
-Trainer, on the family's ``probe_loss`` over synthetic inputs (no data needed), timed per step."""
+Trainer, on a planning phase's probe loss over synthetic inputs (no data needed), timed per step."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
 
-from vlmforge.config.models import ModelConfig
-from vlmforge.families import family_for
+if TYPE_CHECKING:
+    from vlmforge.planning.phases import Phase
 
 
 class ProbeModule(pl.LightningModule):
-    def __init__(self, cfg: ModelConfig, vocab_size: int, micro_batch: int) -> None:
+    """The phase's model (its frozen parts and adapters included) trained on its probe loss."""
+
+    def __init__(self, phase: Phase, micro_batch: int) -> None:
         super().__init__()
-        self.cfg, self.vocab_size, self.micro_batch = cfg, vocab_size, micro_batch
-        self.models = family_for(cfg).models
-        self.model = self.models.build_model(cfg, vocab_size)
+        self.phase, self.micro_batch = phase, micro_batch
+        self.model = phase.build("cpu")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.models.probe_loss(
-            self.cfg, self.model, self.micro_batch, self.device.type, self.vocab_size
-        )
+        return self.phase.probe(self.model, self.micro_batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=1e-6)
+        return torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-6)
 
 
 class StepTimer(pl.Callback):

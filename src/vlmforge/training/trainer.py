@@ -16,6 +16,7 @@ from vlmforge.config.schema import (
     FSDPStrategy,
     LoggerConfig,
     PretrainRecipe,
+    TrainingRecipe,
     WandbLogger,
 )
 from vlmforge.errors import UserError, missing_extra
@@ -23,17 +24,17 @@ from vlmforge.errors import UserError, missing_extra
 FSDP_SHARDING = {"full": "FULL_SHARD", "hybrid": "HYBRID_SHARD", "grad_op": "SHARD_GRAD_OP"}
 
 
-def on_cpu(recipe: PretrainRecipe) -> bool:
+def on_cpu(recipe: TrainingRecipe) -> bool:
     """Whether the run trains on CPU: asked for, or ``auto`` on a machine without a CUDA GPU."""
     return recipe.train.accelerator == "cpu" or (recipe.train.accelerator == "auto" and not _cuda_available())
 
 
-def is_sharded(recipe: PretrainRecipe) -> bool:
+def is_sharded(recipe: TrainingRecipe) -> bool:
     """Strategies whose model states are split across ranks (their checkpoints may be folders)."""
     return isinstance(recipe.train.strategy, FSDPStrategy | DeepSpeedStrategy)
 
 
-def check_runnable(recipe: PretrainRecipe) -> None:
+def check_runnable(recipe: TrainingRecipe) -> None:
     """Fail before anything is created when the recipe's strategy or precision cannot run here."""
     import importlib.util
 
@@ -60,7 +61,7 @@ def check_runnable(recipe: PretrainRecipe) -> None:
         )
 
 
-def build_strategy(recipe: PretrainRecipe, blocks: tuple[type, ...] = ()) -> Any:
+def build_strategy(recipe: TrainingRecipe, blocks: tuple[type, ...] = ()) -> Any:
     """Lightning strategy for the recipe; ``blocks`` are the model's transformer block classes (FSDP
     wraps each one separately)."""
     strategy = recipe.train.strategy
@@ -136,19 +137,29 @@ def quiet_lightning() -> None:
 
 
 def build_trainer(
-    recipe: PretrainRecipe, callbacks: list[pl.Callback], run_dir: str, blocks: tuple[type, ...] = ()
+    recipe: TrainingRecipe,
+    callbacks: list[pl.Callback],
+    run_dir: str,
+    blocks: tuple[type, ...] = (),
+    max_steps: int | None = None,
+    accumulate: int | None = None,
 ) -> pl.Trainer:
+    """A Trainer for the recipe's devices; ``blocks`` are the model's transformer block classes (FSDP wraps
+    each); ``max_steps``/``accumulate`` default to a pretrain recipe's (a finetune stage passes its own)."""
     quiet_lightning()
     train = recipe.train
+    if isinstance(recipe, PretrainRecipe):
+        max_steps = max_steps or recipe.train.max_steps
+        accumulate = accumulate or recipe.accumulate_grad_batches
     return pl.Trainer(
         accelerator=train.accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
         strategy=build_strategy(recipe, blocks),
         precision=train.precision,  # type: ignore[arg-type]
-        max_steps=train.max_steps,
+        max_steps=max_steps,  # type: ignore[arg-type]
         max_epochs=-1,
-        accumulate_grad_batches=recipe.accumulate_grad_batches,
+        accumulate_grad_batches=accumulate,  # type: ignore[arg-type]
         gradient_clip_val=train.grad_clip_norm,
         callbacks=callbacks,
         logger=False,

@@ -1,0 +1,138 @@
+"""The `model` section of a finetune recipe: LLaVA (Liu et al. 2023) on transformers' Llava classes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from vlmforge.config.base import Section
+from vlmforge.config.models import WordTokenizer
+
+
+class ClipVisionEncoder(Section):
+    """A CLIP ViT image encoder (transformers ``CLIPVisionModel``). Defaults: ViT-L/14 at 336 px."""
+
+    image_size: int = Field(336, ge=8, description="Input side in pixels.")
+    patch_size: int = Field(14, ge=1, description="ViT patch side in pixels.")
+    width: int = Field(1024, ge=8, description="Transformer width.")
+    layers: int = Field(24, ge=1, description="Transformer blocks.")
+    heads: int = Field(16, ge=1, description="Attention heads.")
+    intermediate_size: int = Field(4096, ge=8, description="MLP hidden width.")
+    pretrained: str | None = Field(
+        None,
+        description="Local folder or hub name of CLIP weights (from_pretrained), loaded when training only; "
+        "their config must match the size fields (planning never downloads).",
+    )
+
+    @model_validator(mode="after")
+    def _divisible(self) -> ClipVisionEncoder:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
+        return self
+
+
+class LlamaLM(Section):
+    """A Llama-style causal LM (transformers ``LlamaModel`` + LM head). Defaults: Vicuna-7B / Llama-2-7B."""
+
+    hidden_size: int = Field(4096, ge=8, description="Transformer width.")
+    layers: int = Field(32, ge=1, description="Transformer blocks.")
+    heads: int = Field(32, ge=1, description="Attention heads.")
+    kv_heads: int | None = Field(None, ge=1, description="Key/value heads (grouped-query); default: heads.")
+    intermediate_size: int = Field(11008, ge=8, description="SwiGLU MLP hidden width.")
+    vocab_size: int | None = Field(
+        None,
+        ge=2,
+        description="Embedding rows; default: the tokenizer's size (with <image>). Set it for a pretrained "
+        "tokenizer so that `vlmforge plan` counts the right head.",
+    )
+    max_position_embeddings: int = Field(4096, ge=8, description="Longest sequence (image + text tokens).")
+    rope_theta: float = Field(10000.0, gt=0, description="Rotary embedding base.")
+    rms_norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon.")
+    pretrained: str | None = Field(
+        None,
+        description="Local folder or hub name of Llama weights (from_pretrained), loaded when training only; "
+        "their config must match the size fields.",
+    )
+
+    @model_validator(mode="after")
+    def _divisible(self) -> LlamaLM:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
+        return self
+
+
+class BpeTokenizer(Section):
+    """A byte-level BPE vocabulary trained on the training conversations (tokenizers library)."""
+
+    kind: Literal["bpe"] = "bpe"
+    vocab_size: int = Field(2000, ge=300, description="Target vocabulary size, special tokens included.")
+
+
+class PretrainedTokenizer(Section):
+    """A tokenizer from a local folder or the hub (transformers AutoTokenizer), e.g. Vicuna's."""
+
+    kind: Literal["pretrained"] = "pretrained"
+    name: str = Field(description="Local folder or hub name, e.g. lmsys/vicuna-7b-v1.5.")
+
+
+LlavaTokenizer = Annotated[WordTokenizer | BpeTokenizer | PretrainedTokenizer, Field(discriminator="kind")]
+
+
+class LoraAdapters(Section):
+    """Low-rank adapters on the LLM's linear layers (LoRA, Hu et al. 2021), through peft."""
+
+    rank: int = Field(8, ge=1, description="Rank r of each adapter.")
+    alpha: float = Field(16.0, gt=0, description="Scale numerator: updates are scaled by alpha / rank.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target: str = Field(
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        description="Regular expression (full match) on module names that get adapters.",
+    )
+
+
+class LlavaModel(Section):
+    """LLaVA: a frozen CLIP vision encoder, a projector into the LLM's embedding space and a causal LLM
+    (Liu et al. 2023; LLaVA-1.5: mlp2x_gelu projector), on transformers' LlavaForConditionalGeneration."""
+
+    kind: Literal["llava"] = "llava"
+    vision: ClipVisionEncoder = Field(default_factory=ClipVisionEncoder, description="Vision encoder.")
+    projector: Literal["linear", "mlp2x_gelu"] = Field(
+        "mlp2x_gelu", description="Vision-to-LLM projector: one linear layer (LLaVA) or linear-GELU-linear."
+    )
+    vision_feature_layer: int = Field(
+        -2, description="Hidden layer of the vision encoder fed to the projector (LLaVA: the penultimate)."
+    )
+    llm: LlamaLM = Field(default_factory=LlamaLM, description="Language model.")
+    tokenizer: LlavaTokenizer = Field(default_factory=BpeTokenizer, description="Text tokenizer.")
+    max_text_tokens: int = Field(
+        2048, ge=4, description="Text tokens per sample after truncation (image tokens come on top)."
+    )
+    lora: LoraAdapters | None = Field(None, description="Adapters, for stages with trainable: lora.")
+
+    @property
+    def image_tokens(self) -> int:
+        """Visual tokens per image: one per patch (the class token is dropped, LLaVA's 'default')."""
+        return (self.vision.image_size // self.vision.patch_size) ** 2
+
+    @model_validator(mode="after")
+    def _fits_positions(self) -> LlavaModel:
+        states = self.vision.layers + 1  # the embeddings, then each block's output
+        if not -states <= self.vision_feature_layer < states:
+            raise ValueError(
+                f"vision_feature_layer {self.vision_feature_layer} is outside the {states} hidden states "
+                f"of a {self.vision.layers}-layer encoder"
+            )
+        longest = self.image_tokens + self.max_text_tokens
+        if longest > self.llm.max_position_embeddings:
+            raise ValueError(
+                f"{self.image_tokens} image tokens + max_text_tokens {self.max_text_tokens} exceed "
+                f"llm.max_position_embeddings {self.llm.max_position_embeddings}"
+            )
+        return self

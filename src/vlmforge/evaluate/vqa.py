@@ -1,0 +1,61 @@
+"""Visual question answering for LLaVA models: greedy answers (transformers' ``generate``) to the first
+question of each held-out conversation, scored by exact match against the reference answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vlmforge.config.schema import VqaTask
+from vlmforge.evaluate.metrics import exact_match
+
+SHOWN_EXAMPLES = 5
+
+
+@torch.no_grad()
+def answer(
+    model: Any, tokenizer: Any, questions: list[str], images: list[torch.Tensor | None], new: int
+) -> list[str]:
+    """Greedy answers to ``questions`` (chat template, left-padded batch), decoded without specials."""
+    from vlmforge.data.conversations import prompt_ids
+
+    image_id, image_tokens = int(model.config.image_token_index), int(model.config.image_seq_length)
+    prompts = [prompt_ids(tokenizer, q, "chat", image_tokens, image_id) for q in questions]
+    longest = max(len(p) for p in prompts)
+    pad = int(tokenizer.pad_token_id)
+    ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    pixels = [image for image in images if image is not None]
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        pixel_values=torch.stack(pixels) if pixels else None,
+        max_new_tokens=new,
+        do_sample=False,
+        eos_token_id=int(tokenizer.eos_token_id),
+        pad_token_id=pad,
+    )
+    return tokenizer.batch_decode(out[:, longest:], skip_special_tokens=True)
+
+
+def vqa(context: Any, task: VqaTask) -> dict[str, Any]:
+    """Exact-match accuracy of greedy answers on ``context.data`` (a ``ConversationSet``)."""
+    from vlmforge.data.conversations import IMAGE
+
+    data = context.data
+    count = min(len(data), task.max_samples or len(data))
+    questions, references, predictions = [], [], []
+    for start in range(0, count, context.batch_size):
+        indices = range(start, min(start + context.batch_size, count))
+        batch = [data.turns(i) for i in indices]
+        asked = [turns[0][1] for turns in batch]
+        images = [data.image(i) for i in indices]
+        predictions += answer(context.model, context.tokenizer, asked, images, task.max_new_tokens)
+        questions += [q.replace(IMAGE, "").strip() for q in asked]
+        references += [turns[1][1] for turns in batch]
+    examples = [
+        {"question": q, "reference": r, "prediction": p.strip()}
+        for q, r, p in list(zip(questions, references, predictions, strict=True))[:SHOWN_EXAMPLES]
+    ]
+    return {"accuracy": exact_match(predictions, references), "examples": examples}

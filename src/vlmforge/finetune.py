@@ -1,0 +1,244 @@
+"""`vlmforge finetune`: train a vision-language model in stages, top to bottom.
+
+plan -> run dir -> data + tokenizer -> for each stage: model from the previous stage's weights, freeze
+what the stage does not train, Trainer.fit (resumable), plain weights for the next stage -> evaluation
+on the last stage's held-out split. A finished stage is skipped when the run is resumed.
+
+Run directory: the pretrain layout, plus ``stages/<name>/`` holding each stage's ``checkpoints/``,
+``metrics.jsonl``, ``actual.json``, ``result.json`` and ``model.safetensors`` (LoRA merged).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
+from vlmforge.errors import UserError
+from vlmforge.pretrain import PretrainResult, estimate_and_confirm, is_launched_worker, measured, prepare_run
+from vlmforge.runs import ResumePoint, manifest, read_json, resume_point_in, write_json
+
+WEIGHTS = "model.safetensors"
+
+
+def stage_dir(run_dir: Path, stage: FinetuneStage) -> Path:
+    return run_dir / "stages" / stage.name
+
+
+def stage_completed(directory: Path) -> bool:
+    result = directory / "result.json"
+    return (
+        result.is_file()
+        and read_json(result).get("status") == "completed"
+        and (directory / WEIGHTS).is_file()
+    )
+
+
+def final_weights(run_dir: Path) -> Path:
+    """The weights of a finetune run's last completed stage."""
+    from vlmforge.config.load import load_recipe
+
+    recipe = load_recipe("finetune", run_dir / "recipe.yaml")
+    assert isinstance(recipe, FinetuneRecipe)
+    for stage in reversed(recipe.stages):
+        if stage_completed(stage_dir(run_dir, stage)):
+            return stage_dir(run_dir, stage) / WEIGHTS
+    raise UserError(f"{run_dir}: no finetune stage has finished", hint="resume it with --resume auto")
+
+
+def model_vocab_size(recipe: FinetuneRecipe, tokenizer: Any) -> int:
+    size, wanted = len(tokenizer), recipe.model.llm.vocab_size
+    if wanted is not None and wanted < size:
+        raise UserError(
+            f"model.llm.vocab_size {wanted} is smaller than the tokenizer's {size} tokens",
+            hint=f"set model.llm.vocab_size >= {size}, or leave it unset",
+        )
+    return wanted or size
+
+
+def run(
+    recipe: FinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
+) -> PretrainResult | None:
+    """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks."""
+    import lightning.pytorch as pl
+    import torch
+
+    from vlmforge.data.conversations import (
+        build_tokenizer,
+        load_tokenizer,
+        save_tokenizer,
+        split_conversations,
+        template_texts,
+    )
+    from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
+    from vlmforge.models.llava import transformers_module
+    from vlmforge.training.trainer import check_logger_installed, check_runnable
+
+    transformers_module()  # the llava extra, before anything is created
+    check_logger_installed(recipe.logger)
+    check_runnable(recipe)
+    side = recipe.model.vision.image_size
+    splits = [split_conversations(stage.data, side) for stage in recipe.stages]
+    for i, (stage, (train, _)) in enumerate(zip(recipe.stages, splits, strict=True)):
+        if len(train) < stage.batch_size:
+            raise UserError(
+                f"stages[{i}] ({stage.name}): {len(train)} training conversations cannot fill one batch of "
+                f"batch_size={stage.batch_size}",
+                hint="lower the stage's batch_size or add data",
+            )
+    estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
+    run_dir, point = prepare_run(recipe, resume)
+    if estimate is not None:
+        write_json(run_dir / "plan.json", estimate)
+    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+
+    saved_tokenizer = run_dir / "tokenizer"
+    if saved_tokenizer.is_dir():  # a resumed run keeps its vocabulary
+        tokenizer = load_tokenizer(saved_tokenizer)
+    else:
+        texts = [*template_texts(), *(t for train, _ in splits for t in train.texts())]
+        spec = recipe.model.tokenizer
+        tokenizer = build_tokenizer(
+            spec.kind, texts, getattr(spec, "vocab_size", 0), getattr(spec, "name", "")
+        )
+        if not is_launched_worker():
+            save_tokenizer(tokenizer, saved_tokenizer)
+    vocab = model_vocab_size(recipe, tokenizer)
+    tokens = (int(tokenizer.convert_tokens_to_ids("<image>")), int(tokenizer.pad_token_id))
+    if not is_launched_worker():
+        fingerprints = ",".join(train.images.fingerprint for train, _ in splits)
+        devices = {"accelerator": recipe.train.accelerator, "world_size": recipe.world_size}
+        write_json(run_dir / "manifest.json", manifest(recipe.seed, fingerprints, devices))
+
+    started = time.perf_counter()
+    stages: dict[str, Any] = {}
+    init: Path | None = None
+    status, steps = "completed", 0
+    for stage, (train, _) in zip(recipe.stages, splits, strict=True):
+        directory = stage_dir(run_dir, stage)
+        if stage_completed(directory):
+            print(f"stage {stage.name}: finished earlier, skipped", file=sys.stderr, flush=True)
+            stages[stage.name] = read_json(directory / "result.json")
+        else:
+            resume_from = _stage_resume(point, directory)
+            stages[stage.name] = _run_stage(
+                recipe, stage, train, tokenizer, vocab, tokens, directory, init, resume_from
+            )
+            if stages[stage.name]["status"] != "completed":
+                status = stages[stage.name]["status"]
+                break
+        steps += stages[stage.name].get("steps", 0)
+        init = directory / WEIGHTS
+    if is_launched_worker():
+        return None
+
+    metrics: dict[str, Any] = {"stages": {name: out.get("metrics", {}) for name, out in stages.items()}}
+    actual = {name: out.get("actual", {}) for name, out in stages.items()}
+    write_json(
+        run_dir / "actual.json", {"wall_seconds": round(time.perf_counter() - started, 3), "stages": actual}
+    )
+    last_val = splits[-1][1]
+    if status == "completed" and recipe.eval and len(last_val) > 0:
+        from vlmforge.models.llava import trained_model
+
+        assert init is not None
+        model = trained_model(recipe.model, vocab, tokens[0], init)
+        with torch.no_grad():
+            metrics["eval"] = evaluate_model(
+                recipe.model, model, tokenizer, recipe.model.max_text_tokens, last_val, list(recipe.eval)
+            )
+        write_eval_results(run_dir, EvalResult(run_dir, init, last_val.name, metrics["eval"]).to_json())
+    final = init if status == "completed" else None
+    result = PretrainResult(run_dir, status, steps, final, point.checkpoint if point else None, metrics)
+    payload = result.to_json()
+    if result.checkpoint is not None:
+        payload["checkpoint"] = str(result.checkpoint.relative_to(run_dir))
+    write_json(run_dir / "result.json", payload)
+    return result
+
+
+def _stage_resume(point: ResumePoint | None, directory: Path) -> Path | None:
+    """The checkpoint a stage resumes from: the one asked for if it is this stage's, else its newest."""
+    if point is not None and point.checkpoint.parent.parent == directory:
+        return point.checkpoint
+    found = resume_point_in(directory)
+    return found.checkpoint if found else None
+
+
+def _run_stage(
+    recipe: FinetuneRecipe,
+    stage: FinetuneStage,
+    train: Any,
+    tokenizer: Any,
+    vocab: int,
+    tokens: tuple[int, int],
+    directory: Path,
+    init: Path | None,
+    resume_from: Path | None,
+) -> dict[str, Any]:
+    """Train one stage; its outcome (rank 0 also writes the stage's weights, actual.json, result.json)."""
+    from vlmforge.data.conversations import ConversationSamples
+    from vlmforge.families import family_for
+    from vlmforge.models.llava import plain_model, save_weights
+    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog
+    from vlmforge.training.module import FitSettings
+    from vlmforge.training.trainer import build_loggers, build_trainer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = recipe.model
+    settings = FitSettings(
+        stage.batch_size,
+        recipe.micro_batch_size(stage),
+        stage.data.num_workers,
+        recipe.stage_optim(stage),
+        stage.steps_for(len(train)),
+    )
+    module = family_for(cfg).module_class()(recipe, vocab, stage, settings, tokens, init_weights=init)
+    module.train_data = ConversationSamples(
+        train, tokenizer, stage.template, cfg.image_tokens, tokens[0], cfg.max_text_tokens
+    )
+    checkpoints = AtomicCheckpoint(
+        directory / "checkpoints", recipe.train.checkpoint.every_steps, recipe.train.checkpoint.keep_last
+    )
+    metrics_log = MetricsLog(
+        directory / "metrics.jsonl",
+        recipe.train.log_every_steps,
+        stage.batch_size,
+        build_loggers(recipe.logger, str(directory), f"{recipe.name}-{stage.name}"),
+    )
+    trainer = build_trainer(
+        recipe,
+        [checkpoints, metrics_log],
+        str(directory),
+        module.block_classes(),
+        max_steps=settings.max_steps,
+        accumulate=recipe.accumulate_grad_batches(stage),
+    )
+    note = f" from {resume_from}" if resume_from else (f" from {init.parent.name}" if init else "")
+    if trainer.is_global_zero:
+        print(f"stage {stage.name}: {stage.trainable}, {settings.max_steps} steps{note}", file=sys.stderr)
+    started = time.perf_counter()
+    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    if checkpoints.preempted:
+        return {"status": "preempted", "steps": trainer.global_step}
+    model = plain_model(module.model)
+    if trainer.is_global_zero:
+        save_weights(model, directory / WEIGHTS)
+    trainer.strategy.barrier("vlmforge-stage-weights")  # the next stage starts from them on every rank
+    if not trainer.is_global_zero:
+        return {"status": "completed", "steps": trainer.global_step}
+    last = metrics_log.history[-1] if metrics_log.history else {}
+    outcome = {
+        "status": "completed",
+        "steps": trainer.global_step,
+        "checkpoint": str(checkpoints.final_path.relative_to(directory)) if checkpoints.final_path else None,
+        "weights": WEIGHTS,
+        "metrics": {k: v for k, v in last.items() if k not in ("epoch", "time_s")},
+        "actual": measured(trainer, metrics_log, module, started),
+    }
+    write_json(directory / "actual.json", outcome["actual"])
+    write_json(directory / "result.json", outcome)
+    return outcome

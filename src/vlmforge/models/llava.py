@@ -1,0 +1,268 @@
+"""LLaVA on transformers' ``LlavaForConditionalGeneration``: a CLIP vision encoder, a projector (linear or
+LLaVA-1.5's mlp2x_gelu) and a Llama-style LLM, built from the recipe's size fields (so ``device="meta"``
+plans LLaVA-1.5-7B without a download), with pretrained towers loaded only when training asks for them.
+
+A stage chooses what trains (``prepare_stage``); LoRA adapters come from peft and are merged back into
+the plain model when the stage hands its weights to the next one (``plain_model``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmforge.config.llava import LlavaModel
+from vlmforge.errors import UserError, missing_extra
+
+PROJECTOR = "model.multi_modal_projector."
+TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "projector": (PROJECTOR,),
+    "projector+llm": (PROJECTOR, "model.language_model.", "lm_head."),
+    "lora": (),
+    "projector+lora": (PROJECTOR,),
+}
+IGNORE_INDEX = -100  # label of tokens that carry no loss (prompts, image tokens, padding)
+
+
+def transformers_module() -> Any:
+    """transformers, or the install hint for the llava extra."""
+    try:
+        import transformers
+    except ImportError:
+        raise missing_extra("transformers", "llava") from None
+    transformers.logging.set_verbosity_error()  # random init of a config is what a recipe asks for
+    return transformers
+
+
+def hf_config(cfg: LlavaModel, vocab_size: int) -> Any:
+    """The transformers ``LlavaConfig`` of the recipe's sizes; the image token is the last id."""
+    tf = transformers_module()
+    vision = tf.CLIPVisionConfig(
+        hidden_size=cfg.vision.width,
+        num_hidden_layers=cfg.vision.layers,
+        num_attention_heads=cfg.vision.heads,
+        intermediate_size=cfg.vision.intermediate_size,
+        patch_size=cfg.vision.patch_size,
+        image_size=cfg.vision.image_size,
+        hidden_act="quick_gelu",  # OpenAI CLIP's activation
+    )
+    text = tf.LlamaConfig(
+        hidden_size=cfg.llm.hidden_size,
+        num_hidden_layers=cfg.llm.layers,
+        num_attention_heads=cfg.llm.heads,
+        num_key_value_heads=cfg.llm.kv_heads or cfg.llm.heads,
+        intermediate_size=cfg.llm.intermediate_size,
+        vocab_size=vocab_size,
+        max_position_embeddings=cfg.llm.max_position_embeddings,
+        rope_theta=cfg.llm.rope_theta,
+        rms_norm_eps=cfg.llm.rms_norm_eps,
+        tie_word_embeddings=False,
+    )
+    return tf.LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=vocab_size - 1,
+        image_seq_length=cfg.image_tokens,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default",
+        vision_feature_layer=cfg.vision_feature_layer,
+    )
+
+
+class LinearProjector(torch.nn.Module):
+    """LLaVA's original projector: one linear map from vision width to LLM width."""
+
+    def __init__(self, vision_width: int, llm_width: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(vision_width, llm_width)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear(image_features)
+
+
+def build_model(cfg: LlavaModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
+    """A randomly initialised LLaVA of the recipe's sizes; pretrained towers are loaded unless on meta."""
+    model = _random_model(cfg, vocab_size, device)
+    if device != "meta":
+        load_pretrained_towers(model, cfg)
+    return model
+
+
+def _random_model(cfg: LlavaModel, vocab_size: int, device: str) -> torch.nn.Module:
+    tf = transformers_module()
+    with torch.device(device):
+        model = tf.LlavaForConditionalGeneration(hf_config(cfg, vocab_size))
+        if cfg.projector == "linear":
+            model.model.multi_modal_projector = LinearProjector(cfg.vision.width, cfg.llm.hidden_size)
+    return model
+
+
+def trained_model(cfg: LlavaModel, vocab_size: int, image_id: int, weights: Path) -> torch.nn.Module:
+    """A finetuned model for inference: the recipe's architecture with a stage's saved weights."""
+    model = _random_model(cfg, vocab_size, "cpu")
+    model.config.image_token_index = image_id
+    load_weights(model, weights)
+    return model.eval()
+
+
+def image_size(cfg: LlavaModel, model: torch.nn.Module) -> int:
+    return cfg.vision.image_size
+
+
+def context_length(cfg: LlavaModel, model: torch.nn.Module) -> int:
+    """Text tokens per sample (the image's tokens come on top)."""
+    return cfg.max_text_tokens
+
+
+def image_token_id(model: torch.nn.Module) -> int:
+    return int(model.config.image_token_index)
+
+
+def probe_loss(
+    cfg: LlavaModel,
+    model: torch.nn.Module,
+    batch_size: int,
+    device: str,
+    vocab_size: int,
+    text_tokens: int | None = None,
+) -> torch.Tensor:
+    """The next-token loss of ``batch_size`` synthetic samples: one image then ``text_tokens`` answer
+    tokens (default ``cfg.max_text_tokens``). The same operations as the model's forward — vision
+    encoder, projector, LLM over image + text tokens, LM head, cross-entropy — with the image tokens in
+    front instead of scattered into placeholders (a check there cannot run on the meta device)."""
+    text_tokens = text_tokens or cfg.max_text_tokens
+    llava = model.get_base_model() if hasattr(model, "get_base_model") else model
+    side = cfg.vision.image_size
+    pixels = torch.zeros(batch_size, 3, side, side, device=device)
+    text = torch.ones(batch_size, text_tokens, dtype=torch.long, device=device)
+    image_out = llava.model.get_image_features(
+        pixel_values=pixels,
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy="default",
+    )
+    embeds = llava.model.get_input_embeddings()(text)
+    image_embeds = torch.stack(list(image_out.pooler_output)).to(embeds.dtype)
+    hidden = llava.model.language_model(inputs_embeds=torch.cat([image_embeds, embeds], 1)).last_hidden_state
+    logits = llava.lm_head(hidden)
+    ignored = torch.full((batch_size, cfg.image_tokens), IGNORE_INDEX, dtype=torch.long, device=device)
+    labels = torch.cat([ignored, text], 1)
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+    )
+
+
+# ----------------------------------------------------------------------------------------- stages
+def prepare_stage(model: torch.nn.Module, cfg: LlavaModel, trainable: str) -> torch.nn.Module:
+    """Freeze everything but what the stage trains; wrap with peft LoRA adapters for LoRA stages."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(TRAINABLE_PREFIXES[trainable]))
+    if "lora" not in trainable:
+        return model
+    assert cfg.lora is not None  # the recipe validator requires it for LoRA stages
+    try:
+        import peft
+    except ImportError:
+        raise missing_extra("peft", "llava") from None
+    lora = peft.LoraConfig(
+        r=cfg.lora.rank,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target,
+        bias="none",
+    )
+    try:
+        wrapped = peft.get_peft_model(model, lora)
+    except ValueError as exc:  # no module matched the target expression
+        raise UserError(f"model.lora.target: {exc}", hint="match LLM linear layers, e.g. .*q_proj") from None
+    for name, param in wrapped.named_parameters():  # peft froze the projector: thaw it if the stage says
+        if PROJECTOR in name and trainable == "projector+lora":
+            param.requires_grad_(True)
+    return wrapped
+
+
+def plain_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The LLaVA model without peft wrappers: LoRA updates merged into the base weights."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters()) - trainable
+
+
+# ---------------------------------------------------------------------------------------- weights
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The plain model's weights as safetensors (what the next stage and evaluation load)."""
+    from safetensors.torch import save_model
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_model(model, str(tmp))
+    tmp.replace(path)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_model
+
+    if not path.is_file():
+        raise UserError(f"model weights not found: {path}", hint="is this a finished finetune stage?")
+    missing, unexpected = load_model(model, str(path), strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"{path} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected keys, "
+            f"e.g. {[*missing, *unexpected][:2]})",
+            hint="the weights must come from a run of the same model section",
+        )
+
+
+def load_pretrained_towers(model: torch.nn.Module, cfg: LlavaModel) -> None:
+    """Copy pretrained CLIP and Llama weights (``from_pretrained``) into the model. A larger vocabulary
+    (``<image>`` and padding rows) keeps the pretrained rows; new rows start at their mean."""
+    tf = transformers_module()
+    if cfg.vision.pretrained is not None:
+        source = _from_pretrained(tf.CLIPVisionModel, cfg.vision.pretrained, "model.vision.pretrained")
+        _copy_state(model.model.vision_tower, source.state_dict(), "model.vision.pretrained")
+    if cfg.llm.pretrained is not None:
+        source = _from_pretrained(tf.LlamaForCausalLM, cfg.llm.pretrained, "model.llm.pretrained")
+        state = source.state_dict()
+        head = state.pop("lm_head.weight")
+        body = {k.removeprefix("model."): v for k, v in state.items()}
+        body["embed_tokens.weight"] = _grow_rows(body["embed_tokens.weight"], model.lm_head.weight.shape[0])
+        _copy_state(model.model.language_model, body, "model.llm.pretrained")
+        with torch.no_grad():
+            model.lm_head.weight.copy_(_grow_rows(head, model.lm_head.weight.shape[0]))
+
+
+def _from_pretrained(cls: Any, name: str, field: str) -> Any:
+    try:
+        return cls.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"{field}: cannot load {name!r}: {str(exc).splitlines()[0]}",
+            hint="give a local folder written by save_pretrained, or unset HF_HUB_OFFLINE to download",
+        ) from None
+
+
+def _grow_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    if weight.shape[0] > rows:
+        raise UserError(
+            f"the pretrained LLM has {weight.shape[0]} vocabulary rows, more than the model's {rows}",
+            hint="set model.llm.vocab_size to at least the pretrained vocabulary + 1 (<image>)",
+        )
+    extra = weight.mean(0, keepdim=True).expand(rows - weight.shape[0], -1)
+    return torch.cat([weight, extra])
+
+
+def _copy_state(module: torch.nn.Module, state: dict[str, torch.Tensor], field: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3])
+        raise UserError(
+            f"{field}: the pretrained weights do not match the recipe's sizes: {detail}",
+            hint="set the size fields to the pretrained model's configuration",
+        ) from None
