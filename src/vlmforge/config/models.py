@@ -228,19 +228,9 @@ class CoCaVisionTower(VisionTower):
     attn_pooler_heads: int = Field(8, ge=1, description="Attention heads of the attentional pooler.")
 
 
-class MultimodalDecoder(Section):
+class MultimodalDecoder(TransformerStack):
     """CoCa's captioning decoder: causal self-attention over the text tower's token outputs, then
     cross-attention to the image tokens, then a projection onto the vocabulary (per block)."""
-
-    width: int = Field(512, ge=8, description="Transformer width.")
-    heads: int = Field(8, ge=1, description="Attention heads.")
-    layers: int = Field(12, ge=1, description="Blocks (each: self-attention, cross-attention, MLP).")
-
-    @model_validator(mode="after")
-    def _divisible(self) -> MultimodalDecoder:
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
-        return self
 
 
 class CoCaModel(Section):

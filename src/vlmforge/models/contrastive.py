@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,16 +20,7 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
 
     extra = {"init_logit_bias": cfg.init_logit_bias} if isinstance(cfg, SigLipModel) else {}
     if cfg.arch is not None:
-        with quiet_random_init():
-            model = open_clip.create_model(
-                cfg.arch,
-                pretrained=None,
-                force_quick_gelu=cfg.quick_gelu,
-                force_patch_dropout=cfg.patch_dropout or None,
-                device=device,
-                init_logit_scale=cfg.init_logit_scale,
-                **extra,
-            )
+        model = create_arch(cfg, device, force_patch_dropout=cfg.patch_dropout or None, **extra)
     else:
         assert cfg.vision is not None and cfg.text is not None
         vision = vision_cfg(cfg.vision, patch_dropout=cfg.patch_dropout)
@@ -48,6 +40,22 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
         with torch.device(device):
             model.ssl_head = ssl_head(cfg.ssl, embed_dim(cfg))
     return model
+
+
+def create_arch(cfg: Any, device: str, **options: Any) -> torch.nn.Module:
+    """open_clip's named architecture ``cfg.arch``, randomly initialised, with the recipe's activation and
+    temperature (``options``: further ``create_model`` keywords)."""
+    import open_clip
+
+    with quiet_random_init():
+        return open_clip.create_model(
+            cfg.arch,
+            pretrained=None,
+            force_quick_gelu=cfg.quick_gelu,
+            device=device,
+            init_logit_scale=cfg.init_logit_scale,
+            **options,
+        )
 
 
 def embed_dim(cfg: ClipModel) -> int:

@@ -8,25 +8,17 @@ import torch
 
 from vlmforge.config.schema import CoCaModel
 from vlmforge.generate import StepFn
-from vlmforge.models.contrastive import image_size, load_weights, quiet_random_init, text_cfg, vision_cfg
+from vlmforge.models.contrastive import create_arch, image_size, load_weights, text_cfg, vision_cfg
 
 
 def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
     """A randomly initialised open_clip ``CoCa`` (then ``cfg.pretrained`` is loaded if set).
 
     Captions are padded with id 0, which is open_clip's ``pad_id`` for CoCa and both tokenizers' pad."""
-    import open_clip
     from open_clip.coca_model import CoCa, MultimodalCfg
 
     if cfg.arch is not None:
-        with quiet_random_init():
-            model = open_clip.create_model(
-                cfg.arch,
-                pretrained=None,
-                force_quick_gelu=cfg.quick_gelu,
-                device=device,
-                init_logit_scale=cfg.init_logit_scale,
-            )
+        model = create_arch(cfg, device)
     else:
         assert cfg.vision is not None and cfg.text is not None and cfg.decoder is not None
         vision = vision_cfg(
@@ -43,6 +35,7 @@ def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.n
             width=cfg.decoder.width,
             heads=cfg.decoder.heads,
             layers=cfg.decoder.layers,
+            mlp_ratio=cfg.decoder.mlp_ratio,
         )
         with torch.device(device):
             model = CoCa(
