@@ -48,7 +48,7 @@ def main() -> None:
                     f"output_dir={tmp}",
                 ],
             )
-            calibration = plan.calibrate(recipe)  # random inputs, plain loop, the recipe's micro-batch
+            calibration = plan.calibrate(recipe)  # random inputs through the Trainer + reading the data
             predicted = calibration.predict_step_seconds(recipe.micro_batch_size)
             result = pretrain.run(recipe)  # the real thing: data loading, Lightning, callbacks
             assert result is not None

@@ -26,6 +26,7 @@ from vlmforge.planning.calibrate import (
     cpu_peak_flops,
     load_calibrations,
     save_calibration,
+    time_data_loading,
     time_training_steps,
 )
 from vlmforge.planning.catalog import Accelerator, load_catalog, lookup
@@ -339,6 +340,7 @@ def calibrate(recipe: TrainingRecipe, micro_batch: int | None = None, steps: int
     # noisy timings can make the fitted line pass below the origin: then all of the time is per sample, so
     # the fit still reproduces the measured step at the calibrated micro-batch
     per_sample = min(per_sample, seconds / micro)
+    reading = time_data_loading(recipe) if isinstance(recipe, PretrainRecipe) else None
     calibration = Calibration(
         device=name,
         precision=recipe.train.precision,
@@ -351,6 +353,8 @@ def calibrate(recipe: TrainingRecipe, micro_batch: int | None = None, steps: int
         peak_memory_gb=peak_gb,
         overhead_seconds=seconds - per_sample * micro,
         seconds_per_sample=per_sample,
+        data_seconds_per_sample=reading,
+        loader_workers=recipe.data.num_workers if isinstance(recipe, PretrainRecipe) else 0,
     )
     save_calibration(calibration)
     return calibration

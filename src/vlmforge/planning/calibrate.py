@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from vlmforge.config.schema import TrainingRecipe
+    from vlmforge.config.schema import PretrainRecipe, TrainingRecipe
     from vlmforge.planning.phases import Phase
 
 
@@ -35,10 +36,20 @@ class Calibration:
     peak_memory_gb: float | None
     overhead_seconds: float = 0.0  # per-step time that does not grow with the batch (optimizer, launches)
     seconds_per_sample: float = 0.0
+    # reading the recipe's own data here (decode, transform, tokenize, collate) in one process; None when
+    # the data is not on this machine
+    data_seconds_per_sample: float | None = None
+    loader_workers: int = 0
 
     def predict_step_seconds(self, micro_batch: int) -> float:
-        """Step time at another micro-batch from the two-point fit: overhead + per-sample x batch."""
-        return self.overhead_seconds + self.seconds_per_sample * micro_batch
+        """Step time at another micro-batch: compute from the two-point fit (overhead + per-sample x batch);
+        without loader workers the batch is read in the training process first, with ``w`` workers reading
+        ahead the slower of compute and reading (w processes in parallel) sets the pace."""
+        compute = self.overhead_seconds + self.seconds_per_sample * micro_batch
+        if self.data_seconds_per_sample is None:
+            return compute
+        reading = self.data_seconds_per_sample * micro_batch
+        return compute + reading if self.loader_workers == 0 else max(compute, reading / self.loader_workers)
 
 
 def cache_file() -> Path:
@@ -81,6 +92,36 @@ def cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
+
+
+def time_data_loading(recipe: PretrainRecipe, min_seconds: float = MIN_TIMED_SECONDS / 2) -> float | None:
+    """Seconds per training sample to read the recipe's data in one process, as the training loader does
+    (image decode + transform, caption choice + tokenization, collation), or None when the data cannot be
+    read on this machine (it often lives only on the cluster)."""
+    from vlmforge.data.loader import CaptionedImages, collate
+    from vlmforge.data.sources import train_val_split
+    from vlmforge.data.tokenizers import build_tokenizer
+    from vlmforge.errors import UserError
+    from vlmforge.families import family_for
+
+    try:
+        train, _ = train_val_split(recipe.data)
+    except (UserError, OSError):
+        return None
+    if len(train) == 0:
+        return None
+    cfg = recipe.model.model_copy(update={"pretrained": None})
+    models = family_for(cfg).models
+    tokenizer = build_tokenizer(cfg.tokenizer, train.all_captions())
+    context = models.context_length(cfg, models.build_model(cfg, tokenizer.vocab_size, device="meta"))
+    samples = CaptionedImages(train, tokenizer, context, recipe.seed)
+    order = np.random.default_rng(recipe.seed).permutation(len(train))
+    micro, read = recipe.micro_batch_size, 0
+    start = time.perf_counter()
+    while read < micro or time.perf_counter() - start < min_seconds:
+        collate([samples[(0, read + j, int(order[(read + j) % len(order)]))] for j in range(micro)])
+        read += micro
+    return (time.perf_counter() - start) / read
 
 
 def time_training_steps(
