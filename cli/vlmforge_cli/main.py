@@ -273,6 +273,10 @@ def evaluate(
 def curate(
     config: RecipeOpt,
     overrides: OverridesArg = None,
+    write: Annotated[
+        str | None,
+        typer.Option(help="ffcv: also write the kept samples to <output>/curated.beton (the `ffcv` extra)."),
+    ] = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -282,7 +286,13 @@ def curate(
     resumes: finished shards are not redone."""
     from vlmforge import curate as verb
 
+    if write not in (None, "ffcv"):
+        fail(UserError(f"--write {write!r}: the only extra output format is ffcv", hint="--write ffcv"))
     recipe = guarded(lambda: load("curate", config, overrides))
+    if write == "ffcv" and recipe.ffcv is None:  # the recipe's own ffcv section wins
+        from vlmforge.config.curate import FfcvOutput
+
+        recipe = recipe.model_copy(update={"ffcv": FfcvOutput()})
     if show_config:
         print_config(recipe)
         return

@@ -309,6 +309,14 @@ def needs_model(step: Any) -> bool:
     return step.kind in NEEDS_MODEL or (step.kind == "text_spotting" and step.max_score_drop is not None)
 
 
+class FfcvOutput(Section):
+    """Also write the kept samples as one FFCV file, ``<output>/curated.beton`` (the `ffcv` extra), at a
+    fixed side for ``data.kind: ffcv`` training."""
+
+    side: int = Field(224, ge=8, le=1024, description="Images are resized and centre-cropped to this side.")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the stored images.")
+
+
 class CurateRecipe(Section):
     """`vlmforge curate`: filter, deduplicate, balance and re-caption an image-text pool into shards."""
 
@@ -323,6 +331,9 @@ class CurateRecipe(Section):
     )
     batch_size: int = Field(64, ge=1, description="Samples decoded and scored together.")
     steps: list[CurateStep] = Field(min_length=1, description="Filters and samplers, run in this order.")
+    ffcv: FfcvOutput | None = Field(
+        None, description="Also write an FFCV .beton of the kept samples (`--write ffcv` sets the defaults)."
+    )
 
     @model_validator(mode="after")
     def _names_and_model(self) -> CurateRecipe:

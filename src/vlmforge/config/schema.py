@@ -120,7 +120,21 @@ class WebDatasetData(DataBase):
         return [value] if isinstance(value, str) else value
 
 
-DataSource = Annotated[DigitsData | FolderData | WebDatasetData, Field(discriminator="kind")]
+class FfcvData(DataBase):
+    """An FFCV ``.beton`` written by vlmforge (``vlmforge curate ... --write ffcv``): images stored at one
+    fixed side, decoded by FFCV's compiled pipelines. Needs the `ffcv` extra and its system libraries."""
+
+    kind: Literal["ffcv"] = "ffcv"
+    path: Path = Field(description="The .beton file (its NAME.beton.json must sit next to it).")
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
+    classnames: list[str] | None = Field(
+        None, description="Class names for zero-shot eval (default: those stored when it was written)."
+    )
+
+
+DataSource = Annotated[DigitsData | FolderData | WebDatasetData | FfcvData, Field(discriminator="kind")]
 
 
 # ------------------------------------------------------------------------------------ optim + train
@@ -600,7 +614,8 @@ class FinetuneRecipe(Section):
 
 
 EvalData = Annotated[
-    DigitsData | FolderData | LlavaJsonData | DigitsConversations, Field(discriminator="kind")
+    DigitsData | FolderData | WebDatasetData | FfcvData | LlavaJsonData | DigitsConversations,
+    Field(discriminator="kind"),
 ]
 
 

@@ -46,6 +46,7 @@ class CurateResult:
     measured_now: list[int] = field(default_factory=list)
     written_now: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    ffcv: dict[str, Any] | None = None  # the .beton written with --write ffcv
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class CurateResult:
             "measured_now": self.measured_now,
             "written_now": self.written_now,
             "seconds": round(self.seconds, 3),
+            "ffcv": self.ffcv,
         }
 
 
@@ -116,6 +118,8 @@ def run(recipe: CurateRecipe, progress: bool = True) -> CurateResult:
         "measured_now": [ref.index for ref in todo],
         "written_now": [ref.index for ref in pending],
     }
+    if recipe.ffcv is not None:
+        extra["ffcv"] = write_curated_beton(output, recipe.ffcv)
     report = write_report(recipe, shards, decisions, written, extra)
     return CurateResult(
         output,
@@ -126,7 +130,28 @@ def run(recipe: CurateRecipe, progress: bool = True) -> CurateResult:
         extra["measured_now"],
         extra["written_now"],
         time.perf_counter() - started,
+        extra.get("ffcv"),
     )
+
+
+def write_curated_beton(output: Path, cfg: Any) -> dict[str, Any]:
+    """``<output>/curated.beton`` from the kept shards; kept as is when it already holds exactly them."""
+    from vlmforge.config.schema import WebDatasetData
+    from vlmforge.data.ffcv import read_info, sidecar, write_beton
+    from vlmforge.data.webds import webdataset_set
+
+    path = output / "curated.beton"
+    # mean 0, std 1: the writer stores the resized pixels themselves
+    kept = WebDatasetData(
+        shards=[str(output / "shards" / "*.tar")], image_size=cfg.side, mean=(0, 0, 0), std=(1, 1, 1)
+    )
+    data = webdataset_set(kept)
+    if path.is_file() and sidecar(path).is_file():
+        info = read_info(path)
+        if info["source_fingerprint"] == data.fingerprint and info["side"] == cfg.side:
+            return {"path": str(path), "count": info["count"], "written_now": False}
+    info = write_beton(data, path, kept.mean, kept.std, cfg.jpeg_quality)
+    return {"path": str(path), "count": info["count"], "written_now": True, "dropped": len(info["dropped"])}
 
 
 def absolute_paths(model: Any) -> Any:

@@ -97,6 +97,7 @@ class CaptionedImages(torch.utils.data.Dataset):
 
     def __init__(self, data: ImageTextSet, tokenizer: TextTokenizer, context_length: int, seed: int) -> None:
         self.data, self.tokenizer, self.context_length, self.seed = data, tokenizer, context_length, seed
+        self.with_images = True  # False when the loader decodes images itself (FFCV)
         self._token_cache: dict[str, torch.Tensor] = {}
         self._draws: tuple[int, np.ndarray] | None = None
 
@@ -124,6 +125,8 @@ class CaptionedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, object]:
         epoch, position, index = key
+        if not self.with_images:
+            return self._item(epoch, position, index, index, [])
         dropped: list[dict[str, str]] = []
         for attempt in range(MAX_SUBSTITUTES + 1):
             used = (index + attempt) % len(self.data)
@@ -140,9 +143,12 @@ class CaptionedImages(torch.utils.data.Dataset):
                 f"{self.data.key(index)} cannot be read",
                 hint="run `vlmforge data check` on the source",
             )
+        return {"image": image} | self._item(epoch, position, index, used, dropped)
+
+    def _item(self, epoch: int, position: int, index: int, used: int, dropped: list) -> dict[str, object]:
+        caption = self.caption(epoch, used)
         return {
-            "image": image,
-            "caption": (caption := self.caption(epoch, used)),
+            "caption": caption,
             "text": self._tokens(caption),
             "index": index,
             "epoch": epoch,

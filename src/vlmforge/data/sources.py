@@ -8,6 +8,7 @@ from typing import Any
 from vlmforge.config.schema import (
     DataBase,
     DigitsData,
+    FfcvData,
     FinetuneRecipe,
     FolderData,
     TrainingRecipe,
@@ -15,6 +16,7 @@ from vlmforge.config.schema import (
 )
 from vlmforge.data.base import ImageTextSet, split_indices
 from vlmforge.data.digits import digits_set
+from vlmforge.data.ffcv import ffcv_set
 from vlmforge.data.folder import folder_set
 from vlmforge.data.webds import webdataset_set
 
@@ -22,6 +24,7 @@ SOURCES: dict[type[DataBase], Callable[..., ImageTextSet]] = {
     DigitsData: digits_set,
     FolderData: folder_set,
     WebDatasetData: webdataset_set,
+    FfcvData: ffcv_set,
 }
 
 

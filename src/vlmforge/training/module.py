@@ -17,7 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from vlmforge.config.schema import OptimConfig, PretrainRecipe, TrainingRecipe
+from vlmforge.config.schema import FfcvData, OptimConfig, PretrainRecipe, TrainingRecipe
 from vlmforge.data.loader import DataPosition, GlobalBatchSampler, collate
 from vlmforge.families import family_for
 from vlmforge.training.deepspeed_config import adamw_class
@@ -122,6 +122,14 @@ class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
             resume=self._resume_position,
         )
         workers = self.settings.num_workers
+        data = getattr(self.recipe, "data", None)
+        if isinstance(data, FfcvData):  # FFCV decodes the images of the sampler's micro-batches
+            from vlmforge.data.ffcv import FfcvBatches
+
+            normalise = (data.mean, data.std)
+            return FfcvBatches(  # type: ignore[return-value]
+                self.train_data, sampler, data.path, workers, normalise, lambda: self.trainer.current_epoch
+            )
         return torch.utils.data.DataLoader(
             self.train_data,
             batch_sampler=sampler,  # type: ignore[arg-type]
