@@ -27,7 +27,7 @@ from vlmforge.finetune import (
     model_vocab_size,
     stage_completed,
 )
-from vlmforge.pretrain import PretrainResult, estimate_and_confirm, is_launched_worker, prepare_run
+from vlmforge.pretrain import PretrainResult, is_launched_worker, start_run
 from vlmforge.runs import is_completed, manifest, read_json, write_json
 
 TRAINING = "training.json"  # the training outcome; result.json is written once evaluation is done too
@@ -104,7 +104,6 @@ def run(
     recipe: AlignRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> PretrainResult | None:
     """Align; returns the result on global rank 0 and ``None`` on the other ranks."""
-    import lightning.pytorch as pl
 
     from vlmforge.data.conversations import IMAGE, load_tokenizer, save_tokenizer
     from vlmforge.data.preferences import PreferenceSamples, split_preferences
@@ -125,11 +124,7 @@ def run(
             f"data: {len(train)} training pairs cannot fill one batch of batch_size={recipe.batch_size}",
             hint="lower batch_size or add data",
         )
-    estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
-    run_dir, point = prepare_run(recipe, resume)
-    if estimate is not None:
-        write_json(run_dir / "plan.json", estimate)
-    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+    run_dir, point = start_run(recipe, resume, confirm)
 
     tokenizer = load_tokenizer(source.run_dir / "tokenizer")
     vocab = model_vocab_size(source.recipe, tokenizer)

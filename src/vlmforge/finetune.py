@@ -19,7 +19,7 @@ from typing import Any
 
 from vlmforge.config.schema import AlignRecipe, FinetuneRecipe, FinetuneStage
 from vlmforge.errors import UserError
-from vlmforge.pretrain import PretrainResult, estimate_and_confirm, is_launched_worker, measured, prepare_run
+from vlmforge.pretrain import PretrainResult, is_launched_worker, measured, start_run
 from vlmforge.runs import ResumePoint, manifest, read_json, resume_point_in, write_json
 
 WEIGHTS = "model.safetensors"
@@ -64,7 +64,6 @@ def run(
     recipe: FinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> PretrainResult | None:
     """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks."""
-    import lightning.pytorch as pl
     import torch
 
     from vlmforge.data.conversations import (
@@ -90,11 +89,7 @@ def run(
                 f"batch_size={stage.batch_size}",
                 hint="lower the stage's batch_size or add data",
             )
-    estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
-    run_dir, point = prepare_run(recipe, resume)
-    if estimate is not None:
-        write_json(run_dir / "plan.json", estimate)
-    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+    run_dir, point = start_run(recipe, resume, confirm)
 
     saved_tokenizer = run_dir / "tokenizer"
     if saved_tokenizer.is_dir():  # a resumed run keeps its vocabulary

@@ -326,7 +326,13 @@ def load_trained(run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, An
         raise UserError(
             f"{run_dir}: not a run directory (no recipe.yaml)", hint="pass a directory under runs/"
         )
-    if recipe_verb(read_yaml(run_dir / "recipe.yaml")) == "finetune":
+    verb = recipe_verb(read_yaml(run_dir / "recipe.yaml"))
+    if verb == "align":
+        raise UserError(
+            f"{run_dir} is an align run: its held-out evaluation was written to {run_dir / 'eval'}",
+            hint="vlmforge eval reads pretrain and finetune runs",
+        )
+    if verb == "finetune":
         return load_finetuned(run_dir, checkpoint)
     recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
     assert isinstance(recipe, PretrainRecipe)
