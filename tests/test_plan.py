@@ -136,7 +136,7 @@ def test_memory_shrinks_with_sharding() -> None:
     [
         pytest.param(name, marks=pytest.mark.slow) if name.startswith("llava/") else name  # a 7B on meta
         for name, path in list_recipes().items()
-        if recipe_verb(read_yaml(path)) in ("pretrain", "finetune")
+        if recipe_verb(read_yaml(path)) in ("pretrain", "finetune", "align")
     ],
 )
 def test_every_shipped_recipe_plans(name: str) -> None:

@@ -90,17 +90,17 @@ def load(
 
 
 def training_verb(config: str) -> str:
-    """pretrain or finetune, from the recipe's contents (a finetune recipe has stages)."""
+    """pretrain, finetune or align, from the recipe's contents (stages: finetune; from_run: align)."""
     from vlmforge.catalog import resolve_recipe_path
     from vlmforge.config.load import read_yaml
     from vlmforge.config.schema import recipe_verb
 
     verb = guarded(lambda: recipe_verb(read_yaml(resolve_recipe_path(config))))
-    if verb not in ("pretrain", "finetune"):
+    if verb not in ("pretrain", "finetune", "align"):
         fail(
             UserError(
                 f"{config} is an {verb} recipe, not a training recipe",
-                hint="give a pretrain or finetune recipe",
+                hint="give a pretrain, finetune or align recipe",
             )
         )
     return verb
@@ -196,20 +196,24 @@ def pretrain(
         raise typer.Exit(EXIT_SIGTERM)
 
 
+ResumeStagedOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto: newest unfinished run of this name (finished parts are skipped); never; "
+        "or a run dir / .ckpt file."
+    ),
+]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
+]
+
+
 @app.command()
 def finetune(
     config: RecipeOpt,
     overrides: OverridesArg = None,
-    resume: Annotated[
-        str,
-        typer.Option(
-            help="auto: newest unfinished run of this name (finished stages are skipped); never; "
-            "or a run dir / .ckpt file."
-        ),
-    ] = "never",
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
-    ] = False,
+    resume: ResumeStagedOpt = "never",
+    yes: YesOpt = False,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -218,9 +222,41 @@ def finetune(
     Each stage starts from the previous stage's weights and trains only what it names (projector,
     projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
     costing more than plan.confirm_above_usd asks before it starts."""
-    from vlmforge import finetune as verb
+    _train_llava("finetune", config, overrides, resume, yes, fmt, show_config)
 
-    recipe = guarded(lambda: load("finetune", config, overrides))
+
+@app.command()
+def align(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    resume: ResumeStagedOpt = "never",
+    yes: YesOpt = False,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Preference-tune (DPO / IPO) a finetuned LLaVA run on chosen/rejected answer pairs, then evaluate
+    it on held-out pairs (reward accuracy and margin, VQA).
+
+    The finetune run named by from_run is both the starting policy and the frozen reference. The plan
+    for the devices in use is printed first; on a terminal, a run costing more than
+    plan.confirm_above_usd asks before it starts."""
+    _train_llava("align", config, overrides, resume, yes, fmt, show_config)
+
+
+def _train_llava(
+    verb_name: str,
+    config: str,
+    overrides: list[str] | None,
+    resume: str,
+    yes: bool,
+    fmt: OutputFormat,
+    show_config: bool,
+) -> None:
+    """finetune or align: load, run, render (the two share their options and their summary)."""
+    import importlib
+
+    verb = importlib.import_module(f"vlmforge.{verb_name}")
+    recipe = guarded(lambda: load(verb_name, config, overrides))
     if show_config:
         print_config(recipe)
         return
@@ -230,7 +266,7 @@ def finetune(
         return
     from vlmforge_cli.render import finetune_summary
 
-    emit(fmt, result.to_json(), lambda: finetune_summary(out, result))
+    emit(fmt, result.to_json(), lambda: finetune_summary(out, result, verb_name))
     if result.status == "preempted":
         err.print(
             f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
@@ -520,7 +556,9 @@ def recipes_cp(
 
 
 @recipes_app.command("schema")
-def recipes_schema(verb: Annotated[str, typer.Argument(help="pretrain, finetune, eval or curate.")]) -> None:
+def recipes_schema(
+    verb: Annotated[str, typer.Argument(help="pretrain, finetune, align, eval or curate.")],
+) -> None:
     """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
     from vlmforge.config.schema import RECIPES
 

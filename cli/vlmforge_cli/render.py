@@ -101,11 +101,13 @@ def data_check_table(console: Console, report: dict[str, Any], shown: int = 20) 
         console.print(table)
 
 
-def finetune_summary(console: Console, result: Any) -> None:
-    table = Table(title=f"finetune: {result.status}")
+def finetune_summary(console: Console, result: Any, verb: str = "finetune") -> None:
+    """A finetune run's stages, or an align run's training (one row), then the held-out evaluation."""
+    table = Table(title=f"{verb}: {result.status}")
     for column in ("stage", "steps", "final train loss", "samples/s"):
         table.add_column(column, justify="left" if column == "stage" else "right")
-    for name, train in result.metrics.get("stages", {}).items():
+    stages = result.metrics.get("stages") or {verb: result.metrics.get("train", {})}
+    for name, train in stages.items():
         loss, speed = train.get("loss"), train.get("samples_per_s")
         table.add_row(
             escape(name),
@@ -115,6 +117,10 @@ def finetune_summary(console: Console, result: Any) -> None:
         )
     console.print(table)
     console.print(f"run dir: {escape(str(result.run_dir))}")
+    data = result.metrics.get("data")
+    if data:
+        dropped = ", ".join(f"{reason} {n}" for reason, n in data["dropped"].items()) or "none dropped"
+        console.print(f"data: {data['read']:,} pairs read, {data['kept']:,} kept ({dropped})")
     if result.checkpoint:
         console.print(f"weights: {escape(str(result.checkpoint))}")
     if "eval" in result.metrics:

@@ -74,7 +74,9 @@ FLAVA = Family(
     ("zeroshot", "retrieval", "compositional", "linear_probe"),
 )
 
-LLAVA = Family("llava", "vlmforge.models.llava", "vlmforge.training.llava:LlavaStageModule", ("vqa",))
+LLAVA = Family(
+    "llava", "vlmforge.models.llava", "vlmforge.training.llava:LlavaStageModule", ("vqa", "preference")
+)
 
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,

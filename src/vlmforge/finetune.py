@@ -13,12 +13,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
+from vlmforge.config.schema import AlignRecipe, FinetuneRecipe, FinetuneStage
 from vlmforge.errors import UserError
-from vlmforge.pretrain import PretrainResult, estimate_and_confirm, is_launched_worker, measured, prepare_run
+from vlmforge.pretrain import PretrainResult, is_launched_worker, measured, start_run
 from vlmforge.runs import ResumePoint, manifest, read_json, resume_point_in, write_json
 
 WEIGHTS = "model.safetensors"
@@ -28,8 +29,8 @@ def stage_dir(run_dir: Path, stage: FinetuneStage) -> Path:
     return run_dir / "stages" / stage.name
 
 
-def stage_completed(directory: Path) -> bool:
-    result = directory / "result.json"
+def stage_completed(directory: Path, outcome: str = "result.json") -> bool:
+    result = directory / outcome
     return (
         result.is_file()
         and read_json(result).get("status") == "completed"
@@ -63,7 +64,6 @@ def run(
     recipe: FinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> PretrainResult | None:
     """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks."""
-    import lightning.pytorch as pl
     import torch
 
     from vlmforge.data.conversations import (
@@ -89,11 +89,7 @@ def run(
                 f"batch_size={stage.batch_size}",
                 hint="lower the stage's batch_size or add data",
             )
-    estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
-    run_dir, point = prepare_run(recipe, resume)
-    if estimate is not None:
-        write_json(run_dir / "plan.json", estimate)
-    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+    run_dir, point = start_run(recipe, resume, confirm)
 
     saved_tokenizer = run_dir / "tokenizer"
     if saved_tokenizer.is_dir():  # a resumed run keeps its vocabulary
@@ -182,12 +178,8 @@ def _run_stage(
     """Train one stage; its outcome (rank 0 also writes the stage's weights, actual.json, result.json)."""
     from vlmforge.data.conversations import ConversationSamples
     from vlmforge.families import family_for
-    from vlmforge.models.llava import plain_model, save_weights
-    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog
     from vlmforge.training.module import FitSettings
-    from vlmforge.training.trainer import build_loggers, build_trainer
 
-    directory.mkdir(parents=True, exist_ok=True)
     cfg = recipe.model
     settings = FitSettings(
         stage.batch_size,
@@ -200,26 +192,64 @@ def _run_stage(
     module.train_data = ConversationSamples(
         train, tokenizer, stage.template, cfg.image_tokens, tokens[0], cfg.max_text_tokens
     )
+    note = f" from {resume_from}" if resume_from else (f" from {init.parent.name}" if init else "")
+    return fit_to_weights(
+        recipe,
+        module,
+        directory,
+        FitLength(stage.batch_size, recipe.accumulate_grad_batches(stage), settings.max_steps),
+        f"{recipe.name}-{stage.name}",
+        f"stage {stage.name}: {stage.trainable}, {settings.max_steps} steps{note}",
+        resume_from,
+    )
+
+
+@dataclass(frozen=True)
+class FitLength:
+    """How one ``Trainer.fit`` steps: the global batch, gradient accumulation and optimizer steps."""
+
+    batch_size: int
+    accumulate: int
+    max_steps: int
+
+
+def fit_to_weights(
+    recipe: FinetuneRecipe | AlignRecipe,
+    module: Any,
+    directory: Path,
+    length: FitLength,
+    label: str,
+    announce: str,
+    resume_from: Path | None,
+    outcome_name: str = "result.json",
+) -> dict[str, Any]:
+    """Train ``module`` (resumable, stopped cleanly by SIGTERM) and save its plain weights (LoRA merged)
+    as ``directory/model.safetensors``. Returns the outcome; rank 0 also writes it (``outcome_name``) and
+    what was measured (``actual.json``) into ``directory``: a finetune stage's, or an align run's own."""
+    from vlmforge.models.llava import plain_model, save_weights
+    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog
+    from vlmforge.training.trainer import build_loggers, build_trainer
+
+    directory.mkdir(parents=True, exist_ok=True)
     checkpoints = AtomicCheckpoint(
         directory / "checkpoints", recipe.train.checkpoint.every_steps, recipe.train.checkpoint.keep_last
     )
     metrics_log = MetricsLog(
         directory / "metrics.jsonl",
         recipe.train.log_every_steps,
-        stage.batch_size,
-        build_loggers(recipe.logger, str(directory), f"{recipe.name}-{stage.name}"),
+        length.batch_size,
+        build_loggers(recipe.logger, str(directory), label),
     )
     trainer = build_trainer(
         recipe,
         [checkpoints, metrics_log],
         str(directory),
         module.block_classes(),
-        max_steps=settings.max_steps,
-        accumulate=recipe.accumulate_grad_batches(stage),
+        max_steps=length.max_steps,
+        accumulate=length.accumulate,
     )
-    note = f" from {resume_from}" if resume_from else (f" from {init.parent.name}" if init else "")
     if trainer.is_global_zero:
-        print(f"stage {stage.name}: {stage.trainable}, {settings.max_steps} steps{note}", file=sys.stderr)
+        print(announce, file=sys.stderr)
     started = time.perf_counter()
     trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     if checkpoints.preempted:
@@ -240,5 +270,5 @@ def _run_stage(
         "actual": measured(trainer, metrics_log, module, started),
     }
     write_json(directory / "actual.json", outcome["actual"])
-    write_json(directory / "result.json", outcome)
+    write_json(directory / outcome_name, outcome)
     return outcome

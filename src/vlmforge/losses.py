@@ -108,3 +108,46 @@ def coca_loss(
     )
     total = contrastive_weight * contrastive + caption_weight * caption
     return {"loss": total, "contrastive": contrastive, "caption": caption}
+
+
+def answer_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Summed log-probability of each row's labelled (answer) tokens under next-token ``logits`` [B,T,V]."""
+    targets = labels[:, 1:]
+    scored = targets != ignore_index
+    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logps.gather(2, targets.clamp(min=0).unsqueeze(2)).squeeze(2)
+    return (picked * scored).sum(1)
+
+
+def preference_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+    kind: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """DPO, -log sigmoid(beta h) with h = log-ratio(chosen) - log-ratio(rejected) (Rafailov et al. 2023,
+    eq. 7; ``label_smoothing`` e: -(1-e) log sigmoid(beta h) - e log sigmoid(-beta h)), or IPO,
+    (h - 1/(2 beta))^2 (Azar et al. 2023, eq. 17), on summed answer log-probs [B].
+
+    Rewards are the implicit beta * log(policy / reference); ``reward_accuracy`` is the fraction of pairs
+    whose chosen reward is higher, ``reward_margin`` the mean reward difference."""
+    chosen_ratio = policy_chosen - reference_chosen
+    rejected_ratio = policy_rejected - reference_rejected
+    h = chosen_ratio - rejected_ratio
+    if kind == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif kind == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown preference loss {kind!r}")
+    chosen_reward, rejected_reward = beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+    return {
+        "loss": losses.mean(),
+        "reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
+        "reward_margin": (chosen_reward - rejected_reward).mean(),
+        "chosen_reward": chosen_reward.mean(),
+        "rejected_reward": rejected_reward.mean(),
+    }

@@ -36,6 +36,7 @@ from vlmforge.planning.phases import (  # noqa: F401  (re-exported: the planner'
     PhaseCost,
     phase_cost,
     phases,
+    planned_model,
     probe_vocab_size,
     recipe_model_costs,
 )
@@ -149,7 +150,7 @@ def family_of(recipe: TrainingRecipe) -> str:
     """The published-runs family whose utilisation applies: masked patches make CLIP a FLIP ('masked')."""
     from vlmforge.families import family_for
 
-    model = recipe.model
+    model = planned_model(recipe)
     if isinstance(model, ClipModel) and model.patch_dropout > 0:
         return "masked"
     return family_for(model).name
@@ -363,7 +364,8 @@ def calibrate(recipe: TrainingRecipe, micro_batch: int | None = None, steps: int
 def refit(runs_dir: Path) -> list[Calibration]:
     """Measured utilisation of finished runs (``plan.json`` next to ``actual.json``), saved per device,
     precision and family as the median over runs. CPU runs are scored against this CPU's matmul peak."""
-    from vlmforge.config.load import load_recipe
+    from vlmforge.config.load import load_recipe, read_yaml
+    from vlmforge.config.schema import recipe_verb
     from vlmforge.runs import read_json
 
     if not runs_dir.is_dir():
@@ -375,6 +377,8 @@ def refit(runs_dir: Path) -> list[Calibration]:
         actual = read_json(run_dir / "actual.json") if (run_dir / "actual.json").is_file() else {}
         step_seconds = actual.get("median_step_seconds")
         if not step_seconds or not (run_dir / "recipe.yaml").is_file():
+            continue
+        if recipe_verb(read_yaml(run_dir / "recipe.yaml")) != "pretrain":  # one phase per run only
             continue
         estimate = read_json(plan_file)
         recipe = load_recipe("pretrain", run_dir / "recipe.yaml")

@@ -190,6 +190,21 @@ def estimate_and_confirm(recipe: TrainingRecipe, confirm: Callable[[str], bool] 
     return estimate
 
 
+def start_run(
+    recipe: TrainingRecipe, resume: str, confirm: Callable[[str], bool] | None
+) -> tuple[Path, ResumePoint | None]:
+    """Print the plan (asking first above ``plan.confirm_above_usd``), pick the run directory, save the
+    plan there and seed everything: how every training verb starts."""
+    import lightning.pytorch as pl
+
+    estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
+    run_dir, point = prepare_run(recipe, resume)
+    if estimate is not None:
+        write_json(run_dir / "plan.json", estimate)
+    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+    return run_dir, point
+
+
 def measured(trainer: Any, metrics_log: Any, module: Any, started: float) -> dict[str, Any]:
     """What a finished ``Trainer.fit`` measured (``actual.json``): steps, time, throughput, peak memory."""
     from vlmforge.training.callbacks import peak_memory_bytes
@@ -212,7 +227,6 @@ def run(
     """Train; returns the result on global rank 0 and ``None`` on the other ranks.
 
     ``confirm`` asks the user before a run whose estimated cost is above ``plan.confirm_above_usd``."""
-    import lightning.pytorch as pl
     import torch
 
     from vlmforge.data.accounting import budget_error, over_budget
@@ -237,11 +251,7 @@ def run(
             f"of data.batch_size={recipe.data.batch_size}",
             hint="lower data.batch_size or add data",
         )
-    estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
-    run_dir, point = prepare_run(recipe, resume)
-    if estimate is not None:
-        write_json(run_dir / "plan.json", estimate)
-    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+    run_dir, point = start_run(recipe, resume, confirm)
 
     prompts = [t.format(c) for t in train_set.prompts for c in (train_set.classnames or [])]
     tokenizer = build_tokenizer(recipe.model.tokenizer, [*train_set.all_captions(), *prompts])

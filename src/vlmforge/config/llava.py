@@ -121,6 +121,15 @@ class LlavaModel(Section):
         """Visual tokens per image: one per patch (the class token is dropped, LLaVA's 'default')."""
         return (self.vision.image_size // self.vision.patch_size) ** 2
 
+    def without_pretrained(self) -> LlavaModel:
+        """The same architecture with random towers: what planning builds, and what trained weights fill."""
+        return self.model_copy(
+            update={
+                "vision": self.vision.model_copy(update={"pretrained": None}),
+                "llm": self.llm.model_copy(update={"pretrained": None}),
+            }
+        )
+
     @model_validator(mode="after")
     def _fits_positions(self) -> LlavaModel:
         states = self.vision.layers + 1  # the embeddings, then each block's output

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section
 from vlmforge.config.curate import CurateRecipe
-from vlmforge.config.llava import BpeTokenizer, LlavaModel  # noqa: F401  (re-exported)
+from vlmforge.config.llava import BpeTokenizer, LlavaModel, LoraAdapters  # noqa: F401  (re-exported)
 from vlmforge.config.models import (  # noqa: F401  (re-exported: recipes' model sections)
     PERTURBATION_KINDS,
     ClipModel,
@@ -379,8 +379,23 @@ class LinearProbeTask(Section):
     )
 
 
+class PreferenceTask(Section):
+    """Held-out preference pairs of an align run: reward accuracy (the fraction of pairs whose implicit DPO
+    reward, beta * log(policy / reference), is higher for the chosen answer), the mean reward margin, and
+    how often the policy and the reference alone give the chosen answer the higher likelihood."""
+
+    kind: Literal["preference"] = "preference"
+    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many pairs.")
+
+
 EvalTask = Annotated[
-    ZeroShotTask | RetrievalTask | CompositionalTask | CaptioningTask | LinearProbeTask | VqaTask,
+    ZeroShotTask
+    | RetrievalTask
+    | CompositionalTask
+    | CaptioningTask
+    | LinearProbeTask
+    | VqaTask
+    | PreferenceTask,
     Field(discriminator="kind"),
 ]
 
@@ -594,6 +609,8 @@ class FinetuneRecipe(Section):
             split_batch(stage.batch_size, stage.micro_batch_size, self.world_size, f"stages[{i}].")
             if "lora" in stage.trainable and self.model.lora is None:
                 raise ValueError(f"stage {stage.name!r} trains LoRA adapters: set model.lora")
+        if any(task.kind == "preference" for task in self.eval):
+            raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
         check_eval_tasks(self.model, self.eval)
         return self
 
@@ -611,6 +628,132 @@ class FinetuneRecipe(Section):
         """The recipe's optimizer with the stage's learning rate and warm-up."""
         changes = {"lr": stage.lr, "warmup_steps": stage.warmup_steps}
         return self.optim.model_copy(update={k: v for k, v in changes.items() if v is not None})
+
+
+# -------------------------------------------------------------------------------------------- align
+class PreferenceDataBase(ConversationDataBase):
+    max_bad_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Stop when the pairs dropped (missing or unreadable image, empty answer) exceed this "
+        "fraction of the entries read.",
+    )
+
+
+class PreferenceJsonData(PreferenceDataBase):
+    """Preference pairs as JSON: [{"id", "image", "prompt", "chosen", "rejected"}]; images (resized to the
+    vision encoder's side) are read from `image_folder`."""
+
+    kind: Literal["preference-json"] = "preference-json"
+    path: Path = Field(description="The preference JSON file.")
+    image_folder: Path | None = Field(None, description="Folder of the images (default: the JSON's folder).")
+
+
+class DigitsPreferences(PreferenceDataBase):
+    """sklearn's digits as preference pairs, offline: "What digit is this?" -> the right digit word
+    (chosen) or a wrong one drawn with `seed` (rejected)."""
+
+    kind: Literal["digits-preferences"] = "digits-preferences"
+    seed: int = Field(0, description="Seed of the wrong answers (the same pairs for every run).")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
+    )
+
+
+PreferenceSource = Annotated[PreferenceJsonData | DigitsPreferences, Field(discriminator="kind")]
+
+
+class DpoConfig(Section):
+    """Direct preference optimisation on summed answer-token log-probs of the policy and the reference."""
+
+    beta: float = Field(0.1, gt=0, description="KL strength: rewards are beta * log(policy / reference).")
+    loss: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid",
+        description="sigmoid: DPO (Rafailov et al. 2023, eq. 7); ipo: squared loss towards a margin of "
+        "1 / (2 beta) (Azar et al. 2023, eq. 17).",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed fraction of flipped labels (conservative DPO; sigmoid only)."
+    )
+
+
+def _default_align_tasks() -> list[EvalTask]:
+    return [VqaTask(), PreferenceTask()]
+
+
+class AlignRecipe(Section):
+    """`vlmforge align`: preference-tune (DPO/IPO) the last stage of a finetune run, which is also the frozen
+    reference. An align recipe is recognised by its `from_run` key."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
+    )
+    seed: int = Field(0, description="Seed for initialisation of adapters and data order.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    from_run: Path = Field(
+        description="A finetune run directory, or a folder of runs (<output_dir>/<name>) whose newest "
+        "completed run is taken: its last stage's weights and tokenizer start the policy and the reference."
+    )
+    model: LlavaModel | None = Field(
+        None,
+        description="The finetune run's model section, for `vlmforge plan` before the run is on this "
+        "machine (default: read from the run; checked against it when aligning).",
+    )
+    lora: LoraAdapters | None = Field(None, description="Adapters, for trainable: lora or projector+lora.")
+    trainable: Literal["lora", "projector+llm", "projector+lora"] = Field(
+        "lora",
+        description="What trains. 'lora': only adapters, and the reference is the same model with them "
+        "switched off; otherwise the reference is a frozen copy.",
+    )
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="The preference loss.")
+    data: PreferenceSource
+    batch_size: int = Field(64, ge=1, description="Global batch: preference pairs per optimizer step.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps (or give epochs).")
+    epochs: int | None = Field(None, ge=1, description="Passes over the pairs (or give max_steps).")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: DeviceConfig = Field(
+        default_factory=DeviceConfig, description="Devices and precision; train.micro_batch_size in pairs."
+    )
+    logger: LoggerConfig = Field(default_factory=NoLogger)
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
+    eval: list[EvalTask] = Field(
+        default_factory=_default_align_tasks,
+        description="Evaluations on the held-out pairs after training: VQA (chosen answers), preference.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlignRecipe:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of max_steps or epochs")
+        split_batch(self.batch_size, self.train.micro_batch_size, self.world_size, "")
+        if "lora" in self.trainable and self.lora is None:
+            raise ValueError(f"trainable {self.trainable!r} trains LoRA adapters: set lora")
+        if self.dpo.loss == "ipo" and self.dpo.label_smoothing:
+            raise ValueError("dpo.label_smoothing applies to loss: sigmoid only")
+        for task in self.eval:
+            if task.kind not in ("vqa", "preference"):
+                raise ValueError(f"eval task {task.kind!r} does not apply to an align run (vqa, preference)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.train.devices * self.train.num_nodes
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.train.micro_batch_size or self.batch_size // self.world_size
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        return self.batch_size // (self.micro_batch_size * self.world_size)
+
+    def steps_for(self, train_pairs: int) -> int:
+        """Optimizer steps: max_steps, or epochs of full global batches."""
+        return self.max_steps or max(1, (self.epochs or 1) * (train_pairs // self.batch_size))
 
 
 EvalData = Annotated[
@@ -637,11 +780,12 @@ class EvalRecipe(Section):
     seed: int = Field(0, description="Seed (evaluation is deterministic for a seed).")
 
 
-TrainingRecipe = PretrainRecipe | FinetuneRecipe
+TrainingRecipe = PretrainRecipe | FinetuneRecipe | AlignRecipe
 
 RECIPES: dict[str, type[Section]] = {
     "pretrain": PretrainRecipe,
     "finetune": FinetuneRecipe,
+    "align": AlignRecipe,
     "eval": EvalRecipe,
     "curate": CurateRecipe,
 }
@@ -649,7 +793,9 @@ RECIPES: dict[str, type[Section]] = {
 
 def recipe_verb(data: dict[str, object]) -> str:
     """The verb a recipe mapping is written for: a curation has ``steps``, an evaluation names a ``run``,
-    a finetune has ``stages``; anything else is a pretrain recipe."""
+    a finetune has ``stages``, an alignment starts ``from_run``; anything else is a pretrain recipe."""
+    if "from_run" in data:
+        return "align"
     if "steps" in data:
         return "curate"
     if "run" in data:

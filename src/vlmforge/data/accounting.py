@@ -14,7 +14,15 @@ from dataclasses import asdict, dataclass, field
 
 from vlmforge.errors import UserError
 
-REASONS = ("decode_error", "truncated", "too_small", "bad_caption", "missing_pair")
+REASONS = (
+    "decode_error",
+    "truncated",
+    "too_small",
+    "bad_caption",
+    "missing_pair",
+    "missing_image",
+    "empty_answer",
+)
 EXAMPLES_KEPT = 20  # dropped samples named in summaries and errors
 
 

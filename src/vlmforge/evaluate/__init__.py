@@ -41,6 +41,7 @@ from vlmforge.evaluate.metrics import (
     topk_accuracy,
     zero_shot_classifier,
 )
+from vlmforge.evaluate.preference import PreferenceReference, preference
 from vlmforge.evaluate.vqa import vqa
 from vlmforge.families import family_for
 from vlmforge.runs import final_checkpoint, write_json
@@ -108,6 +109,7 @@ class EvalContext:
     batch_size: int
     image_features: torch.Tensor | None  # L2-normalised, one per readable image (None: conversation data)
     train_data: ImageTextSet | None = None
+    reference: PreferenceReference | None = None  # an align run's frozen reference (preference task)
 
 
 def evaluate_model(
@@ -119,6 +121,7 @@ def evaluate_model(
     tasks: list[EvalTask],
     batch_size: int = 256,
     train_data: ImageTextSet | None = None,
+    reference: PreferenceReference | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run each task on ``data`` (tasks that fit, on ``train_data``); returns {task kind: metrics}."""
     if len(data) == 0:
@@ -138,7 +141,9 @@ def evaluate_model(
         image_features, kept, dropped = encode_images(model, data, batch_size)
         if dropped:  # evaluated on the readable samples; the count is reported with each task
             data = data.subset(np.asarray(kept), "readable")
-    context = EvalContext(model, tokenizer, context_length, data, batch_size, image_features, train_data)
+    context = EvalContext(
+        model, tokenizer, context_length, data, batch_size, image_features, train_data, reference
+    )
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:
         start = time.perf_counter()
@@ -307,6 +312,7 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "captioning": captioning,
     "linear_probe": linear_probe,
     "vqa": vqa,
+    "preference": preference,
 }
 
 
@@ -320,7 +326,13 @@ def load_trained(run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, An
         raise UserError(
             f"{run_dir}: not a run directory (no recipe.yaml)", hint="pass a directory under runs/"
         )
-    if recipe_verb(read_yaml(run_dir / "recipe.yaml")) == "finetune":
+    verb = recipe_verb(read_yaml(run_dir / "recipe.yaml"))
+    if verb == "align":
+        raise UserError(
+            f"{run_dir} is an align run: its held-out evaluation was written to {run_dir / 'eval'}",
+            hint="vlmforge eval reads pretrain and finetune runs",
+        )
+    if verb == "finetune":
         return load_finetuned(run_dir, checkpoint)
     recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
     assert isinstance(recipe, PretrainRecipe)

@@ -153,6 +153,49 @@ def probe_loss(
     )
 
 
+def preference_probe_loss(
+    cfg: LlavaModel,
+    model: torch.nn.Module,
+    batch_size: int,
+    device: str,
+    vocab_size: int,
+    text_tokens: int | None = None,
+) -> torch.Tensor:
+    """One DPO step's forward on ``batch_size`` synthetic pairs: the policy on the chosen and the rejected
+    sequences (2 x batch_size, with gradients) and the reference on the same sequences without gradients:
+    the policy with its LoRA adapters switched off, or the frozen copy in ``model["reference"]``."""
+    policy = model["policy"] if isinstance(model, torch.nn.ModuleDict) else model
+    loss = probe_loss(cfg, policy, 2 * batch_size, device, vocab_size, text_tokens)
+    with torch.no_grad():
+        if isinstance(model, torch.nn.ModuleDict):
+            reference = probe_loss(cfg, model["reference"], 2 * batch_size, device, vocab_size, text_tokens)
+        else:
+            with policy.disable_adapter():  # type: ignore[operator]
+                reference = probe_loss(cfg, policy, 2 * batch_size, device, vocab_size, text_tokens)
+    return loss - reference
+
+
+def sequence_logps(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """Summed log-probability of each row's answer tokens (its non-ignored labels) in a collated batch."""
+    from vlmforge.losses import answer_logps
+
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        pixel_values=batch["pixel_values"],
+    )
+    return answer_logps(out.logits, batch["labels"], IGNORE_INDEX)
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy that never trains: every parameter frozen, in eval mode."""
+    import copy
+
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
 # ----------------------------------------------------------------------------------------- stages
 def prepare_stage(model: torch.nn.Module, cfg: LlavaModel, trainable: str) -> torch.nn.Module:
     """Freeze everything but what the stage trains; wrap with peft LoRA adapters for LoRA stages."""

@@ -2,7 +2,8 @@
 
 A pretrain recipe is one phase; a finetune recipe one per stage, with that stage's frozen parts and
 adapters (frozen parameters get no weight gradients and no optimizer states) and its sequence length
-(image tokens + the stage data's mean text tokens).
+(image tokens + the stage data's mean text tokens); an align recipe one phase whose sample is a preference
+pair: the policy's forward and backward on both answers plus the reference's forward on both.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmforge.config.schema import (
+    AlignRecipe,
     BpeTokenizer,
     FinetuneRecipe,
     FinetuneStage,
@@ -50,9 +52,18 @@ class PhaseCost:
     batch_size: int
 
 
+def planned_model(recipe: TrainingRecipe) -> Any:
+    """The recipe's model section; an align recipe's may come from the finetune run it starts from."""
+    if isinstance(recipe, AlignRecipe):
+        from vlmforge.align import planned_model as align_model
+
+        return align_model(recipe)
+    return recipe.model
+
+
 def probe_vocab_size(recipe: TrainingRecipe) -> int:
     """Vocabulary of the model planned before any data is read: word vocabularies are small."""
-    model = recipe.model
+    model = planned_model(recipe)
     if isinstance(model, LlavaModel):
         size = model.tokenizer.vocab_size if isinstance(model.tokenizer, BpeTokenizer) else 1000
         return model.llm.vocab_size or size
@@ -66,6 +77,8 @@ def phases(recipe: TrainingRecipe) -> list[Phase]:
     vocab = probe_vocab_size(recipe)
     if isinstance(recipe, FinetuneRecipe):
         return [_stage_phase(recipe, stage, vocab) for stage in recipe.stages]
+    if isinstance(recipe, AlignRecipe):
+        return [_align_phase(recipe, vocab)]
     cfg = recipe.model.model_copy(update={"pretrained": None})
     models = family_for(cfg).models
     return [
@@ -81,17 +94,16 @@ def phases(recipe: TrainingRecipe) -> list[Phase]:
 
 
 def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Phase:
+    from vlmforge.data.conversations import split_conversations
     from vlmforge.models import llava
 
-    model = recipe.model
-    cfg = model.model_copy(
-        update={
-            "vision": model.vision.model_copy(update={"pretrained": None}),
-            "llm": model.llm.model_copy(update={"pretrained": None}),
-        }
-    )
+    cfg = recipe.model.without_pretrained()
     text = stage.data.mean_text_tokens or cfg.max_text_tokens
-    steps = stage.max_steps or stage.steps_for(_stage_train_samples(stage, cfg.vision.image_size))
+    steps = stage.max_steps or stage.steps_for(
+        _train_samples(
+            stage.data, f"stage {stage.name!r}", stage.epochs, cfg.vision.image_size, split_conversations
+        )
+    )
     return Phase(
         stage.name,
         lambda device: llava.prepare_stage(
@@ -104,20 +116,50 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
     )
 
 
-def _stage_train_samples(stage: FinetuneStage, image_size: int) -> int:
-    """Training conversations of an epoch-based stage: ``data.num_samples`` less the held-out part, or
-    counted in the data when it is on this machine."""
-    from vlmforge.data.conversations import split_conversations
+def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
+    """The policy trains what the recipe names; the reference is the policy with its adapters switched
+    off (LoRA) or a frozen copy, which the planner counts as frozen parameters."""
+    import torch
 
-    data = stage.data
+    from vlmforge.data.preferences import split_preferences
+    from vlmforge.models import llava
+
+    cfg = planned_model(recipe).without_pretrained().model_copy(update={"lora": recipe.lora})
+    text = recipe.data.mean_text_tokens or cfg.max_text_tokens
+    steps = recipe.max_steps or recipe.steps_for(
+        _train_samples(recipe.data, "align", recipe.epochs, cfg.vision.image_size, split_preferences)
+    )
+
+    def build(device: str) -> torch.nn.Module:
+        policy = llava.build_model(cfg, vocab, device=device)
+        if recipe.trainable == "lora":
+            return llava.prepare_stage(policy, cfg, "lora")
+        reference = llava.frozen_copy(policy)
+        return torch.nn.ModuleDict(
+            {"policy": llava.prepare_stage(policy, cfg, recipe.trainable), "reference": reference}
+        )
+
+    return Phase(
+        recipe.name,
+        build,
+        lambda m, batch: llava.preference_probe_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
+        recipe.batch_size,
+        recipe.micro_batch_size,
+        steps,
+    )
+
+
+def _train_samples(data: Any, where: str, epochs: int | None, image_size: int, split: Callable) -> int:
+    """Training samples of an epoch-based phase: ``data.num_samples`` less the held-out part, or counted
+    in the data (``split(data, image_size)``'s training part) when it is on this machine."""
     if data.num_samples is not None:
         return data.num_samples - math.ceil(data.num_samples * data.val_fraction)
-    if getattr(data, "path", None) is not None and not data.path.exists():  # type: ignore[union-attr]
+    if getattr(data, "path", None) is not None and not data.path.exists():
         raise UserError(
-            f"stage {stage.name!r}: cannot plan {stage.epochs} epoch(s): {data.path} is not on this machine",  # type: ignore[union-attr]
-            hint="set the stage's data.num_samples, or max_steps",
+            f"{where}: cannot plan {epochs} epoch(s): {data.path} is not on this machine",
+            hint="set data.num_samples, or max_steps",
         )
-    return len(split_conversations(data, image_size)[0])
+    return len(split(data, image_size)[0])
 
 
 def _device_of(model: Any) -> str:

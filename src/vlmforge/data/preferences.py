@@ -1,0 +1,239 @@
+"""Preference pairs for `vlmforge align`: a prompt about an image with a chosen and a rejected answer.
+
+Two sources: a JSON list of {"id", "image", "prompt", "chosen", "rejected"} with an image folder, and an
+offline digits set (the right digit word chosen, a seeded wrong one rejected). Every entry read is kept
+or dropped with a reason (missing_image, decode_error / truncated, empty_answer) and counted in a
+``Tally``; a malformed entry is an error naming the file and the entry's index. Both answers are encoded
+like a chat conversation (loss labels on the answer only) and collated into one batch: the chosen rows
+first, then the rejected rows in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmforge.config.schema import DigitsData, DigitsPreferences, PreferenceJsonData, PreferenceSource
+from vlmforge.data.accounting import EXAMPLES_KEPT, Drop, Tally, budget_error, over_budget
+from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
+from vlmforge.data.conversations import IMAGE, ConversationSamples, Turn, collate_conversations
+from vlmforge.errors import UserError
+
+SIDES = ("chosen", "rejected")
+DIGITS_PROMPT = "What digit is this?"
+
+
+@dataclass
+class PreferenceSet:
+    """Preference pairs, each about at most one image of ``images`` (same global indices)."""
+
+    images: ImageTextSet  # keys, lazy image loading, labels, subsets
+    prompts: list[str]  # with <image> once, first, when the pair has an image
+    answers: dict[str, list[str]]  # "chosen" / "rejected" -> answer per global index
+    has_image: np.ndarray  # bool per global index
+    tally: Tally  # entries read, kept, dropped per reason (of the whole source)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def name(self) -> str:
+        return self.images.name
+
+    def global_index(self, i: int) -> int:
+        return int(self.images.indices[i])
+
+    def turns(self, i: int, side: str = "chosen") -> list[Turn]:
+        """The pair as a one-turn conversation with the ``side`` answer (VQA reads the chosen one)."""
+        g = self.global_index(i)
+        return [("human", self.prompts[g]), ("gpt", self.answers[side][g])]
+
+    def image(self, i: int) -> torch.Tensor | None:
+        return self.images.image(i) if self.has_image[self.global_index(i)] else None
+
+    def side(self, side: str) -> AnswerView:
+        return AnswerView(self, side)
+
+    def subset(self, indices: np.ndarray, suffix: str) -> PreferenceSet:
+        return PreferenceSet(
+            self.images.subset(indices, suffix), self.prompts, self.answers, self.has_image, self.tally
+        )
+
+    def texts(self) -> list[str]:
+        return [
+            text.replace(IMAGE, " ") for i in range(len(self)) for s in SIDES for _, text in self.turns(i, s)
+        ]
+
+
+@dataclass
+class AnswerView:
+    """One side of the pairs as conversations: what ``ConversationSamples`` encodes."""
+
+    pairs: PreferenceSet
+    side: str
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def turns(self, i: int) -> list[Turn]:
+        return self.pairs.turns(i, self.side)
+
+    def image(self, i: int) -> torch.Tensor | None:
+        return self.pairs.image(i)
+
+
+# ---------------------------------------------------------------------------------------- sources
+def digits_preferences(cfg: DigitsPreferences, image_size: int) -> PreferenceSet:
+    """Every digit asked about once: the right digit word is chosen, a wrong one (seeded) rejected."""
+    from vlmforge.data.digits import CLASSNAMES, digits_set
+
+    images = digits_set(DigitsData(image_size=image_size, mean=cfg.mean, std=cfg.std, templates=["{}"]))
+    assert images.labels is not None
+    labels = images.labels
+    wrong = (labels + np.random.default_rng(cfg.seed).integers(1, 10, size=len(labels))) % 10
+    answers = {
+        "chosen": [CLASSNAMES[int(y)] for y in labels],
+        "rejected": [CLASSNAMES[int(y)] for y in wrong],
+    }
+    images.name = "digits-preferences"
+    images.captions = [[a] for a in answers["chosen"]]
+    prompts = [f"{IMAGE}\n{DIGITS_PROMPT}"] * len(labels)
+    return PreferenceSet(images, prompts, answers, np.ones(len(labels), dtype=bool), Tally(read=len(labels)))
+
+
+def preference_json(cfg: PreferenceJsonData, image_size: int) -> PreferenceSet:
+    """The preference JSON; a malformed entry is an error naming the file and the entry's index, a pair
+    that cannot be used (missing or unreadable image, empty answer) is dropped and counted."""
+    from vlmforge.data.folder import load_rgb
+
+    entries = _read_entries(cfg.path)
+    folder = cfg.image_folder or cfg.path.parent
+    tally = Tally(read=len(entries))
+    keys: list[str] = []
+    files: list[Path | None] = []
+    prompts: list[str] = []
+    answers: dict[str, list[str]] = {side: [] for side in SIDES}
+    for n, entry in enumerate(entries):
+        key, image, prompt, pair = _entry(entry, f"{cfg.path}: entry {n}")
+        file = folder / image if image else None
+        reason = _unusable(file, pair)
+        if reason is not None:
+            tally.dropped[reason[0]] += 1
+            if len(tally.examples) < EXAMPLES_KEPT:
+                tally.examples.append(Drop(str(cfg.path), key, *reason))
+            continue
+        keys.append(key)
+        files.append(file)
+        prompts.append(prompt if file is None or IMAGE in prompt else f"{IMAGE}\n{prompt}")
+        for side, answer in zip(SIDES, pair, strict=True):
+            answers[side].append(answer)
+    if over_budget(tally.bad, tally.read, cfg.max_bad_fraction) or not keys:
+        raise budget_error(str(cfg.path), tally.bad, tally.read, cfg.max_bad_fraction, tally.examples)
+    mean, std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
+
+    def load(i: int) -> torch.Tensor:
+        return load_rgb(files[i], image_size, mean, std)  # type: ignore[arg-type]
+
+    images = ImageTextSet(
+        name=cfg.path.stem,
+        keys=keys,
+        captions=[[a] for a in answers["chosen"]],
+        load_image=load,
+        fingerprint=fingerprint_bytes(cfg.path.read_bytes()),
+    )
+    return PreferenceSet(images, prompts, answers, np.array([f is not None for f in files]), tally)
+
+
+def _read_entries(path: Path) -> list[Any]:
+    if not path.is_file():
+        raise UserError(f"preference file not found: {path}", hint="set data.path")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"{path}: expected a non-empty JSON list of preference pairs")
+    return entries
+
+
+def _entry(entry: Any, where: str) -> tuple[str, str | None, str, tuple[str, str]]:
+    """(key, image file name, prompt, (chosen, rejected)) of one entry, or an error naming it."""
+    fields = ("prompt", *SIDES)
+    if not isinstance(entry, dict) or any(not isinstance(entry.get(f), str) for f in fields):
+        raise UserError(
+            f"{where}: needs text fields 'prompt', 'chosen' and 'rejected'",
+            hint='each entry is {"id", "image", "prompt", "chosen", "rejected"}',
+        )
+    image = entry.get("image")
+    if image is not None and not isinstance(image, str):
+        raise UserError(f"{where}: 'image' must be a file name, got {type(image).__name__}")
+    prompt = entry["prompt"]
+    if prompt.count(IMAGE) > (1 if image else 0):
+        raise UserError(f"{where}: {IMAGE} may appear only once, and only in a pair with an 'image'")
+    return str(entry.get("id", where.rsplit(" ", 1)[-1])), image, prompt, (entry["chosen"], entry["rejected"])
+
+
+def _unusable(file: Path | None, pair: tuple[str, str]) -> tuple[str, str] | None:
+    """(reason, detail) when the pair cannot be trained on; images are decoded once here to find out."""
+    from vlmforge.data.images import ImageError, decode_rgb
+
+    empty = [side for side, answer in zip(SIDES, pair, strict=True) if not answer.strip()]
+    if empty:
+        return "empty_answer", f"empty {' and '.join(empty)} answer"
+    if file is None:
+        return None
+    if not file.is_file():
+        return "missing_image", f"{file} not found"
+    try:
+        decode_rgb(file)
+    except ImageError as exc:
+        return exc.reason, f"{file.name}: {exc.detail}"
+    return None
+
+
+def open_preferences(cfg: PreferenceSource, image_size: int) -> PreferenceSet:
+    if isinstance(cfg, DigitsPreferences):
+        return digits_preferences(cfg, image_size)
+    return preference_json(cfg, image_size)
+
+
+def split_preferences(cfg: PreferenceSource, image_size: int) -> tuple[PreferenceSet, PreferenceSet]:
+    """The fixed (seed-independent) training and held-out pairs, stratified when labels exist."""
+    full = open_preferences(cfg, image_size)
+    train, val = split_indices(len(full.images.keys), full.images.labels, cfg.val_fraction)
+    return full.subset(train, "train"), full.subset(val, "val")
+
+
+# -------------------------------------------------------------------------------------- encoding
+class PreferenceSamples(torch.utils.data.Dataset):
+    """Training pairs keyed by ``GlobalBatchSampler``'s (epoch, position, index): both answers encoded
+    as chat conversations (labels on the answer only), the image read once."""
+
+    def __init__(self, data: PreferenceSet, tokenizer: Any, image_tokens: int, image_id: int, max_text: int):
+        self.data = data
+        self.sides = {
+            side: ConversationSamples(data.side(side), tokenizer, "chat", image_tokens, image_id, max_text)  # type: ignore[arg-type]
+            for side in SIDES
+        }
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
+        epoch, position, index = key
+        item: dict[str, Any] = {"image": self.data.image(index), "index": index, "epoch": epoch}
+        item["position"] = position
+        return item | {side: samples.encoded(index) for side, samples in self.sides.items()}
+
+
+def collate_preferences(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """One padded batch of 2 x len(items) rows: the chosen answers, then the rejected ones."""
+    rows = [{**it, "input_ids": it[side][0], "labels": it[side][1]} for side in SIDES for it in items]
+    batch = collate_conversations(rows, pad_id)
+    batch["index"] = batch["index"][: len(items)]
+    return batch

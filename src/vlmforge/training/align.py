@@ -1,0 +1,76 @@
+"""LightningModule for `vlmforge align`: DPO / IPO on preference pairs, starting from a finetuned LLaVA.
+
+The policy trains what the recipe names (LoRA adapters, projector + LLM, or projector + adapters); the
+reference is the starting model, frozen:
+
+* ``trainable: lora`` — the policy is the frozen finetuned weights plus adapters whose second factor
+  starts at zero, so the same model with its adapters switched off (peft's ``disable_adapter()``) *is*
+  the starting model: no copy, no extra memory.
+* otherwise the trained weights themselves move, so a frozen copy is taken before training. It is kept
+  out of the module's children (a plain attribute, not a submodule) so that the optimizer, the sharding
+  strategy and checkpoints never see it: a resumed run rebuilds it from the finetune run's weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from vlmforge.config.schema import AlignRecipe
+from vlmforge.data.preferences import collate_preferences
+from vlmforge.losses import preference_loss
+from vlmforge.models.llava import frozen_copy, load_weights, prepare_stage, sequence_logps
+from vlmforge.training.llava import LlavaStageModule
+from vlmforge.training.module import FitSettings, PretrainModule
+
+
+class AlignModule(PretrainModule):
+    """``recipe.model`` is the finetune run's model section (``vlmforge.align`` fills it in)."""
+
+    block_classes = LlavaStageModule.block_classes
+    enable_activation_checkpointing = LlavaStageModule.enable_activation_checkpointing
+
+    def __init__(
+        self,
+        recipe: AlignRecipe,
+        vocab_size: int,
+        settings: FitSettings,
+        tokens: tuple[int, int],  # (<image> id, <pad> id) of the finetune run's tokenizer
+        init_weights: Path,
+    ) -> None:
+        super().__init__(recipe, vocab_size, settings=settings)
+        assert recipe.model is not None
+        image_id, pad_id = tokens
+        self.model.config.image_token_index = image_id
+        load_weights(self.model, init_weights)
+        self.frozen_reference = () if recipe.trainable == "lora" else (frozen_copy(self.model),)
+        cfg = recipe.model.model_copy(update={"lora": recipe.lora})
+        self.model = prepare_stage(self.model, cfg, recipe.trainable)
+        self.dpo = recipe.dpo
+        self.collate = functools.partial(collate_preferences, pad_id=pad_id)
+
+    def on_fit_start(self) -> None:
+        for reference in self.frozen_reference:
+            reference.to(self.device)
+
+    def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            if self.frozen_reference:
+                return sequence_logps(self.frozen_reference[0], batch)
+            with self.model.disable_adapter():
+                return sequence_logps(self.model, batch)
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pairs = batch["index"].shape[0]  # rows: the chosen answers, then the rejected ones
+        policy, reference = sequence_logps(self.model, batch), self.reference_logps(batch)
+        return preference_loss(
+            policy[:pairs],
+            policy[pairs:],
+            reference[:pairs],
+            reference[pairs:],
+            self.dpo.beta,
+            self.dpo.loss,
+            self.dpo.label_smoothing,
+        )
