@@ -1,0 +1,187 @@
+"""Recipe sections for training data: image-caption sources (``data:`` of pretrain), conversations
+(finetune stages) and preference pairs (align), each a tagged union chosen by ``kind:``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from vlmforge.config.base import Section
+
+# --------------------------------------------------------------------------------------------- data
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class DataBase(Section):
+    batch_size: int = Field(128, ge=1, description="Global batch: samples per optimizer step, all devices.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device.")
+    image_size: int = Field(224, ge=8, le=1024, description="Side of the square images fed to the model.")
+    mean: tuple[float, float, float] = Field(OPENAI_MEAN, description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field(OPENAI_STD, description="Per-channel normalisation std.")
+    max_bad_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Stop when the samples dropped (unreadable, unpaired, bad caption, too small) exceed "
+        "this fraction of the source: those rejected when it is opened plus those dropped in one epoch.",
+    )
+
+
+class DigitsData(DataBase):
+    """sklearn's 1,797 real 8x8 handwritten digits with templated captions; ships offline."""
+
+    kind: Literal["digits"] = "digits"
+    image_size: int = Field(16, ge=8, le=1024, description="Digits are upscaled from 8x8 to this side.")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
+    )
+    templates: list[str] | None = Field(
+        None, description="Caption templates with one '{}' for the class name; default: 6 built-in ones."
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _one_placeholder(cls, value: list[str] | None) -> list[str] | None:
+        for template in value or []:
+            if template.count("{}") != 1:
+                raise ValueError(f"template {template!r} must contain exactly one '{{}}'")
+        return value
+
+
+class FolderData(DataBase):
+    """A folder of images plus a captions file (JSON lines or CSV: image, caption[, label])."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder holding the images and the captions file.")
+    captions: str = Field(
+        "captions.jsonl",
+        description="Captions file inside `path`: .jsonl or .csv with image, caption[, label].",
+    )
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
+    classnames: list[str] | None = Field(
+        None,
+        description="Class names for zero-shot eval, indexed by integer labels (default: sorted labels).",
+    )
+
+
+class WebDatasetData(DataBase):
+    """WebDataset tar shards in img2dataset layout: ``key.jpg|png|webp`` + ``key.txt`` (+ ``key.json``)."""
+
+    kind: Literal["webdataset"] = "webdataset"
+    shards: list[str] = Field(
+        min_length=1,
+        description="Uncompressed .tar shard paths or patterns: brace ranges ('shards/{00000..00127}.tar') "
+        "and globs ('shards/*.tar'); one string or a list.",
+    )
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
+    min_image_size: int = Field(
+        8, ge=1, description="Images whose shorter side is below this many pixels are dropped (too_small)."
+    )
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class FfcvData(DataBase):
+    """An FFCV ``.beton`` written by vlmforge (``vlmforge curate ... --write ffcv``): images stored at one
+    fixed side, decoded by FFCV's compiled pipelines. Needs the `ffcv` extra and its system libraries."""
+
+    kind: Literal["ffcv"] = "ffcv"
+    path: Path = Field(description="The .beton file (its NAME.beton.json must sit next to it).")
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
+    classnames: list[str] | None = Field(
+        None, description="Class names for zero-shot eval (default: those stored when it was written)."
+    )
+
+
+DataSource = Annotated[DigitsData | FolderData | WebDatasetData | FfcvData, Field(discriminator="kind")]
+
+
+# ----------------------------------------------------------------------------------------- finetune
+class ConversationDataBase(Section):
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device.")
+    mean: tuple[float, float, float] = Field(OPENAI_MEAN, description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field(OPENAI_STD, description="Per-channel normalisation std.")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction held out for evaluation.")
+    num_samples: int | None = Field(
+        None, ge=1, description="Conversations in the data, for `vlmforge plan` before the data is at hand."
+    )
+    mean_text_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Mean text tokens per conversation, for `vlmforge plan` (default: max_text_tokens).",
+    )
+
+
+class LlavaJsonData(ConversationDataBase):
+    """LLaVA's conversation JSON: [{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}];
+    images (resized to the vision encoder's side) are read from `image_folder`."""
+
+    kind: Literal["llava-json"] = "llava-json"
+    path: Path = Field(description="The conversation JSON file.")
+    image_folder: Path | None = Field(None, description="Folder of the images (default: the JSON's folder).")
+
+
+class DigitsConversations(ConversationDataBase):
+    """sklearn's digits as conversations, offline: captions ("a handwritten seven") for stage 1, questions
+    ("What digit is this?" -> "seven") for stage 2. Images are upscaled to the vision encoder's side."""
+
+    kind: Literal["digits-conversations"] = "digits-conversations"
+    task: Literal["caption", "vqa"] = Field("vqa", description="Captions or question-answer pairs.")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
+    )
+
+
+ConversationSource = Annotated[LlavaJsonData | DigitsConversations, Field(discriminator="kind")]
+
+
+# -------------------------------------------------------------------------------------------- align
+class PreferenceDataBase(ConversationDataBase):
+    max_bad_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Stop when the pairs dropped (missing or unreadable image, empty answer) exceed this "
+        "fraction of the entries read.",
+    )
+
+
+class PreferenceJsonData(PreferenceDataBase):
+    """Preference pairs as JSON: [{"id", "image", "prompt", "chosen", "rejected"}]; images (resized to the
+    vision encoder's side) are read from `image_folder`."""
+
+    kind: Literal["preference-json"] = "preference-json"
+    path: Path = Field(description="The preference JSON file.")
+    image_folder: Path | None = Field(None, description="Folder of the images (default: the JSON's folder).")
+
+
+class DigitsPreferences(PreferenceDataBase):
+    """sklearn's digits as preference pairs, offline: "What digit is this?" -> the right digit word
+    (chosen) or a wrong one drawn with `seed` (rejected)."""
+
+    kind: Literal["digits-preferences"] = "digits-preferences"
+    seed: int = Field(0, description="Seed of the wrong answers (the same pairs for every run).")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
+    )
+
+
+PreferenceSource = Annotated[PreferenceJsonData | DigitsPreferences, Field(discriminator="kind")]

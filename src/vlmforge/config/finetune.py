@@ -1,0 +1,205 @@
+"""Recipes of the LLaVA life cycle after pretraining: `vlmforge finetune` (stages) and `vlmforge align`
+(preference tuning of a finetune run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from vlmforge.config.base import Section
+from vlmforge.config.data import ConversationSource, PreferenceSource
+from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_eval_tasks
+from vlmforge.config.llava import LlavaModel, LoraAdapters
+from vlmforge.config.training import (
+    NAME_PATTERN,
+    SCHEMA_VERSION,
+    DeviceConfig,
+    LoggerConfig,
+    NoLogger,
+    OptimConfig,
+    PlanConfig,
+    split_batch,
+)
+
+
+class FinetuneStage(Section):
+    """One stage of `vlmforge finetune`: it starts from the previous stage's weights."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Stage name: its files go to <run>/stages/<name>/.")
+    trainable: Literal["projector", "projector+llm", "lora", "projector+lora"] = Field(
+        description="What trains; the rest is frozen (the vision encoder always is). 'lora': only the "
+        "adapters of model.lora."
+    )
+    data: ConversationSource
+    template: Literal["plain", "chat"] = Field(
+        "chat",
+        description="'plain': image then answer (LLaVA's stage-1 format); 'chat': USER: ... ASSISTANT: ... "
+        "turns. The loss is on the answers only.",
+    )
+    batch_size: int = Field(128, ge=1, description="Global batch: samples per optimizer step, all devices.")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Samples per device per forward; default batch_size / devices."
+    )
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps (or give epochs).")
+    epochs: int | None = Field(None, ge=1, description="Passes over the data (or give max_steps).")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate (default: optim.lr).")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps (default: optim.warmup_steps).")
+
+    @model_validator(mode="after")
+    def _length(self) -> FinetuneStage:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of max_steps or epochs")
+        return self
+
+    def steps_for(self, train_samples: int) -> int:
+        """Optimizer steps: max_steps, or epochs of full global batches."""
+        return self.max_steps or max(1, (self.epochs or 1) * (train_samples // self.batch_size))
+
+
+def _default_finetune_tasks() -> list[EvalTask]:
+    return [VqaTask()]
+
+
+class FinetuneRecipe(Section):
+    """`vlmforge finetune`: train a vision-language model in stages (LLaVA: align the projector, then
+    instruction-tune), each from the previous stage's weights."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
+    )
+    seed: int = Field(0, description="Seed for initialisation and data order.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    model: LlavaModel
+    stages: list[FinetuneStage] = Field(min_length=1, description="Stages, run in order.")
+    optim: OptimConfig = Field(
+        default_factory=OptimConfig, description="Optimizer; each stage may set its own lr and warm-up."
+    )
+    train: DeviceConfig = Field(default_factory=DeviceConfig, description="Devices and precision.")
+    logger: LoggerConfig = Field(default_factory=NoLogger)
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
+    eval: list[EvalTask] = Field(
+        default_factory=_default_finetune_tasks,
+        description="Evaluations run after the last stage on its data's held-out split.",
+    )
+
+    @model_validator(mode="after")
+    def _stages_consistent(self) -> FinetuneRecipe:
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        for i, stage in enumerate(self.stages):
+            split_batch(stage.batch_size, stage.micro_batch_size, self.world_size, f"stages[{i}].")
+            if "lora" in stage.trainable and self.model.lora is None:
+                raise ValueError(f"stage {stage.name!r} trains LoRA adapters: set model.lora")
+        if any(task.kind == "preference" for task in self.eval):
+            raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
+        check_eval_tasks(self.model, self.eval)
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.train.devices * self.train.num_nodes
+
+    def micro_batch_size(self, stage: FinetuneStage) -> int:
+        return stage.micro_batch_size or stage.batch_size // self.world_size
+
+    def accumulate_grad_batches(self, stage: FinetuneStage) -> int:
+        return stage.batch_size // (self.micro_batch_size(stage) * self.world_size)
+
+    def stage_optim(self, stage: FinetuneStage) -> OptimConfig:
+        """The recipe's optimizer with the stage's learning rate and warm-up."""
+        changes = {"lr": stage.lr, "warmup_steps": stage.warmup_steps}
+        return self.optim.model_copy(update={k: v for k, v in changes.items() if v is not None})
+
+
+class DpoConfig(Section):
+    """Direct preference optimisation on summed answer-token log-probs of the policy and the reference."""
+
+    beta: float = Field(0.1, gt=0, description="KL strength: rewards are beta * log(policy / reference).")
+    loss: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid",
+        description="sigmoid: DPO (Rafailov et al. 2023, eq. 7); ipo: squared loss towards a margin of "
+        "1 / (2 beta) (Azar et al. 2023, eq. 17).",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed fraction of flipped labels (conservative DPO; sigmoid only)."
+    )
+
+
+def _default_align_tasks() -> list[EvalTask]:
+    return [VqaTask(), PreferenceTask()]
+
+
+class AlignRecipe(Section):
+    """`vlmforge align`: preference-tune (DPO/IPO) the last stage of a finetune run, which is also the frozen
+    reference. An align recipe is recognised by its `from_run` key."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
+    )
+    seed: int = Field(0, description="Seed for initialisation of adapters and data order.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    from_run: Path = Field(
+        description="A finetune run directory, or a folder of runs (<output_dir>/<name>) whose newest "
+        "completed run is taken: its last stage's weights and tokenizer start the policy and the reference."
+    )
+    model: LlavaModel | None = Field(
+        None,
+        description="The finetune run's model section, for `vlmforge plan` before the run is on this "
+        "machine (default: read from the run; checked against it when aligning).",
+    )
+    lora: LoraAdapters | None = Field(None, description="Adapters, for trainable: lora or projector+lora.")
+    trainable: Literal["lora", "projector+llm", "projector+lora"] = Field(
+        "lora",
+        description="What trains. 'lora': only adapters, and the reference is the same model with them "
+        "switched off; otherwise the reference is a frozen copy.",
+    )
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="The preference loss.")
+    data: PreferenceSource
+    batch_size: int = Field(64, ge=1, description="Global batch: preference pairs per optimizer step.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps (or give epochs).")
+    epochs: int | None = Field(None, ge=1, description="Passes over the pairs (or give max_steps).")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: DeviceConfig = Field(
+        default_factory=DeviceConfig, description="Devices and precision; train.micro_batch_size in pairs."
+    )
+    logger: LoggerConfig = Field(default_factory=NoLogger)
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
+    eval: list[EvalTask] = Field(
+        default_factory=_default_align_tasks,
+        description="Evaluations on the held-out pairs after training: VQA (chosen answers), preference.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlignRecipe:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of max_steps or epochs")
+        split_batch(self.batch_size, self.train.micro_batch_size, self.world_size, "")
+        if "lora" in self.trainable and self.lora is None:
+            raise ValueError(f"trainable {self.trainable!r} trains LoRA adapters: set lora")
+        if self.dpo.loss == "ipo" and self.dpo.label_smoothing:
+            raise ValueError("dpo.label_smoothing applies to loss: sigmoid only")
+        for task in self.eval:
+            if task.kind not in ("vqa", "preference"):
+                raise ValueError(f"eval task {task.kind!r} does not apply to an align run (vqa, preference)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.train.devices * self.train.num_nodes
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.train.micro_batch_size or self.batch_size // self.world_size
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        return self.batch_size // (self.micro_batch_size * self.world_size)
+
+    def steps_for(self, train_pairs: int) -> int:
+        """Optimizer steps: max_steps, or epochs of full global batches."""
+        return self.max_steps or max(1, (self.epochs or 1) * (train_pairs // self.batch_size))

@@ -1,0 +1,186 @@
+"""Recipe sections shared by the training verbs: optimizer, parallelism strategy, devices and precision,
+checkpoints, the pre-run plan, loggers; and the batch arithmetic every training recipe checks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from vlmforge.config.base import Section
+
+SCHEMA_VERSION = 1
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def split_batch(batch_size: int, micro_batch_size: int | None, world: int, where: str) -> int:
+    """The micro-batch per device; raises unless the global batch splits evenly over devices x micro."""
+    micro = micro_batch_size or batch_size // world
+    if micro < 1 or batch_size % (micro * world):
+        raise ValueError(
+            f"{where}batch_size {batch_size} must be a multiple of "
+            f"micro_batch_size ({micro}) x devices x nodes ({world})"
+        )
+    return micro
+
+
+# ------------------------------------------------------------------------------------ optim + train
+class OptimConfig(Section):
+    name: Literal["adamw"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(
+        0.2, ge=0, description="Decoupled weight decay (not on gains, biases, scale)."
+    )
+    betas: tuple[float, float] = Field((0.9, 0.98), description="Adam betas.")
+    eps: float = Field(1e-6, gt=0, description="Adam epsilon.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps from 0 to `lr`.")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning-rate decay after warm-up."
+    )
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of `lr`.")
+
+
+class AutoStrategy(Section):
+    """Single process, or Lightning's default for the device count."""
+
+    kind: Literal["auto"] = "auto"
+
+
+class DDPStrategy(Section):
+    """Distributed data parallel: one process per device (gloo on CPU, NCCL on GPU)."""
+
+    kind: Literal["ddp"] = "ddp"
+    find_unused_parameters: bool = Field(False, description="Only for models with branches unused in a step.")
+
+
+class FSDPStrategy(Section):
+    """Fully sharded data parallel (ZeRO-3-like): weights, gradients and optimizer states split across
+    devices, each transformer block gathered only while it runs. Lightning's FSDPStrategy on GPU; FSDP2
+    (``fully_shard`` per block) through Lightning's ModelParallelStrategy on CPU. Blocks are the model
+    family's transformer block classes; ``train.activation_checkpointing`` recomputes each of them."""
+
+    kind: Literal["fsdp"] = "fsdp"
+    sharding: Literal["full", "hybrid", "grad_op"] = Field(
+        "full",
+        description="full: shard weights, grads and optimizer states over all devices (ZeRO-3); hybrid: "
+        "shard inside a node, replicate across nodes; grad_op: keep whole weights, shard grads and "
+        "optimizer states (ZeRO-2).",
+    )
+    cpu_offload: bool = Field(
+        False, description="Keep sharded weights and optimizer states in CPU memory (GPU only; slower)."
+    )
+    state_dict: Literal["sharded", "full"] = Field(
+        "sharded",
+        description="Resumable checkpoints as a folder with each rank's shard (sharded: nothing gathered, "
+        "resumes on any device count), or one file gathered on rank 0 (full). A finished run also "
+        "gathers its weights into checkpoints/final-weights.ckpt for evaluation.",
+    )
+
+
+class DeepSpeedStrategy(Section):
+    """DeepSpeed ZeRO through Lightning's DeepSpeedStrategy (CUDA GPUs only), configured by the DeepSpeed
+    JSON that vlmforge generates from the recipe (``vlmforge pretrain --emit deepspeed-config`` writes it)."""
+
+    kind: Literal["deepspeed"] = "deepspeed"
+    stage: Literal[2, 3] = Field(
+        2, description="ZeRO stage: 2 shards gradients and optimizer states; 3 also shards the weights."
+    )
+    offload_optimizer: bool = Field(
+        False, description="ZeRO-Offload: optimizer states and the optimizer step on the CPU."
+    )
+    offload_params: bool = Field(False, description="ZeRO-Infinity: weights in CPU memory (stage 3 only).")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DeepSpeed config keys merged over the generated config (nested mappings merge), "
+        "e.g. {zero_optimization: {overlap_comm: true}}.",
+    )
+
+    @model_validator(mode="after")
+    def _params_offload_needs_stage3(self) -> DeepSpeedStrategy:
+        if self.offload_params and self.stage != 3:
+            raise ValueError("offload_params needs stage: 3 (stage 2 keeps whole weights on every GPU)")
+        return self
+
+
+Strategy = Annotated[
+    AutoStrategy | DDPStrategy | FSDPStrategy | DeepSpeedStrategy, Field(discriminator="kind")
+]
+
+
+class CheckpointConfig(Section):
+    every_steps: int = Field(500, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
+    keep_last: int = Field(3, ge=1, description="Keep this many most recent step checkpoints.")
+
+
+class DeviceConfig(Section):
+    """Devices, precision and the loop's bookkeeping: everything about training but its length."""
+
+    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Device type.")
+    devices: int = Field(1, ge=1, description="Devices (processes) per node.")
+    num_nodes: int = Field(1, ge=1, description="Nodes.")
+    strategy: Strategy = Field(default_factory=AutoStrategy, description="Parallelism strategy.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32",
+        description="32: fp32; bf16-mixed: bfloat16 autocast; 16-mixed: float16 autocast with a loss "
+        "scaler (CUDA GPUs only).",
+    )
+    compile: bool = Field(False, description="torch.compile the model: slower start, usually faster steps.")
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Samples per device per forward; default batch_size / devices (no accumulation).",
+    )
+    grad_clip_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (unset: off).")
+    activation_checkpointing: bool = Field(
+        False,
+        description="Recompute transformer blocks in backward: less activation memory, ~1/3 more compute.",
+    )
+    log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
+    record_sample_ids: bool = Field(
+        False,
+        description="Append the sample ids each optimizer step trained on to samples/rank-<R>.jsonl in the "
+        "run directory (audits data order and resumes).",
+    )
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpu(self) -> TrainConfig:
+        if self.precision == "16-mixed" and self.accelerator == "cpu":
+            raise ValueError(
+                "train.precision 16-mixed (float16 autocast + loss scaler) needs a CUDA GPU; "
+                "with train.accelerator cpu use bf16-mixed or 32"
+            )
+        return self
+
+
+class TrainConfig(DeviceConfig):
+    max_steps: int = Field(ge=1, description="Optimizer steps to train for.")
+
+
+class PlanConfig(Section):
+    """The estimate printed before every training run."""
+
+    confirm_above_usd: float = Field(
+        100.0, ge=0, description="Ask before starting (on a terminal) when the estimated cost is above this."
+    )
+    accelerator: str | None = Field(
+        None, description="Catalog name of the GPUs in use (default: recognised from the CUDA device name)."
+    )
+
+
+class NoLogger(Section):
+    """metrics.jsonl in the run directory only (always written)."""
+
+    kind: Literal["none"] = "none"
+
+
+class WandbLogger(Section):
+    """Weights & Biases, offline unless WANDB_API_KEY is set in the environment (never in the recipe)."""
+
+    kind: Literal["wandb"] = "wandb"
+    project: str = Field("vlmforge", description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user).")
+    mode: Literal["offline", "online", "disabled"] = Field("offline", description="W&B mode.")
+
+
+LoggerConfig = Annotated[NoLogger | WandbLogger, Field(discriminator="kind")]
