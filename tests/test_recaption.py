@@ -106,6 +106,9 @@ def test_a_coca_run_recaptions_the_pool_deterministically(coca_run: Path, pool: 
     single = make_recipe(tmp_path / "b", webdataset(pool), steps, engine={"kind": "local", "workers": 1})
     again = curate.run(single, progress=False)
     assert output_bytes(again.output) == output_bytes(first.output)  # same bytes, other worker count
+    too_long = make_recipe(tmp_path / "c", webdataset(pool), [recaption_with(coca_run, max_length=40)])
+    with pytest.raises(UserError, match=r"steps\.recaption\.captioner: max_length 40 is longer"):
+        curate.run(too_long, progress=False)
 
 
 @pytest.mark.slow
@@ -208,15 +211,18 @@ def fake_run(root: Path, recipe: str) -> Path:
 
 def test_runs_that_cannot_caption_are_named_before_any_output(pool: Pool, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
+    (tmp_path / "curated").mkdir()
+    shutil.copy(REPO / "recipes" / "curate" / "datacomp-metaclip.yaml", tmp_path / "curated" / "recipe.yaml")
     cases = {
         tmp_path / "absent": "does not exist",
         tmp_path / "empty": "not a run directory",
+        tmp_path / "curated": "holds a curate recipe",
         fake_run(tmp_path / "clip", "clip-tiny"): "is a clip run, which cannot caption",
         fake_run(tmp_path / "mae", "mae-tiny"): "is a masked run, which cannot caption",
     }
     for run, message in cases.items():
         recipe = make_recipe(tmp_path, webdataset(pool), [recaption_with(run)])
-        with pytest.raises(UserError, match=f"steps.recaption.captioner.run: .*{message}") as caught:
+        with pytest.raises(UserError, match=rf"steps\.recaption\.captioner\.run: .*{message}") as caught:
             curate.run(recipe, progress=False)
         assert "coca" in (caught.value.hint or "")
         assert not (tmp_path / "out").exists()  # checked before the output folder is claimed

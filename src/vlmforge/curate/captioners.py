@@ -56,6 +56,8 @@ def check_run(cfg: RunCaptioner, field: str) -> tuple[str, Any]:
     if cfg.checkpoint is not None and not cfg.checkpoint.is_file():
         raise UserError(f"{field}.checkpoint: file not found: {cfg.checkpoint}")
     verb = recipe_verb(read_yaml(run / "recipe.yaml"))
+    if verb not in ("pretrain", "finetune"):
+        raise UserError(f"{field}.run: {run} holds a {verb} recipe, not a training run's", hint=RUN_HINT)
     recipe = load_recipe(verb, run / "recipe.yaml")
     kind = recipe.model.kind
     if (verb, kind) not in (("pretrain", "coca"), ("finetune", "llava")):
