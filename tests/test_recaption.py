@@ -202,6 +202,14 @@ def test_caption_agreement_ranks_with_the_clip_score_rules(pool: Pool, tmp_path:
         make_recipe(tmp_path, webdataset(pool), [{**step, "threshold": None}])
 
 
+def test_a_cuda_captioner_needs_a_single_local_worker(pool: Pool, tmp_path: Path) -> None:
+    steps = [recaption_with(tmp_path, device="cuda")]
+    with pytest.raises(Exception, match="forked local workers cannot share"):
+        make_recipe(tmp_path, webdataset(pool), steps)
+    one = make_recipe(tmp_path, webdataset(pool), steps, engine={"kind": "local", "workers": 1})
+    assert one.steps[0].captioner.device == "cuda"
+
+
 def fake_run(root: Path, recipe: str) -> Path:
     """A run directory holding only a shipped debug recipe: all the captioner check reads."""
     root.mkdir(parents=True)

@@ -388,3 +388,17 @@ class CurateRecipe(Section):
             if users:
                 raise ValueError(f"steps {users} score with a model: set `model:` (kind run or open_clip)")
         return self
+
+    @model_validator(mode="after")
+    def _cuda_in_one_process(self) -> CurateRecipe:
+        on_gpu = [
+            step_name(s)
+            for s in self.steps
+            if isinstance(getattr(s, "captioner", None), RunCaptioner) and s.captioner.device != "cpu"
+        ]
+        if on_gpu and isinstance(self.engine, LocalEngine) and self.engine.workers != 1:
+            raise ValueError(
+                f"steps {on_gpu} caption on CUDA, which forked local workers cannot share: set "
+                "`engine: {kind: local, workers: 1}` (or use the ray engine)"
+            )
+        return self

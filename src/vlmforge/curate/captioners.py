@@ -44,8 +44,9 @@ def _from_factory(target: str, options: dict[str, Any], field: str) -> Captioner
 
 
 # --------------------------------------------------------------------------------------- run captioners
-def check_run(cfg: RunCaptioner, field: str) -> tuple[str, Any]:
-    """The run's verb and recipe, once the run is known to be one that captions (no model loaded)."""
+def check_run(cfg: RunCaptioner, field: str) -> str:
+    """The run's verb (pretrain or finetune), once it is known to be a run that captions; no model is
+    loaded."""
     from vlmforge.config.load import load_recipe, read_yaml
     from vlmforge.config.schema import recipe_verb
 
@@ -65,7 +66,7 @@ def check_run(cfg: RunCaptioner, field: str) -> tuple[str, Any]:
             f"{field}.run: {run} is a {kind} run, which cannot caption images (no text decoder)",
             hint=RUN_HINT,
         )
-    return verb, recipe
+    return verb
 
 
 def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
@@ -73,7 +74,7 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
 
     from vlmforge.evaluate import load_trained
 
-    verb, _ = check_run(cfg, field)
+    verb = check_run(cfg, field)
     if cfg.device != "cpu" and not torch.cuda.is_available():
         raise UserError(f"{field}.device: {cfg.device!r} asked for, but CUDA is not available")
     device = torch.device(cfg.device)
