@@ -81,6 +81,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def coca_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short debug CoCa run (30 steps, no eval): a captioner and scorer for the tests that read it."""
+    cwd = tmp_path_factory.mktemp("coca-run")
+    result = pretrain_json(cwd, "debug/coca-tiny", "train.max_steps=30", "eval=[]")
+    return cwd / result["run_dir"]
+
+
+@pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 real digit images written as PNG files + captions.jsonl with labels: a user's folder dataset."""
     import numpy as np

@@ -72,9 +72,9 @@ def run(recipe: CurateRecipe, progress: bool = True) -> CurateResult:
     if not shards:
         raise UserError("input: no samples found", hint="check input.shards / input.path")
     output, work = recipe.output, recipe.output / "work"
-    _claim_output(recipe, shards)
     recipe_json = recipe.model_dump_json()
-    _, steps = process_steps(recipe_json)  # vocabulary files and captioner options checked up front
+    _, steps = process_steps(recipe_json)  # vocabulary files and captioners checked up front
+    _claim_output(recipe, shards)
     if recipe.model is not None and isinstance(recipe.engine, LocalEngine):
         steps[0].resources.scorer()  # loaded once here: forked workers inherit it, pass 2 reuses it
 

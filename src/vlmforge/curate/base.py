@@ -1,4 +1,5 @@
-"""The step interface and the per-process resources steps share (scoring model, text detectors)."""
+"""The step interface and the per-process resources steps share (scoring model, text detectors,
+captioners)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,13 @@ class Step(ABC):
 
 
 class Resources:
-    """Loaded once per process and shared by the steps: the scoring model and text detectors."""
+    """Loaded once per process and shared by the steps: the scoring model, text detectors, captioners."""
 
     def __init__(self, recipe: CurateRecipe) -> None:
         self.recipe = recipe
         self._scorer: Any = None
         self._detectors: dict[str, Any] = {}
+        self._captioners: dict[str, Any] = {}
 
     def scorer(self) -> Any:
         if self._scorer is None:
@@ -60,3 +62,12 @@ class Resources:
 
             self._detectors[key] = build_detector(cfg)
         return self._detectors[key]
+
+    def captioner(self, cfg: Any, field: str) -> Any:
+        """The captioner of a step's ``captioner:`` section, built (and checked) on first use."""
+        key = cfg.model_dump_json()
+        if key not in self._captioners:
+            from vlmforge.curate.captioners import build_captioner
+
+            self._captioners[key] = build_captioner(cfg, field)
+        return self._captioners[key]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmforge.config.curate import CurateRecipe, needs_model
+from vlmforge.config.curate import CurateRecipe, runs_a_model
 from vlmforge.curate.base import Resources, Step
 from vlmforge.curate.batch import Batch, Decision, Table
 from vlmforge.curate.io import OutputSample, ShardRef, decode, read_samples, write_shard
@@ -76,7 +76,7 @@ def measure_shard(task: tuple[str, ShardRef, str]) -> dict[str, Any]:
 
 
 def _single_thread(recipe: CurateRecipe) -> int | None:
-    if not any(needs_model(s) for s in recipe.steps):
+    if not any(runs_a_model(s) for s in recipe.steps):
         return None
     import torch
 

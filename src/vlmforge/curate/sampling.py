@@ -1,13 +1,11 @@
-"""Diversity and balancing (seed §3.1, "Diversity and Balancing") and synthetic re-captioning (§3.1.1):
-DataComp image-based sampling, MetaCLIP balancing, and the re-captioning hook."""
+"""Diversity and balancing (seed §3.1, "Diversity and Balancing"): DataComp image-based sampling and
+MetaCLIP balancing."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -122,49 +120,3 @@ class MetaClipBalanceStep(Step):
             },
         )
         return decision
-
-
-class Captioner(Protocol):
-    """What the re-captioning hook calls: PIL RGB images and their current captions -> new captions."""
-
-    def __call__(self, images: list[Any], captions: list[str]) -> list[str]: ...
-
-
-def build_captioner(target: str, options: dict[str, Any], field: str) -> Captioner:
-    module_name, _, factory_name = target.partition(":")
-    try:
-        factory: Callable[..., Captioner] = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(
-            f"{field}: cannot import {target!r}: {exc}", hint="'package.module:factory'"
-        ) from None
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise UserError(f"{field}: {target} does not accept these options: {exc}") from None
-
-
-class RecaptionStep(Step):
-    """Synthetic captions replace the originals; later steps see the new ones (Nguyen et al. 2023)."""
-
-    kind = "recaption"
-    rewrites_caption = True
-
-    def __init__(self, cfg: Any, resources: Resources) -> None:
-        super().__init__(cfg, resources)
-        self._captioner: Captioner | None = None
-
-    def measure(self, batch: Batch) -> dict[str, np.ndarray]:
-        if self._captioner is None:
-            field = f"steps.{self.name}.captioner.target"
-            self._captioner = build_captioner(self.cfg.captioner.target, self.cfg.captioner.options, field)
-        new = list(self._captioner(batch.images, batch.captions))
-        if len(new) != len(batch) or not all(isinstance(c, str) for c in new):
-            raise UserError(
-                f"steps.{self.name}: the captioner returned {len(new)} values for {len(batch)} images",
-                hint="it must return one string per image",
-            )
-        return {"caption": np.array([" ".join(c.split()) for c in new], dtype=str)}
-
-    def apply(self, table: Table) -> Decision:
-        return Decision.from_reasons(first_reason(len(table), [(table["caption"] == "", "empty_caption")]))

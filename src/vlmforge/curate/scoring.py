@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -153,15 +153,42 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- steps
-class ClipScoreStep(Step):
-    """CLIPScore as the cosine of image and caption embeddings (Hessel et al. 2021, without the 2.5 x
-    clip-at-0 rescaling, as LAION and DataComp threshold it)."""
+class ScoreRuleStep(Step):
+    """Keeps the samples whose ``score`` column is at or above ``cfg.threshold`` (decided per sample, so
+    local) or among the ``cfg.top_fraction`` best of all samples reaching the step (global; ties: the
+    earlier sample first)."""
 
-    kind = "clip_score"
+    score: ClassVar[str]
+    reason: ClassVar[str]
 
     @property
     def local(self) -> bool:  # type: ignore[override]
         return self.cfg.top_fraction is None  # a threshold decides each sample alone; a fraction cannot
+
+    def apply(self, table: Table) -> Decision:
+        score = table[self.score]
+        if self.cfg.threshold is not None:
+            low = score < self.cfg.threshold
+        else:
+            keep = int(np.ceil(self.cfg.top_fraction * len(table)))
+            order = np.argsort(-score, kind="stable")  # ties: earlier sample first
+            low = np.ones(len(table), dtype=bool)
+            low[order[:keep]] = False
+        decision = Decision.from_reasons(
+            first_reason(len(table), [(low, self.reason)]), **{self.score: score}
+        )
+        kept = score[~low]
+        decision.info["cutoff"] = float(kept.min()) if len(kept) else None
+        return decision
+
+
+class ClipScoreStep(ScoreRuleStep):
+    """CLIPScore as the cosine of image and caption embeddings (Hessel et al. 2021, without the 2.5 x
+    clip-at-0 rescaling, as LAION and DataComp threshold it)."""
+
+    kind = "clip_score"
+    score = "clip_score"
+    reason = "low_clip_score"
 
     def measure(self, batch: Batch) -> dict[str, np.ndarray]:
         scorer = self.resources.scorer()
@@ -172,22 +199,6 @@ class ClipScoreStep(Step):
         else:
             images = image_embeddings(batch, scorer)
         return {"clip_score": cosine(images, texts)}
-
-    def apply(self, table: Table) -> Decision:
-        score = table["clip_score"]
-        if self.cfg.threshold is not None:
-            low = score < self.cfg.threshold
-        else:
-            keep = int(np.ceil(self.cfg.top_fraction * len(table)))
-            order = np.argsort(-score, kind="stable")  # ties: earlier sample first
-            low = np.ones(len(table), dtype=bool)
-            low[order[:keep]] = False
-        decision = Decision.from_reasons(
-            first_reason(len(table), [(low, "low_clip_score")]), clip_score=score
-        )
-        kept = score[~low]
-        decision.info["cutoff"] = float(kept.min()) if len(kept) else None
-        return decision
 
 
 class TextSpottingStep(Step):

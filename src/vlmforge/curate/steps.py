@@ -14,7 +14,8 @@ from vlmforge.curate.heuristics import (
     LanguageStep,
     RepeatedTokensStep,
 )
-from vlmforge.curate.sampling import DataCompImageStep, MetaClipBalanceStep, RecaptionStep
+from vlmforge.curate.recaption import CaptionAgreementStep, RecaptionStep
+from vlmforge.curate.sampling import DataCompImageStep, MetaClipBalanceStep
 from vlmforge.curate.scoring import ClipScoreStep, TextSpottingStep
 
 STEPS: dict[str, type[Step]] = {
@@ -35,6 +36,7 @@ STEPS: dict[str, type[Step]] = {
         DataCompImageStep,
         MetaClipBalanceStep,
         RecaptionStep,
+        CaptionAgreementStep,
     )
 }
 

@@ -44,6 +44,7 @@ from vlmforge.evaluate.metrics import (
 from vlmforge.evaluate.preference import PreferenceReference, preference
 from vlmforge.evaluate.vqa import vqa
 from vlmforge.families import family_for
+from vlmforge.generate import Decoding, SpecialTokens, generate
 from vlmforge.runs import final_checkpoint, write_json
 
 
@@ -232,38 +233,58 @@ def compositional(context: EvalContext, task: CompositionalTask) -> dict[str, An
     return compositional_accuracy(caption_scores, perturbed_scores, valid, task.perturbations)
 
 
+def caption_decoding(options: Any, context_length: int, where: str) -> Decoding:
+    """Decoding settings from a section with method, beam_size, max_length, repetition_penalty,
+    no_repeat_ngram and length_penalty (the captioning task, a curation captioner)."""
+    limit = context_length - 1  # the start token takes one position
+    max_length = options.max_length or limit
+    if max_length > limit:
+        raise UserError(
+            f"{where}: max_length {max_length} is longer than the model's context allows ({limit} tokens)",
+            hint=f"set max_length <= {limit} or leave it unset",
+        )
+    return Decoding(
+        options.method,
+        options.beam_size if options.method == "beam" else 1,
+        max_length,
+        options.repetition_penalty,
+        options.no_repeat_ngram,
+        options.length_penalty,
+    )
+
+
+@torch.no_grad()
+def coca_captions(
+    model: Any, tokenizer: TextTokenizer, images: torch.Tensor, settings: Decoding
+) -> list[str]:
+    """One caption per image of a preprocessed batch (on the model's device; the search runs on CPU)."""
+    from vlmforge.models.generative import decoder_step
+
+    step = decoder_step(model, images, tokenizer.vocab_size)
+    device = images.device
+
+    def on_device(prefixes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return step(prefixes.to(device), rows.to(device)).float().cpu()
+
+    special = SpecialTokens(tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id)
+    return [tokenizer.decode(ids) for ids in generate(on_device, len(images), special, settings).tokens]
+
+
 @torch.no_grad()
 def captioning(context: EvalContext, task: CaptioningTask) -> dict[str, Any]:
     """Caption every image with the project's decoding and score the captions against all of the image's
     reference captions. Only generative models reach here (``Family.eval_tasks``)."""
     from vlmforge.evaluate.caption_metrics import caption_scores
-    from vlmforge.generate import Decoding, SpecialTokens, generate
-    from vlmforge.models.generative import decoder_step
 
     data, tokenizer = context.data, context.tokenizer
-    limit = context.context_length - 1  # the start token takes one position
-    max_length = task.max_length or limit
-    if max_length > limit:
-        raise UserError(
-            f"captioning max_length {max_length} is longer than the model's context allows ({limit} tokens)",
-            hint=f"set max_length <= {limit} or leave it unset",
-        )
-    settings = Decoding(
-        task.method,
-        task.beam_size if task.method == "beam" else 1,
-        max_length,
-        task.repetition_penalty,
-        task.no_repeat_ngram,
-        task.length_penalty,
-    )
-    special = SpecialTokens(tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id)
+    settings = caption_decoding(task, context.context_length, "captioning")
+    max_length = settings.max_length
     captions: list[str] = []
     for start in range(0, len(data), context.batch_size):
         images = torch.stack(
             [data.image(i) for i in range(start, min(start + context.batch_size, len(data)))]
         )
-        step = decoder_step(context.model, images, tokenizer.vocab_size)
-        captions += [tokenizer.decode(ids) for ids in generate(step, len(images), special, settings).tokens]
+        captions += coca_captions(context.model, tokenizer, images, settings)
     references = [data.captions_of(i) for i in range(len(data))]
     metrics: dict[str, Any] = caption_scores(captions, references)
     metrics |= {"method": task.method, "max_length": max_length}

@@ -15,26 +15,35 @@ SHOWN_EXAMPLES = 5
 
 @torch.no_grad()
 def answer(
-    model: Any, tokenizer: Any, questions: list[str], images: list[torch.Tensor | None], new: int
+    model: Any,
+    tokenizer: Any,
+    questions: list[str],
+    images: list[torch.Tensor | None],
+    new: int,
+    template: str = "chat",
+    **search: Any,
 ) -> list[str]:
-    """Greedy answers to ``questions`` (chat template, left-padded batch), decoded without specials."""
+    """Greedy answers to ``questions`` (left-padded batch on the model's device), decoded without
+    specials; ``search`` goes to transformers' ``generate`` (e.g. num_beams, repetition_penalty)."""
     from vlmforge.data.conversations import prompt_ids
 
+    device = next(model.parameters()).device
     image_id, image_tokens = int(model.config.image_token_index), int(model.config.image_seq_length)
-    prompts = [prompt_ids(tokenizer, q, "chat", image_tokens, image_id) for q in questions]
+    prompts = [prompt_ids(tokenizer, q, template, image_tokens, image_id) for q in questions]
     longest = max(len(p) for p in prompts)
     pad = int(tokenizer.pad_token_id)
-    ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=device)
     pixels = [image for image in images if image is not None]
     out = model.generate(
         input_ids=ids,
         attention_mask=mask,
-        pixel_values=torch.stack(pixels) if pixels else None,
+        pixel_values=torch.stack(pixels).to(device) if pixels else None,
         max_new_tokens=new,
         do_sample=False,
         eos_token_id=int(tokenizer.eos_token_id),
         pad_token_id=pad,
+        **search,
     )
     return tokenizer.batch_decode(out[:, longest:], skip_special_tokens=True)
 
