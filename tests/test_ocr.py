@@ -173,3 +173,8 @@ def test_missing_extra_or_weights_are_named_before_any_shard_is_read(
         with pytest.raises(UserError, match="easyocr") as info:
             build_steps(recipe, Resources(recipe))
         assert info.value.hint == "pip install 'vlmforge[ocr]'"
+    folder = write_folder(tmp_path / "pool", {"coffee": (photo("coffee"), "a cup of coffee")})
+    recipe = recipe_of(tmp_path, [SPOTTING], input={"kind": "folder", "path": str(folder)})
+    with pytest.raises(UserError, match="easyocr"):
+        curate.run(recipe, progress=False)
+    assert not list((recipe.output / "work" / "measure").iterdir())  # no shard was measured
