@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from vlmforge.config.curate import OpenClipScorer, RunScorer, ScoringModel
-from vlmforge.curate.base import Step
+from vlmforge.curate.base import Resources, Step
 from vlmforge.curate.batch import Batch, Decision, Table, first_reason
 from vlmforge.curate.heuristics import STOP_WORDS, words
 from vlmforge.curate.textdetect import OcrReader, Read, check_ocr, mask_text, text_area
@@ -194,7 +194,7 @@ class ClipScoreStep(Step):
 
     kind = "clip_score"
 
-    def __init__(self, cfg: Any, resources: Any) -> None:
+    def __init__(self, cfg: Any, resources: Resources) -> None:
         super().__init__(cfg, resources)
         if cfg.mask_text:
             check_detector(cfg.detector)
@@ -238,7 +238,7 @@ class TextSpottingStep(Step):
 
     kind = "text_spotting"
 
-    def __init__(self, cfg: Any, resources: Any) -> None:
+    def __init__(self, cfg: Any, resources: Resources) -> None:
         super().__init__(cfg, resources)
         check_detector(cfg.detector)
 
