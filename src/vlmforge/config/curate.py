@@ -108,7 +108,22 @@ class EastDetector(Section):
     input_size: int = Field(320, ge=32, multiple_of=32, description="Side the image is resized to.")
 
 
-TextDetector = Annotated[MserDetector | EastDetector, Field(discriminator="kind")]
+class OcrDetector(Section):
+    """EasyOCR (CRAFT boxes + a CRNN recogniser) that also reads the words (`pip install 'vlmforge[ocr]'`);
+    CUDA when present, else CPU."""
+
+    kind: Literal["ocr"] = "ocr"
+    min_confidence: float = Field(0.3, ge=0, lt=1, description="Drop words read with lower confidence.")
+    languages: list[str] = Field(
+        ["en"], min_length=1, description="EasyOCR language codes; only English weights ship offline."
+    )
+    model_dir: Path | None = Field(
+        None, description="Folder with EasyOCR weights (default: the bundled English ones)."
+    )
+    max_side: int = Field(640, ge=32, description="Images are shrunk to this longest side before reading.")
+
+
+TextDetector = Annotated[MserDetector | EastDetector | OcrDetector, Field(discriminator="kind")]
 
 
 # -------------------------------------------------------------------------------------------- steps
@@ -220,12 +235,24 @@ class TextSpotting(StepBase):
     max_score_drop: float | None = Field(
         None, gt=0, description="Drop when masking the text lowers the CLIPScore by more than this."
     )
+    max_caption_overlap: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Drop when more of the caption's content words than this are read in the image "
+        "(the caption transcribes the rendered text); needs detector kind ocr.",
+    )
     detector: TextDetector = Field(default_factory=MserDetector, description="Text detector.")
 
     @model_validator(mode="after")
     def _some_rule(self) -> TextSpotting:
-        if self.max_text_area is None and self.max_score_drop is None:
-            raise ValueError("give max_text_area, max_score_drop or both")
+        if self.max_text_area is None and self.max_score_drop is None and self.max_caption_overlap is None:
+            raise ValueError("give max_text_area, max_score_drop, max_caption_overlap or several")
+        if self.max_caption_overlap is not None and self.detector.kind != "ocr":
+            raise ValueError(
+                f"max_caption_overlap reads the words in the image: set detector: {{kind: ocr}} "
+                f"(detector kind {self.detector.kind} only finds where text is)"
+            )
         return self
 
 
@@ -364,8 +391,9 @@ class FfcvOutput(Section):
 
 
 def runs_a_model(step: Any) -> bool:
-    """The step runs torch: a scoring model or a captioner."""
-    return needs_model(step) or hasattr(step, "captioner")
+    """The step runs torch: a scoring model, a captioner or an OCR text detector."""
+    ocr = getattr(getattr(step, "detector", None), "kind", None) == "ocr"
+    return needs_model(step) or hasattr(step, "captioner") or ocr
 
 
 class CurateRecipe(Section):

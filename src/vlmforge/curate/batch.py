@@ -113,6 +113,7 @@ class Decision:
     reason: np.ndarray
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # step-level facts for the report
+    texts: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample strings for the sample's JSON
 
     @classmethod
     def from_reasons(cls, reason: np.ndarray, **scores: np.ndarray) -> Decision:

@@ -183,6 +183,7 @@ class Decisions:
     original_caption: np.ndarray
     scores: dict[str, np.ndarray]
     stages: list[StageReport]
+    texts: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample strings ("" where none)
 
 
 def decide(recipe: CurateRecipe, steps: list[Step], shards: list[ShardRef], work: Path) -> Decisions:
@@ -208,6 +209,7 @@ def decide(recipe: CurateRecipe, steps: list[Step], shards: list[ShardRef], work
     ]
     stages[0].info["shard_errors"] = {m["shard"]: m["error"] for m in markers if m["error"]}
     scores: dict[str, np.ndarray] = {}
+    texts: dict[str, np.ndarray] = {}
     for i, step in enumerate(steps):
         rows = np.nonzero(alive)[0]
         started = time.perf_counter()
@@ -237,8 +239,10 @@ def decide(recipe: CurateRecipe, steps: list[Step], shards: list[ShardRef], work
             full = scores.setdefault(f"{step.name}.{name}", np.full(len(keys), np.nan))
             full[rows] = values
             report.histograms[name] = histogram(np.asarray(values, np.float64), decision.keep)
+        for name, values in decision.texts.items():
+            texts.setdefault(f"{step.name}.{name}", np.full(len(keys), "", dtype=object))[rows] = values
         stages.append(report)
-    return Decisions(shard_of, position, keys, alive, stage, reason, caption, original, scores, stages)
+    return Decisions(shard_of, position, keys, alive, stage, reason, caption, original, scores, stages, texts)
 
 
 def _gather(loaded: list[dict[str, np.ndarray]], name: str, sizes: list[int]) -> np.ndarray:
@@ -299,6 +303,9 @@ def kept_payload(decisions: Decisions, shard: int) -> list[dict[str, Any]]:
         }
         if decisions.caption[row] != decisions.original_caption[row]:
             entry["original_caption"] = str(decisions.original_caption[row])
+        texts = {name: str(values[row]) for name, values in decisions.texts.items() if values[row]}
+        if texts:
+            entry["texts"] = texts
         payload.append(entry)
     return payload
 
@@ -318,6 +325,8 @@ def write_output_shard(task: tuple[str, ShardRef, str, list[dict[str, Any]]]) ->
         curated = {"source": ref.label, "scores": entry["scores"]}
         if "original_caption" in entry:
             curated["original_caption"] = entry["original_caption"]
+        if "texts" in entry:
+            curated["texts"] = entry["texts"]
         meta = dict(sample.meta) | {"key": sample.key, "curate": curated}
         out.append(OutputSample(sample.key, sample.ext, sample.image or b"", entry["caption"], meta))
     path = Path(output) / "shards" / f"{ref.index:05d}.tar"

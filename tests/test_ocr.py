@@ -1,0 +1,180 @@
+"""The OCR text detector of `vlmforge curate` (EasyOCR, the `ocr` extra): reading rendered captions back,
+dropping captions that transcribe the image's text, T-MARS masking with OCR boxes, and its errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tests.curate_pool import digit_image, photo, rendered_text
+from vlmforge import curate
+from vlmforge.config.curate import CurateRecipe, OcrDetector
+from vlmforge.curate.base import Resources
+from vlmforge.curate.batch import Batch, Chunk
+from vlmforge.curate.scoring import caption_overlap, content_words
+from vlmforge.curate.steps import build_steps
+from vlmforge.errors import UserError
+
+pytest.importorskip("easyocr", reason="the ocr extra: pip install 'vlmforge[ocr]'")
+
+OCR = {"kind": "ocr"}
+SPOTTING = {"kind": "text_spotting", "max_text_area": None, "max_caption_overlap": 0.5, "detector": OCR}
+
+
+@pytest.fixture(scope="module")
+def reader() -> Any:
+    from vlmforge.curate.textdetect import build_detector
+
+    return build_detector(OcrDetector())
+
+
+def recipe_of(tmp_path: Path, steps: list[dict[str, Any]], **extra: Any) -> CurateRecipe:
+    source = extra.pop("input", {"kind": "webdataset", "shards": "x.tar"})
+    data = {"name": "t", "input": source, "output": str(tmp_path / "out"), "steps": steps, **extra}
+    return CurateRecipe.model_validate(data)
+
+
+def digit() -> Any:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    return Image.fromarray(digit_image(load_digits().images[3])).convert("RGB")
+
+
+def test_caption_overlap_counts_content_words_read_in_the_image() -> None:
+    assert content_words("Welcome to THE Grand-Hotel, 2024!") == {"welcome", "grand", "hotel", "2024"}
+    assert caption_overlap("welcome to the grand hotel", ["WELCOME tc", "the grand"]) == pytest.approx(2 / 3)
+    assert caption_overlap("a cup of coffee", ["grand hotel"]) == 0.0
+    assert caption_overlap("to the of", ["to the of"]) == 0.0  # no content words: nothing to transcribe
+
+
+def test_ocr_reads_a_rendered_caption_back_and_nothing_on_digits_or_photos(reader: Any) -> None:
+    caption = "welcome to the grand hotel"
+    poster = rendered_text(caption)
+    reads = reader.read(np.asarray(poster))
+    assert caption_overlap(caption, [text for _, text in reads]) >= 0.6
+    for (x0, y0, x1, y1), _ in reads:
+        assert 0 <= x0 < x1 <= poster.width and 0 <= y0 < y1 <= poster.height
+    assert reader(np.asarray(poster)) == [box for box, _ in reads]  # the boxes alone, for masking
+    for image in (digit(), photo("coffee"), photo("moon")):
+        assert reader.read(np.asarray(image)) == []
+
+
+def test_clip_score_masks_the_boxes_ocr_finds(tmp_path: Path, reader: Any) -> None:
+    """T-MARS with OCR boxes: the poster's text is masked before scoring, text-free images are not."""
+
+    class Recorder:  # stands in for the scoring model: keeps the images it is asked to embed
+        def __init__(self) -> None:
+            self.seen: list[Any] = []
+
+        def images(self, images: list[Any]) -> np.ndarray:
+            self.seen = images
+            return np.ones((len(images), 4), dtype=np.float32) / 2
+
+        def texts(self, texts: list[str]) -> np.ndarray:
+            return np.ones((len(texts), 4), dtype=np.float32) / 2
+
+    step = {"kind": "clip_score", "threshold": 0.0, "mask_text": True, "detector": OCR}
+    recipe = recipe_of(tmp_path, [step], model={"kind": "run", "path": "unused"})
+    resources = Resources(recipe)
+    resources._scorer = Recorder()
+    resources._detectors[recipe.steps[0].detector.model_dump_json()] = reader  # reuse the loaded reader
+    (clip,) = build_steps(recipe, resources)
+    images = [photo("coffee"), rendered_text("big summer sale today only")]
+    chunk = Chunk(["a", "b"], ["a cup", "a sale"], images, [b""] * 2, np.zeros(2), np.zeros(2), np.zeros(2))
+    clip.measure(Batch(chunk, np.arange(2)))
+    coffee, poster = (np.asarray(i).astype(int) for i in resources._scorer.seen)
+    assert (coffee == np.asarray(images[0])).all()
+    boxes = reader(np.asarray(images[1]))
+    text = np.zeros(poster.shape[:2], dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        text[y0:y1, x0:x1] = True
+    assert np.asarray(images[1])[text].min() < 50  # the dark letters ...
+    assert poster[text].min() > 100  # ... are filled with the (light) colour around each box
+    assert (poster[~text] == np.asarray(images[1])[~text]).all()  # the rest untouched
+
+
+def write_folder(root: Path, samples: dict[str, tuple[Any, str]]) -> Path:
+    root.mkdir()
+    lines = []
+    for key, (image, caption) in samples.items():
+        image.save(root / f"{key}.png")
+        lines.append(json.dumps({"image": f"{key}.png", "caption": caption}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_max_caption_overlap_drops_captions_that_transcribe_the_image(tmp_path: Path) -> None:
+    folder = write_folder(
+        tmp_path / "pool",
+        {
+            "hotel": (rendered_text("welcome to the grand hotel"), "welcome to the grand hotel"),
+            "sale": (rendered_text("big summer sale today only"), "a shop window poster with red letters"),
+            "coffee": (photo("coffee"), "a cup of coffee with a saucer and a spoon on a table"),
+            "digit": (digit(), "a handwritten digit three written in dark ink"),
+        },
+    )
+    source = {"kind": "folder", "path": str(folder), "samples_per_shard": 2}
+    # two workers: each forked process loads its own reader
+    recipe = recipe_of(tmp_path, [SPOTTING], input=source, engine={"kind": "local", "workers": 2})
+    result = curate.run(recipe, progress=False)
+    report = json.loads((result.output / "report.json").read_text())
+    stage = report["stages"][1]
+    assert (stage["in"], stage["out"], stage["dropped"]) == (4, 3, {"caption_is_rendered_text": 1})
+    assert report["total"] == 4 and report["kept"] == 3 and report["dropped"] == 1
+    dropped = [json.loads(line) for line in (result.output / "dropped.jsonl").read_text().splitlines()]
+    assert [(d["key"], d["stage"], d["reason"]) for d in dropped] == [
+        ("hotel", "text_spotting", "caption_is_rendered_text")
+    ]
+    hist = stage["histograms"]["text_overlap"]
+    assert sum(hist["kept"]) == 3 and sum(hist["dropped"]) == 1
+    assert any(p.endswith("text_spotting.png") for p in report["plots"])
+
+    import webdataset as wds
+
+    kept = {
+        s["__key__"]: json.loads(s["json"])["curate"]
+        for shard in sorted((result.output / "shards").glob("*.tar"))
+        for s in wds.WebDataset(str(shard), shardshuffle=False, empty_check=False)
+    }
+    assert set(kept) == {"sale", "coffee", "digit"}
+    assert kept["sale"]["scores"]["text_spotting.text_overlap"] == 0.0
+    assert "sale" in kept["sale"]["texts"]["text_spotting.ocr_text"].lower()  # what OCR read is recorded
+    assert "texts" not in kept["coffee"] and "texts" not in kept["digit"]  # nothing read, nothing recorded
+
+
+def test_caption_overlap_needs_the_ocr_detector(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"max_caption_overlap reads the words.*kind: ocr"):
+        recipe_of(tmp_path, [{"kind": "text_spotting", "max_caption_overlap": 0.5}])
+    with pytest.raises(ValidationError, match="max_caption_overlap"):
+        recipe_of(tmp_path, [{**SPOTTING, "max_caption_overlap": 0}])
+
+
+def test_missing_extra_or_weights_are_named_before_any_shard_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = recipe_of(tmp_path, [{**SPOTTING, "detector": {**OCR, "languages": ["fr"]}}])
+    with pytest.raises(UserError, match=r"weights missing.*\['fr'\]") as info:
+        build_steps(recipe, Resources(recipe))
+    assert "detector.model_dir" in (info.value.hint or "")
+    recipe = recipe_of(tmp_path, [{**SPOTTING, "detector": {**OCR, "model_dir": str(tmp_path / "none")}}])
+    with pytest.raises(UserError, match=r"detector\.model_dir: folder not found"):
+        build_steps(recipe, Resources(recipe))
+
+    monkeypatch.setitem(sys.modules, "easyocr", None)
+    for step in (SPOTTING, {"kind": "clip_score", "threshold": 0.0, "mask_text": True, "detector": OCR}):
+        recipe = recipe_of(tmp_path, [step], model={"kind": "run", "path": "unused"})
+        with pytest.raises(UserError, match="easyocr") as info:
+            build_steps(recipe, Resources(recipe))
+        assert info.value.hint == "pip install 'vlmforge[ocr]'"
+    folder = write_folder(tmp_path / "pool", {"coffee": (photo("coffee"), "a cup of coffee")})
+    recipe = recipe_of(tmp_path, [SPOTTING], input={"kind": "folder", "path": str(folder)})
+    with pytest.raises(UserError, match="easyocr"):
+        curate.run(recipe, progress=False)
+    assert not list(recipe.output.glob("work/measure/*"))  # no shard was measured
