@@ -470,7 +470,7 @@ def test_a_scoring_model_trained_by_vlmforge_ranks_true_captions_higher(
 def test_list_items_take_overrides() -> None:
     data = {"steps": [{"kind": "a"}, {"kind": "b", "t": 1}]}
     assert apply_overrides(data, ["steps.1.t=5"])["steps"][1] == {"kind": "b", "t": 5}
-    with pytest.raises(UserError, match="no item 7"):
+    with pytest.raises(UserError, match="'7' is not an index"):
         apply_overrides(data, ["steps.7.t=1"])
 
 

@@ -27,6 +27,7 @@ from vlmforge.config.schema import (
     RetrievalTask,
     TrainingRecipe,
     ZeroShotTask,
+    default_tasks_for,
     recipe_verb,
 )
 from vlmforge.data.accounting import BadSample, Drop
@@ -399,12 +400,21 @@ def run(recipe: EvalRecipe) -> EvalResult:
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
     ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
-    tasks = list(recipe.tasks if recipe.tasks is not None else train_recipe.eval)
+    tasks = list(
+        recipe.tasks if recipe.tasks is not None else train_recipe.eval or default_tasks(train_recipe)
+    )
     train = train_val_split(train_recipe.data)[0] if any(t.kind == "linear_probe" for t in tasks) else None
     metrics = evaluate_model(train_recipe.model, model, tokenizer, ctx, data, tasks, recipe.batch_size, train)
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
     write_eval_results(recipe.run, result.to_json())
     return result
+
+
+def default_tasks(recipe: TrainingRecipe) -> list[EvalTask]:
+    """The tasks a recipe without an ``eval`` list would have run (a run trained with ``eval=[]``)."""
+    if isinstance(recipe, PretrainRecipe):
+        return list(default_tasks_for(family_for(recipe.model).eval_tasks))
+    return list(type(recipe).model_fields["eval"].default_factory())  # type: ignore[misc]
 
 
 def write_eval_results(run_dir: Path, result: dict[str, Any]) -> None:
