@@ -196,11 +196,6 @@ class ScoreRuleStep(Step):
     score: ClassVar[str]
     reason: ClassVar[str]
 
-    def __init__(self, cfg: Any, resources: Resources) -> None:
-        super().__init__(cfg, resources)
-        if cfg.mask_text:
-            check_detector(cfg.detector)
-
     @property
     def local(self) -> bool:  # type: ignore[override]
         return self.cfg.top_fraction is None  # a threshold decides each sample alone; a fraction cannot
@@ -229,6 +224,11 @@ class ClipScoreStep(ScoreRuleStep):
     kind = "clip_score"
     score = "clip_score"
     reason = "low_clip_score"
+
+    def __init__(self, cfg: Any, resources: Resources) -> None:
+        super().__init__(cfg, resources)
+        if cfg.mask_text:
+            check_detector(cfg.detector)  # the OCR extra and weights, before any shard is read
 
     def measure(self, batch: Batch) -> dict[str, np.ndarray]:
         scorer = self.resources.scorer()
