@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.curate_pool
 
-from tests.curate_pool import build_pool
+from tests.curate_pool import build_pool, save_random_clip
 
 from _common import write_result
 from vlmforge import curate
@@ -36,33 +36,12 @@ from vlmforge.curate.batch import Batch, Table
 from vlmforge.curate.io import decode, list_shards, read_samples
 from vlmforge.curate.steps import build_steps
 
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {
-        "image_size": 32,
-        "layers": 1,
-        "width": 32,
-        "patch_size": 8,
-        "head_width": 16,
-        "pool_type": "avg",
-    },
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
 
 def save_scorer(arch: str, root: Path) -> list[str]:
     """A random-init open_clip checkpoint on disk; the recipe overrides that point at it."""
-    import open_clip
-    import torch
-
-    extra = []
-    if arch == "tiny":
-        (root / "tiny-clip.json").write_text(json.dumps(TINY))
-        open_clip.add_model_config(root / "tiny-clip.json")
-        arch, extra = "tiny-clip", [f"model.config={root / 'tiny-clip.json'}"]
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model(arch, pretrained=None).state_dict(), root / "scorer.pt")
-    return [f"model.arch={arch}", f"model.checkpoint={root / 'scorer.pt'}", *extra]
+    arch = "tiny-clip" if arch == "tiny" else arch
+    files = save_random_clip(root, arch)
+    return [f"model.arch={arch}", *(f"model.{name}={path}" for name, path in files.items())]
 
 
 def recipe_overrides(pool: Any, scorer: list[str], output: Path) -> list[str]:

@@ -2,7 +2,8 @@
 that ship with scikit-image and sklearn, captions of varied quality and language, exact and near
 duplicates, rendered-text images, tiny and extreme-aspect images, corrupt and truncated files.
 
-``planted`` maps each problem sample's key to the (stage, reason) the test recipe must drop it with."""
+``planted`` maps each problem sample's key to the (stage, reason) the test recipe must drop it with.
+``save_random_clip`` writes the randomly initialised open_clip scorer the recipe's model steps use."""
 
 from __future__ import annotations
 
@@ -277,6 +278,38 @@ def build_pool(root: Path, shards: int = 4, extra_digits: int = 0) -> Pool:
         i = len(digits.target) - 1 - n
         (pool.targets / f"target-{n:02d}.png").write_bytes(_png(digit_image(digits.images[i])))
     return pool
+
+
+TINY_CLIP = {  # open_clip config of a 1-layer, 32-px ViT: a scorer that costs next to nothing
+    "embed_dim": 32,
+    "vision_cfg": {
+        "image_size": 32,
+        "layers": 1,
+        "width": 32,
+        "patch_size": 8,
+        "head_width": 16,
+        "pool_type": "avg",
+    },
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def save_random_clip(root: Path, arch: str = "tiny-clip") -> dict[str, Path]:
+    """An open_clip ``arch`` with random weights (seed 0) saved under ``root``: its ``checkpoint`` and, for
+    'tiny-clip' (``TINY_CLIP``, registered with open_clip here), its ``config`` JSON — the curate recipe's
+    model.checkpoint and model.config."""
+    import open_clip
+    import torch
+
+    files: dict[str, Path] = {}
+    if arch == "tiny-clip":
+        files["config"] = root / "tiny-clip.json"
+        files["config"].write_text(json.dumps(TINY_CLIP))
+        open_clip.add_model_config(files["config"])
+    torch.manual_seed(0)
+    files["checkpoint"] = root / f"{arch}.pt"
+    torch.save(open_clip.create_model(arch, pretrained=None).state_dict(), files["checkpoint"])
+    return files
 
 
 def size_captioner(prefix: str = "a picture") -> object:

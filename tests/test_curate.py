@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import last_json, pretrain_json, run_cli
-from tests.curate_pool import DIGIT_NAMES, Pool, build_pool, digit_image, photo, rendered_text
+from tests.curate_pool import (
+    DIGIT_NAMES,
+    Pool,
+    build_pool,
+    digit_image,
+    photo,
+    rendered_text,
+    save_random_clip,
+)
 from vlmforge import curate
 from vlmforge.catalog import find_recipe
 from vlmforge.config.curate import CurateRecipe
@@ -27,7 +35,7 @@ from vlmforge.curate.steps import build_steps
 from vlmforge.errors import UserError
 
 RECIPE = find_recipe("curate/datacomp-metaclip")
-DETERMINISTIC_STAGES = [  # stages whose decisions do not depend on the (random) scoring model
+DETERMINISTIC_STAGES = [  # stages whose decisions do not depend on the (random) scoring model, in order
     "read",
     "caption_length",
     "caption_complexity",
@@ -49,27 +57,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A randomly initialised tiny open_clip model saved as a local checkpoint + its config JSON."""
-    import open_clip
-    import torch
-
-    root = tmp_path_factory.mktemp("tiny-open-clip")
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "patch_size": 8,
-            "head_width": 16,
-            "pool_type": "avg",
-        },
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    (root / "tiny-clip.json").write_text(json.dumps(config))
-    open_clip.add_model_config(root / "tiny-clip.json")
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("tiny-clip", pretrained=None).state_dict(), root / "tiny-clip.pt")
-    return {"config": root / "tiny-clip.json", "checkpoint": root / "tiny-clip.pt"}
+    return save_random_clip(tmp_path_factory.mktemp("tiny-open-clip"))
 
 
 def overrides(pool: Pool, scorer: dict[str, Path], output: Path) -> list[str]:
@@ -144,21 +132,13 @@ def test_full_recipe_accounts_for_every_sample_and_drops_each_planted_problem(
         assert stage["in"] == expected_in == stage["out"] + sum(stage["dropped"].values()), stage
         expected_in = stage["out"]
     assert report["kept"] == expected_in == sum(s["samples"] for s in report["shards"])
-    assert [s["name"] for s in report["stages"][1:]] == [
-        "caption_length",
-        "caption_complexity",
-        "repeated_tokens",
-        "image_size",
-        "file_size",
-        "language",
-        "exact_dedup",
-        "near_dedup",
-        "text_spotting",
+    assert [s["name"] for s in report["stages"]] == [  # the recipe's order: the model's stages last
+        *DETERMINISTIC_STAGES,
         "embedding_dedup",
         "clip_score",
         "datacomp_image",
         "metaclip_balance",
-    ]  # the recipe's order
+    ]
 
     dropped = dropped_of(output)
     assert len(dropped) == report["total"] - report["kept"]

@@ -14,12 +14,12 @@ from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_
 from vlmforge.config.llava import LlavaModel, LoraAdapters
 from vlmforge.config.training import (
     NAME_PATTERN,
-    SCHEMA_VERSION,
     DeviceConfig,
     LoggerConfig,
     NoLogger,
     OptimConfig,
     PlanConfig,
+    RunRecipe,
     split_batch,
 )
 
@@ -62,16 +62,10 @@ def _default_finetune_tasks() -> list[EvalTask]:
     return [VqaTask()]
 
 
-class FinetuneRecipe(Section):
+class FinetuneRecipe(RunRecipe):
     """`vlmforge finetune`: train a vision-language model in stages (LLaVA: align the projector, then
     instruction-tune), each from the previous stage's weights."""
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
-    name: str = Field(
-        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
-    )
-    seed: int = Field(0, description="Seed for initialisation and data order.")
-    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     model: LlavaModel
     stages: list[FinetuneStage] = Field(min_length=1, description="Stages, run in order.")
     optim: OptimConfig = Field(
@@ -98,10 +92,6 @@ class FinetuneRecipe(Section):
             raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
         check_eval_tasks(self.model, self.eval)
         return self
-
-    @property
-    def world_size(self) -> int:
-        return self.train.devices * self.train.num_nodes
 
     def micro_batch_size(self, stage: FinetuneStage) -> int:
         return stage.micro_batch_size or stage.batch_size // self.world_size
@@ -133,16 +123,11 @@ def _default_align_tasks() -> list[EvalTask]:
     return [VqaTask(), PreferenceTask()]
 
 
-class AlignRecipe(Section):
+class AlignRecipe(RunRecipe):
     """`vlmforge align`: preference-tune (DPO/IPO) the last stage of a finetune run, which is also the frozen
     reference. An align recipe is recognised by its `from_run` key."""
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
-    name: str = Field(
-        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
-    )
     seed: int = Field(0, description="Seed for initialisation of adapters and data order.")
-    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     from_run: Path = Field(
         description="A finetune run directory, or a folder of runs (<output_dir>/<name>) whose newest "
         "completed run is taken: its last stage's weights and tokenizer start the policy and the reference."
@@ -187,10 +172,6 @@ class AlignRecipe(Section):
             if task.kind not in ("vqa", "preference"):
                 raise ValueError(f"eval task {task.kind!r} does not apply to an align run (vqa, preference)")
         return self
-
-    @property
-    def world_size(self) -> int:
-        return self.train.devices * self.train.num_nodes
 
     @property
     def micro_batch_size(self) -> int:

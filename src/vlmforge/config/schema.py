@@ -72,21 +72,17 @@ from vlmforge.config.training import (  # noqa: F401  (re-exported)
     NoLogger,
     OptimConfig,
     PlanConfig,
+    RunRecipe,
     TrainConfig,
     WandbLogger,
     split_batch,
 )
 
 
-class PretrainRecipe(Section):
+class PretrainRecipe(RunRecipe):
     """`vlmforge pretrain`: train a model from scratch (or from `model.pretrained`)."""
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
-    name: str = Field(
-        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
-    )
     seed: int = Field(0, description="Seed for initialisation, data order and caption choice.")
-    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     model: ModelConfig
     data: DataSource
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -121,10 +117,6 @@ class PretrainRecipe(Section):
                     f"({limit - 1} tokens after the start token)"
                 )
         return self
-
-    @property
-    def world_size(self) -> int:
-        return self.train.devices * self.train.num_nodes
 
     @property
     def micro_batch_size(self) -> int:

@@ -1,9 +1,11 @@
 """Recipe sections shared by the training verbs: optimizer, parallelism strategy, devices and precision,
-checkpoints, the pre-run plan, loggers; and the batch arithmetic every training recipe checks."""
+checkpoints, the pre-run plan, loggers; the batch arithmetic every training recipe checks, and the fields
+every training recipe starts with."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -184,3 +186,23 @@ class WandbLogger(Section):
 
 
 LoggerConfig = Annotated[NoLogger | WandbLogger, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------------------------- training recipes
+class RunRecipe(Section):
+    """The fields every training recipe (pretrain, finetune, align) starts with; each recipe declares
+    its own ``train`` section (a ``DeviceConfig``) and may describe ``seed`` more precisely."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
+    )
+    seed: int = Field(0, description="Seed for initialisation and data order.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+
+    if TYPE_CHECKING:  # a field of every subclass, declared there to keep its place in the recipe
+        train: DeviceConfig
+
+    @property
+    def world_size(self) -> int:
+        return self.train.devices * self.train.num_nodes

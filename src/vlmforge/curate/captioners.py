@@ -87,7 +87,8 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
         context = family_for(recipe.model).models.context_length(recipe.model, model)
         data = recipe.data
         settings = caption_decoding(cfg, context, field)
-        return CocaCaptioner(model, tokenizer, settings, data.image_size, data.mean, data.std, device)
+        pixels = RunPixels(data.image_size, data.mean, data.std, device)
+        return CocaCaptioner(model, tokenizer, settings, pixels)
     stage = _stage_of(cfg.run, recipe, weights)
     search: dict[str, Any] = {}  # transformers' equivalents, only where set (no warnings otherwise)
     if cfg.method == "beam":
@@ -103,10 +104,7 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
         stage.template,
         cfg.max_length or recipe.model.max_text_tokens,
         search,
-        recipe.model.vision.image_size,
-        stage.data.mean,
-        stage.data.std,
-        device,
+        RunPixels(recipe.model.vision.image_size, stage.data.mean, stage.data.std, device),
     )
 
 
@@ -121,14 +119,22 @@ def _stage_of(run: Path, recipe: Any, weights: Path) -> Any:
     return recipe.stages[-1]
 
 
-def _pixels(images: list[Any], size: int, mean: Any, std: Any, device: Any) -> Any:
-    """The training transform (vlmforge.data.images.square_tensor), stacked on ``device``."""
-    import torch
+@dataclass
+class RunPixels:
+    """A run's training transform (vlmforge.data.images.square_tensor) of images, stacked on ``device``."""
 
-    from vlmforge.data.images import square_tensor
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: Any
 
-    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
-    return torch.stack([square_tensor(image, size, m, s) for image in images]).to(device)
+    def __call__(self, images: list[Any]) -> Any:
+        import torch
+
+        from vlmforge.data.images import square_tensor
+
+        m, s = torch.tensor(self.mean).view(3, 1, 1), torch.tensor(self.std).view(3, 1, 1)
+        return torch.stack([square_tensor(image, self.image_size, m, s) for image in images]).to(self.device)
 
 
 @dataclass
@@ -138,16 +144,12 @@ class CocaCaptioner:
     model: Any
     tokenizer: Any
     settings: Any  # vlmforge.generate.Decoding
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    device: Any
+    pixels: RunPixels
 
     def __call__(self, images: list[Any], captions: list[str]) -> list[str]:
         from vlmforge.evaluate import coca_captions
 
-        pixels = _pixels(images, self.image_size, self.mean, self.std, self.device)
-        return coca_captions(self.model, self.tokenizer, pixels, self.settings)
+        return coca_captions(self.model, self.tokenizer, self.pixels(images), self.settings)
 
 
 @dataclass
@@ -160,22 +162,18 @@ class LlavaCaptioner:
     template: str
     max_new_tokens: int
     search: dict[str, Any]
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    device: Any
+    pixels: RunPixels
 
     def __call__(self, images: list[Any], captions: list[str]) -> list[str]:
         from vlmforge.data.conversations import IMAGE
         from vlmforge.evaluate.vqa import answer
 
-        pixels = _pixels(images, self.image_size, self.mean, self.std, self.device)
         questions = [f"{IMAGE}\n{self.prompt}"] * len(images)
         return answer(
             self.model,
             self.tokenizer,
             questions,
-            list(pixels),
+            list(self.pixels(images)),
             self.max_new_tokens,
             self.template,
             **self.search,

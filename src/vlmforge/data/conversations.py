@@ -86,16 +86,7 @@ def digits_conversations(cfg: DigitsConversations, image_size: int) -> Conversat
 
 def llava_json(cfg: LlavaJsonData, image_size: int) -> ConversationSet:
     """LLaVA's conversation JSON; every problem is reported with the file and the entry's index."""
-    from vlmforge.data.folder import load_rgb
-
-    if not cfg.path.is_file():
-        raise UserError(f"conversation file not found: {cfg.path}", hint="set the stage's data.path")
-    try:
-        entries = json.loads(cfg.path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{cfg.path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{cfg.path}: expected a non-empty JSON list of conversations")
+    entries = read_json_list(cfg.path, "conversation", hint="set the stage's data.path")
     folder = cfg.image_folder or cfg.path.parent
     keys, files, conversations = [], [], []
     for n, entry in enumerate(entries):
@@ -110,19 +101,49 @@ def llava_json(cfg: LlavaJsonData, image_size: int) -> ConversationSet:
     if absent:
         shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
         raise UserError(f"{cfg.path}: {len(absent)} image file(s) listed but missing: {shown}")
-    mean, std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
+    captions = [[turns[1][1]] for turns in conversations]
+    images = listed_images(cfg.path, keys, files, captions, image_size, cfg.mean, cfg.std)
+    return ConversationSet(images, conversations, np.array([f is not None for f in files]))
+
+
+def read_json_list(path: Path, what: str, hint: str) -> list[Any]:
+    """The non-empty JSON list in ``path`` (of ``what``, e.g. "conversation"), or an error naming the file."""
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}", hint=hint)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"{path}: expected a non-empty JSON list of {what}s")
+    return entries
+
+
+def listed_images(
+    path: Path,
+    keys: list[str],
+    files: list[Path | None],
+    captions: list[list[str]],
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> ImageTextSet:
+    """The images a JSON file at ``path`` lists (``None``: no image), loaded lazily, fingerprinted by
+    the file's bytes."""
+    from vlmforge.data.folder import load_rgb
+
+    mean_t, std_t = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
     def load(i: int) -> torch.Tensor:
-        return load_rgb(files[i], image_size, mean, std)  # type: ignore[arg-type]
+        return load_rgb(files[i], image_size, mean_t, std_t)  # type: ignore[arg-type]
 
-    images = ImageTextSet(
-        name=cfg.path.stem,
+    return ImageTextSet(
+        name=path.stem,
         keys=keys,
-        captions=[[turns[1][1]] for turns in conversations],
+        captions=captions,
         load_image=load,
-        fingerprint=fingerprint_bytes(cfg.path.read_bytes()),
+        fingerprint=fingerprint_bytes(path.read_bytes()),
     )
-    return ConversationSet(images, conversations, np.array([f is not None for f in files]))
 
 
 def _turns(raw: list[Any], has_image: bool, where: str) -> list[Turn]:

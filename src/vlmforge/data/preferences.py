@@ -10,7 +10,6 @@ first, then the rejected rows in the same order.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,15 @@ import torch
 
 from vlmforge.config.schema import DigitsData, DigitsPreferences, PreferenceJsonData, PreferenceSource
 from vlmforge.data.accounting import EXAMPLES_KEPT, Drop, Tally, budget_error, over_budget
-from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
-from vlmforge.data.conversations import IMAGE, ConversationSamples, Turn, collate_conversations
+from vlmforge.data.base import ImageTextSet, split_indices
+from vlmforge.data.conversations import (
+    IMAGE,
+    ConversationSamples,
+    Turn,
+    collate_conversations,
+    listed_images,
+    read_json_list,
+)
 from vlmforge.errors import UserError
 
 SIDES = ("chosen", "rejected")
@@ -109,9 +115,7 @@ def digits_preferences(cfg: DigitsPreferences, image_size: int) -> PreferenceSet
 def preference_json(cfg: PreferenceJsonData, image_size: int) -> PreferenceSet:
     """The preference JSON; a malformed entry is an error naming the file and the entry's index, a pair
     that cannot be used (missing or unreadable image, empty answer) is dropped and counted."""
-    from vlmforge.data.folder import load_rgb
-
-    entries = _read_entries(cfg.path)
+    entries = read_json_list(cfg.path, "preference pair", hint="set data.path")
     folder = cfg.image_folder or cfg.path.parent
     tally = Tally(read=len(entries))
     keys: list[str] = []
@@ -134,31 +138,9 @@ def preference_json(cfg: PreferenceJsonData, image_size: int) -> PreferenceSet:
             answers[side].append(answer)
     if over_budget(tally.bad, tally.read, cfg.max_bad_fraction) or not keys:
         raise budget_error(str(cfg.path), tally.bad, tally.read, cfg.max_bad_fraction, tally.examples)
-    mean, std = torch.tensor(cfg.mean).view(3, 1, 1), torch.tensor(cfg.std).view(3, 1, 1)
-
-    def load(i: int) -> torch.Tensor:
-        return load_rgb(files[i], image_size, mean, std)  # type: ignore[arg-type]
-
-    images = ImageTextSet(
-        name=cfg.path.stem,
-        keys=keys,
-        captions=[[a] for a in answers["chosen"]],
-        load_image=load,
-        fingerprint=fingerprint_bytes(cfg.path.read_bytes()),
-    )
+    captions = [[a] for a in answers["chosen"]]
+    images = listed_images(cfg.path, keys, files, captions, image_size, cfg.mean, cfg.std)
     return PreferenceSet(images, prompts, answers, np.array([f is not None for f in files]), tally)
-
-
-def _read_entries(path: Path) -> list[Any]:
-    if not path.is_file():
-        raise UserError(f"preference file not found: {path}", hint="set data.path")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{path}: expected a non-empty JSON list of preference pairs")
-    return entries
 
 
 def _entry(entry: Any, where: str) -> tuple[str, str | None, str, tuple[str, str]]:
