@@ -150,14 +150,12 @@ def calibration_line(console: Console, calibration: Any) -> None:
         f"{calibration.micro_batch} samples = {calibration.measured_mfu:.1%} of peak "
         f"({calibration.peak_flops / 1e12:.2f} TFLOP/s){memory}; saved as this device's utilisation"
     )
-    if calibration.data_seconds_per_sample is not None:
-        reading = calibration.data_seconds_per_sample * calibration.micro_batch
-        workers = calibration.loader_workers
-        console.print(
-            f"reading the recipe's data here: {reading * 1000:,.1f} ms per micro-batch in one process "
-            f"(data.num_workers={workers}); predicted step with reading: "
-            f"{calibration.predict_step_seconds(calibration.micro_batch) * 1000:,.1f} ms"
-        )
+    fed = (
+        "the recipe's data and vlmforge's callbacks"
+        if calibration.loop == "recipe data"
+        else "synthetic inputs"
+    )
+    console.print(f"(steps fed by {fed})")
 
 
 def plan_table(console: Console, result: Any) -> None:

@@ -26,7 +26,6 @@ from vlmforge.planning.calibrate import (
     cpu_peak_flops,
     load_calibrations,
     save_calibration,
-    time_data_loading,
     time_training_steps,
 )
 from vlmforge.planning.catalog import Accelerator, load_catalog, lookup
@@ -334,14 +333,13 @@ def calibrate(recipe: TrainingRecipe, micro_batch: int | None = None, steps: int
     else:
         device, name = "cuda", catalog_name
         peak = lookup(load_catalog(), catalog_name).peak_flops(recipe.train.precision)
-    seconds, peak_gb = time_training_steps(recipe, phase, micro, steps=steps, device=device)
+    seconds, peak_gb, loop = time_training_steps(recipe, phase, micro, steps=steps, device=device)
     # A second, half-size point separates fixed per-step overhead from per-sample time.
     half_seconds = time_training_steps(recipe, phase, max(1, micro // 2), steps=steps, device=device)[0]
     per_sample = max(0.0, (seconds - half_seconds) / (micro - max(1, micro // 2))) if micro > 1 else seconds
     # noisy timings can make the fitted line pass below the origin: then all of the time is per sample, so
     # the fit still reproduces the measured step at the calibrated micro-batch
     per_sample = min(per_sample, seconds / micro)
-    reading = time_data_loading(recipe) if isinstance(recipe, PretrainRecipe) else None
     calibration = Calibration(
         device=name,
         precision=recipe.train.precision,
@@ -354,8 +352,7 @@ def calibrate(recipe: TrainingRecipe, micro_batch: int | None = None, steps: int
         peak_memory_gb=peak_gb,
         overhead_seconds=seconds - per_sample * micro,
         seconds_per_sample=per_sample,
-        data_seconds_per_sample=reading,
-        loader_workers=recipe.data.num_workers if isinstance(recipe, PretrainRecipe) else 0,
+        loop=loop,
     )
     save_calibration(calibration)
     return calibration

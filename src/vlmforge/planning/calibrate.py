@@ -13,13 +13,12 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from vlmforge.config.schema import PretrainRecipe, TrainingRecipe
+    from vlmforge.config.schema import TrainingRecipe
     from vlmforge.planning.phases import Phase
 
 
@@ -36,20 +35,13 @@ class Calibration:
     peak_memory_gb: float | None
     overhead_seconds: float = 0.0  # per-step time that does not grow with the batch (optimizer, launches)
     seconds_per_sample: float = 0.0
-    # reading the recipe's own data here (decode, transform, tokenize, collate) in one process; None when
-    # the data is not on this machine
-    data_seconds_per_sample: float | None = None
-    loader_workers: int = 0
+    # what the timed steps were: "recipe data" (`vlmforge pretrain`'s module, loader and callbacks on the
+    # recipe's data) or "synthetic" (the probe loss on random inputs: the data is not on this machine)
+    loop: str = "synthetic"
 
     def predict_step_seconds(self, micro_batch: int) -> float:
-        """Step time at another micro-batch: compute from the two-point fit (overhead + per-sample x batch);
-        without loader workers the batch is read in the training process first, with ``w`` workers reading
-        ahead the slower of compute and reading (w processes in parallel) sets the pace."""
-        compute = self.overhead_seconds + self.seconds_per_sample * micro_batch
-        if self.data_seconds_per_sample is None:
-            return compute
-        reading = self.data_seconds_per_sample * micro_batch
-        return compute + reading if self.loader_workers == 0 else max(compute, reading / self.loader_workers)
+        """Step time at another micro-batch from the two-point fit: overhead + per-sample x batch."""
+        return self.overhead_seconds + self.seconds_per_sample * micro_batch
 
 
 def cache_file() -> Path:
@@ -94,34 +86,45 @@ def cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-def time_data_loading(recipe: PretrainRecipe, min_seconds: float = MIN_TIMED_SECONDS / 2) -> float | None:
-    """Seconds per training sample to read the recipe's data in one process, as the training loader does
-    (image decode + transform, caption choice + tokenization, collation), or None when the data cannot be
-    read on this machine (it often lives only on the cluster)."""
-    from vlmforge.data.loader import CaptionedImages, collate
+def real_training(recipe: TrainingRecipe, scratch: Path) -> tuple[Any, list[Any]] | None:
+    """What `vlmforge pretrain` would train for this (one-device) recipe: the family's training module on
+    the recipe's own data (sampler, collation, workers) and vlmforge's sample-accounting, checkpoint and
+    metrics callbacks; None when the data cannot be read here. Checkpoints are not written: their cost
+    depends on the interval, not on the step."""
+    import io
+
+    from vlmforge.config.schema import PretrainRecipe
+    from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import build_tokenizer
     from vlmforge.errors import UserError
     from vlmforge.families import family_for
+    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog
 
+    if not isinstance(recipe, PretrainRecipe):
+        return None
     try:
         train, _ = train_val_split(recipe.data)
     except (UserError, OSError):
         return None
-    if len(train) == 0:
+    if len(train) < recipe.data.batch_size:
         return None
-    cfg = recipe.model.model_copy(update={"pretrained": None})
-    models = family_for(cfg).models
-    tokenizer = build_tokenizer(cfg.tokenizer, train.all_captions())
-    context = models.context_length(cfg, models.build_model(cfg, tokenizer.vocab_size, device="meta"))
-    samples = CaptionedImages(train, tokenizer, context, recipe.seed)
-    order = np.random.default_rng(recipe.seed).permutation(len(train))
-    micro, read = recipe.micro_batch_size, 0
-    start = time.perf_counter()
-    while read < micro or time.perf_counter() - start < min_seconds:
-        collate([samples[(0, read + j, int(order[(read + j) % len(order)]))] for j in range(micro)])
-        read += micro
-    return (time.perf_counter() - start) / read
+    family = family_for(recipe.model)
+    tokenizer = build_tokenizer(recipe.model.tokenizer, train.all_captions())
+    module = family.module_class()(recipe, tokenizer.vocab_size)
+    context = family.models.context_length(recipe.model, module.model)
+    module.train_data = CaptionedImages(train, tokenizer, context, recipe.seed)
+    accounting = DataAccounting(train, recipe.data.max_bad_fraction, scratch / "metrics.jsonl")
+    metrics = MetricsLog(
+        scratch / "metrics.jsonl",
+        recipe.train.log_every_steps,
+        recipe.data.batch_size,
+        [],
+        extras=accounting.metrics,
+    )
+    metrics.stream = io.StringIO()  # progress lines stay out of the plan's output
+    checkpoints = AtomicCheckpoint(scratch / "checkpoints", 10**9, 1)
+    return module, [accounting, checkpoints, metrics]
 
 
 def time_training_steps(
@@ -131,14 +134,18 @@ def time_training_steps(
     steps: int = 6,
     warmup: int = 2,
     device: str = "cpu",
-) -> tuple[float, float | None]:
-    """(median seconds per optimizer step, peak memory GB or None) of real training steps.
+) -> tuple[float, float | None, str]:
+    """(median seconds per optimizer step, peak memory GB or None, what fed the steps) of real training
+    steps.
 
     The steps run through the same lean Lightning Trainer as training (precision, gradient clipping,
-    optimizer, per-step hooks), on the phase's probe loss over synthetic inputs, so that framework
-    overhead, which dominates millisecond steps, is part of the measurement."""
+    optimizer, per-step hooks). When the recipe's data is on this machine they are `vlmforge pretrain`'s
+    own steps (the family's module on that data, with vlmforge's callbacks), so that reading and framework
+    overhead, which dominate millisecond steps, are measured; otherwise the phase's probe loss runs on
+    synthetic inputs of the recipe's shapes."""
     import tempfile
 
+    from vlmforge.config.schema import PretrainRecipe
     from vlmforge.training.probe import ProbeModule, StepTimer
     from vlmforge.training.trainer import build_trainer
 
@@ -155,13 +162,21 @@ def time_training_steps(
             ),
         }
     )
+    if isinstance(one_device, PretrainRecipe):  # one micro-batch per step, random init
+        model = one_device.model.model_copy(update={"pretrained": None})
+        data = one_device.data.model_copy(update={"batch_size": micro_batch})
+        one_device = one_device.model_copy(update={"model": model, "data": data})
     timer = StepTimer(warmup + steps, MIN_TIMED_SECONDS, warmup)
-    probe = ProbeModule(phase, micro_batch)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="vlmforge-calibrate-") as scratch:
-        trainer = build_trainer(one_device, [timer], scratch, max_steps=1_000_000, accumulate=1)
-        loader = torch.utils.data.DataLoader(range(1_000_000), batch_size=1)
-        trainer.fit(probe, train_dataloaders=loader)
+        real = real_training(one_device, Path(scratch))
+        callbacks = [*(real[1] if real else []), timer]
+        trainer = build_trainer(one_device, callbacks, scratch, max_steps=1_000_000, accumulate=1)
+        if real:
+            trainer.fit(real[0])
+        else:
+            synthetic = torch.utils.data.DataLoader(range(1_000_000), batch_size=1)
+            trainer.fit(ProbeModule(phase, micro_batch), train_dataloaders=synthetic)
     peak = torch.cuda.max_memory_allocated() / 1024**3 if device == "cuda" else None
-    return statistics.median(timer.times), peak
+    return statistics.median(timer.times), peak, "recipe data" if real else "synthetic"

@@ -29,21 +29,21 @@ class ProbeModule(pl.LightningModule):
 
 
 class StepTimer(pl.Callback):
-    """Times optimizer steps after ``warmup``; stops training after at least ``steps`` steps and
-    ``min_seconds`` of timed steps (millisecond steps need many samples)."""
+    """Times optimizer steps after ``warmup`` from one step's end to the next, so that fetching the next
+    batch (done by Lightning between the hooks) counts, as it does in training; stops training after at
+    least ``steps`` steps and ``min_seconds`` of timed steps (millisecond steps need many samples)."""
 
     def __init__(self, steps: int, min_seconds: float, warmup: int) -> None:
         self.steps, self.min_seconds, self.warmup = steps, min_seconds, warmup
         self.times: list[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        self._start = time.perf_counter()
+        self._last_end = 0.0
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
+        now = time.perf_counter()
         if trainer.global_step > self.warmup:
-            self.times.append(time.perf_counter() - self._start)
+            self.times.append(now - self._last_end)
+        self._last_end = now
         if trainer.global_step >= self.steps and sum(self.times) >= self.min_seconds:
             trainer.should_stop = True
