@@ -375,8 +375,9 @@ def plan(
 ) -> None:
     """Estimate GPU count, time, memory per GPU and cost of a recipe (or of published runs).
 
-    --calibrate times a few real training steps (random inputs, no data needed) on the device here and
-    uses the measured utilisation for this device in this and later plans."""
+    --calibrate times a few real training steps on the device here (on the recipe's data when it is on
+    this machine, else on random inputs of its shapes) and uses the measured utilisation for this device
+    in this and later plans."""
     from dataclasses import asdict
 
     from vlmforge import plan as verb
