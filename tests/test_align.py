@@ -182,6 +182,15 @@ def test_finetune_then_align_from_the_cli(tmp_path: Path) -> None:
     ):
         assert (run_dir / name).is_file(), name
 
+    # vlmforge eval on the align run: the same policy, reference and held-out pairs give the same numbers
+    evaluated = run_cli(
+        "eval", "--run", str(run_dir), "tasks=[{kind: preference}]", "--format", "json", cwd=tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    again_held_out = last_json(evaluated.stdout)["metrics"]["preference"]
+    assert again_held_out["reward_accuracy"] == held_out["reward_accuracy"]
+    assert again_held_out["dpo_loss"] == pytest.approx(held_out["dpo_loss"], abs=1e-5)
+
     # --resume auto on a finished run leaves it as it is (a new run starts, as for every verb)
     before = {name: (run_dir / name).read_bytes() for name in ("result.json", "model.safetensors")}
     again = run_cli(

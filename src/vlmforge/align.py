@@ -162,7 +162,9 @@ def run(
     metrics: dict[str, Any] = {"train": outcome.get("metrics", {}), "data": train.tally.to_json()}
     status = outcome["status"]
     if status == "completed" and recipe.eval and len(val) > 0:
-        metrics["eval"] = _evaluate(recipe, run_dir, source, tokenizer, vocab, tokens[0], val)
+        metrics["eval"] = evaluate_policy(
+            recipe, run_dir / WEIGHTS, source, tokenizer, vocab, val, list(recipe.eval)
+        ).metrics
     weights = run_dir / WEIGHTS if status == "completed" else None
     resumed_from = point.checkpoint if point else None
     result = PretrainResult(run_dir, status, outcome.get("steps", 0), weights, resumed_from, metrics)
@@ -170,28 +172,67 @@ def run(
     return result
 
 
-def _evaluate(
+def evaluate_policy(
     recipe: AlignRecipe,
-    run_dir: Path,
+    weights: Path,
     source: FinetunedRun,
     tokenizer: Any,
     vocab: int,
-    image_id: int,
-    val: Any,
-) -> dict[str, Any]:
-    """The tasks on the held-out pairs: the aligned policy, with the starting model as the reference."""
+    data: Any,
+    tasks: list[Any],
+    batch_size: int = 256,
+) -> Any:
+    """The tasks on ``data`` (preference pairs): the aligned policy's ``weights``, with the starting model
+    as the reference; results written to the run's ``eval/``."""
     import torch
 
+    from vlmforge.data.conversations import IMAGE
     from vlmforge.evaluate import EvalResult, PreferenceReference, evaluate_model, write_eval_results
     from vlmforge.models.llava import trained_model
 
     cfg = recipe.model
     assert cfg is not None
-    policy = trained_model(cfg, vocab, image_id, run_dir / WEIGHTS)
+    image_id = int(tokenizer.convert_tokens_to_ids(IMAGE))
+    policy = trained_model(cfg, vocab, image_id, weights)
     reference = PreferenceReference(trained_model(cfg, vocab, image_id, source.weights), recipe.dpo.beta)
     with torch.no_grad():
         metrics = evaluate_model(
-            cfg, policy, tokenizer, cfg.max_text_tokens, val, list(recipe.eval), reference=reference
+            cfg, policy, tokenizer, cfg.max_text_tokens, data, tasks, batch_size, reference=reference
         )
-    write_eval_results(run_dir, EvalResult(run_dir, run_dir / WEIGHTS, val.name, metrics).to_json())
-    return metrics
+    run_dir = weights.parent
+    result = EvalResult(run_dir, weights, data.name, metrics)
+    write_eval_results(run_dir, result.to_json())
+    return result
+
+
+def evaluate_run(run_dir: Path, eval_recipe: Any) -> Any:
+    """`vlmforge eval --run` on an align run: its final policy (or ``checkpoint``, a weights file) on its
+    held-out pairs or on other preference data, with the tasks of its recipe unless others are given."""
+    from vlmforge.config.load import load_recipe
+    from vlmforge.config.schema import DigitsPreferences, PreferenceJsonData
+    from vlmforge.data.conversations import load_tokenizer
+    from vlmforge.data.preferences import open_preferences, split_preferences
+
+    recipe = load_recipe("align", run_dir / "recipe.yaml")
+    assert isinstance(recipe, AlignRecipe)
+    weights = eval_recipe.checkpoint or run_dir / WEIGHTS
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        raise UserError(
+            f"checkpoint: {weights} is not an align run's weights file",
+            hint="give RUN/model.safetensors, or leave it unset for the run's final weights",
+        )
+    source = finetuned_run(recipe.from_run)
+    side = recipe.model.vision.image_size  # type: ignore[union-attr]
+    if eval_recipe.data is None:
+        data = split_preferences(recipe.data, side)[1]
+    elif isinstance(eval_recipe.data, PreferenceJsonData | DigitsPreferences):
+        data = open_preferences(eval_recipe.data, side)
+    else:
+        raise UserError(
+            f"data.kind {eval_recipe.data.kind!r}: an align run is evaluated on preference pairs",
+            hint="use data.kind: preference-json or digits-preferences",
+        )
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    tasks = list(eval_recipe.tasks if eval_recipe.tasks is not None else recipe.eval)
+    vocab = model_vocab_size(source.recipe, tokenizer)
+    return evaluate_policy(recipe, weights, source, tokenizer, vocab, data, tasks, eval_recipe.batch_size)

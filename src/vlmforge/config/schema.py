@@ -128,7 +128,14 @@ class PretrainRecipe(RunRecipe):
 
 
 EvalData = Annotated[
-    DigitsData | FolderData | WebDatasetData | FfcvData | LlavaJsonData | DigitsConversations,
+    DigitsData
+    | FolderData
+    | WebDatasetData
+    | FfcvData
+    | LlavaJsonData
+    | DigitsConversations
+    | PreferenceJsonData
+    | DigitsPreferences,
     Field(discriminator="kind"),
 ]
 

@@ -348,13 +348,7 @@ def load_trained(run_dir: Path, checkpoint: Path | None = None) -> tuple[Any, An
         raise UserError(
             f"{run_dir}: not a run directory (no recipe.yaml)", hint="pass a directory under runs/"
         )
-    verb = recipe_verb(read_yaml(run_dir / "recipe.yaml"))
-    if verb == "align":
-        raise UserError(
-            f"{run_dir} is an align run: its held-out evaluation was written to {run_dir / 'eval'}",
-            hint="vlmforge eval reads pretrain and finetune runs",
-        )
-    if verb == "finetune":
+    if recipe_verb(read_yaml(run_dir / "recipe.yaml")) == "finetune":
         return load_finetuned(run_dir, checkpoint)
     recipe = load_recipe("pretrain", run_dir / "recipe.yaml")
     assert isinstance(recipe, PretrainRecipe)
@@ -394,9 +388,16 @@ def load_finetuned(run_dir: Path, weights: Path | None = None) -> tuple[Any, Any
 
 def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
+    from vlmforge.config.load import read_yaml
     from vlmforge.data.sources import build_eval_data, train_val_split
 
     torch.manual_seed(recipe.seed)
+    if (recipe.run / "recipe.yaml").is_file() and recipe_verb(
+        read_yaml(recipe.run / "recipe.yaml")
+    ) == "align":
+        from vlmforge.align import evaluate_run
+
+        return evaluate_run(recipe.run, recipe)  # the policy with its reference: preference pairs
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
     ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
