@@ -221,6 +221,57 @@ def measured(trainer: Any, metrics_log: Any, module: Any, started: float) -> dic
     }
 
 
+@dataclass
+class Training:
+    """What `vlmforge pretrain` fits: the family's module on the recipe's training data, and vlmforge's
+    callbacks."""
+
+    module: Any
+    tokenizer: Any
+    context_length: int
+    accounting: Any  # DataAccounting
+    checkpoints: Any  # AtomicCheckpoint
+    metrics_log: Any  # MetricsLog
+
+    @property
+    def callbacks(self) -> list[Any]:
+        # accounting first: it may stop the run before that step's checkpoint, and MetricsLog reads its counts
+        return [self.accounting, self.checkpoints, self.metrics_log]
+
+
+def build_training(recipe: PretrainRecipe, train_set: Any, run_dir: Path, loggers: list[Any]) -> Training:
+    """The module (tokenizer built on the training captions and the zero-shot prompts) and callbacks of a
+    pretrain run writing into ``run_dir``; also what `plan --calibrate` times."""
+    from vlmforge.data.loader import CaptionedImages
+    from vlmforge.data.tokenizers import build_tokenizer
+    from vlmforge.families import family_for
+    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog
+
+    family = family_for(recipe.model)
+    prompts = [t.format(c) for t in train_set.prompts for c in (train_set.classnames or [])]
+    tokenizer = build_tokenizer(recipe.model.tokenizer, [*train_set.all_captions(), *prompts])
+    module = family.module_class()(recipe, tokenizer.vocab_size)
+    model_side = family.models.image_size(recipe.model, module.model)
+    if model_side != recipe.data.image_size:
+        raise UserError(
+            f"data.image_size is {recipe.data.image_size} but the model expects {model_side}",
+            hint=f"set data.image_size={model_side}",
+        )
+    ctx = family.models.context_length(recipe.model, module.model)
+    module.train_data = CaptionedImages(train_set, tokenizer, ctx, recipe.seed)
+    checkpoint = recipe.train.checkpoint
+    accounting = DataAccounting(train_set, recipe.data.max_bad_fraction, run_dir / "metrics.jsonl")
+    metrics_log = MetricsLog(
+        run_dir / "metrics.jsonl",
+        recipe.train.log_every_steps,
+        recipe.data.batch_size,
+        loggers,
+        extras=accounting.metrics,
+    )
+    checkpoints = AtomicCheckpoint(run_dir / "checkpoints", checkpoint.every_steps, checkpoint.keep_last)
+    return Training(module, tokenizer, ctx, accounting, checkpoints, metrics_log)
+
+
 def run(
     recipe: PretrainRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> PretrainResult | None:
@@ -230,15 +281,11 @@ def run(
     import torch
 
     from vlmforge.data.accounting import budget_error, over_budget
-    from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.sources import train_val_split
-    from vlmforge.data.tokenizers import build_tokenizer, save_tokenizer
+    from vlmforge.data.tokenizers import save_tokenizer
     from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
-    from vlmforge.families import family_for
-    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog
     from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed, check_runnable
 
-    family = family_for(recipe.model)
     check_logger_installed(recipe.logger)
     check_runnable(recipe)
     train_set, val_set = train_val_split(recipe.data)
@@ -253,33 +300,12 @@ def run(
         )
     run_dir, point = start_run(recipe, resume, confirm)
 
-    prompts = [t.format(c) for t in train_set.prompts for c in (train_set.classnames or [])]
-    tokenizer = build_tokenizer(recipe.model.tokenizer, [*train_set.all_captions(), *prompts])
-    module = family.module_class()(recipe, tokenizer.vocab_size)
-    model_side = family.models.image_size(recipe.model, module.model)
-    if model_side != recipe.data.image_size:
-        raise UserError(
-            f"data.image_size is {recipe.data.image_size} but the model expects {model_side}",
-            hint=f"set data.image_size={model_side}",
-        )
-    ctx = family.models.context_length(recipe.model, module.model)
-    module.train_data = CaptionedImages(train_set, tokenizer, ctx, recipe.seed)
-
-    checkpoints = AtomicCheckpoint(
-        run_dir / "checkpoints", recipe.train.checkpoint.every_steps, recipe.train.checkpoint.keep_last
+    training = build_training(
+        recipe, train_set, run_dir, build_loggers(recipe.logger, str(run_dir), recipe.name)
     )
-    accounting = DataAccounting(train_set, recipe.data.max_bad_fraction, run_dir / "metrics.jsonl")
-    metrics_log = MetricsLog(
-        run_dir / "metrics.jsonl",
-        recipe.train.log_every_steps,
-        recipe.data.batch_size,
-        build_loggers(recipe.logger, str(run_dir), recipe.name),
-        extras=accounting.metrics,
-    )
-    # accounting first: it may stop the run before that step's checkpoint, and MetricsLog reads its counts
-    trainer = build_trainer(
-        recipe, [accounting, checkpoints, metrics_log], str(run_dir), module.block_classes()
-    )
+    module, tokenizer, ctx = training.module, training.tokenizer, training.context_length
+    checkpoints, accounting, metrics_log = training.checkpoints, training.accounting, training.metrics_log
+    trainer = build_trainer(recipe, training.callbacks, str(run_dir), module.block_classes())
     if trainer.is_global_zero:
         save_tokenizer(tokenizer, run_dir / "tokenizer.json")
         devices = {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size}

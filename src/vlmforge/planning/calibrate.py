@@ -87,19 +87,15 @@ def cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
 
 
 def real_training(recipe: TrainingRecipe, scratch: Path) -> tuple[Any, list[Any]] | None:
-    """What `vlmforge pretrain` would train for this (one-device) recipe: the family's training module on
-    the recipe's own data (sampler, collation, workers) and vlmforge's sample-accounting, checkpoint and
-    metrics callbacks; None when the data cannot be read here. Checkpoints are not written: their cost
-    depends on the interval, not on the step."""
+    """What `vlmforge pretrain` would fit for this (one-device) recipe: the family's module on the
+    recipe's own data and vlmforge's callbacks (``build_training``); None when the data cannot be read
+    here or the recipe is not a pretrain one."""
     import io
 
     from vlmforge.config.schema import PretrainRecipe
-    from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.sources import train_val_split
-    from vlmforge.data.tokenizers import build_tokenizer
     from vlmforge.errors import UserError
-    from vlmforge.families import family_for
-    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog
+    from vlmforge.pretrain import build_training
 
     if not isinstance(recipe, PretrainRecipe):
         return None
@@ -109,22 +105,9 @@ def real_training(recipe: TrainingRecipe, scratch: Path) -> tuple[Any, list[Any]
         return None
     if len(train) < recipe.data.batch_size:
         return None
-    family = family_for(recipe.model)
-    tokenizer = build_tokenizer(recipe.model.tokenizer, train.all_captions())
-    module = family.module_class()(recipe, tokenizer.vocab_size)
-    context = family.models.context_length(recipe.model, module.model)
-    module.train_data = CaptionedImages(train, tokenizer, context, recipe.seed)
-    accounting = DataAccounting(train, recipe.data.max_bad_fraction, scratch / "metrics.jsonl")
-    metrics = MetricsLog(
-        scratch / "metrics.jsonl",
-        recipe.train.log_every_steps,
-        recipe.data.batch_size,
-        [],
-        extras=accounting.metrics,
-    )
-    metrics.stream = io.StringIO()  # progress lines stay out of the plan's output
-    checkpoints = AtomicCheckpoint(scratch / "checkpoints", 10**9, 1)
-    return module, [accounting, checkpoints, metrics]
+    training = build_training(recipe, train, scratch, [])
+    training.metrics_log.stream = io.StringIO()  # progress lines stay out of the plan's output
+    return training.module, training.callbacks
 
 
 def time_training_steps(
@@ -165,7 +148,10 @@ def time_training_steps(
     if isinstance(one_device, PretrainRecipe):  # one micro-batch per step, random init
         model = one_device.model.model_copy(update={"pretrained": None})
         data = one_device.data.model_copy(update={"batch_size": micro_batch})
-        one_device = one_device.model_copy(update={"model": model, "data": data})
+        # no checkpoint is written: its cost depends on the interval, not on the step
+        never = one_device.train.checkpoint.model_copy(update={"every_steps": 10**9})
+        train = one_device.train.model_copy(update={"checkpoint": never})
+        one_device = one_device.model_copy(update={"model": model, "data": data, "train": train})
     timer = StepTimer(warmup + steps, MIN_TIMED_SECONDS, warmup)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
