@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from tests.curate_pool import build_pool, save_random_clip
 
 from _common import write_result
-from vlmforge import curate
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
+from vlmforge.config.shipped import find_recipe
 from vlmforge.curate.base import Resources
 from vlmforge.curate.batch import Batch, Table
 from vlmforge.curate.io import decode, list_shards, read_samples
 from vlmforge.curate.steps import build_steps
+from vlmforge.verbs import curate
 
 
 def save_scorer(arch: str, root: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """Training throughput per model family: samples/s of every debug recipe's tiny model on this machine.
 
-Each `recipes/debug/*.yaml` pretraining recipe runs through `vlmforge.pretrain.run` (the real training
+Each `recipes/debug/*.yaml` pretraining recipe runs through `vlmforge.verbs.pretrain.run` (the real training
 path: Lightning Trainer, callbacks, checkpoint at the end), round-robin over recipes, several repetitions;
 samples/s is timed from metrics.jsonl between step WARMUP and the last step, so start-up is excluded.
 
@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 
 from _common import write_result
-from vlmforge.catalog import list_recipes
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import PretrainRecipe
+from vlmforge.config.shipped import list_recipes
 from vlmforge.errors import UserError
 from vlmforge.families import family_for
 
@@ -51,7 +51,7 @@ def pretrain_recipes(steps: int, output_dir: Path) -> dict[str, PretrainRecipe]:
 
 
 def samples_per_second(recipe: PretrainRecipe) -> float:
-    from vlmforge import pretrain
+    from vlmforge.verbs import pretrain
 
     result = pretrain.run(recipe)
     assert result is not None

@@ -25,10 +25,10 @@ RECIPES = ("debug/clip-tiny", "debug/siglip-tiny", "debug/flip-tiny", "demo/clip
 
 def main() -> None:
     os.environ.setdefault("VLMFORGE_CACHE", tempfile.mkdtemp(prefix="vlmforge-bench-"))
-    from vlmforge import plan, pretrain
-    from vlmforge.catalog import find_recipe
     from vlmforge.config.load import load_recipe
+    from vlmforge.config.shipped import find_recipe
     from vlmforge.planning.prior import fit_bundled
+    from vlmforge.verbs import plan, pretrain
 
     fit = fit_bundled()
     loo = (
@@ -50,7 +50,7 @@ def main() -> None:
                 ],
             )
             calibration = plan.calibrate(recipe)  # random inputs through the Trainer + reading the data
-            predicted = calibration.predict_step_seconds(recipe.micro_batch_size)
+            predicted = calibration.predict_step_seconds(recipe.batch_plan().micro_batch)
             runs = []
             for _ in range(REPETITIONS):  # the real thing: data loading, Lightning, callbacks
                 result = pretrain.run(recipe)
@@ -61,7 +61,7 @@ def main() -> None:
             step_rows.append(
                 {
                     "recipe": name,
-                    "micro_batch": recipe.micro_batch_size,
+                    "micro_batch": recipe.batch_plan().micro_batch,
                     "calibrated_mfu": calibration.measured_mfu,
                     "predicted_step_s": predicted,
                     "measured_step_s": measured,

@@ -2,8 +2,8 @@
 
 Both run the demo's model (recipes/demo/clip-digits.yaml), the same batches from the same sampler and
 dataset, the same optimizer, schedule and loss, in one process, alternating, several repetitions.
-vlmforge runs through `vlmforge.pretrain.run` (Lightning Trainer + its checkpoint and metrics callbacks);
-steps/s is timed between step WARMUP and the last step, so start-up is excluded on both sides.
+vlmforge runs through `vlmforge.verbs.pretrain.run` (Lightning Trainer + its checkpoint and metrics
+callbacks); steps/s is timed between step WARMUP and the last step, so start-up is excluded on both sides.
 
     OMP_NUM_THREADS=1 python benchmarks/train_overhead.py [--steps 100] [--reps 3]
 
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from _common import write_result
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import PretrainRecipe
+from vlmforge.config.shipped import find_recipe
 
 WARMUP = 10
 
@@ -88,7 +88,7 @@ def plain_loop(recipe: PretrainRecipe) -> float:
 
 
 def vlmforge_loop(recipe: PretrainRecipe) -> float:
-    from vlmforge import pretrain
+    from vlmforge.verbs import pretrain
 
     result = pretrain.run(recipe)
     assert result is not None

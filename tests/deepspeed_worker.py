@@ -44,7 +44,7 @@ def train(recipe: PretrainRecipe, config: dict[str, Any], out_dir: Path) -> dict
     total_params = sum(p.numel() for p in model.parameters())
     data = CaptionedImages(train_set, tokenizer, models.context_length(recipe.model, model), recipe.seed)
     sampler = GlobalBatchSampler(
-        len(data), recipe.data.batch_size, recipe.micro_batch_size, rank=rank, world_size=world
+        len(data), recipe.data.batch_size, recipe.batch_plan().micro_batch, rank=rank, world_size=world
     )
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate)  # type: ignore[arg-type]
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.conftest import last_json, run_cli
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import AlignRecipe, DigitsPreferences, PreferenceJsonData, recipe_verb
+from vlmforge.config.shipped import find_recipe
 from vlmforge.data.conversations import IGNORE_INDEX, IMAGE, build_tokenizer, template_texts
 from vlmforge.data.preferences import (
     PreferenceSamples,

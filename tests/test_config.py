@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlmforge.catalog import find_recipe, list_recipes
 from vlmforge.config.load import apply_overrides, dump_recipe, load_recipe, parse_override, read_yaml
 from vlmforge.config.schema import (
     RECIPES,
@@ -18,6 +17,7 @@ from vlmforge.config.schema import (
     PretrainRecipe,
     recipe_verb,
 )
+from vlmforge.config.shipped import find_recipe, list_recipes
 from vlmforge.errors import UserError
 
 DEBUG = find_recipe("debug/clip-tiny")
@@ -31,9 +31,9 @@ def test_every_shipped_recipe_validates(name: str) -> None:
     assert isinstance(recipe, RECIPES[verb])
     assert recipe.schema_version == 1
     if isinstance(recipe, FinetuneRecipe):
-        assert all(recipe.accumulate_grad_batches(stage) >= 1 for stage in recipe.stages)
+        assert all(recipe.batch_plan(stage, 10**6).accumulate >= 1 for stage in recipe.stages)
     elif isinstance(recipe, PretrainRecipe):
-        assert recipe.accumulate_grad_batches >= 1
+        assert recipe.batch_plan().accumulate >= 1
 
 
 def test_shipped_recipes_include_demo_debug_and_real_scale() -> None:
@@ -105,7 +105,7 @@ def test_accumulation_is_derived_from_micro_batch() -> None:
     recipe = load_recipe(
         "pretrain", DEBUG, ["data.batch_size=32", "train.devices=2", "train.micro_batch_size=8"]
     )
-    assert recipe.accumulate_grad_batches == 2
+    assert recipe.batch_plan().accumulate == 2
 
 
 def test_unknown_open_clip_arch_suggests_names() -> None:

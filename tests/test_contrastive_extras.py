@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import DEBUG_RECIPE, last_json, pretrain_json, read_metrics, run_cli
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import Perturbation, SslConfig
+from vlmforge.config.shipped import find_recipe
 from vlmforge.data.base import ImageTextSet
 from vlmforge.data.loader import CaptionedImages, collate
 from vlmforge.data.perturb import PERTURBATIONS, HardNegativeCaptions, hard_negative, perturb
 from vlmforge.data.tokenizers import WordVocab
 from vlmforge.errors import UserError
-from vlmforge.evaluate import EvalContext, compositional
 from vlmforge.evaluate.metrics import compositional_accuracy
+from vlmforge.evaluate.tasks import EvalContext, compositional
 from vlmforge.losses import negclip_loss, nt_xent_loss
 from vlmforge.training.augment import augment, view_params
 

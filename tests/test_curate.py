@@ -24,15 +24,15 @@ from tests.curate_pool import (
     rendered_text,
     save_random_clip,
 )
-from vlmforge import curate
-from vlmforge.catalog import find_recipe
 from vlmforge.config.curate import CurateRecipe
 from vlmforge.config.load import apply_overrides, load_recipe
+from vlmforge.config.shipped import find_recipe
 from vlmforge.curate.base import Resources
 from vlmforge.curate.batch import Batch, Chunk, Table
 from vlmforge.curate.dedup import phash
 from vlmforge.curate.steps import build_steps
 from vlmforge.errors import UserError
+from vlmforge.verbs import curate
 
 RECIPE = find_recipe("curate/datacomp-metaclip")
 DETERMINISTIC_STAGES = [  # stages whose decisions do not depend on the (random) scoring model, in order

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import last_json, run_cli
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import DigitsData, FfcvData
+from vlmforge.config.shipped import find_recipe
 from vlmforge.data.sources import open_source
 from vlmforge.errors import UserError
 
@@ -74,7 +74,7 @@ def test_ffcv_image_size_must_match_the_file(digits_beton: Path) -> None:
 def test_training_on_ffcv_sees_the_samples_of_the_same_run_on_the_source(
     digits_beton: Path, tmp_path: Path
 ) -> None:
-    from vlmforge import pretrain
+    from vlmforge.verbs import pretrain
 
     common = ["train.max_steps=12", "train.record_sample_ids=true", "eval=[]", f"output_dir={tmp_path}"]
     ffcv = ["data.kind=ffcv", f"data.path={digits_beton}", "data.val_fraction=0.2", "name=on-ffcv"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import last_json, pretrain_json, read_metrics, run_cli
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
+from vlmforge.config.shipped import find_recipe
 from vlmforge.errors import UserError
 from vlmforge.evaluate.caption_metrics import bleu, caption_scores, cider_d
 from vlmforge.generate import (
@@ -238,11 +238,11 @@ def test_caption_scores_tokenise_like_coco() -> None:
 
 # ------------------------------------------------------------------------------------ recipes and eval
 def test_recipes_validate_and_plan_as_generative() -> None:
-    from vlmforge import plan
+    from vlmforge.planning.phases import family_of
 
     for name in ("debug/coca-tiny", "coca/vit-b-32"):
         recipe = load_recipe("pretrain", find_recipe(name))
-        assert recipe.model.kind == "coca" and plan.family_of(recipe) == "generative"
+        assert recipe.model.kind == "coca" and family_of(recipe) == "generative"
     real = load_recipe("pretrain", find_recipe("coca/vit-b-32"))
     assert real.model.arch == "coca_ViT-B-32"
     assert (real.model.contrastive_weight, real.model.caption_weight) == (1.0, 2.0)
@@ -263,7 +263,8 @@ def test_bad_coca_settings_are_user_errors() -> None:
 def test_captioning_max_length_must_fit_the_context(tiny_coca) -> None:
     from vlmforge.config.schema import CaptioningTask
     from vlmforge.data.sources import train_val_split
-    from vlmforge.evaluate import EvalContext, captioning
+    from vlmforge.evaluate.captioning import captioning
+    from vlmforge.evaluate.tasks import EvalContext
 
     recipe, model, tokenizer, _, _ = tiny_coca
     _, val = train_val_split(recipe.data)

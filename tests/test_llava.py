@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tests.conftest import last_json, run_cli
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import FinetuneRecipe, LlavaJsonData
+from vlmforge.config.shipped import find_recipe
 from vlmforge.data.conversations import (
     IGNORE_INDEX,
     IMAGE,
@@ -187,12 +187,13 @@ def test_stage_needs_steps_or_epochs() -> None:
 
 # ------------------------------------------------------------------------------------ training
 def _stage_module(recipe: FinetuneRecipe, index: int, tokenizer: Any, data: Any) -> Any:
+    from vlmforge.config.schema import BatchPlan
     from vlmforge.data.conversations import ConversationSamples
     from vlmforge.training.llava import LlavaStageModule
     from vlmforge.training.module import FitSettings
 
     stage = recipe.stages[index]
-    settings = FitSettings(8, 8, 0, recipe.stage_optim(stage), 3)
+    settings = FitSettings(BatchPlan(8, 8, 1, 3), recipe.stage_optim(stage), 0)
     tokens = (_image_id(tokenizer), int(tokenizer.pad_token_id))
     torch.manual_seed(0)
     module = LlavaStageModule(recipe, len(tokenizer), stage, settings, tokens)
@@ -306,7 +307,7 @@ def test_pretrained_towers_are_loaded_and_the_vocabulary_grows(tmp_path: Path) -
 # ------------------------------------------------------------------------------------- planning
 @pytest.mark.slow
 def test_planner_counts_llava_1_5_7b_per_stage() -> None:
-    from vlmforge import plan
+    from vlmforge.verbs import plan
 
     recipe = load_recipe("finetune", find_recipe("llava/llava-1.5-7b"))
     result = plan.run(recipe, ["a100-80gb"], [8])
@@ -326,10 +327,10 @@ def test_planner_counts_llava_1_5_7b_per_stage() -> None:
 
 
 def test_planner_lora_stage_has_few_trainable_parameters() -> None:
-    from vlmforge import plan
+    from vlmforge.planning.phases import recipe_model_costs
 
-    full = plan.recipe_model_costs(_recipe("model.llm.vocab_size=64"))[1]
-    lora = plan.recipe_model_costs(
+    full = recipe_model_costs(_recipe("model.llm.vocab_size=64"))[1]
+    lora = recipe_model_costs(
         _recipe("model.llm.vocab_size=64", "model.lora.rank=2", "stages.1.trainable=lora")
     )[1]
     assert lora.trainable_params < 0.1 * full.trainable_params
@@ -379,10 +380,11 @@ def test_finetune_then_eval_from_the_cli(tmp_path: Path) -> None:
 
 
 def test_calibration_times_the_costliest_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vlmforge import plan
+    from vlmforge.planning.calibrate import calibrate
+    from vlmforge.planning.phases import recipe_model_costs
 
     monkeypatch.setenv("VLMFORGE_CACHE", str(tmp_path))
-    calibration = plan.calibrate(_recipe("model.llm.vocab_size=64"), micro_batch=4, steps=2)
-    costs = plan.recipe_model_costs(_recipe("model.llm.vocab_size=64"))
+    calibration = calibrate(_recipe("model.llm.vocab_size=64"), micro_batch=4, steps=2)
+    costs = recipe_model_costs(_recipe("model.llm.vocab_size=64"))
     assert calibration.family == "llava" and calibration.median_step_seconds > 0
     assert calibration.flops_per_step == pytest.approx(4 * max(c.flops_per_sample for c in costs))

@@ -11,9 +11,9 @@ import yaml
 from open_clip.loss import ClipLoss
 
 from tests.conftest import last_json, pretrain_json, read_metrics, run_cli
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import dump_recipe, load_recipe, read_yaml
 from vlmforge.config.schema import PretrainRecipe
+from vlmforge.config.shipped import find_recipe
 from vlmforge.errors import UserError
 from vlmforge.masking import (
     IGNORE,
@@ -24,8 +24,8 @@ from vlmforge.masking import (
     patchify,
     random_patch_mask,
 )
-from vlmforge.models.masked import build_model, objective_terms
-from vlmforge.planning.flops import model_flops_per_sample
+from vlmforge.models.masked import build_model, objective_terms, synthetic_loss
+from vlmforge.planning.flops import StepCount, count_on_meta
 
 VOCAB = 40
 
@@ -208,6 +208,13 @@ def test_objective_switches_are_validated() -> None:
 
 
 # -------------------------------------------------------------------------------------------- plan
+def model_flops_per_sample(cfg: object, vocab: int) -> StepCount:
+    """One sample through the model's planning loss, forward and backward, on the meta device."""
+    return count_on_meta(
+        lambda: build_model(cfg, vocab, device="meta"), lambda m: synthetic_loss(cfg, m, 1, "meta", vocab)
+    )
+
+
 def _planned(*overrides: str):
     sizes = [
         "model.vision={image_size: 64, patch_size: 8, width: 256, layers: 4, head_width: 64}",
@@ -247,10 +254,11 @@ def test_flops_drop_with_the_mask_ratio() -> None:
 
 
 def test_plan_uses_the_masked_prior() -> None:
-    from vlmforge import plan
+    from vlmforge.planning.prior import load_prior
+    from vlmforge.verbs import plan
 
     result = plan.run(load_recipe("pretrain", find_recipe("masked/flava-vit-b-16")), ["a100-80gb"], [8])
-    assert result.family == "masked" and result.mfu == plan.load_prior()["mfu"]["masked"]
+    assert result.family == "masked" and result.mfu == load_prior()["mfu"]["masked"]
     assert result.rows[0].fits
 
 
@@ -259,7 +267,7 @@ def test_linear_probe_scores_the_contrastive_family_too() -> None:
     from vlmforge.config.schema import LinearProbeTask
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import build_tokenizer
-    from vlmforge.evaluate import evaluate_model
+    from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.contrastive import build_model as build_clip
 
     recipe = load_recipe("pretrain", find_recipe("debug/clip-tiny"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmforge.catalog import find_recipe
 from vlmforge.config.load import load_recipe
+from vlmforge.config.shipped import find_recipe
 from vlmforge.errors import UserError
-from vlmforge.models.contrastive import build_model, image_size, load_weights
+from vlmforge.models.contrastive import build_model, image_size, load_checkpoint_weights
 
 
 def _tiny_cfg(*overrides: str):
@@ -40,7 +40,7 @@ def test_pretrained_mismatch_and_pickles_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save(build_model(_tiny_cfg("model.embed_dim=16"), vocab_size=40).state_dict(), path)
     with pytest.raises(UserError, match="does not match"):
-        load_weights(small, path)
+        load_checkpoint_weights(small, path)
 
     class Payload:
         def __reduce__(self):
@@ -49,9 +49,9 @@ def test_pretrained_mismatch_and_pickles_are_refused(tmp_path: Path) -> None:
     pickled = tmp_path / "pickle.pt"
     torch.save({"state_dict": Payload()}, pickled)
     with pytest.raises(UserError, match="weights-only"):
-        load_weights(small, pickled)
+        load_checkpoint_weights(small, pickled)
     with pytest.raises(UserError, match="not found"):
-        load_weights(small, tmp_path / "absent.pt")
+        load_checkpoint_weights(small, tmp_path / "absent.pt")
 
 
 def test_flip_unmasked_tuning_switches_off_patch_dropout_at_the_right_step() -> None:

@@ -13,13 +13,13 @@ import pytest
 from pydantic import ValidationError
 
 from tests.curate_pool import digit_image, photo, rendered_text
-from vlmforge import curate
 from vlmforge.config.curate import CurateRecipe, OcrDetector
 from vlmforge.curate.base import Resources
 from vlmforge.curate.batch import Batch, Chunk
 from vlmforge.curate.scoring import caption_overlap, content_words
 from vlmforge.curate.steps import build_steps
 from vlmforge.errors import UserError
+from vlmforge.verbs import curate
 
 pytest.importorskip("easyocr", reason="the ocr extra: pip install 'vlmforge[ocr]'")
 

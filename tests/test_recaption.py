@@ -15,11 +15,11 @@ import pytest
 from tests.conftest import REPO, last_json, run_cli
 from tests.curate_pool import Pool, build_pool
 from tests.test_curate import dropped_of, make_recipe, report_of, shard_samples
-from vlmforge import curate
 from vlmforge.curate.base import Resources
 from vlmforge.curate.batch import Table
 from vlmforge.curate.steps import build_steps
 from vlmforge.errors import UserError
+from vlmforge.verbs import curate
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,9 @@ def check_recaptioned(result: Any, pool: Pool, caption_alone: Any) -> None:
 # -------------------------------------------------------------------------------------------- CoCa
 def coca_captioner(run: Path) -> Any:
     """The run's greedy caption of one image, decoded alone (default max_length: context - 1)."""
-    from vlmforge.evaluate import coca_captions, load_trained
+    from vlmforge.evaluate.captioning import coca_captions
     from vlmforge.generate import Decoding
+    from vlmforge.runs.artifacts import load_trained
 
     model, tokenizer, recipe, _ = load_trained(run)
     data = recipe.data
@@ -135,7 +136,7 @@ def test_caption_agreement_keeps_the_samples_above_its_threshold(
     }
     assert len(scores) == everything.kept == report_of(everything.output)["stages"][-1]["in"]
     from vlmforge.config.curate import RunScorer
-    from vlmforge.curate.scoring import load_scorer
+    from vlmforge.curate.scorers import load_scorer
 
     scorer, caption_alone = load_scorer(RunScorer(path=coca_run)), coca_captioner(coca_run)
     kept = shard_samples(everything.output)
@@ -167,8 +168,8 @@ def test_a_llava_run_recaptions_with_its_answer_to_the_prompt(
 ) -> None:
     from vlmforge.config.load import load_recipe
     from vlmforge.data.conversations import IMAGE
-    from vlmforge.evaluate import load_trained
     from vlmforge.evaluate.vqa import answer
+    from vlmforge.runs.artifacts import load_trained
 
     model, tokenizer, _, _ = load_trained(llava_run)
     recipe = load_recipe("finetune", llava_run / "recipe.yaml")

@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from vlmforge.errors import UserError
-from vlmforge.runs import (
-    checkpoint_name,
-    create_run_dir,
-    find_resume_point,
-    list_checkpoints,
-    prune_checkpoints,
-    write_json,
-)
+from vlmforge.runs.directory import create_run_dir, find_resume_point
+from vlmforge.storage import checkpoint_name, list_checkpoints, prune_checkpoints, write_json
 
 
 def _ckpt(run_dir: Path, step: int, ok: bool = True) -> Path:

@@ -23,10 +23,16 @@ import torch
 from tests.conftest import DEBUG_RECIPE, REPO, cli_env, last_json, pretrain_json, read_metrics, run_cli
 from vlmforge.config.load import dump_recipe, load_recipe
 from vlmforge.errors import UserError
-from vlmforge.plan import LAYOUTS
-from vlmforge.runs import WEIGHTS_FILE, find_resume_point, prune_checkpoints, replace_path
+from vlmforge.planning.layouts import LAYOUTS
+from vlmforge.runs.directory import find_resume_point
+from vlmforge.storage import GATHERED_WEIGHTS, prune_checkpoints, replace_path
 from vlmforge.training.deepspeed_config import deepspeed_config, for_lightning
 from vlmforge.training.trainer import check_runnable
+
+
+def _deepspeed(recipe: Any) -> dict[str, Any]:
+    return deepspeed_config(recipe.train, recipe.batch_plan())
+
 
 COMMON = [
     "data.batch_size=32",
@@ -70,7 +76,7 @@ def test_deepspeed_config_follows_the_recipe() -> None:
         "train.strategy.offload_params=true",
         "train.strategy.overrides={zero_optimization: {overlap_comm: false}, steps_per_print: 7}",
     )
-    config = deepspeed_config(recipe)
+    config = _deepspeed(recipe)
     assert config["train_batch_size"] == 64
     assert config["train_micro_batch_size_per_gpu"] == 8
     assert config["gradient_accumulation_steps"] == 2  # 64 = 8 x 2 x 4
@@ -86,15 +92,15 @@ def test_deepspeed_config_follows_the_recipe() -> None:
 
 
 def test_deepspeed_config_precision_and_errors() -> None:
-    fp16 = deepspeed_config(
+    fp16 = _deepspeed(
         _recipe("train.accelerator=gpu", "train.precision=16-mixed", "train.strategy.kind=deepspeed")
     )
     assert fp16["fp16"]["enabled"] is True and fp16["fp16"]["loss_scale"] == 0  # dynamic loss scaling
-    fp32 = deepspeed_config(_recipe("train.strategy.kind=deepspeed"))
+    fp32 = _deepspeed(_recipe("train.strategy.kind=deepspeed"))
     assert "fp16" not in fp32 and "bf16" not in fp32 and fp32["zero_optimization"]["stage"] == 2
     assert fp32["gradient_clipping"] == 0.0  # the debug recipe turns clipping off
     with pytest.raises(UserError, match=r"train\.strategy\.kind is 'auto'"):
-        deepspeed_config(_recipe())
+        _deepspeed(_recipe())
     with pytest.raises(UserError, match="offload_params needs stage: 3"):
         _recipe("train.strategy.kind=deepspeed", "train.strategy.offload_params=true")
 
@@ -115,7 +121,7 @@ def test_strategies_that_cannot_run_on_cpu_are_refused_before_starting() -> None
 
 
 def test_scalar_parameters_train_as_shape_one_and_load_into_a_fresh_model(tmp_path: Path) -> None:
-    from vlmforge.models.contrastive import build_model, load_weights
+    from vlmforge.models.contrastive import build_model, load_checkpoint_weights
     from vlmforge.training.sharding import promote_scalar_parameters
 
     cfg = _recipe("model.kind=siglip").model
@@ -130,7 +136,7 @@ def test_scalar_parameters_train_as_shape_one_and_load_into_a_fresh_model(tmp_pa
         {"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}}, tmp_path / "w.ckpt"
     )
     fresh = build_model(cfg, vocab_size=50)
-    load_weights(fresh, tmp_path / "w.ckpt")
+    load_checkpoint_weights(fresh, tmp_path / "w.ckpt")
     assert fresh.logit_scale.ndim == 0 and fresh.logit_scale.item() == 1.25
 
 
@@ -171,7 +177,7 @@ def test_checkpoint_folders_are_replaced_pruned_and_resumable(tmp_path: Path) ->
 def test_resuming_with_a_strategy_that_cannot_read_the_checkpoints_is_refused(
     written_by: list[str], resumed_with: list[str], refused: str | None, tmp_path: Path
 ) -> None:
-    from vlmforge.pretrain import prepare_run
+    from vlmforge.runs.directory import prepare_run
 
     run_dir = tmp_path / "runs" / "clip-tiny" / "earlier"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -211,8 +217,8 @@ def test_fsdp_two_processes_match_one_then_resume_and_evaluate(single_run: Path,
     # default state_dict: sharded -> each step checkpoint is a folder; the final weights are one file
     checkpoints = run_dir / "checkpoints"
     assert (checkpoints / "step-00000010.ckpt" / "meta.pt").is_file()
-    assert fsdp["checkpoint"].endswith(WEIGHTS_FILE)
-    gathered = torch.load(checkpoints / WEIGHTS_FILE, weights_only=True)["state_dict"]
+    assert fsdp["checkpoint"].endswith(GATHERED_WEIGHTS)
+    gathered = torch.load(checkpoints / GATHERED_WEIGHTS, weights_only=True)["state_dict"]
     reference = torch.load(single_run / "checkpoints" / "step-00000020.ckpt", weights_only=True)["state_dict"]
     assert gathered.keys() == reference.keys()
     assert max((gathered[k] - reference[k]).abs().max().item() for k in reference) < 1e-4
@@ -241,7 +247,7 @@ def test_fsdp_two_processes_match_one_then_resume_and_evaluate(single_run: Path,
     evaluated = last_json(
         run_cli("eval", "--run", str(run_dir), "--format", "json", cwd=tmp_path, check=True).stdout
     )
-    assert evaluated["checkpoint"].endswith(WEIGHTS_FILE)
+    assert evaluated["checkpoint"].endswith(GATHERED_WEIGHTS)
     assert evaluated["metrics"]["zeroshot"]["top1"] > 0.1  # digits have 10 classes: above chance
 
 
@@ -258,7 +264,7 @@ def test_fsdp_runs_objectives_that_call_model_methods_directly(tmp_path: Path) -
     assert losses[10] < losses[1]
     terms = read_metrics(run_dir)[-1]
     assert {"mim", "mlm", "contrastive"} <= terms.keys()
-    assert (run_dir / "checkpoints" / WEIGHTS_FILE).is_file()
+    assert (run_dir / "checkpoints" / GATHERED_WEIGHTS).is_file()
 
 
 # ------------------------------------------------------------------- raw DeepSpeed on 2 CPU ranks
@@ -290,7 +296,7 @@ def test_generated_deepspeed_config_trains_zero2_and_zero3_on_two_cpu_ranks(tmp_
         check=True,
     )
     assert last_json(emitted.stdout)["deepspeed_config"] == "zero3.json"
-    zero2 = deepspeed_config(_recipe(*overrides[:3], "train.strategy.stage=2"))
+    zero2 = _deepspeed(_recipe(*overrides[:3], "train.strategy.stage=2"))
     (tmp_path / "zero2.json").write_text(json.dumps(zero2))
 
     env = cli_env() | {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
@@ -340,7 +346,11 @@ def test_every_planned_layout_is_a_valid_recipe(layout: Any) -> None:
     recipe = _recipe("data.batch_size=128", *overrides)
     kind = {"ddp": "ddp", "zero2": "deepspeed", "zero3": "deepspeed"}.get(layout.strategy, "fsdp")
     assert recipe.train.strategy.kind == kind
-    assert recipe.world_size == 16 and recipe.micro_batch_size == 4 and recipe.accumulate_grad_batches == 2
+    assert (
+        recipe.world_size == 16
+        and recipe.batch_plan().micro_batch == 4
+        and recipe.batch_plan().accumulate == 2
+    )
     assert recipe.train.activation_checkpointing == layout.checkpointing
     if kind == "deepspeed":
         assert recipe.train.strategy.stage == int(layout.strategy[-1])
@@ -354,8 +364,8 @@ def test_plan_prints_the_recipe_overrides_of_its_pick() -> None:
 
     from rich.console import Console
 
-    from vlmforge import plan
-    from vlmforge.catalog import resolve_recipe_path
+    from vlmforge.config.shipped import resolve_recipe_path
+    from vlmforge.verbs import plan
     from vlmforge_cli.render import plan_table
 
     recipe = load_recipe("pretrain", resolve_recipe_path("clip/vit-b-16-laion400m"), [])
@@ -367,7 +377,7 @@ def test_plan_prints_the_recipe_overrides_of_its_pick() -> None:
     line = next(text for text in buffer.getvalue().splitlines() if text.startswith("cheapest"))
     assert line.endswith(f"vlmforge pretrain -c RECIPE {row.recipe_overrides}")
     picked = _recipe(*row.recipe_overrides.split(), f"data.batch_size={recipe.data.batch_size}")
-    assert picked.world_size == row.count and picked.accumulate_grad_batches == row.accumulate
+    assert picked.world_size == row.count and picked.batch_plan().accumulate == row.accumulate
 
 
 # ------------------------------------------------------------------------- Lightning + CUDA (1 GPU)

@@ -183,7 +183,7 @@ def test_every_read_is_kept_or_dropped_with_its_reason(shards: tuple[Path, dict[
 
 
 def test_evaluation_leaves_unreadable_images_out(shards: tuple[Path, dict[str, Any]]) -> None:
-    from vlmforge.evaluate import encode_images
+    from vlmforge.evaluate.tasks import encode_images
 
     class Flatten(torch.nn.Module):
         def encode_image(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:

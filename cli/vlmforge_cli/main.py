@@ -82,8 +82,8 @@ def guarded(body: Callable[[], Any]) -> Any:
 def load(
     verb: str, config: str | None, overrides: list[str] | None, base: dict[str, Any] | None = None
 ) -> Any:
-    from vlmforge.catalog import resolve_recipe_path
     from vlmforge.config.load import load_recipe
+    from vlmforge.config.shipped import resolve_recipe_path
 
     path = resolve_recipe_path(config) if config is not None else None
     return load_recipe(verb, path, overrides or [], base=base)
@@ -91,9 +91,9 @@ def load(
 
 def training_verb(config: str) -> str:
     """pretrain, finetune or align, from the recipe's contents (stages: finetune; from_run: align)."""
-    from vlmforge.catalog import resolve_recipe_path
     from vlmforge.config.load import read_yaml
     from vlmforge.config.schema import recipe_verb
+    from vlmforge.config.shipped import resolve_recipe_path
 
     verb = guarded(lambda: recipe_verb(read_yaml(resolve_recipe_path(config))))
     if verb not in ("pretrain", "finetune", "align"):
@@ -118,6 +118,23 @@ def print_config(recipe: Any) -> None:
     from vlmforge.config.load import dump_recipe
 
     sys.stdout.write(dump_recipe(recipe))
+
+
+def emit_deepspeed(recipe: Any, target: Path | None, fmt: OutputFormat) -> None:
+    """``--emit deepspeed-config``: one DeepSpeed JSON per fit of a training recipe."""
+    from vlmforge.runs.lifecycle import emit_deepspeed_configs
+
+    written = guarded(lambda: emit_deepspeed_configs(recipe, target))
+    paths = {name: str(path) for name, path in written.items()}
+    payload: dict[str, Any] = {"deepspeed_configs": paths, "metrics": {}}
+    if len(paths) == 1:
+        payload["deepspeed_config"] = next(iter(paths.values()))
+
+    def render() -> None:
+        for path in paths.values():
+            err.print(f"wrote {escape(path)}")
+
+    emit(fmt, payload, render)
 
 
 # ------------------------------------------------------------------------------------------ verbs
@@ -154,7 +171,7 @@ def pretrain(
 
     The estimated time and cost on the devices in use is printed first; on a terminal, a run costing more
     than plan.confirm_above_usd asks before it starts."""
-    from vlmforge import pretrain as verb
+    from vlmforge.verbs import pretrain as verb
 
     recipe = guarded(lambda: load("pretrain", config, overrides))
     if show_config:
@@ -172,15 +189,7 @@ def pretrain(
         )
         return
     if emit_config is EmitKind.deepspeed_config:
-        from vlmforge.training.deepspeed_config import emit_deepspeed_config
-
-        target = launch_file or Path(f"{recipe.name}-deepspeed.json")
-        written = guarded(lambda: emit_deepspeed_config(recipe, target))
-        emit(
-            fmt,
-            {"deepspeed_config": str(written), "metrics": {}},
-            lambda: err.print(f"wrote {escape(str(written))}"),
-        )
+        emit_deepspeed(recipe, launch_file, fmt)
         return
     confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
     result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
@@ -206,6 +215,20 @@ ResumeStagedOpt = Annotated[
 YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
 ]
+EmitOpt = Annotated[
+    EmitKind | None,
+    typer.Option(
+        "--emit", help="Write a generated config for this recipe and exit: the DeepSpeed JSON of each fit."
+    ),
+]
+EmitFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--launch-file",
+        help="Where --emit writes (default: ./<name>-deepspeed.json; with several stages, one file each "
+        "with -<stage> before .json).",
+    ),
+]
 
 
 @app.command()
@@ -214,6 +237,8 @@ def finetune(
     overrides: OverridesArg = None,
     resume: ResumeStagedOpt = "never",
     yes: YesOpt = False,
+    emit_config: EmitOpt = None,
+    launch_file: EmitFileOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -222,7 +247,7 @@ def finetune(
     Each stage starts from the previous stage's weights and trains only what it names (projector,
     projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
     costing more than plan.confirm_above_usd asks before it starts."""
-    _train_llava("finetune", config, overrides, resume, yes, fmt, show_config)
+    _train_llava("finetune", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
 
 
 @app.command()
@@ -231,6 +256,8 @@ def align(
     overrides: OverridesArg = None,
     resume: ResumeStagedOpt = "never",
     yes: YesOpt = False,
+    emit_config: EmitOpt = None,
+    launch_file: EmitFileOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -240,7 +267,7 @@ def align(
     The finetune run named by from_run is both the starting policy and the frozen reference. The plan
     for the devices in use is printed first; on a terminal, a run costing more than
     plan.confirm_above_usd asks before it starts."""
-    _train_llava("align", config, overrides, resume, yes, fmt, show_config)
+    _train_llava("align", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
 
 
 def _train_llava(
@@ -251,14 +278,19 @@ def _train_llava(
     yes: bool,
     fmt: OutputFormat,
     show_config: bool,
+    emit_config: EmitKind | None,
+    launch_file: Path | None,
 ) -> None:
     """finetune or align: load, run, render (the two share their options and their summary)."""
     import importlib
 
-    verb = importlib.import_module(f"vlmforge.{verb_name}")
+    verb = importlib.import_module(f"vlmforge.verbs.{verb_name}")
     recipe = guarded(lambda: load(verb_name, config, overrides))
     if show_config:
         print_config(recipe)
+        return
+    if emit_config is EmitKind.deepspeed_config:
+        emit_deepspeed(recipe, launch_file, fmt)
         return
     confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
     result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
@@ -286,7 +318,7 @@ def evaluate(
 ) -> None:
     """Evaluate a trained run: zero-shot, retrieval, compositionality, captioning, linear probe, visual
     question answering (LLaVA)."""
-    from vlmforge import evaluate as verb
+    from vlmforge.verbs import evaluate as verb
 
     if (config is None) == (run_dir is None):
         fail(
@@ -320,7 +352,7 @@ def curate(
 
     Writes shards/, report.json, report.html and plots/ to the recipe's output folder; running it again
     resumes: finished shards are not redone."""
-    from vlmforge import curate as verb
+    from vlmforge.verbs import curate as verb
 
     if write not in (None, "ffcv"):
         fail(UserError(f"--write {write!r}: the only extra output format is ffcv", hint="--write ffcv"))
@@ -380,7 +412,7 @@ def plan(
     in this and later plans."""
     from dataclasses import asdict
 
-    from vlmforge import plan as verb
+    from vlmforge.verbs import plan as verb
     from vlmforge_cli.render import calibration_line, plan_table, published_table
 
     if refit is not None:
@@ -441,8 +473,8 @@ def validate(
     from vlmforge.config.schema import RECIPES, recipe_verb
 
     def body() -> tuple[str, Any]:
-        from vlmforge.catalog import resolve_recipe_path
         from vlmforge.config.load import read_yaml
+        from vlmforge.config.shipped import resolve_recipe_path
 
         chosen = verb or recipe_verb(read_yaml(resolve_recipe_path(config)))
         if chosen not in RECIPES:
@@ -527,7 +559,7 @@ def data_check(
 @recipes_app.command("ls")
 def recipes_ls(fmt: FormatOpt = OutputFormat.table) -> None:
     """List shipped recipes."""
-    from vlmforge.catalog import list_recipes
+    from vlmforge.config.shipped import list_recipes
     from vlmforge_cli.render import recipes_table
 
     found = list_recipes()
@@ -537,7 +569,7 @@ def recipes_ls(fmt: FormatOpt = OutputFormat.table) -> None:
 @recipes_app.command("show")
 def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name, e.g. debug/clip-tiny.")]) -> None:
     """Print a shipped recipe."""
-    from vlmforge.catalog import find_recipe
+    from vlmforge.config.shipped import find_recipe
 
     path = guarded(lambda: find_recipe(name))
     sys.stdout.write(path.read_text(encoding="utf-8"))
@@ -550,7 +582,7 @@ def recipes_cp(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Copy a shipped recipe to edit it."""
-    from vlmforge.catalog import copy_recipe
+    from vlmforge.config.shipped import copy_recipe
 
     target = guarded(lambda: copy_recipe(name, dest, overwrite=force))
     err.print(f"copied to {escape(str(target))}")

@@ -2,7 +2,7 @@
 
 An explicit table, no discovery magic: adding a family means adding its recipe section to
 ``vlmforge.config.models``, a models module with the functions of ``FamilyModels``, a LightningModule
-subclassing ``vlmforge.training.module.PretrainModule``, and one line per kind below. Modules are named by
+subclassing ``vlmforge.training.module.TrainingModule``, and one line per kind below. Modules are named by
 import path so that ``vlmforge --help`` and recipe validation never import torch or open_clip.
 """
 
@@ -28,7 +28,7 @@ class FamilyModels(Protocol):
     def context_length(self, cfg: Any, model: Any) -> int:
         """Tokens per caption, start and end tokens included."""
 
-    def probe_loss(self, cfg: Any, model: Any, batch_size: int, device: str, vocab_size: int) -> Any:
+    def synthetic_loss(self, cfg: Any, model: Any, batch_size: int, device: str, vocab_size: int) -> Any:
         """A scalar computed by one training forward pass on ``batch_size`` synthetic samples: counted on
         the meta device for FLOPs and saved activations, timed on a real device by ``plan --calibrate``."""
 

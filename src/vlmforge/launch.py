@@ -17,7 +17,10 @@ from pathlib import Path
 from vlmforge.config.load import dump_recipe
 from vlmforge.config.schema import PretrainRecipe
 from vlmforge.errors import UserError
-from vlmforge.runs import RUN_DIR_ENV
+
+RUN_DIR_ENV = "VLMFORGE_RUN_DIR"  # the run directory every rank writes to (set by rank 0 or a launch script)
+RESUME_ENV = "VLMFORGE_RESUME_FROM"  # the checkpoint rank 0 resumes from, for the processes it starts
+SPAWN_ENV = "VLMFORGE_SPAWNED_BY"  # pid of the rank-0 process that set the two above
 
 
 def global_rank() -> int:

@@ -14,6 +14,7 @@ from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_
 from vlmforge.config.llava import LlavaModel, LoraAdapters
 from vlmforge.config.training import (
     NAME_PATTERN,
+    BatchPlan,
     DeviceConfig,
     LoggerConfig,
     NoLogger,
@@ -40,7 +41,10 @@ class FinetuneStage(Section):
     )
     batch_size: int = Field(128, ge=1, description="Global batch: samples per optimizer step, all devices.")
     micro_batch_size: int | None = Field(
-        None, ge=1, description="Samples per device per forward; default batch_size / devices."
+        None,
+        ge=1,
+        description="Samples per device per forward (default: train.micro_batch_size, else "
+        "batch_size / devices).",
     )
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps (or give epochs).")
     epochs: int | None = Field(None, ge=1, description="Passes over the data (or give max_steps).")
@@ -52,10 +56,6 @@ class FinetuneStage(Section):
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError(f"stage {self.name!r}: give exactly one of max_steps or epochs")
         return self
-
-    def steps_for(self, train_samples: int) -> int:
-        """Optimizer steps: max_steps, or epochs of full global batches."""
-        return self.max_steps or max(1, (self.epochs or 1) * (train_samples // self.batch_size))
 
 
 def _default_finetune_tasks() -> list[EvalTask]:
@@ -85,7 +85,8 @@ class FinetuneRecipe(RunRecipe):
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
         for i, stage in enumerate(self.stages):
-            split_batch(stage.batch_size, stage.micro_batch_size, self.world_size, f"stages[{i}].")
+            micro = stage.micro_batch_size or self.train.micro_batch_size
+            split_batch(stage.batch_size, micro, self.world_size, f"stages[{i}].")
             if "lora" in stage.trainable and self.model.lora is None:
                 raise ValueError(f"stage {stage.name!r} trains LoRA adapters: set model.lora")
         if any(task.kind == "preference" for task in self.eval):
@@ -93,11 +94,13 @@ class FinetuneRecipe(RunRecipe):
         check_eval_tasks(self.model, self.eval)
         return self
 
-    def micro_batch_size(self, stage: FinetuneStage) -> int:
-        return stage.micro_batch_size or stage.batch_size // self.world_size
-
-    def accumulate_grad_batches(self, stage: FinetuneStage) -> int:
-        return stage.batch_size // (self.micro_batch_size(stage) * self.world_size)
+    def batch_plan(self, stage: FinetuneStage, train_samples: int | None = None) -> BatchPlan:
+        """The stage's batch plan; its micro-batch is the stage's, else ``train.micro_batch_size``."""
+        where = f"stages[{self.stages.index(stage)}]."
+        micro = stage.micro_batch_size or self.train.micro_batch_size
+        return BatchPlan.of(
+            stage.batch_size, micro, self.world_size, stage.max_steps, stage.epochs, train_samples, where
+        )
 
     def stage_optim(self, stage: FinetuneStage) -> OptimConfig:
         """The recipe's optimizer with the stage's learning rate and warm-up."""
@@ -173,14 +176,8 @@ class AlignRecipe(RunRecipe):
                 raise ValueError(f"eval task {task.kind!r} does not apply to an align run (vqa, preference)")
         return self
 
-    @property
-    def micro_batch_size(self) -> int:
-        return self.train.micro_batch_size or self.batch_size // self.world_size
-
-    @property
-    def accumulate_grad_batches(self) -> int:
-        return self.batch_size // (self.micro_batch_size * self.world_size)
-
-    def steps_for(self, train_pairs: int) -> int:
-        """Optimizer steps: max_steps, or epochs of full global batches."""
-        return self.max_steps or max(1, (self.epochs or 1) * (train_pairs // self.batch_size))
+    def batch_plan(self, train_pairs: int | None = None) -> BatchPlan:
+        micro = self.train.micro_batch_size
+        return BatchPlan.of(
+            self.batch_size, micro, self.world_size, self.max_steps, self.epochs, train_pairs, ""
+        )

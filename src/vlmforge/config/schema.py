@@ -65,8 +65,10 @@ from vlmforge.config.models import (  # noqa: F401  (re-exported)
 from vlmforge.config.training import (  # noqa: F401  (re-exported)
     NAME_PATTERN,
     SCHEMA_VERSION,
+    BatchPlan,
     DDPStrategy,
     DeepSpeedStrategy,
+    DeviceConfig,
     FSDPStrategy,
     LoggerConfig,
     NoLogger,
@@ -118,13 +120,11 @@ class PretrainRecipe(RunRecipe):
                 )
         return self
 
-    @property
-    def micro_batch_size(self) -> int:
-        return self.train.micro_batch_size or self.data.batch_size // self.world_size
-
-    @property
-    def accumulate_grad_batches(self) -> int:
-        return self.data.batch_size // (self.micro_batch_size * self.world_size)
+    def batch_plan(self) -> BatchPlan:
+        batch = self.data.batch_size
+        return BatchPlan.of(
+            batch, self.train.micro_batch_size, self.world_size, self.train.max_steps, None, None, "data."
+        )
 
 
 EvalData = Annotated[

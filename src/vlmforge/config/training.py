@@ -4,6 +4,7 @@ every training recipe starts with."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -24,6 +25,47 @@ def split_batch(batch_size: int, micro_batch_size: int | None, world: int, where
             f"micro_batch_size ({micro}) x devices x nodes ({world})"
         )
     return micro
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one ``Trainer.fit`` steps — a pretrain run, a finetune stage or an alignment: worked out once
+    from the recipe and read by the training module (sampler, schedule), the Trainer (accumulation,
+    length), the DeepSpeed config, the planner and ``actual.json``.
+
+    DeepSpeed's identity holds: global_batch = micro_batch x accumulate x world_size."""
+
+    global_batch: int  # samples per optimizer step, all devices
+    micro_batch: int  # samples per device per forward
+    world_size: int
+    max_steps: int  # optimizer steps
+
+    @property
+    def accumulate(self) -> int:
+        return self.global_batch // (self.micro_batch * self.world_size)
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self) | {"accumulate": self.accumulate}
+
+    @classmethod
+    def of(
+        cls,
+        global_batch: int,
+        micro_batch_size: int | None,
+        world_size: int,
+        max_steps: int | None,
+        epochs: int | None,
+        train_samples: int | None,
+        where: str,
+    ) -> BatchPlan:
+        """``max_steps``, or ``epochs`` of full global batches over ``train_samples`` (needed then); the
+        micro-batch defaults to the global batch split over the devices (no accumulation)."""
+        micro = split_batch(global_batch, micro_batch_size, world_size, where)
+        if max_steps is None:
+            if train_samples is None:
+                raise ValueError(f"{where}epochs: the number of training samples is needed to count steps")
+            max_steps = max(1, (epochs or 1) * (train_samples // global_batch))
+        return cls(global_batch, micro, world_size, max_steps)
 
 
 # ------------------------------------------------------------------------------------ optim + train

@@ -49,7 +49,7 @@ class Resources:
 
     def scorer(self) -> Any:
         if self._scorer is None:
-            from vlmforge.curate.scoring import load_scorer
+            from vlmforge.curate.scorers import load_scorer
 
             assert self.recipe.model is not None  # the recipe validator requires it for scoring steps
             self._scorer = load_scorer(self.recipe.model)

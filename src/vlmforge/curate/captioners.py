@@ -72,7 +72,7 @@ def check_run(cfg: RunCaptioner, field: str) -> str:
 def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
     import torch
 
-    from vlmforge.evaluate import load_trained
+    from vlmforge.runs.artifacts import load_trained, stage_of
 
     verb = check_run(cfg, field)
     if cfg.device != "cpu" and not torch.cuda.is_available():
@@ -81,7 +81,7 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
     model, tokenizer, recipe, weights = load_trained(cfg.run, cfg.checkpoint)
     model = model.to(device).eval()
     if verb == "pretrain":
-        from vlmforge.evaluate import caption_decoding
+        from vlmforge.evaluate.captioning import caption_decoding
         from vlmforge.families import family_for
 
         context = family_for(recipe.model).models.context_length(recipe.model, model)
@@ -89,7 +89,7 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
         settings = caption_decoding(cfg, context, field)
         pixels = RunPixels(data.image_size, data.mean, data.std, device)
         return CocaCaptioner(model, tokenizer, settings, pixels)
-    stage = _stage_of(cfg.run, recipe, weights)
+    stage = stage_of(cfg.run, recipe, weights)
     search: dict[str, Any] = {}  # transformers' equivalents, only where set (no warnings otherwise)
     if cfg.method == "beam":
         search |= {"num_beams": cfg.beam_size, "length_penalty": cfg.length_penalty}
@@ -108,18 +108,6 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
     )
 
 
-def _stage_of(run: Path, recipe: Any, weights: Path) -> Any:
-    """The finetune stage whose weights are loaded (its prompt template and image normalisation apply);
-    the last stage for weights from elsewhere."""
-    from vlmforge.finetune import stage_dir
-
-    for stage in recipe.stages:
-        if stage_dir(run, stage).resolve() == weights.parent.resolve():
-            return stage
-    return recipe.stages[-1]
-
-
-@dataclass
 class RunPixels:
     """A run's training transform (vlmforge.data.images.square_tensor) of images, stacked on ``device``."""
 
@@ -147,7 +135,7 @@ class CocaCaptioner:
     pixels: RunPixels
 
     def __call__(self, images: list[Any], captions: list[str]) -> list[str]:
-        from vlmforge.evaluate import coca_captions
+        from vlmforge.evaluate.captioning import coca_captions
 
         return coca_captions(self.model, self.tokenizer, self.pixels(images), self.settings)
 

@@ -35,7 +35,7 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
                 **extra,
             )
     if cfg.pretrained is not None:
-        load_weights(model, cfg.pretrained)
+        load_checkpoint_weights(model, cfg.pretrained)
     if cfg.ssl is not None:  # after the pretrained weights: a CLIP checkpoint has no SLIP head
         with torch.device(device):
             model.ssl_head = ssl_head(cfg.ssl, embed_dim(cfg))
@@ -139,7 +139,7 @@ def text_cfg(tower: TextTower, vocab_size: int, **extra: object) -> object:
     )
 
 
-def probe_loss(
+def synthetic_loss(
     cfg: ClipModel, model: torch.nn.Module, batch_size: int, device: str, vocab_size: int
 ) -> torch.Tensor:
     """Both towers on ``batch_size`` synthetic image-caption pairs (plus the hard-negative captions and the
@@ -157,7 +157,7 @@ def probe_loss(
     return total
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
+def load_checkpoint_weights(model: torch.nn.Module, path: Path) -> None:
     """Load a local checkpoint: a vlmforge/Lightning ``.ckpt``, an open_clip ``.pt``/``.bin`` state dict, or
     ``.safetensors``. Loading is ``weights_only`` (no pickled code) and strict: a mismatch is an error."""
     if not path.is_file():

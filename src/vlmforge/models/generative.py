@@ -8,7 +8,7 @@ import torch
 
 from vlmforge.config.schema import CoCaModel
 from vlmforge.generate import StepFn
-from vlmforge.models.contrastive import create_arch, image_size, load_weights, text_cfg, vision_cfg
+from vlmforge.models.contrastive import create_arch, image_size, load_checkpoint_weights, text_cfg, vision_cfg
 
 
 def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -48,7 +48,7 @@ def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.n
             )
     init_decoder(model.text_decoder)
     if cfg.pretrained is not None:
-        load_weights(model, cfg.pretrained)
+        load_checkpoint_weights(model, cfg.pretrained)
     return model
 
 
@@ -72,7 +72,7 @@ def context_length(cfg: CoCaModel, model: torch.nn.Module) -> int:
     return cfg.text.context_length if cfg.text is not None else int(model.context_length)
 
 
-def probe_loss(
+def synthetic_loss(
     cfg: CoCaModel, model: torch.nn.Module, batch_size: int, device: str, vocab_size: int
 ) -> torch.Tensor:
     """Both towers, the decoder and the caption cross-entropy on ``batch_size`` synthetic pairs: the decoder's

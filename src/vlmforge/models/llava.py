@@ -103,8 +103,19 @@ def trained_model(cfg: LlavaModel, vocab_size: int, image_id: int, weights: Path
     """A finetuned model for inference: the recipe's architecture with a stage's saved weights."""
     model = _random_model(cfg, vocab_size, "cpu")
     model.config.image_token_index = image_id
-    load_weights(model, weights)
+    load_saved_weights(model, weights)
     return model.eval()
+
+
+def vocab_size_for(cfg: LlavaModel, tokenizer: Any) -> int:
+    """The LLM's vocabulary: ``llm.vocab_size`` when set (at least the tokenizer's), else the tokenizer's."""
+    size, wanted = len(tokenizer), cfg.llm.vocab_size
+    if wanted is not None and wanted < size:
+        raise UserError(
+            f"model.llm.vocab_size {wanted} is smaller than the tokenizer's {size} tokens",
+            hint=f"set model.llm.vocab_size >= {size}, or leave it unset",
+        )
+    return wanted or size
 
 
 def image_size(cfg: LlavaModel, model: torch.nn.Module) -> int:
@@ -116,11 +127,7 @@ def context_length(cfg: LlavaModel, model: torch.nn.Module) -> int:
     return cfg.max_text_tokens
 
 
-def image_token_id(model: torch.nn.Module) -> int:
-    return int(model.config.image_token_index)
-
-
-def probe_loss(
+def synthetic_loss(
     cfg: LlavaModel,
     model: torch.nn.Module,
     batch_size: int,
@@ -153,7 +160,7 @@ def probe_loss(
     )
 
 
-def preference_probe_loss(
+def synthetic_preference_loss(
     cfg: LlavaModel,
     model: torch.nn.Module,
     batch_size: int,
@@ -165,13 +172,15 @@ def preference_probe_loss(
     sequences (2 x batch_size, with gradients) and the reference on the same sequences without gradients:
     the policy with its LoRA adapters switched off, or the frozen copy in ``model["reference"]``."""
     policy = model["policy"] if isinstance(model, torch.nn.ModuleDict) else model
-    loss = probe_loss(cfg, policy, 2 * batch_size, device, vocab_size, text_tokens)
+    loss = synthetic_loss(cfg, policy, 2 * batch_size, device, vocab_size, text_tokens)
     with torch.no_grad():
         if isinstance(model, torch.nn.ModuleDict):
-            reference = probe_loss(cfg, model["reference"], 2 * batch_size, device, vocab_size, text_tokens)
+            reference = synthetic_loss(
+                cfg, model["reference"], 2 * batch_size, device, vocab_size, text_tokens
+            )
         else:
             with policy.disable_adapter():  # type: ignore[operator]
-                reference = probe_loss(cfg, policy, 2 * batch_size, device, vocab_size, text_tokens)
+                reference = synthetic_loss(cfg, policy, 2 * batch_size, device, vocab_size, text_tokens)
     return loss - reference
 
 
@@ -232,12 +241,6 @@ def plain_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters()) - trainable
-
-
 # ---------------------------------------------------------------------------------------- weights
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     """The plain model's weights as safetensors (what the next stage and evaluation load)."""
@@ -248,7 +251,7 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     tmp.replace(path)
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
+def load_saved_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import load_model
 
     if not path.is_file():

@@ -35,7 +35,7 @@ from torch import nn
 from vlmforge.config.models import FlavaModel, MAEDecoder, MaskedModel, TextTower
 from vlmforge.errors import UserError
 from vlmforge.masking import mim_loss, mlm_candidates, mlm_corrupt, mlm_loss, patchify, random_patch_mask
-from vlmforge.models.contrastive import load_weights
+from vlmforge.models.contrastive import load_checkpoint_weights
 
 MaskedConfig = MaskedModel | FlavaModel
 Contrastive = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -205,7 +205,7 @@ def build_model(cfg: MaskedConfig, vocab_size: int, device: str = "cpu") -> Mask
         scale = cfg.contrastive.init_logit_scale if isinstance(cfg, FlavaModel) else None
         model = MaskedVLM(visual, text, decoder, mlm_head, vocab_size, scale)
     if cfg.pretrained is not None:
-        load_weights(model, cfg.pretrained)
+        load_checkpoint_weights(model, cfg.pretrained)
     return model
 
 
@@ -261,7 +261,7 @@ def objective_terms(
     return terms
 
 
-def probe_loss(
+def synthetic_loss(
     cfg: MaskedConfig, model: MaskedVLM, batch_size: int, device: str, vocab_size: int
 ) -> torch.Tensor:
     """The training objective on ``batch_size`` synthetic full-length captions and images: the encoder on

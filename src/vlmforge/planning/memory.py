@@ -6,7 +6,6 @@ Activations are measured, not guessed: one training forward of the real model on
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,18 +68,6 @@ class SavedBytes:
 
     def __exit__(self, *exc: object) -> None:
         self._hooks.__exit__(*exc)
-
-
-def saved_activation_bytes(
-    build: Callable[[], torch.nn.Module], step: Callable[[torch.nn.Module], torch.Tensor]
-) -> int:
-    """Bytes autograd saves for backward in one training step (meta device, batch as ``step`` builds it)."""
-    with torch.device("meta"):
-        model = build()
-    model.train()
-    with SavedBytes() as saved:
-        step(model)
-    return saved.bytes
 
 
 GPUS_PER_NODE = 8  # HYBRID_SHARD shards inside a node of this many GPUs and replicates across nodes

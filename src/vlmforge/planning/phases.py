@@ -15,7 +15,9 @@ from typing import Any
 
 from vlmforge.config.schema import (
     AlignRecipe,
+    BatchPlan,
     BpeTokenizer,
+    ClipModel,
     FinetuneRecipe,
     FinetuneStage,
     LlavaModel,
@@ -23,7 +25,8 @@ from vlmforge.config.schema import (
     WordTokenizer,
 )
 from vlmforge.errors import UserError
-from vlmforge.planning.memory import SavedBytes
+from vlmforge.families import family_for
+from vlmforge.planning.flops import count_step
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,8 @@ class Phase:
 
     name: str
     build: Callable[[str], Any]  # device -> the model with this phase's frozen parts and adapters
-    probe: Callable[[Any, int], Any]  # (model, batch size) -> scalar loss of one training forward
-    batch_size: int  # global batch
-    micro_batch: int  # the recipe's per-device micro-batch
-    steps: int
+    loss: Callable[[Any, int], Any]  # (model, batch size) -> scalar loss of one training forward
+    batch: BatchPlan  # as the verb will train it
 
 
 @dataclass
@@ -49,19 +50,29 @@ class PhaseCost:
     trainable_params: int
     frozen_params: int
     activation_bytes_per_sample: int
-    batch_size: int
+    global_batch: int
 
 
 def planned_model(recipe: TrainingRecipe) -> Any:
-    """The recipe's model section; an align recipe's may come from the finetune run it starts from."""
-    if isinstance(recipe, AlignRecipe):
-        from vlmforge.align import planned_model as align_model
-
-        return align_model(recipe)
+    """The recipe's model section. An align recipe may leave it out (it is its from_run's): the verbs
+    fill it in from the run before planning (``vlmforge.runs.artifacts.with_planned_model``)."""
+    if recipe.model is None:
+        raise UserError(
+            "align recipe without a model section: it is read from from_run, which was not resolved",
+            hint="add the finetune run's model section to the recipe",
+        )
     return recipe.model
 
 
-def probe_vocab_size(recipe: TrainingRecipe) -> int:
+def family_of(recipe: TrainingRecipe) -> str:
+    """The published-runs family whose utilisation applies: masked patches make CLIP a FLIP ('masked')."""
+    model = planned_model(recipe)
+    if isinstance(model, ClipModel) and model.patch_dropout > 0:
+        return "masked"
+    return family_for(model).name
+
+
+def planned_vocab_size(recipe: TrainingRecipe) -> int:
     """Vocabulary of the model planned before any data is read: word vocabularies are small."""
     model = planned_model(recipe)
     if isinstance(model, LlavaModel):
@@ -72,9 +83,7 @@ def probe_vocab_size(recipe: TrainingRecipe) -> int:
 
 def phases(recipe: TrainingRecipe) -> list[Phase]:
     """What the recipe trains, phase by phase, as models the planner can build on any device."""
-    from vlmforge.families import family_for
-
-    vocab = probe_vocab_size(recipe)
+    vocab = planned_vocab_size(recipe)
     if isinstance(recipe, FinetuneRecipe):
         return [_stage_phase(recipe, stage, vocab) for stage in recipe.stages]
     if isinstance(recipe, AlignRecipe):
@@ -85,10 +94,8 @@ def phases(recipe: TrainingRecipe) -> list[Phase]:
         Phase(
             recipe.name,
             lambda device: models.build_model(cfg, vocab, device=device),
-            lambda model, batch: models.probe_loss(cfg, model, batch, _device_of(model), vocab),
-            recipe.data.batch_size,
-            recipe.micro_batch_size,
-            recipe.train.max_steps,
+            lambda model, batch: models.synthetic_loss(cfg, model, batch, _device_of(model), vocab),
+            recipe.batch_plan(),
         )
     ]
 
@@ -99,20 +106,17 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
 
     cfg = recipe.model.without_pretrained()
     text = stage.data.mean_text_tokens or cfg.max_text_tokens
-    steps = stage.max_steps or stage.steps_for(
-        _train_samples(
-            stage.data, f"stage {stage.name!r}", stage.epochs, cfg.vision.image_size, split_conversations
-        )
-    )
+    samples = None
+    if stage.max_steps is None:
+        where = f"stage {stage.name!r}"
+        samples = _train_samples(stage.data, where, stage.epochs, cfg.vision.image_size, split_conversations)
     return Phase(
         stage.name,
         lambda device: llava.prepare_stage(
             llava.build_model(cfg, vocab, device=device), cfg, stage.trainable
         ),
-        lambda m, batch: llava.probe_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
-        stage.batch_size,
-        recipe.micro_batch_size(stage),
-        steps,
+        lambda m, batch: llava.synthetic_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
+        recipe.batch_plan(stage, samples),
     )
 
 
@@ -126,9 +130,11 @@ def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
 
     cfg = planned_model(recipe).without_pretrained().model_copy(update={"lora": recipe.lora})
     text = recipe.data.mean_text_tokens or cfg.max_text_tokens
-    steps = recipe.max_steps or recipe.steps_for(
-        _train_samples(recipe.data, "align", recipe.epochs, cfg.vision.image_size, split_preferences)
-    )
+    samples = None
+    if recipe.max_steps is None:
+        samples = _train_samples(
+            recipe.data, "align", recipe.epochs, cfg.vision.image_size, split_preferences
+        )
 
     def build(device: str) -> torch.nn.Module:
         policy = llava.build_model(cfg, vocab, device=device)
@@ -142,10 +148,10 @@ def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
     return Phase(
         recipe.name,
         build,
-        lambda m, batch: llava.preference_probe_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
-        recipe.batch_size,
-        recipe.micro_batch_size,
-        steps,
+        lambda m, batch: llava.synthetic_preference_loss(
+            cfg, m, batch, _device_of(m), vocab, text_tokens=text
+        ),
+        recipe.batch_plan(samples),
     )
 
 
@@ -168,30 +174,21 @@ def _device_of(model: Any) -> str:
 
 def phase_cost(phase: Phase) -> PhaseCost:
     """Count a phase on the meta device from one training step of one sample: FLOPs forward and
-    backward (``FlopCounterMode``) and the activations autograd saves (``SavedBytes``)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    backward and the activations autograd saves (``planning.flops``)."""
     model = phase.build("meta")
-    model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters()) - trainable
-    with FlopCounterMode(display=False) as forward, SavedBytes() as saved:
-        loss = phase.probe(model, 1)
-    flops = forward.get_total_flops()
-    if loss.requires_grad:
-        with FlopCounterMode(display=False) as backward:
-            loss.backward()
-        flops += backward.get_total_flops()
-    samples = phase.steps * phase.batch_size
+    count = count_step(model, lambda m: phase.loss(m, 1))
+    samples = phase.batch.max_steps * phase.batch.global_batch
     return PhaseCost(
         phase.name,
-        float(flops),
+        float(count.train),
         samples,
-        float(flops) * samples,
+        float(count.train) * samples,
         trainable,
         frozen,
-        saved.bytes,
-        phase.batch_size,
+        count.saved_bytes,
+        phase.batch.global_batch,
     )
 
 

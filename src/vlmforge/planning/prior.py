@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,11 @@ from typing import Any
 import torch
 
 from vlmforge.errors import UserError
-from vlmforge.models.contrastive import quiet_random_init
-from vlmforge.planning.catalog import Accelerator, load_catalog
-from vlmforge.planning.flops import count_train_flops
+from vlmforge.planning.accelerators import Accelerator, load_catalog
+from vlmforge.planning.flops import count_on_meta
 
 BUNDLED_RUNS = Path(__file__).with_name("published_runs.csv")
+PRIOR_FILE = Path(__file__).with_name("prior.json")  # the fitted prior vlmforge plans with
 REQUIRED_COLUMNS = ("name", "family", "vision_arch", "samples_seen", "accel", "accel_count")
 EXCLUDED_BOUNDS = {"unreliable", "claim"}
 # Parameters of the LLMs that appear in LLaVA-style runs (model cards / papers).
@@ -94,6 +95,8 @@ def open_clip_flops(
         kwargs["force_patch_dropout"] = 1 - kept
 
     def build() -> torch.nn.Module:
+        from vlmforge.models.contrastive import quiet_random_init
+
         with quiet_random_init():
             model = open_clip.create_model(arch, pretrained=None, **kwargs)
         if trained == "text":  # locked-image tuning: the image tower is frozen
@@ -110,7 +113,7 @@ def open_clip_flops(
         tensors = out.values() if isinstance(out, dict) else out
         return sum(t.float().sum() for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point())
 
-    return float(count_train_flops(build, step).train)
+    return float(count_on_meta(build, step).train)
 
 
 @functools.lru_cache(maxsize=64)
@@ -122,6 +125,8 @@ def open_clip_image_forward_flops(arch: str, image_size: int | None) -> float:
         kwargs["force_image_size"] = image_size
 
     def build() -> torch.nn.Module:
+        from vlmforge.models.contrastive import quiet_random_init
+
         with quiet_random_init():
             return open_clip.create_model(arch, pretrained=None, **kwargs).visual
 
@@ -131,7 +136,7 @@ def open_clip_image_forward_flops(arch: str, image_size: int | None) -> float:
         with torch.no_grad():
             return visual(torch.empty(1, 3, side, side, device="meta")).sum()
 
-    return float(count_train_flops(build, step).forward)
+    return float(count_on_meta(build, step).forward)
 
 
 def _arch(name: str) -> str:
@@ -251,3 +256,44 @@ if __name__ == "__main__":  # regenerate planning/prior.json after editing publi
     import json
 
     Path(__file__).with_name("prior.json").write_text(json.dumps(fit_bundled(), indent=2) + "\n")
+
+
+def load_prior() -> dict[str, Any]:
+    """The fitted prior (``prior.json``): MFU per published-runs family, ``*`` for any other."""
+    return json.loads(PRIOR_FILE.read_text(encoding="utf-8"))
+
+
+def compare_published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
+    """Predicted accelerator-hours and wall-clock hours for every row of a published-runs CSV, next to
+    the published figures, with the median absolute % error over the rows that have both."""
+    prior = load_prior()["mfu"]
+    runs = evaluate_rows(read_runs(path), load_catalog(catalog_path))
+    rows, errors = [], []
+    for run in runs:
+        predicted = predict_hours(run, prior)
+        published_hours = number(run.row.get("accel_hours"))
+        entry: dict[str, Any] = {
+            "name": run.row.get("name"),
+            "family": run.row.get("family"),
+            "accel": run.row.get("accel"),
+            "accel_count": number(run.row.get("accel_count")),
+            "flops_per_sample": run.flops_per_sample,
+            "published_accel_hours": published_hours,
+            "published_wall_hours": number(run.row.get("wall_hours")),
+            "predicted_accel_hours": predicted[0] if predicted else None,
+            "predicted_wall_hours": predicted[1] if predicted else None,
+        }
+        if predicted is None:
+            entry["note"] = "model or accelerator not recognised: no prediction"
+        elif published_hours:
+            entry["abs_pct_error"] = abs(predicted[0] - published_hours) / published_hours * 100
+            errors.append(entry["abs_pct_error"])
+        rows.append(entry)
+    return {
+        "rows": rows,
+        "metrics": {
+            "median_abs_pct_error": statistics.median(errors) if errors else None,
+            "rows_compared": len(errors),
+            "rows": len(rows),
+        },
+    }

@@ -21,13 +21,13 @@ import torch
 from vlmforge.config.schema import AlignRecipe
 from vlmforge.data.preferences import collate_preferences
 from vlmforge.losses import preference_loss
-from vlmforge.models.llava import frozen_copy, load_weights, prepare_stage, sequence_logps
+from vlmforge.models.llava import frozen_copy, load_saved_weights, prepare_stage, sequence_logps
 from vlmforge.training.llava import LlavaStageModule
-from vlmforge.training.module import FitSettings, PretrainModule
+from vlmforge.training.module import FitSettings, TrainingModule
 
 
-class AlignModule(PretrainModule):
-    """``recipe.model`` is the finetune run's model section (``vlmforge.align`` fills it in)."""
+class AlignModule(TrainingModule):
+    """``recipe.model`` is the finetune run's model section (``vlmforge.verbs.align`` fills it in)."""
 
     block_classes = LlavaStageModule.block_classes
     enable_activation_checkpointing = LlavaStageModule.enable_activation_checkpointing
@@ -44,7 +44,7 @@ class AlignModule(PretrainModule):
         assert recipe.model is not None
         image_id, pad_id = tokens
         self.model.config.image_token_index = image_id
-        load_weights(self.model, init_weights)
+        load_saved_weights(self.model, init_weights)
         self.frozen_reference = () if recipe.trainable == "lora" else (frozen_copy(self.model),)
         cfg = recipe.model.model_copy(update={"lora": recipe.lora})
         self.model = prepare_stage(self.model, cfg, recipe.trainable)

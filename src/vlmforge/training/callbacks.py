@@ -25,8 +25,8 @@ from vlmforge.data.accounting import (
     over_budget,
 )
 from vlmforge.data.base import ImageTextSet
-from vlmforge.runs import (
-    WEIGHTS_FILE,
+from vlmforge.storage import (
+    GATHERED_WEIGHTS,
     checkpoint_name,
     fsync_path,
     prune_checkpoints,
@@ -118,7 +118,7 @@ class AtomicCheckpoint(pl.Callback):
 
         from vlmforge.training.sharding import gather_full_state, save_weights, zero_checkpoint_state
 
-        target = self.directory / WEIGHTS_FILE
+        target = self.directory / GATHERED_WEIGHTS
         if isinstance(trainer.strategy, DeepSpeedStrategy):
             state = zero_checkpoint_state(final) if trainer.is_global_zero else {}
         else:

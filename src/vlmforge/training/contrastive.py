@@ -10,13 +10,13 @@ import torch
 
 from vlmforge.config.schema import SigLipModel
 from vlmforge.losses import clip_loss, negclip_loss, nt_xent_loss, siglip_loss
-from vlmforge.training.module import PretrainModule
+from vlmforge.training.module import TrainingModule
 from vlmforge.training.sharding import clamp_parameter_
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature so logits stay <= 100
 
 
-class ContrastiveModule(PretrainModule):
+class ContrastiveModule(TrainingModule):
     """Trains an open_clip CLIP with the InfoNCE (CLIP) or sigmoid (SigLIP) loss, plus the optional NegCLIP
     hard negatives (``model.hard_negatives``) and SLIP term (``model.ssl``)."""
 

@@ -8,10 +8,10 @@ import torch
 
 from vlmforge.losses import coca_loss
 from vlmforge.training.contrastive import MAX_LOGIT_SCALE
-from vlmforge.training.module import PretrainModule
+from vlmforge.training.module import TrainingModule
 
 
-class CoCaModule(PretrainModule):
+class CoCaModule(TrainingModule):
     """Trains an open_clip CoCa: InfoNCE between the pooled embeddings plus teacher-forced captioning."""
 
     def setup(self, stage: str) -> None:

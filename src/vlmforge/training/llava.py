@@ -10,11 +10,11 @@ import torch
 
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.data.conversations import IGNORE_INDEX, collate_conversations
-from vlmforge.models.llava import load_weights, prepare_stage
-from vlmforge.training.module import FitSettings, PretrainModule
+from vlmforge.models.llava import load_saved_weights, prepare_stage
+from vlmforge.training.module import FitSettings, TrainingModule
 
 
-class LlavaStageModule(PretrainModule):
+class LlavaStageModule(TrainingModule):
     """Starts from ``init_weights`` (the previous stage's plain model) when given, then freezes what the
     stage does not train; the shared base owns data order, optimizer, schedule and checkpoints."""
 
@@ -31,7 +31,7 @@ class LlavaStageModule(PretrainModule):
         image_id, pad_id = tokens
         self.model.config.image_token_index = image_id  # where image features are scattered
         if init_weights is not None:
-            load_weights(self.model, init_weights)
+            load_saved_weights(self.model, init_weights)
         self.model = prepare_stage(self.model, recipe.model, stage.trainable)
         self.stage = stage
         self.collate = functools.partial(collate_conversations, pad_id=pad_id)

@@ -9,10 +9,10 @@ import torch
 from vlmforge.config.schema import FlavaModel
 from vlmforge.models.masked import objective_terms
 from vlmforge.training.contrastive import MAX_LOGIT_SCALE
-from vlmforge.training.module import PretrainModule
+from vlmforge.training.module import TrainingModule
 
 
-class MaskedModule(PretrainModule):
+class MaskedModule(TrainingModule):
     """Trains a ``MaskedVLM`` on the weighted sum of the recipe's objectives; each term is logged."""
 
     def setup(self, stage: str) -> None:

@@ -1,4 +1,4 @@
-"""The LightningModule every family's pretraining builds on.
+"""The LightningModule every training builds on: each family's pretraining, LLaVA stages, alignment.
 
 It owns what all families share: the model built through the family's registry entry, the deterministic
 resumable train dataloader, AdamW with open_clip's weight-decay rule and the warm-up + decay schedule, named
@@ -17,7 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from vlmforge.config.schema import FfcvData, OptimConfig, PretrainRecipe, TrainingRecipe
+from vlmforge.config.schema import BatchPlan, FfcvData, OptimConfig, PretrainRecipe, TrainingRecipe
 from vlmforge.data.loader import DataPosition, GlobalBatchSampler, collate
 from vlmforge.families import family_for
 from vlmforge.training.deepspeed_config import adamw_class
@@ -27,28 +27,22 @@ from vlmforge.training.sharding import as_root_forward, promote_scalar_parameter
 
 @dataclass(frozen=True)
 class FitSettings:
-    """What one ``Trainer.fit`` of the module consumes: the sampler's batches and the optimizer's span."""
+    """What one ``Trainer.fit`` of the module consumes: the batch plan (sampler and schedule length), the
+    optimizer and the loader's workers."""
 
-    global_batch: int
-    micro_batch: int
-    num_workers: int
+    batch: BatchPlan
     optim: OptimConfig
-    max_steps: int
+    num_workers: int
 
     @classmethod
     def of(cls, recipe: PretrainRecipe) -> FitSettings:
-        return cls(
-            recipe.data.batch_size,
-            recipe.micro_batch_size,
-            recipe.data.num_workers,
-            recipe.optim,
-            recipe.train.max_steps,
-        )
+        return cls(recipe.batch_plan(), recipe.optim, recipe.data.num_workers)
 
 
-class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
-    """Owns the train dataloader so that the data position stored in a checkpoint is restored before the
-    first batch is drawn."""
+class TrainingModule(pl.LightningModule, metaclass=abc.ABCMeta):
+    """The base of every family's module (pretraining, a finetune stage, an alignment). Owns the train
+    dataloader so that the data position stored in a checkpoint is restored before the first batch is
+    drawn."""
 
     collate: Callable[[list[dict[str, Any]]], dict[str, Any]] = staticmethod(collate)
 
@@ -114,8 +108,8 @@ class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
         assert self.train_data is not None, f"{type(self).__name__} was built without training data"
         sampler = GlobalBatchSampler(
             len(self.train_data),  # type: ignore[arg-type]
-            self.settings.global_batch,
-            self.settings.micro_batch,
+            self.settings.batch.global_batch,
+            self.settings.batch.micro_batch,
             rank=self.global_rank,
             world_size=self.trainer.world_size,
             seed=self.recipe.seed,
@@ -154,7 +148,7 @@ class PretrainModule(pl.LightningModule, metaclass=abc.ABCMeta):
             eps=optim.eps,
         )
         schedule = SCHEDULES[optim.schedule]
-        total, warmup, floor = self.settings.max_steps, optim.warmup_steps, optim.min_lr_ratio
+        total, warmup, floor = self.settings.batch.max_steps, optim.warmup_steps, optim.min_lr_ratio
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, warmup, total, floor))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -11,11 +11,11 @@ from typing import Any
 import lightning.pytorch as pl
 
 from vlmforge.config.schema import (
+    BatchPlan,
     DDPStrategy,
     DeepSpeedStrategy,
     FSDPStrategy,
     LoggerConfig,
-    PretrainRecipe,
     TrainingRecipe,
     WandbLogger,
 )
@@ -61,9 +61,9 @@ def check_runnable(recipe: TrainingRecipe) -> None:
         )
 
 
-def build_strategy(recipe: TrainingRecipe, blocks: tuple[type, ...] = ()) -> Any:
+def build_strategy(recipe: TrainingRecipe, batch: BatchPlan, blocks: tuple[type, ...] = ()) -> Any:
     """Lightning strategy for the recipe; ``blocks`` are the model's transformer block classes (FSDP
-    wraps each one separately)."""
+    wraps each one separately); ``batch`` sizes DeepSpeed's batches."""
     strategy = recipe.train.strategy
     cpu = on_cpu(recipe)
     if isinstance(strategy, DDPStrategy):
@@ -99,7 +99,7 @@ def build_strategy(recipe: TrainingRecipe, blocks: tuple[type, ...] = ()) -> Any
 
         from vlmforge.training.deepspeed_config import deepspeed_config, for_lightning
 
-        return LightningDeepSpeed(config=for_lightning(deepspeed_config(recipe)))
+        return LightningDeepSpeed(config=for_lightning(deepspeed_config(recipe.train, batch)))
     return "auto"
 
 
@@ -140,26 +140,22 @@ def build_trainer(
     recipe: TrainingRecipe,
     callbacks: list[pl.Callback],
     run_dir: str,
+    batch: BatchPlan,
     blocks: tuple[type, ...] = (),
-    max_steps: int | None = None,
-    accumulate: int | None = None,
 ) -> pl.Trainer:
-    """A Trainer for the recipe's devices; ``blocks`` are the model's transformer block classes (FSDP wraps
-    each); ``max_steps``/``accumulate`` default to a pretrain recipe's (a finetune stage passes its own)."""
+    """A Trainer for the recipe's devices stepping as ``batch`` says (length, accumulation); ``blocks``
+    are the model's transformer block classes (FSDP wraps each)."""
     quiet_lightning()
     train = recipe.train
-    if isinstance(recipe, PretrainRecipe):
-        max_steps = max_steps or recipe.train.max_steps
-        accumulate = accumulate or recipe.accumulate_grad_batches
     return pl.Trainer(
         accelerator=train.accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
-        strategy=build_strategy(recipe, blocks),
+        strategy=build_strategy(recipe, batch, blocks),
         precision=train.precision,  # type: ignore[arg-type]
-        max_steps=max_steps,  # type: ignore[arg-type]
+        max_steps=batch.max_steps,
         max_epochs=-1,
-        accumulate_grad_batches=accumulate,  # type: ignore[arg-type]
+        accumulate_grad_batches=batch.accumulate,
         gradient_clip_val=train.grad_clip_norm,
         callbacks=callbacks,
         logger=False,

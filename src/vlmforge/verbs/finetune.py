@@ -13,56 +13,20 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmforge.config.schema import AlignRecipe, FinetuneRecipe, FinetuneStage
+from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.errors import UserError
-from vlmforge.pretrain import PretrainResult, is_launched_worker, measured, start_run
-from vlmforge.runs import ResumePoint, manifest, read_json, resume_point_in, write_json
-
-WEIGHTS = "model.safetensors"
-
-
-def stage_dir(run_dir: Path, stage: FinetuneStage) -> Path:
-    return run_dir / "stages" / stage.name
-
-
-def stage_completed(directory: Path, outcome: str = "result.json") -> bool:
-    result = directory / outcome
-    return (
-        result.is_file()
-        and read_json(result).get("status") == "completed"
-        and (directory / WEIGHTS).is_file()
-    )
-
-
-def final_weights(run_dir: Path) -> Path:
-    """The weights of a finetune run's last completed stage."""
-    from vlmforge.config.load import load_recipe
-
-    recipe = load_recipe("finetune", run_dir / "recipe.yaml")
-    assert isinstance(recipe, FinetuneRecipe)
-    for stage in reversed(recipe.stages):
-        if stage_completed(stage_dir(run_dir, stage)):
-            return stage_dir(run_dir, stage) / WEIGHTS
-    raise UserError(f"{run_dir}: no finetune stage has finished", hint="resume it with --resume auto")
-
-
-def model_vocab_size(recipe: FinetuneRecipe, tokenizer: Any) -> int:
-    size, wanted = len(tokenizer), recipe.model.llm.vocab_size
-    if wanted is not None and wanted < size:
-        raise UserError(
-            f"model.llm.vocab_size {wanted} is smaller than the tokenizer's {size} tokens",
-            hint=f"set model.llm.vocab_size >= {size}, or leave it unset",
-        )
-    return wanted or size
+from vlmforge.runs.artifacts import stage_completed, stage_dir
+from vlmforge.runs.directory import ResumePoint, manifest, resume_point_in
+from vlmforge.runs.lifecycle import RunResult, is_launched_worker, start_run
+from vlmforge.storage import WEIGHTS, read_json, write_json
 
 
 def run(
     recipe: FinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
-) -> PretrainResult | None:
+) -> RunResult | None:
     """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks."""
     import torch
 
@@ -73,8 +37,9 @@ def run(
         split_conversations,
         template_texts,
     )
-    from vlmforge.evaluate import EvalResult, evaluate_model, write_eval_results
-    from vlmforge.models.llava import transformers_module
+    from vlmforge.evaluate.results import EvalResult, write_eval_results
+    from vlmforge.evaluate.tasks import evaluate_model
+    from vlmforge.models.llava import transformers_module, vocab_size_for
     from vlmforge.training.trainer import check_logger_installed, check_runnable
 
     transformers_module()  # the llava extra, before anything is created
@@ -102,7 +67,7 @@ def run(
         )
         if not is_launched_worker():
             save_tokenizer(tokenizer, saved_tokenizer)
-    vocab = model_vocab_size(recipe, tokenizer)
+    vocab = vocab_size_for(recipe.model, tokenizer)
     tokens = (int(tokenizer.convert_tokens_to_ids("<image>")), int(tokenizer.pad_token_id))
     if not is_launched_worker():
         fingerprints = ",".join(train.images.fingerprint for train, _ in splits)
@@ -148,11 +113,8 @@ def run(
             )
         write_eval_results(run_dir, EvalResult(run_dir, init, last_val.name, metrics["eval"]).to_json())
     final = init if status == "completed" else None
-    result = PretrainResult(run_dir, status, steps, final, point.checkpoint if point else None, metrics)
-    payload = result.to_json()
-    if result.checkpoint is not None:
-        payload["checkpoint"] = str(result.checkpoint.relative_to(run_dir))
-    write_json(run_dir / "result.json", payload)
+    result = RunResult(run_dir, status, steps, final, point.checkpoint if point else None, metrics)
+    result.write()
     return result
 
 
@@ -178,16 +140,12 @@ def _run_stage(
     """Train one stage; its outcome (rank 0 also writes the stage's weights, actual.json, result.json)."""
     from vlmforge.data.conversations import ConversationSamples
     from vlmforge.families import family_for
+    from vlmforge.training.fit import fit_to_weights
     from vlmforge.training.module import FitSettings
 
     cfg = recipe.model
-    settings = FitSettings(
-        stage.batch_size,
-        recipe.micro_batch_size(stage),
-        stage.data.num_workers,
-        recipe.stage_optim(stage),
-        stage.steps_for(len(train)),
-    )
+    batch = recipe.batch_plan(stage, len(train))
+    settings = FitSettings(batch, recipe.stage_optim(stage), stage.data.num_workers)
     module = family_for(cfg).module_class()(recipe, vocab, stage, settings, tokens, init_weights=init)
     module.train_data = ConversationSamples(
         train, tokenizer, stage.template, cfg.image_tokens, tokens[0], cfg.max_text_tokens
@@ -197,78 +155,8 @@ def _run_stage(
         recipe,
         module,
         directory,
-        FitLength(stage.batch_size, recipe.accumulate_grad_batches(stage), settings.max_steps),
+        batch,
         f"{recipe.name}-{stage.name}",
-        f"stage {stage.name}: {stage.trainable}, {settings.max_steps} steps{note}",
+        f"stage {stage.name}: {stage.trainable}, {batch.max_steps} steps{note}",
         resume_from,
     )
-
-
-@dataclass(frozen=True)
-class FitLength:
-    """How one ``Trainer.fit`` steps: the global batch, gradient accumulation and optimizer steps."""
-
-    batch_size: int
-    accumulate: int
-    max_steps: int
-
-
-def fit_to_weights(
-    recipe: FinetuneRecipe | AlignRecipe,
-    module: Any,
-    directory: Path,
-    length: FitLength,
-    label: str,
-    announce: str,
-    resume_from: Path | None,
-    outcome_name: str = "result.json",
-) -> dict[str, Any]:
-    """Train ``module`` (resumable, stopped cleanly by SIGTERM) and save its plain weights (LoRA merged)
-    as ``directory/model.safetensors``. Returns the outcome; rank 0 also writes it (``outcome_name``) and
-    what was measured (``actual.json``) into ``directory``: a finetune stage's, or an align run's own."""
-    from vlmforge.models.llava import plain_model, save_weights
-    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog
-    from vlmforge.training.trainer import build_loggers, build_trainer
-
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpoints = AtomicCheckpoint(
-        directory / "checkpoints", recipe.train.checkpoint.every_steps, recipe.train.checkpoint.keep_last
-    )
-    metrics_log = MetricsLog(
-        directory / "metrics.jsonl",
-        recipe.train.log_every_steps,
-        length.batch_size,
-        build_loggers(recipe.logger, str(directory), label),
-    )
-    trainer = build_trainer(
-        recipe,
-        [checkpoints, metrics_log],
-        str(directory),
-        module.block_classes(),
-        max_steps=length.max_steps,
-        accumulate=length.accumulate,
-    )
-    if trainer.is_global_zero:
-        print(announce, file=sys.stderr)
-    started = time.perf_counter()
-    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
-    if checkpoints.preempted:
-        return {"status": "preempted", "steps": trainer.global_step}
-    model = plain_model(module.model)
-    if trainer.is_global_zero:
-        save_weights(model, directory / WEIGHTS)
-    trainer.strategy.barrier("vlmforge-stage-weights")  # the next stage starts from them on every rank
-    if not trainer.is_global_zero:
-        return {"status": "completed", "steps": trainer.global_step}
-    last = metrics_log.history[-1] if metrics_log.history else {}
-    outcome = {
-        "status": "completed",
-        "steps": trainer.global_step,
-        "checkpoint": str(checkpoints.final_path.relative_to(directory)) if checkpoints.final_path else None,
-        "weights": WEIGHTS,
-        "metrics": {k: v for k, v in last.items() if k not in ("epoch", "time_s")},
-        "actual": measured(trainer, metrics_log, module, started),
-    }
-    write_json(directory / "actual.json", outcome["actual"])
-    write_json(directory / outcome_name, outcome)
-    return outcome

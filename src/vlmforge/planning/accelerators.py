@@ -1,4 +1,5 @@
-"""The accelerator catalog: peak dense TFLOP/s, memory and price per device (bundled CSV, overridable)."""
+"""The accelerator catalog: peak dense TFLOP/s, memory and price per device (bundled CSV, overridable),
+and which catalog entry the CUDA device at hand is."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlmforge.config.schema import TrainingRecipe
 from vlmforge.errors import UserError
 
 BUNDLED = Path(__file__).with_name("accelerators.csv")
@@ -71,3 +73,39 @@ def lookup(catalog: dict[str, Accelerator], name: str) -> Accelerator:
             hint=f"known: {', '.join(catalog)}; add your own with --catalog FILE.csv",
         )
     return catalog[key]
+
+
+# CUDA device-name fragments -> catalog names; first match wins (so "l40s" before "l4").
+DEVICE_NAMES = (
+    ("h200", "h200"),
+    ("h100 pcie", "h100-pcie"),
+    ("h100", "h100-sxm"),
+    ("a100", "a100"),
+    ("l40s", "l40s"),
+    ("a10g", "a10g"),
+    ("l4", "l4"),
+    ("v100", "v100"),
+    ("4090", "rtx-4090"),
+)
+
+
+def catalog_name_for(device_name: str, memory_gb: float) -> str | None:
+    """The catalog entry of a CUDA device, e.g. 'NVIDIA A100-SXM4-80GB' -> 'a100-80gb'."""
+    lowered = device_name.lower()
+    for fragment, name in DEVICE_NAMES:
+        if fragment in lowered:
+            if name == "a100":
+                return "a100-80gb" if memory_gb > 50 else "a100-40gb"
+            return name
+    return None
+
+
+def present_accelerator(recipe: TrainingRecipe) -> tuple[str, str | None]:
+    """(device description, catalog name or None) for the devices this recipe will train on."""
+    import torch
+
+    if recipe.train.accelerator == "cpu" or not torch.cuda.is_available():
+        return "cpu", None
+    props = torch.cuda.get_device_properties(0)
+    name = recipe.plan.accelerator or catalog_name_for(props.name, props.total_memory / 1024**3)
+    return props.name, name

@@ -9,10 +9,10 @@ from vlmforge.errors import UserError
 
 
 def recipes_root() -> Path:
-    packaged = Path(__file__).parent / "_recipes"
+    packaged = Path(__file__).parents[1] / "_recipes"  # vlmforge/_recipes
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "recipes"  # editable install / source checkout
+    return Path(__file__).resolve().parents[3] / "recipes"  # editable install / source checkout
 
 
 def list_recipes() -> dict[str, Path]:

@@ -1,28 +1,29 @@
-"""What ``vlmforge plan --calibrate`` runs: real optimizer steps of a recipe's model under the training
-Trainer, on a planning phase's probe loss over synthetic inputs (no data needed), timed per step."""
+"""What ``vlmforge plan --calibrate`` runs: real optimizer steps under the training Trainer, timed per step
+(``StepTimer``); without the recipe's data, a model trained on a loss over synthetic inputs of the
+recipe's shapes (``SyntheticSteps``)."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-if TYPE_CHECKING:
-    from vlmforge.planning.phases import Phase
 
+class SyntheticSteps(pl.LightningModule):
+    """A model (its frozen parts and adapters included) trained on ``loss(model, micro_batch)``, a loss
+    over synthetic inputs of one micro-batch."""
 
-class ProbeModule(pl.LightningModule):
-    """The phase's model (its frozen parts and adapters included) trained on its probe loss."""
-
-    def __init__(self, phase: Phase, micro_batch: int) -> None:
+    def __init__(
+        self, model: torch.nn.Module, loss: Callable[[torch.nn.Module, int], torch.Tensor], micro_batch: int
+    ) -> None:
         super().__init__()
-        self.phase, self.micro_batch = phase, micro_batch
-        self.model = phase.build("cpu")
+        self.model, self.loss, self.micro_batch = model, loss, micro_batch
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.phase.probe(self.model, self.micro_batch)
+        return self.loss(self.model, self.micro_batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-6)

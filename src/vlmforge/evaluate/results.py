@@ -1,0 +1,43 @@
+"""What an evaluation returns and writes: ``eval/<task>.json`` in the run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmforge.config.schema import EvalTask, PretrainRecipe, TrainingRecipe, default_tasks_for
+from vlmforge.families import family_for
+from vlmforge.storage import write_json
+
+
+@dataclass
+class EvalResult:
+    run_dir: Path
+    checkpoint: Path
+    data: str
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "checkpoint": str(self.checkpoint),
+            "data": self.data,
+            "metrics": self.metrics,
+        }
+
+
+def default_tasks(recipe: TrainingRecipe) -> list[EvalTask]:
+    """The tasks a recipe without an ``eval`` list would have run (a run trained with ``eval=[]``)."""
+    if isinstance(recipe, PretrainRecipe):
+        return list(default_tasks_for(family_for(recipe.model).eval_tasks))
+    return list(type(recipe).model_fields["eval"].default_factory())  # type: ignore[misc]
+
+
+def write_eval_results(run_dir: Path, result: dict[str, Any]) -> None:
+    out = run_dir / "eval"
+    out.mkdir(exist_ok=True)
+    for task, metrics in result["metrics"].items():
+        write_json(
+            out / f"{task}.json", {k: v for k, v in result.items() if k != "metrics"} | {"metrics": metrics}
+        )

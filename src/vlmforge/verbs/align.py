@@ -1,0 +1,106 @@
+"""`vlmforge align`: preference-tune (DPO / IPO) a finetuned LLaVA, top to bottom.
+
+finetune run (its last stage's weights, tokenizer, model section) -> plan -> run dir -> preference pairs
+-> policy + frozen reference -> Trainer.fit (resumable, SIGTERM-safe) -> plain weights -> evaluation on
+the held-out pairs (VQA on the chosen answers, reward accuracy and margin).
+
+Run directory: the pretrain layout (``recipe.yaml`` with the run's model section and the resolved
+``from_run``, ``plan.json``, ``manifest.json``, ``checkpoints/``, ``metrics.jsonl``, ``actual.json``,
+``result.json``, ``eval/``) plus ``tokenizer/`` (the finetune run's), ``model.safetensors`` and
+``training.json`` (the training outcome, so that a resumed run whose training finished only evaluates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vlmforge.config.schema import AlignRecipe
+from vlmforge.errors import UserError
+from vlmforge.runs.artifacts import llava_model, stage_completed, with_source_model
+from vlmforge.runs.directory import manifest
+from vlmforge.runs.lifecycle import RunResult, is_launched_worker, start_run
+from vlmforge.storage import WEIGHTS, read_json, write_json
+
+TRAINING = "training.json"  # the training outcome; result.json is written once evaluation is done too
+
+
+def run(
+    recipe: AlignRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
+) -> RunResult | None:
+    """Align; returns the result on global rank 0 and ``None`` on the other ranks."""
+    import torch
+
+    from vlmforge.data.conversations import IMAGE, load_tokenizer, save_tokenizer
+    from vlmforge.data.preferences import PreferenceSamples, split_preferences
+    from vlmforge.evaluate.preference import PreferenceReference
+    from vlmforge.evaluate.results import EvalResult, write_eval_results
+    from vlmforge.evaluate.tasks import evaluate_model
+    from vlmforge.models.llava import transformers_module, vocab_size_for
+    from vlmforge.training.align import AlignModule
+    from vlmforge.training.fit import fit_to_weights
+    from vlmforge.training.module import FitSettings
+    from vlmforge.training.trainer import check_logger_installed, check_runnable
+
+    transformers_module()  # the llava extra, before anything is created
+    check_logger_installed(recipe.logger)
+    recipe, source = with_source_model(recipe)
+    cfg = recipe.model
+    assert cfg is not None
+    check_runnable(recipe)
+    train, val = split_preferences(recipe.data, cfg.vision.image_size)
+    if len(train) < recipe.batch_size:
+        raise UserError(
+            f"data: {len(train)} training pairs cannot fill one batch of batch_size={recipe.batch_size}",
+            hint="lower batch_size or add data",
+        )
+    run_dir, point = start_run(recipe, resume, confirm)
+
+    tokenizer = load_tokenizer(source.run_dir / "tokenizer")
+    vocab = vocab_size_for(cfg, tokenizer)
+    tokens = (int(tokenizer.convert_tokens_to_ids(IMAGE)), int(tokenizer.pad_token_id))
+    if not is_launched_worker():
+        save_tokenizer(tokenizer, run_dir / "tokenizer")
+        devices = {"accelerator": recipe.train.accelerator, "world_size": recipe.world_size}
+        write_json(run_dir / "manifest.json", manifest(recipe.seed, train.images.fingerprint, devices))
+
+    if stage_completed(run_dir, TRAINING):  # trained earlier; only the evaluation is left
+        outcome = read_json(run_dir / TRAINING)
+    else:
+        batch = recipe.batch_plan(len(train))
+        module = AlignModule(
+            recipe, vocab, FitSettings(batch, recipe.optim, recipe.data.num_workers), tokens, source.weights
+        )
+        module.train_data = PreferenceSamples(
+            train, tokenizer, cfg.image_tokens, tokens[0], cfg.max_text_tokens
+        )
+        resume_from = point.checkpoint if point else None
+        note = f" from {resume_from}" if resume_from else f" from {source.run_dir}"
+        outcome = fit_to_weights(
+            recipe,
+            module,
+            run_dir,
+            batch,
+            recipe.name,
+            f"align: {recipe.dpo.loss} (beta {recipe.dpo.beta:g}), {recipe.trainable}, "
+            f"{batch.max_steps} steps{note}",
+            resume_from,
+            TRAINING,
+        )
+    if is_launched_worker():
+        return None
+    metrics: dict[str, Any] = {"train": outcome.get("metrics", {}), "data": train.tally.to_json()}
+    status = outcome["status"]
+    weights = run_dir / WEIGHTS if status == "completed" else None
+    if weights is not None and recipe.eval and len(val) > 0:
+        policy = llava_model(cfg, tokenizer, weights)
+        reference = PreferenceReference(llava_model(cfg, tokenizer, source.weights), recipe.dpo.beta)
+        with torch.no_grad():
+            metrics["eval"] = evaluate_model(
+                cfg, policy, tokenizer, cfg.max_text_tokens, val, list(recipe.eval), reference=reference
+            )
+        write_eval_results(run_dir, EvalResult(run_dir, weights, val.name, metrics["eval"]).to_json())
+    resumed_from = point.checkpoint if point else None
+    result = RunResult(run_dir, status, outcome.get("steps", 0), weights, resumed_from, metrics)
+    result.write()
+    return result

@@ -1,0 +1,80 @@
+"""`vlmforge eval`: evaluate a trained run, on its held-out split or on other data.
+
+run directory -> its model and tokenizer (``runs.artifacts``) -> the data -> the tasks (those given,
+else the run recipe's, else its family's defaults) -> ``eval/<task>.json`` in the run directory.
+An align run is evaluated as its policy against its reference (the finetuned model it started from) on
+preference pairs. No Trainer: evaluation runs the model directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vlmforge.config.schema import DigitsPreferences, EvalRecipe, PreferenceJsonData
+from vlmforge.errors import UserError
+from vlmforge.evaluate.results import EvalResult, default_tasks, write_eval_results
+from vlmforge.evaluate.tasks import evaluate_model
+from vlmforge.families import family_for
+from vlmforge.runs.artifacts import load_aligned, load_trained, run_verb
+
+
+def run(recipe: EvalRecipe) -> EvalResult:
+    """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
+    from vlmforge.data.sources import build_eval_data, train_val_split
+
+    torch.manual_seed(recipe.seed)
+    if run_verb(recipe.run) == "align":
+        return _evaluate_aligned(recipe)
+    model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
+    data = build_eval_data(train_recipe, recipe.data)
+    ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
+    tasks = list(
+        recipe.tasks if recipe.tasks is not None else train_recipe.eval or default_tasks(train_recipe)
+    )
+    train = train_val_split(train_recipe.data)[0] if any(t.kind == "linear_probe" for t in tasks) else None
+    with torch.no_grad():
+        metrics = evaluate_model(
+            train_recipe.model, model, tokenizer, ctx, data, tasks, recipe.batch_size, train
+        )
+    result = EvalResult(recipe.run, ckpt, data.name, metrics)
+    write_eval_results(recipe.run, result.to_json())
+    return result
+
+
+def _evaluate_aligned(recipe: EvalRecipe) -> EvalResult:
+    """An align run's final policy (or ``checkpoint``, a weights file) against its reference, on its
+    held-out pairs or on other preference data, with the tasks of its recipe unless others are given."""
+    from vlmforge.data.preferences import open_preferences, split_preferences
+    from vlmforge.evaluate.preference import PreferenceReference
+
+    policy, reference, tokenizer, align_recipe, weights = load_aligned(recipe.run, recipe.checkpoint)
+    cfg = align_recipe.model
+    assert cfg is not None
+    side = cfg.vision.image_size
+    data: Any
+    if recipe.data is None:
+        data = split_preferences(align_recipe.data, side)[1]
+    elif isinstance(recipe.data, PreferenceJsonData | DigitsPreferences):
+        data = open_preferences(recipe.data, side)
+    else:
+        raise UserError(
+            f"data.kind {recipe.data.kind!r}: an align run is evaluated on preference pairs",
+            hint="use data.kind: preference-json or digits-preferences",
+        )
+    tasks = list(recipe.tasks if recipe.tasks is not None else align_recipe.eval)
+    with torch.no_grad():
+        metrics = evaluate_model(
+            cfg,
+            policy,
+            tokenizer,
+            cfg.max_text_tokens,
+            data,
+            tasks,
+            recipe.batch_size,
+            reference=PreferenceReference(reference, align_recipe.dpo.beta),
+        )
+    result = EvalResult(recipe.run, weights, data.name, metrics)
+    write_eval_results(recipe.run, result.to_json())
+    return result

@@ -1,0 +1,100 @@
+"""`vlmforge pretrain`: train a model from a recipe, top to bottom.
+
+data (accounted) -> plan + run dir (``runs.lifecycle``) -> module, tokenizer and callbacks
+(``training.fit``) -> Trainer.fit (resumable) -> final checkpoint -> evaluation on the held-out split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vlmforge.config.schema import PretrainRecipe
+from vlmforge.errors import UserError
+from vlmforge.runs.directory import manifest
+from vlmforge.runs.lifecycle import RunResult, start_run
+from vlmforge.storage import write_json
+
+
+def run(
+    recipe: PretrainRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
+) -> RunResult | None:
+    """Train; returns the result on global rank 0 and ``None`` on the other ranks.
+
+    ``confirm`` asks the user before a run whose estimated cost is above ``plan.confirm_above_usd``."""
+    import torch
+
+    from vlmforge.data.accounting import budget_error, over_budget
+    from vlmforge.data.sources import train_val_split
+    from vlmforge.data.tokenizers import save_tokenizer
+    from vlmforge.evaluate.results import EvalResult, write_eval_results
+    from vlmforge.evaluate.tasks import evaluate_model
+    from vlmforge.training.fit import build_training, measure_fit
+    from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed, check_runnable
+
+    check_logger_installed(recipe.logger)
+    check_runnable(recipe)
+    train_set, val_set = train_val_split(recipe.data)
+    rejected, limit = len(train_set.rejected), recipe.data.max_bad_fraction
+    if over_budget(rejected, train_set.source_size, limit):
+        raise budget_error(train_set.name, rejected, train_set.source_size, limit, train_set.rejected)
+    if len(train_set) < recipe.data.batch_size:
+        raise UserError(
+            f"data: {len(train_set)} training samples cannot fill one batch "
+            f"of data.batch_size={recipe.data.batch_size}",
+            hint="lower data.batch_size or add data",
+        )
+    run_dir, point = start_run(recipe, resume, confirm)
+
+    training = build_training(
+        recipe, train_set, run_dir, build_loggers(recipe.logger, str(run_dir), recipe.name)
+    )
+    module, tokenizer, ctx = training.module, training.tokenizer, training.context_length
+    checkpoints, accounting, metrics_log = training.checkpoints, training.accounting, training.metrics_log
+    batch = recipe.batch_plan()
+    trainer = build_trainer(recipe, training.callbacks, str(run_dir), batch, module.block_classes())
+    if trainer.is_global_zero:
+        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
+        devices = {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size}
+        write_json(run_dir / "manifest.json", manifest(recipe.seed, train_set.fingerprint, devices))
+        if point is not None:
+            print(f"resuming from {point.checkpoint}", file=metrics_log.stream, flush=True)
+
+    started = time.perf_counter()
+    trainer.fit(module, ckpt_path=str(point.checkpoint) if point else None, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
+
+    status = "preempted" if checkpoints.preempted else "completed"
+    ckpt = checkpoints.final_path if status == "completed" else None
+    last = metrics_log.history[-1] if metrics_log.history else {}
+    train_metrics = {
+        k: v for k, v in last.items() if k not in ("epoch", "time_s") and not k.startswith("data_")
+    }
+    metrics: dict[str, Any] = {"train": train_metrics, "data": accounting.summary()}
+    write_json(run_dir / "actual.json", measure_fit(trainer, metrics_log, module, batch, started))
+    if status == "completed" and recipe.eval and len(val_set) > 0:
+        assert ckpt is not None
+        model = model_for_eval(recipe, module, tokenizer.vocab_size, ckpt)
+        with torch.no_grad():
+            metrics["eval"] = evaluate_model(
+                recipe.model, model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
+            )
+        write_eval_results(run_dir, EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).to_json())
+    resumed_from = point.checkpoint if point else None
+    result = RunResult(run_dir, status, trainer.global_step, ckpt, resumed_from, metrics)
+    result.write()
+    return result
+
+
+def model_for_eval(recipe: PretrainRecipe, module: Any, vocab_size: int, checkpoint: Path) -> Any:
+    """The trained model on CPU for the held-out evaluation: the module's own, or rebuilt from the final
+    checkpoint (as ``vlmforge eval`` does) when the module's copy is sharded across ranks or compiled."""
+    from vlmforge.runs.artifacts import pretrained_model
+    from vlmforge.training.trainer import is_sharded
+
+    if not (is_sharded(recipe) or recipe.train.compile):
+        return module.model.to("cpu")
+    return pretrained_model(recipe, vocab_size, checkpoint)
