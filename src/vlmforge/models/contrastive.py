@@ -9,7 +9,6 @@ import torch
 
 from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig, TextTower, VisionTower
 from vlmforge.errors import UserError
-from vlmforge.training.sharding import match_scalar_shapes
 
 
 def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -155,6 +154,22 @@ def synthetic_loss(
         views = torch.zeros(2 * batch_size, 3, side, side, device=device)
         total = total + model.ssl_head(model.encode_image(views)).sum()
     return total
+
+
+def match_scalar_shapes(state: dict[str, Any], model: torch.nn.Module) -> None:
+    """Reshape 1-element tensors of ``state`` to the shape ``model`` holds (0-d <-> [1]), in place, so
+    weights trained with [1] scalars load into a freshly built model and back."""
+    shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    for key, value in state.items():
+        shape = shapes.get(key)
+        if (
+            shape is not None
+            and isinstance(value, torch.Tensor)
+            and value.numel() == 1
+            and value.shape != shape
+            and shape.numel() == 1
+        ):
+            state[key] = value.reshape(shape)
 
 
 def load_checkpoint_weights(model: torch.nn.Module, path: Path) -> None:

@@ -25,22 +25,6 @@ def promote_scalar_parameters(model: torch.nn.Module) -> None:
                 setattr(module, name, scalar)
 
 
-def match_scalar_shapes(state: dict[str, Any], model: torch.nn.Module) -> None:
-    """Reshape 1-element tensors of ``state`` to the shape ``model`` holds (0-d <-> [1]), in place, so
-    weights trained with [1] scalars load into a freshly built model and back."""
-    shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
-    for key, value in state.items():
-        shape = shapes.get(key)
-        if (
-            shape is not None
-            and isinstance(value, torch.Tensor)
-            and value.numel() == 1
-            and value.shape != shape
-            and shape.numel() == 1
-        ):
-            state[key] = value.reshape(shape)
-
-
 @torch.no_grad()
 def clamp_parameter_(param: torch.nn.Parameter, low: float, high: float) -> None:
     """Clamp a parameter in place under any strategy; every rank calls it. FSDP shards are clamped where
