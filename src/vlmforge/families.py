@@ -1,8 +1,9 @@
-"""Model families: which builder, training module and planning probe serve each ``model.kind``.
+"""Model families: which builder, training module and planning loss serve each ``model.kind``.
 
 An explicit table, no discovery magic: adding a family means adding its recipe section to
-``vlmforge.config.models``, a models module with the functions of ``FamilyModels``, a LightningModule
-subclassing ``vlmforge.training.module.TrainingModule``, and one line per kind below. Modules are named by
+``vlmforge.config.models`` (and its eval tasks to ``vlmforge.config.evaluation.EVAL_TASKS``), a models
+module with the functions of ``FamilyModels``, a LightningModule subclassing
+``vlmforge.training.module.TrainingModule``, and one line per kind below. Modules are named by
 import path so that ``vlmforge --help`` and recipe validation never import torch or open_clip.
 """
 
@@ -35,10 +36,12 @@ class FamilyModels(Protocol):
 
 @dataclass(frozen=True)
 class Family:
+    """Which modules serve a model kind. The eval tasks each kind supports are recipe facts
+    (``vlmforge.config.evaluation.EVAL_TASKS``), checked when a recipe is validated."""
+
     name: str  # the published-runs family whose utilisation prior applies
     models_module: str
     training_module: str  # "package.module:ClassName"
-    eval_tasks: tuple[str, ...]  # eval task kinds this family's models support
 
     @property
     def models(self) -> FamilyModels:
@@ -50,40 +53,19 @@ class Family:
 
 
 CONTRASTIVE = Family(
-    "contrastive",
-    "vlmforge.models.contrastive",
-    "vlmforge.training.contrastive:ContrastiveModule",
-    ("zeroshot", "retrieval", "compositional", "linear_probe"),
+    "contrastive", "vlmforge.models.contrastive", "vlmforge.training.contrastive:ContrastiveModule"
 )
-
-GENERATIVE = Family(
-    "generative",
-    "vlmforge.models.generative",
-    "vlmforge.training.generative:CoCaModule",
-    ("zeroshot", "retrieval", "compositional", "captioning", "linear_probe"),
-)
-
-# Both masked kinds share the model and training code; only the joint one has an image-text embedding.
-MASKED = Family(
-    "masked", "vlmforge.models.masked", "vlmforge.training.masked:MaskedModule", ("linear_probe",)
-)
-FLAVA = Family(
-    "masked",
-    "vlmforge.models.masked",
-    "vlmforge.training.masked:MaskedModule",
-    ("zeroshot", "retrieval", "compositional", "linear_probe"),
-)
-
-LLAVA = Family(
-    "llava", "vlmforge.models.llava", "vlmforge.training.llava:LlavaStageModule", ("vqa", "preference")
-)
+GENERATIVE = Family("generative", "vlmforge.models.generative", "vlmforge.training.generative:CoCaModule")
+# Both masked kinds share the model and training code (only the joint one has an image-text embedding).
+MASKED = Family("masked", "vlmforge.models.masked", "vlmforge.training.masked:MaskedModule")
+LLAVA = Family("llava", "vlmforge.models.llava", "vlmforge.training.llava:LlavaStageModule")
 
 FAMILIES: dict[str, Family] = {
     "clip": CONTRASTIVE,
     "siglip": CONTRASTIVE,
     "coca": GENERATIVE,
     "masked": MASKED,
-    "flava": FLAVA,
+    "flava": MASKED,
     "llava": LLAVA,
 }
 

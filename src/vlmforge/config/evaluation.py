@@ -122,15 +122,26 @@ def default_tasks_for(supported: tuple[str, ...]) -> list[ZeroShotTask | Retriev
     return [task for task in default_pretrain_tasks() if task.kind in supported] or [LinearProbeTask()]
 
 
-def family_eval_tasks(model: ModelConfig | LlavaModel) -> tuple[str, ...]:
-    from vlmforge.families import family_for
+# The eval task kinds each model kind supports: models with an image and a text embedding rank captions;
+# CoCa also captions; a masked model without a text embedding is probed; LLaVA answers questions.
+EMBEDDING_TASKS = ("zeroshot", "retrieval", "compositional", "linear_probe")
+EVAL_TASKS: dict[str, tuple[str, ...]] = {
+    "clip": EMBEDDING_TASKS,
+    "siglip": EMBEDDING_TASKS,
+    "coca": (*EMBEDDING_TASKS[:3], "captioning", "linear_probe"),
+    "masked": ("linear_probe",),
+    "flava": EMBEDDING_TASKS,
+    "llava": ("vqa", "preference"),
+}
 
-    return family_for(model).eval_tasks
+
+def eval_tasks_for(model: ModelConfig | LlavaModel) -> tuple[str, ...]:
+    return EVAL_TASKS[model.kind]
 
 
 def check_eval_tasks(model: ModelConfig | LlavaModel, tasks: list[EvalTask]) -> None:
     """Every task must be one the model's family can run."""
-    supported = family_eval_tasks(model)
+    supported = eval_tasks_for(model)
     for task in tasks:
         if task.kind not in supported:
             raise ValueError(

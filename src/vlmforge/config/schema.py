@@ -43,7 +43,7 @@ from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
     check_eval_tasks,
     default_pretrain_tasks,
     default_tasks_for,
-    family_eval_tasks,
+    eval_tasks_for,
 )
 from vlmforge.config.finetune import AlignRecipe, FinetuneRecipe, FinetuneStage  # noqa: F401  (re-exported)
 from vlmforge.config.llava import BpeTokenizer, LlavaModel  # noqa: F401  (re-exported)
@@ -105,7 +105,7 @@ class PretrainRecipe(RunRecipe):
     @model_validator(mode="after")
     def _eval_tasks_apply(self) -> PretrainRecipe:
         if "eval" not in self.model_fields_set:  # set directly: assigning would re-run the validators
-            self.__dict__["eval"] = default_tasks_for(family_eval_tasks(self.model))
+            self.__dict__["eval"] = default_tasks_for(eval_tasks_for(self.model))
         check_eval_tasks(self.model, self.eval)
         return self
 

@@ -53,7 +53,7 @@ def coca_captions(
 @torch.no_grad()
 def captioning(context: Any, task: CaptioningTask) -> dict[str, Any]:
     """Caption every image with the project's decoding and score the captions against all of the image's
-    reference captions. Only generative models reach here (``Family.eval_tasks``)."""
+    reference captions. Only generative models reach here (``config.evaluation.EVAL_TASKS``)."""
     from vlmforge.evaluate.caption_metrics import caption_scores
 
     data, tokenizer = context.data, context.tokenizer

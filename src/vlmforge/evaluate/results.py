@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmforge.config.schema import EvalTask, PretrainRecipe, TrainingRecipe, default_tasks_for
-from vlmforge.families import family_for
+from vlmforge.config.schema import EvalTask, PretrainRecipe, TrainingRecipe, default_tasks_for, eval_tasks_for
 from vlmforge.storage import write_json
 
 
@@ -30,7 +29,7 @@ class EvalResult:
 def default_tasks(recipe: TrainingRecipe) -> list[EvalTask]:
     """The tasks a recipe without an ``eval`` list would have run (a run trained with ``eval=[]``)."""
     if isinstance(recipe, PretrainRecipe):
-        return list(default_tasks_for(family_for(recipe.model).eval_tasks))
+        return list(default_tasks_for(eval_tasks_for(recipe.model)))
     return list(type(recipe).model_fields["eval"].default_factory())  # type: ignore[misc]
 
 

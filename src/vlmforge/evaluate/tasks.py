@@ -21,6 +21,7 @@ from vlmforge.config.schema import (
     ModelConfig,
     RetrievalTask,
     ZeroShotTask,
+    eval_tasks_for,
 )
 from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet
@@ -37,7 +38,6 @@ from vlmforge.evaluate.metrics import (
 )
 from vlmforge.evaluate.preference import PreferenceReference, preference
 from vlmforge.evaluate.vqa import vqa
-from vlmforge.families import family_for
 
 
 @torch.no_grad()
@@ -105,7 +105,7 @@ def evaluate_model(
         raise UserError(
             f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
         )
-    supported = family_for(model_cfg).eval_tasks
+    supported = eval_tasks_for(model_cfg)
     for task in tasks:
         if task.kind not in supported:
             raise UserError(

@@ -45,7 +45,10 @@ class RunResult:
     def write(self) -> None:
         """``result.json``: the final weights named relative to the run, so that a moved run still finds
         them (``vlmforge.runs.artifacts`` reads it)."""
-        write_json(self.run_dir / "result.json", self.to_json() | {"checkpoint": _inside(self.checkpoint, self.run_dir)})
+        write_json(
+            self.run_dir / "result.json",
+            self.to_json() | {"checkpoint": _inside(self.checkpoint, self.run_dir)},
+        )
 
 
 def _inside(path: Path | None, run_dir: Path) -> str | None:
