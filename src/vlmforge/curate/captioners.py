@@ -108,6 +108,7 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
     )
 
 
+@dataclass
 class RunPixels:
     """A run's training transform (vlmforge.data.images.square_tensor) of images, stacked on ``device``."""
 
