@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench lint format clean
+.PHONY: install demo test test-fast test-integration test-distributed bench lint format clean
 
 install: $(STAMP)
 
@@ -28,7 +28,13 @@ test: install
 	$(PY) -m pytest -m "not gpu" tests
 
 test-fast: install
-	$(PY) -m pytest -m "not gpu and not slow and not distributed" tests
+	$(PY) -m pytest -m "not gpu" tests/unit
+
+test-integration: install
+	$(PY) -m pytest -m "not gpu" tests/integration
+
+test-distributed: install
+	$(PY) -m pytest -m "not gpu" tests/distributed
 
 bench: install
 	OMP_NUM_THREADS=1 $(PY) benchmarks/train_overhead.py

@@ -1,4 +1,5 @@
-"""Shared helpers: run the real CLI in a subprocess, build small real datasets on disk."""
+"""Shared helpers: run the real CLI in a subprocess, build small real datasets on disk; every test is marked
+with its lane (``unit``, ``integration``, ``distributed``) from the folder it lives in."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["VLMFORGE_CACHE"] = tempfile.mkdtemp(prefix="vlmforge-test-cache-")  # calibrations stay out of ~
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "recipes" / "debug" / "clip-tiny.yaml"
+LANES = ("unit", "integration", "distributed")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        lane = Path(str(item.fspath)).parent.name
+        if lane in LANES:
+            item.add_marker(getattr(pytest.mark, lane))
 
 
 def cli_env() -> dict[str, str]:
@@ -108,3 +117,19 @@ def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The curation test pool (``tests/curate_pool.py``), built once; tests only read it."""
+    from tests.curate_pool import build_pool
+
+    return build_pool(tmp_path_factory.mktemp("curate-pool"))
+
+
+@pytest.fixture(scope="session")
+def scorer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A randomly initialised tiny open_clip model saved as a local checkpoint + its config JSON."""
+    from tests.curate_pool import save_random_clip
+
+    return save_random_clip(tmp_path_factory.mktemp("tiny-open-clip"))

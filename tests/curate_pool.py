@@ -12,6 +12,7 @@ import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -319,3 +320,53 @@ def size_captioner(prefix: str = "a picture") -> object:
         return [f"{prefix} of {image.width} by {image.height} pixels" for image in images]  # type: ignore[attr-defined]
 
     return caption
+
+
+# ------------------------------------------------------------------------- recipes and outputs
+def make_recipe(tmp_path: Path, source: Any, steps: list[dict[str, Any]], **extra: Any) -> Any:
+    """A curation recipe (``CurateRecipe``) over ``source`` writing to ``tmp_path/out``."""
+    from vlmforge.config.curate import CurateRecipe
+
+    data = {"name": "t", "input": source, "output": str(tmp_path / "out"), "steps": steps, **extra}
+    return CurateRecipe.model_validate(data)
+
+
+def chunk_of(images: list[Any], captions: list[str]) -> Any:
+    """A shard chunk (``curate.io.Chunk``) holding ``images`` and their captions."""
+    from vlmforge.curate.io import Chunk
+
+    return Chunk(
+        keys=[f"k{i}" for i in range(len(images))],
+        captions=captions,
+        images=images,
+        raw=[b""] * len(images),
+        width=np.array([i.width for i in images]),
+        height=np.array([i.height for i in images]),
+        nbytes=np.zeros(len(images), dtype=np.int64),
+    )
+
+
+def report_of(output: Path) -> dict[str, Any]:
+    return json.loads((output / "report.json").read_text())
+
+
+def dropped_of(output: Path) -> dict[str, tuple[str, str]]:
+    lines = (output / "dropped.jsonl").read_text().splitlines()
+    return {(row := json.loads(line))["key"]: (row["stage"], row["reason"]) for line in lines}
+
+
+def shard_samples(output: Path) -> dict[str, dict[str, Any]]:
+    """Every sample of the output shards, read with webdataset: key -> {txt, json, image ext}."""
+    import webdataset as wds
+
+    found = {}
+    for shard in sorted((output / "shards").glob("*.tar")):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False, empty_check=False):
+            ext = next(e for e in ("jpg", "png") if e in sample)
+            found[sample["__key__"]] = {
+                "txt": sample["txt"].decode(),
+                "json": json.loads(sample["json"]),
+                "ext": ext,
+                "image": sample[ext],
+            }
+    return found

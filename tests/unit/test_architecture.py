@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS = (  # top to bottom: the first prefix a module name starts with places it
     ("vlmforge.verbs",),
     ("vlmforge.curate",),

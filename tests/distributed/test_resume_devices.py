@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DEBUG_RECIPE, pretrain_json, read_metrics
-from vlmforge.training.module import rescale_batch_progress
 
 COMMON = [
     "data.batch_size=32",
@@ -81,22 +80,3 @@ def test_resume_on_another_device_count(first: list[str], then: list[str], tmp_p
     if first is TWO_BY_8:  # fewer devices, same micro-batch: 4 micro-batches per step instead of 2
         more_accumulation = ["train.devices=1", "train.strategy.kind=auto", "train.micro_batch_size=8"]
         _assert_same_samples(original, _resume_elsewhere(tmp_path, original, more_accumulation, "acc"))
-
-
-def test_batch_progress_is_reexpressed_in_the_new_micro_batches() -> None:
-    # saved by 2 ranks accumulating 2 micro-batches, at step 5 (on_train_batch_end: one not completed yet)
-    counters = {"ready": 10, "completed": 9, "started": 10, "processed": 10}
-    checkpoint = {
-        "loops": {
-            "fit_loop": {
-                "epoch_loop.batch_progress": {
-                    "current": dict(counters),
-                    "total": {"ready": 54, "completed": 53, "started": 54, "processed": 54},
-                }
-            }
-        }
-    }
-    rescale_batch_progress(checkpoint, saved=2, now=4)
-    progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
-    assert progress["current"] == {"ready": 20, "completed": 19, "started": 20, "processed": 20}
-    assert progress["total"] == {"ready": 108, "completed": 107, "started": 108, "processed": 108}

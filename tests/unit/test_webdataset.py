@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import DEBUG_RECIPE, last_json, read_metrics, run_cli
 from vlmforge.config.schema import WebDatasetData
 from vlmforge.data.accounting import BadSample
-from vlmforge.data.loader import CaptionedImages, GlobalBatchSampler, collate
+from vlmforge.data.loader import CaptionedImages, collate
 from vlmforge.data.shards import expand_braces, index_shard, resolve_shards, scan_shard
 from vlmforge.data.sources import open_source
 from vlmforge.data.tokenizers import WordVocab
@@ -195,116 +194,9 @@ def test_evaluation_leaves_unreadable_images_out(shards: tuple[Path, dict[str, A
     assert sorted(d.reason for d in dropped) == sorted(READ_TIME)
 
 
-def _index_and_worker(items: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    return [(int(it["index"]), int(it["worker"])) for it in items]
-
-
-class _WithWorker(CaptionedImages):
-    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, object]:
-        item = super().__getitem__(key)
-        item["worker"] = torch.utils.data.get_worker_info().id  # type: ignore[union-attr]
-        return item
-
-
-def test_two_ranks_by_two_workers_read_each_sample_once_per_epoch(
-    shards: tuple[Path, dict[str, Any]],
-) -> None:
-    data = open_source(_cfg(shards[0]))
-    dataset = _WithWorker(data, WordVocab.build(data.all_captions()), 8, seed=0)
-    seen: list[int] = []
-    for rank in (0, 1):
-        sampler = GlobalBatchSampler(len(data), 32, 8, rank=rank, world_size=2, seed=5)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=_index_and_worker, num_workers=2
-        )
-        pairs = [pair for batch in loader for pair in batch]
-        assert {worker for _, worker in pairs} == {0, 1}  # both workers of this rank took part
-        seen += [index for index, _ in pairs]
-    assert len(seen) == len(data) == 160  # 5 global batches of 32: the whole epoch
-    assert sorted(seen) == list(range(len(data)))  # every sample exactly once across ranks and workers
-
-
 def test_batches_carry_their_drops(shards: tuple[Path, dict[str, Any]]) -> None:
     data = open_source(_cfg(shards[0]))
     dataset = CaptionedImages(data, WordVocab.build(data.all_captions()), 8, seed=0)
     batch = collate([dataset[(0, 0, i)] for i in range(len(data))])
     assert batch["image"].shape == (len(data), 3, 16, 16)
     assert sorted(d["reason"] for d in batch["dropped"]) == sorted(READ_TIME)  # type: ignore[union-attr]
-
-
-# --------------------------------------------------------------------------------------- the CLI
-def test_data_check_names_every_bad_sample(shards: tuple[Path, dict[str, Any]]) -> None:
-    from rich.console import Console
-
-    from vlmforge_cli.render import data_check_table
-
-    root, _ = shards
-    proc = run_cli("data", "check", str(root / "{00000..00002}.tar"), "--format", "json", cwd=root)
-    assert proc.returncode == 1, proc.stderr  # 6 of 163 bad is above the default 1%: a run would stop
-    report = last_json(proc.stdout)
-    assert (report["entries"], report["kept"]) == (ENTRIES, ENTRIES - len(PLANTED))
-    named = {(Path(d["shard"]).name, d["key"], d["reason"]) for d in report["bad_samples"]}
-    assert named == {(f"{i // PER_SHARD:05d}.tar", f"{i:06d}", r) for i, r in PLANTED.items()}
-    assert report["dropped"] == {r: list(PLANTED.values()).count(r) for r in set(PLANTED.values())}
-    assert report["image_width"]["min"] == report["image_width"]["max"] == 24  # the too-small one is out
-    assert report["caption_words"]["min"] == 3 and report["images_per_s"] > 0
-    assert [s["dropped"] for s in report["shards"]] == [3, 2, 1]
-    console = Console(record=True, width=200)
-    data_check_table(console, report)
-    text = console.export_text()
-    assert all(f"{i:06d}" in text for i in PLANTED) and "decode_error" in text
-    data = {"kind": "webdataset", "shards": str(root / "{00002..00003}.tar")}
-    missing = run_cli("data", "check", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", cwd=root)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert "1 shard file(s) not found" in missing.stderr and "00003.tar" in missing.stderr
-
-
-def _pretrain(root: Path, max_bad_fraction: float, cwd: Path, *args: str, workers: int = 0) -> Any:
-    data = {
-        "kind": "webdataset",
-        "shards": [str(root / "{00000..00002}.tar")],
-        "image_size": 16,
-        "batch_size": 32,
-        "num_workers": workers,
-        "max_bad_fraction": max_bad_fraction,
-    }
-    cwd.mkdir()
-    return run_cli(
-        "pretrain", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", "train.max_steps=5",
-        "train.log_every_steps=5", "eval=[]", *args, "--format", "json", cwd=cwd,
-    )  # fmt: skip
-
-
-@pytest.mark.slow
-def test_pretrain_stops_above_the_bad_fraction_and_counts_below(
-    shards: tuple[Path, dict[str, Any]], tmp_path: Path
-) -> None:
-    root, _ = shards
-    # 3 rejected when opened + 3 unreadable = 6 of 163: above 2% (3.26), within 5% (8.15)
-    stopped = _pretrain(root, 0.02, tmp_path / "stop")
-    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
-    assert "above data.max_bad_fraction=0.02" in stopped.stderr and ".tar:0000" in stopped.stderr
-    (run_dir,) = (tmp_path / "stop" / "runs" / "clip-tiny").iterdir()
-    assert read_metrics(run_dir)[-1]["event"] == "stopped: data"
-
-    done = _pretrain(root, 0.05, tmp_path / "done")
-    assert done.returncode == 0, done.stderr
-    result = last_json(done.stdout)
-    data = result["metrics"]["data"]
-    assert (data["source_samples"], data["read"], data["kept"]) == (ENTRIES, 160, 157)  # one whole epoch
-    assert data["dropped"] == {"decode_error": 1, "truncated": 1, "too_small": 1}
-    assert data["rejected_at_open"] == {"bad_caption": 1, "missing_pair": 2}
-    last = read_metrics(tmp_path / "done" / result["run_dir"])[-1]
-    assert (last["data_read"], last["data_dropped"], last["data_dropped_truncated"]) == (160, 3, 1)
-
-
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_ddp_ranks_sum_their_counts(shards: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
-    """2 DDP processes x 2 loader workers: one epoch read once in all, drops counted once."""
-    ddp = ("train.devices=2", "train.strategy.kind=ddp")
-    proc = _pretrain(shards[0], 0.05, tmp_path / "ddp", *ddp, workers=2)
-    assert proc.returncode == 0, proc.stderr
-    data = last_json(proc.stdout)["metrics"]["data"]
-    assert (data["read"], data["kept"]) == (160, 157)
-    assert data["dropped"] == {"decode_error": 1, "truncated": 1, "too_small": 1}

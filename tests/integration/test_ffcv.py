@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +17,6 @@ from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import DigitsData, FfcvData
 from vlmforge.config.shipped import find_recipe
 from vlmforge.data.sources import open_source
-from vlmforge.errors import UserError
-
-
-def test_ffcv_source_without_the_extra_names_the_install(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from vlmforge.data.ffcv import ffcv_set
-
-    monkeypatch.setitem(sys.modules, "ffcv", None)  # import ffcv -> ImportError
-    with pytest.raises(UserError) as error:
-        ffcv_set(FfcvData(path=tmp_path / "x.beton", image_size=16))
-    assert "vlmforge[ffcv]" in (error.value.hint or "") and "libturbojpeg" in (error.value.hint or "")
-
 
 needs_ffcv = pytest.mark.skipif(
     importlib.util.find_spec("ffcv") is None,
@@ -46,27 +32,6 @@ def digits_beton(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = DigitsData()
     write_beton(open_source(cfg), path, cfg.mean, cfg.std)
     return path
-
-
-@needs_ffcv
-def test_beton_holds_the_source_samples_at_the_training_side(digits_beton: Path) -> None:
-    from vlmforge.data.ffcv import read_info
-
-    digits = open_source(DigitsData())
-    stored = open_source(FfcvData(path=digits_beton, image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3))
-    info = read_info(digits_beton)
-    assert info["side"] == 16 and info["count"] == len(digits) == len(stored)
-    assert stored.keys == digits.keys and stored.captions == digits.captions
-    assert np.array_equal(stored.labels, digits.labels) and stored.classnames == digits.classnames
-    for i in (0, 300, len(digits) - 1):  # JPEG at quality 90: close to, not equal to, the source pixels
-        difference = (stored.image(i) - digits.image(i)).abs().mean()
-        assert stored.image(i).shape == (3, 16, 16) and difference < 0.1
-
-
-@needs_ffcv
-def test_ffcv_image_size_must_match_the_file(digits_beton: Path) -> None:
-    with pytest.raises(UserError, match="holds 16 px images"):
-        open_source(FfcvData(path=digits_beton, image_size=32))
 
 
 @needs_ffcv

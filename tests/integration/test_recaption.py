@@ -13,18 +13,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, last_json, run_cli
-from tests.curate_pool import Pool, build_pool
-from tests.test_curate import dropped_of, make_recipe, report_of, shard_samples
-from vlmforge.curate.base import Resources
-from vlmforge.curate.batch import Table
-from vlmforge.curate.steps import build_steps
+from tests.curate_pool import Pool, dropped_of, make_recipe, report_of, shard_samples
 from vlmforge.errors import UserError
 from vlmforge.verbs import curate
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
-    return build_pool(tmp_path_factory.mktemp("recaption-pool"))
 
 
 @pytest.fixture(scope="module")
@@ -185,30 +176,6 @@ def test_a_llava_run_recaptions_with_its_answer_to_the_prompt(
     steps = [recaption_with(llava_run, prompt=prompt)]
     result = curate.run(make_recipe(tmp_path, webdataset(pool), steps), progress=False)
     check_recaptioned(result, pool, caption_alone)
-
-
-# ---------------------------------------------------------------------------------- fast checks
-def test_caption_agreement_ranks_with_the_clip_score_rules(pool: Pool, tmp_path: Path) -> None:
-    captioner = {"kind": "python", "target": "tests.curate_pool:size_captioner"}
-    step = {"kind": "caption_agreement", "top_fraction": 0.5, "captioner": captioner}
-    recipe = make_recipe(tmp_path, webdataset(pool), [step], model={"kind": "run", "path": "unused"})
-    (built,) = build_steps(recipe, Resources(recipe))
-    assert not built.local  # a fraction decides across shards
-    score = np.array([0.1, 0.9, 0.5, 0.5])
-    decision = built.apply(Table(np.array(list("abcd")), {"caption_agreement": score}))
-    assert decision.keep.tolist() == [False, True, True, False]  # tie at 0.5: the earlier one
-    assert set(decision.reason[~decision.keep]) == {"low_caption_agreement"}
-    assert decision.info["cutoff"] == 0.5
-    with pytest.raises(Exception, match="score with a model"):
-        make_recipe(tmp_path, webdataset(pool), [{**step, "threshold": None}])
-
-
-def test_a_cuda_captioner_needs_a_single_local_worker(pool: Pool, tmp_path: Path) -> None:
-    steps = [recaption_with(tmp_path, device="cuda")]
-    with pytest.raises(Exception, match="forked local workers cannot share"):
-        make_recipe(tmp_path, webdataset(pool), steps)
-    one = make_recipe(tmp_path, webdataset(pool), steps, engine={"kind": "local", "workers": 1})
-    assert one.steps[0].captioner.device == "cuda"
 
 
 def fake_run(root: Path, recipe: str) -> Path:
