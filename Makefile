@@ -14,10 +14,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv
-	$(PY) -m uv pip install -q --python $(PY) -c constraints.txt -e ".[dev,llava]"
+	$(PY) -m uv pip install -q --compile-bytecode --python $(PY) -c constraints.txt -e ".[dev,llava]"
 	# the optional deepspeed extra builds against the torch installed above; the tests cross-check its
 	# memory estimators when it is there (and say they skipped when it is not)
-	$(PY) -m uv pip install -q --python $(PY) --no-build-isolation -c constraints.txt "deepspeed" \
+	$(PY) -m uv pip install -q --compile-bytecode --python $(PY) --no-build-isolation -c constraints.txt "deepspeed" \
 		|| echo "WARNING: deepspeed did not build; tests that need it will be skipped"
 	@touch $(STAMP)
 
