@@ -120,7 +120,8 @@ def main() -> None:
             rows.append(row)
             heavy = ", ".join(row["heavy_imports"])
             ratio = row["ratio_to_import_torch"]
-            print(f"{name:20s} first output {first:6.2f} s, exit {total:6.2f} s ({ratio:.2f}x); imports: {heavy}")
+            timing = f"first output {first:6.2f} s, exit {total:6.2f} s ({ratio:.2f}x)"
+            print(f"{name:20s} {timing}; imports: {heavy}")
     path = write_result("startup", {"repetitions": args.reps, "goal_ratio": GOAL, "rows": rows})
     print(f"wrote {path}")
 
