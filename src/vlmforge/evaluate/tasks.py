@@ -183,21 +183,21 @@ def compositional(context: EvalContext, task: CompositionalTask) -> dict[str, An
     """Each image's caption vs its reordered copies (``vlmforge.data.perturb``), by cosine similarity."""
     captions = _paired_captions(context.data)
     attributes = attribute_words(task.attributes)
-    streams = {kind: k for k, kind in enumerate(PERTURBATIONS)}  # a probe does not depend on the list
-    probes = [
+    streams = {kind: k for k, kind in enumerate(PERTURBATIONS)}  # a perturbation does not depend on the list
+    perturbations = [
         [
             perturb(c, kind, np.random.default_rng([task.seed, i, streams[kind]]), attributes)
             for kind in task.perturbations
         ]
         for i, c in enumerate(captions)
     ]
-    valid = torch.tensor([[p is not None for p in row] for row in probes]).view(len(captions), -1)
+    valid = torch.tensor([[p is not None for p in row] for row in perturbations]).view(len(captions), -1)
     if not valid.any():
         raise UserError(
             f"compositional: none of {task.perturbations} applies to the captions of {context.data.name!r}",
             hint="add swap_words or shuffle_words (they apply to any caption of two distinct words)",
         )
-    perturbed = [p for row in probes for p in row if p is not None]
+    perturbed = [p for row in perturbations for p in row if p is not None]
     text_features = encode_texts(
         context.model, context.tokenizer, captions + perturbed, context.context_length, context.batch_size
     )

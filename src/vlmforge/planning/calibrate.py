@@ -125,7 +125,7 @@ def time_training_steps(
     The steps run through the same lean Lightning Trainer as training (precision, gradient clipping,
     optimizer, per-step hooks). When the recipe's data is on this machine they are `vlmforge pretrain`'s
     own steps (the family's module on that data, with vlmforge's callbacks), so that reading and framework
-    overhead, which dominate millisecond steps, are measured; otherwise the phase's probe loss runs on
+    overhead, which dominate millisecond steps, are measured; otherwise the phase's synthetic loss runs on
     synthetic inputs of the recipe's shapes."""
     import tempfile
 
