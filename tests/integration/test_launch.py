@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from tests.conftest import DEBUG_RECIPE, cli_env, last_json, run_cli
+from vlmforge.config.load import load_recipe
+from vlmforge.config.shipped import find_recipe
 
 
 def test_slurm_script_matches_the_recipe(tmp_path: Path) -> None:
@@ -15,6 +17,7 @@ def test_slurm_script_matches_the_recipe(tmp_path: Path) -> None:
         "pretrain",
         "-c",
         "clip/vit-b-16-laion400m",
+        "optim.lr=1e-4",
         "--emit-launch",
         "slurm",
         "--launch-file",
@@ -41,7 +44,8 @@ def test_slurm_script_matches_the_recipe(tmp_path: Path) -> None:
     assert "--resume auto" in srun and str((tmp_path / paths["recipe"]).resolve()) in srun
     assert "export VLMFORGE_RUN_DIR=" in script and "slurm-${SLURM_JOB_ID}" in script
     assert 'scontrol requeue "$SLURM_JOB_ID"' in script
-    assert (tmp_path / "job.recipe.yaml").read_text().startswith("schema_version: 1")
+    written = load_recipe("pretrain", tmp_path / "job.recipe.yaml")  # the resolved recipe, nothing lost
+    assert written == load_recipe("pretrain", find_recipe("clip/vit-b-16-laion400m"), ["optim.lr=1e-4"])
     assert os.access(tmp_path / "job.sh", os.X_OK)
     assert not (tmp_path / "runs").exists()  # writing a script starts nothing
 

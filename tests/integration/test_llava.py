@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -20,9 +21,7 @@ TINY = find_recipe("debug/llava-tiny")
 
 
 def _recipe(*overrides: str) -> FinetuneRecipe:
-    recipe = load_recipe("finetune", TINY, list(overrides))
-    assert isinstance(recipe, FinetuneRecipe)
-    return recipe
+    return cast(FinetuneRecipe, load_recipe("finetune", TINY, list(overrides)))
 
 
 # ------------------------------------------------------------------------------------- end to end

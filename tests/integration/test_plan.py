@@ -82,7 +82,6 @@ def test_calibration_times_real_steps_and_feeds_later_plans(
     assert 0 < calibration.measured_mfu < 1.5  # matmul peak is measured, small models may beat it slightly
     # the digits are on this machine: their loader and vlmforge's callbacks fed the timed steps
     assert calibration.loop == "recipe data"
-    assert calibration.predict_step_seconds(16) == pytest.approx(calibration.median_step_seconds, rel=1e-6)
     assert (tmp_path / "calibration.json").is_file()
 
     # A calibration for a catalog device replaces the prior for that device only.

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vlmforge.config.load import load_recipe
-from vlmforge.config.schema import AlignRecipe, DigitsPreferences, PreferenceJsonData, recipe_verb
+from vlmforge.config.schema import DigitsPreferences, PreferenceJsonData, recipe_verb
 from vlmforge.config.shipped import find_recipe
 from vlmforge.data.conversations import IGNORE_INDEX, IMAGE, build_tokenizer, template_texts
 from vlmforge.data.preferences import (
@@ -141,8 +141,8 @@ def test_collated_batch_holds_chosen_then_rejected_rows_with_answer_labels() -> 
 # ---------------------------------------------------------------------------------------- recipe
 def test_align_recipes_are_recognised_and_lora_needs_adapters() -> None:
     assert recipe_verb({"name": "x", "from_run": "runs/x"}) == "align"
-    recipe = load_recipe("align", DPO_TINY)
-    assert isinstance(recipe, AlignRecipe) and recipe.trainable == "lora"
+    full = load_recipe("align", DPO_TINY, ["trainable=projector+llm", "lora=null"])  # no adapters needed
+    assert full.lora is None and full.trainable == "projector+llm"
     with pytest.raises(UserError, match="set lora"):
         load_recipe("align", DPO_TINY, ["lora=null"])
     with pytest.raises(UserError, match="exactly one of max_steps or epochs"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -33,9 +33,7 @@ IMAGE_TOKENS = 16  # 16 px / patch 4, squared
 
 
 def _recipe(*overrides: str) -> FinetuneRecipe:
-    recipe = load_recipe("finetune", TINY, list(overrides))
-    assert isinstance(recipe, FinetuneRecipe)
-    return recipe
+    return cast(FinetuneRecipe, load_recipe("finetune", TINY, list(overrides)))
 
 
 @pytest.fixture(scope="module")

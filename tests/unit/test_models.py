@@ -69,3 +69,31 @@ def test_flip_unmasked_tuning_switches_off_patch_dropout_at_the_right_step() -> 
     module._trainer = SimpleNamespace(global_step=tuning_starts)
     module.on_train_batch_start(None, 0)
     assert dropout.prob == 0.0
+
+
+def test_activation_checkpointing_recomputes_blocks_saves_memory_and_keeps_gradients() -> None:
+    """train.activation_checkpointing reaches both towers of the training module; backward then keeps
+    fewer activations and gives the same gradients."""
+    from vlmforge.models.contrastive import synthetic_loss
+    from vlmforge.planning.memory import SavedBytes
+    from vlmforge.training.contrastive import ContrastiveModule
+
+    def step(*overrides: str) -> tuple[torch.nn.Module, int, dict[str, torch.Tensor]]:
+        recipe = load_recipe("pretrain", find_recipe("debug/clip-tiny"), list(overrides))
+        torch.manual_seed(0)
+        model = ContrastiveModule(recipe, 40).model
+        torch.manual_seed(1)
+        with SavedBytes() as saved:
+            loss = synthetic_loss(recipe.model, model, 8, "cpu", 40)
+        loss.backward()
+        return model, saved.bytes, {name: p.grad for name, p in model.named_parameters()}
+
+    plain, plain_bytes, plain_grads = step()
+    checkpointed, checkpointed_bytes, checkpointed_grads = step("train.activation_checkpointing=true")
+    assert not plain.visual.transformer.grad_checkpointing and not plain.transformer.grad_checkpointing
+    assert checkpointed.visual.transformer.grad_checkpointing and checkpointed.transformer.grad_checkpointing
+    assert checkpointed_bytes < 0.8 * plain_bytes
+    for name, grad in plain_grads.items():
+        other = checkpointed_grads[name]
+        assert (grad is None) == (other is None), name
+        assert grad is None or torch.allclose(other, grad, atol=1e-6), name

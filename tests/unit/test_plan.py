@@ -16,7 +16,7 @@ from vlmforge.planning.accelerators import catalog_name_for
 from vlmforge.planning.flops import StepCount, count_on_meta
 from vlmforge.planning.memory import estimate_memory, is_weight
 from vlmforge.planning.prior import load_prior
-from vlmforge.runs.lifecycle import estimate_and_confirm
+from vlmforge.runs.lifecycle import estimate_and_confirm, start_run
 from vlmforge.verbs import plan
 
 WIDTH, LAYERS, SIDE, PATCH, CTX = 256, 4, 64, 8, 32
@@ -158,8 +158,12 @@ def test_every_shipped_recipe_plans(name: str) -> None:
     path = list_recipes()[name]
     recipe = load_recipe(recipe_verb(read_yaml(path)), path)
     result = plan.run(recipe, ["a100-80gb"], [8])
-    assert result.flops_per_sample > 0 and result.rows
-    assert all(row.fits or row.reason for row in result.rows)
+    assert result.flops_per_sample > 0
+    assert [row.count for row in result.rows] == [8]  # the counts asked for
+    if recipe_verb(read_yaml(path)) == "pretrain":  # samples seen: steps x global batch
+        assert result.samples_seen == recipe.train.max_steps * recipe.data.batch_size
+    if name.startswith(("debug/", "demo/")):  # tiny models fit anywhere
+        assert all(row.fits for row in result.rows)
 
 
 def test_cost_and_time_scale_as_expected() -> None:
@@ -229,7 +233,7 @@ def test_expensive_run_asks_first_and_a_no_creates_nothing(
     estimate = estimate_and_confirm(recipe, None)  # no terminal: print, never ask
     assert estimate["usd"] > recipe.plan.confirm_above_usd and estimate["accelerator"] == "h100-sxm"
     with pytest.raises(UserError, match="cancelled"):
-        estimate_and_confirm(recipe, refuse)
+        start_run(recipe, "never", refuse)  # asks before the run directory is made
     assert questions and "confirm_above_usd" in questions[0]
     assert not list(tmp_path.glob("clip-vit-b-16-laion400m*"))
 
@@ -288,3 +292,28 @@ def test_zero_model_states_match_deepspeeds_estimator(stage: int) -> None:
             params, largest_layer, num_gpus_per_node=gpus, cpu_offload=False, cpu_offload_params=False
         )
         assert states == pytest.approx(theirs, rel=0.10)  # DeepSpeed adds the largest layer, gathered whole
+
+
+@pytest.mark.parametrize(
+    ("half_step", "per_sample", "overhead"),
+    [
+        (0.6, 0.05, 0.2),  # 16 samples in 1.0 s, 8 in 0.6 s: 0.05 s per sample on top of 0.2 s per step
+        (1.2, 0.0, 1.0),  # the half batch timed slower (noise): all of the step is overhead
+        (0.4, 1.0 / 16, 0.0),  # the line would pass below the origin: all of the step is per sample
+    ],
+)
+def test_calibration_fits_overhead_and_per_sample_time(
+    monkeypatch: pytest.MonkeyPatch, half_step: float, per_sample: float, overhead: float
+) -> None:
+    from vlmforge.planning import calibrate as calibration
+
+    timings = {16: 1.0, 8: half_step}
+    monkeypatch.setattr(
+        calibration,
+        "time_training_steps",
+        lambda recipe, phase, micro, steps, device: (timings[micro], None, "synthetic"),
+    )
+    fitted = calibration.calibrate(_recipe(), micro_batch=16)
+    assert fitted.seconds_per_sample == pytest.approx(per_sample)
+    assert fitted.overhead_seconds == pytest.approx(overhead)
+    assert fitted.predict_step_seconds(32) == pytest.approx(overhead + 32 * per_sample)

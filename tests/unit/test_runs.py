@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vlmforge import storage
 from vlmforge.errors import UserError
 from vlmforge.runs.directory import create_run_dir, find_resume_point
 from vlmforge.storage import checkpoint_name, list_checkpoints, prune_checkpoints, write_json
@@ -66,7 +67,15 @@ def test_resume_explicit_paths(tmp_path: Path) -> None:
         find_resume_point(tmp_path, "x", str(tmp_path / "absent.ckpt"))
 
 
-def test_write_json_is_atomic_and_readable(tmp_path: Path) -> None:
-    write_json(tmp_path / "a.json", {"k": 1})
-    assert json.loads((tmp_path / "a.json").read_text()) == {"k": 1}
-    assert not list(tmp_path.glob(".*.tmp"))
+def test_write_json_is_atomic_and_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.json"
+    write_json(path, {"k": 0})
+    assert json.loads(path.read_text()) == {"k": 0} and not list(tmp_path.glob(".*.tmp"))
+
+    def crash(*args: object) -> None:  # the process dies between writing the new file and renaming it
+        raise OSError("killed")
+
+    monkeypatch.setattr(storage.os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        write_json(path, {"k": 1, "long": "x" * 100_000})
+    assert json.loads(path.read_text()) == {"k": 0}  # the old content, whole: never a torn file

@@ -33,7 +33,7 @@ class FinetuneStage(Section):
         description="What trains; the rest is frozen (the vision encoder always is). 'lora': only the "
         "adapters of model.lora."
     )
-    data: ConversationSource
+    data: ConversationSource = Field(description="The stage's conversations, chosen by kind.")
     template: Literal["plain", "chat"] = Field(
         "chat",
         description="'plain': image then answer (LLaVA's stage-1 format); 'chat': USER: ... ASSISTANT: ... "
@@ -66,13 +66,15 @@ class FinetuneRecipe(RunRecipe):
     """`vlmforge finetune`: train a vision-language model in stages (LLaVA: align the projector, then
     instruction-tune), each from the previous stage's weights."""
 
-    model: LlavaModel
+    model: LlavaModel = Field(description="The LLaVA model: vision encoder, projector, LLM, tokenizer.")
     stages: list[FinetuneStage] = Field(min_length=1, description="Stages, run in order.")
     optim: OptimConfig = Field(
         default_factory=OptimConfig, description="Optimizer; each stage may set its own lr and warm-up."
     )
     train: DeviceConfig = Field(default_factory=DeviceConfig, description="Devices and precision.")
-    logger: LoggerConfig = Field(default_factory=NoLogger)
+    logger: LoggerConfig = Field(
+        default_factory=NoLogger, description="Where metrics go besides metrics.jsonl: none or wandb."
+    )
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
         default_factory=_default_finetune_tasks,
@@ -147,15 +149,17 @@ class AlignRecipe(RunRecipe):
         "switched off; otherwise the reference is a frozen copy.",
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="The preference loss.")
-    data: PreferenceSource
+    data: PreferenceSource = Field(description="Preference pairs (chosen / rejected answers), by kind.")
     batch_size: int = Field(64, ge=1, description="Global batch: preference pairs per optimizer step.")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps (or give epochs).")
     epochs: int | None = Field(None, ge=1, description="Passes over the pairs (or give max_steps).")
-    optim: OptimConfig = Field(default_factory=OptimConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and schedule.")
     train: DeviceConfig = Field(
         default_factory=DeviceConfig, description="Devices and precision; train.micro_batch_size in pairs."
     )
-    logger: LoggerConfig = Field(default_factory=NoLogger)
+    logger: LoggerConfig = Field(
+        default_factory=NoLogger, description="Where metrics go besides metrics.jsonl: none or wandb."
+    )
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
         default_factory=_default_align_tasks,

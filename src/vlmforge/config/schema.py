@@ -85,11 +85,15 @@ class PretrainRecipe(RunRecipe):
     """`vlmforge pretrain`: train a model from scratch (or from `model.pretrained`)."""
 
     seed: int = Field(0, description="Seed for initialisation, data order and caption choice.")
-    model: ModelConfig
-    data: DataSource
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    train: TrainConfig
-    logger: LoggerConfig = Field(default_factory=NoLogger)
+    model: ModelConfig = Field(description="The model, chosen by kind: clip, siglip, coca, masked, flava.")
+    data: DataSource = Field(description="Training data, chosen by kind; a held-out split is evaluated.")
+    optim: OptimConfig = Field(
+        default_factory=OptimConfig, description="Optimizer and learning-rate schedule."
+    )
+    train: TrainConfig = Field(description="Length, devices, strategy, precision and checkpoints.")
+    logger: LoggerConfig = Field(
+        default_factory=NoLogger, description="Where metrics go besides metrics.jsonl: none or wandb."
+    )
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
         default_factory=default_pretrain_tasks,

@@ -83,12 +83,12 @@ def start_run(
 ) -> tuple[Path, ResumePoint | None]:
     """Print the plan (asking first above ``plan.confirm_above_usd``), pick the run directory, save the
     plan there and seed everything: how every training verb starts."""
-    import lightning.pytorch as pl
-
     estimate = None if is_launched_worker() else estimate_and_confirm(recipe, confirm)
-    run_dir, point = prepare_run(recipe, resume)
+    run_dir, point = prepare_run(recipe, resume)  # only once the user said yes: nothing is written before
     if estimate is not None:
         write_json(run_dir / "plan.json", estimate)
+    import lightning.pytorch as pl
+
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
     return run_dir, point
 
