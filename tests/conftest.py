@@ -133,3 +133,12 @@ def scorer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.curate_pool import save_random_clip
 
     return save_random_clip(tmp_path_factory.mktemp("tiny-open-clip"))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """WebDataset shards with planted problems (``tests/webdataset_shards.py``) and what was written."""
+    from tests.webdataset_shards import write_shards
+
+    root = tmp_path_factory.mktemp("shards")
+    return root, write_shards(root)

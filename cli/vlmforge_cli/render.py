@@ -203,9 +203,12 @@ def plan_table(console: Console, result: Any) -> None:
     for index, label in picked.items():
         if index is not None:
             row = result.rows[index]
+            where = f"{label} ({row.accelerator} x {row.count})"
+            if row.recipe_overrides is None:  # stages that want different strategies: see the table
+                console.print(f"{where}: the stages need different strategies ({escape(row.strategy or '')})")
+                continue
             console.print(
-                f"{label} ({row.accelerator} x {row.count}): vlmforge pretrain -c RECIPE "
-                f"{escape(row.recipe_overrides)}",
+                f"{where}: vlmforge {result.verb} -c RECIPE {escape(row.recipe_overrides)}",
                 soft_wrap=True,
                 highlight=False,
             )

@@ -206,3 +206,25 @@ def test_plan_prints_the_recipe_overrides_of_its_pick() -> None:
     assert line.endswith(f"vlmforge pretrain -c RECIPE {row.recipe_overrides}")
     picked = _recipe(*row.recipe_overrides.split(), f"data.batch_size={recipe.data.batch_size}")
     assert picked.world_size == row.count and picked.batch_plan().accumulate == row.accumulate
+
+
+def test_plan_of_a_staged_recipe_prints_stage_micro_batches_that_load() -> None:
+    import io
+
+    from rich.console import Console
+
+    from vlmforge.config.shipped import find_recipe
+    from vlmforge.verbs import plan
+    from vlmforge_cli.render import plan_table
+
+    recipe = load_recipe("finetune", find_recipe("debug/llava-tiny"))
+    result = plan.run(recipe, ["a100-80gb"], [1, 2])
+    buffer = io.StringIO()
+    plan_table(Console(file=buffer, width=300), result)
+    line = next(text for text in buffer.getvalue().splitlines() if text.startswith("cheapest"))
+    assert "vlmforge finetune -c RECIPE" in line
+    row = result.rows[result.cheapest]
+    picked = load_recipe("finetune", find_recipe("debug/llava-tiny"), row.recipe_overrides.split())
+    for stage, planned in zip(picked.stages, row.stages, strict=True):
+        batch = picked.batch_plan(stage)
+        assert (batch.micro_batch, batch.accumulate) == (planned["micro_batch"], planned["accumulate"])

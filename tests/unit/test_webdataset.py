@@ -4,8 +4,6 @@ sklearn digits (PNG, JPEG, WebP) with planted problems."""
 
 from __future__ import annotations
 
-import io
-import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,78 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from vlmforge.config.schema import WebDatasetData
+from tests.webdataset_shards import (
+    ENTRIES,
+    PER_SHARD,
+    PLANTED,
+    READ_TIME,
+    add_member,
+    encoded_image,
+    shards_config,
+)
 from vlmforge.data.accounting import BadSample
 from vlmforge.data.loader import CaptionedImages, collate
 from vlmforge.data.shards import expand_braces, index_shard, resolve_shards, scan_shard
 from vlmforge.data.sources import open_source
 from vlmforge.data.tokenizers import WordVocab
 from vlmforge.errors import UserError
-
-NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-ENTRIES, PER_SHARD = 163, 55
-# planted problems, by sample number: what each should be counted as
-PLANTED = {
-    3: "decode_error",  # bytes that are no image
-    10: "missing_pair",  # image without caption
-    20: "bad_caption",  # empty caption
-    60: "truncated",  # PNG cut in half
-    70: "missing_pair",  # caption without image
-    120: "too_small",  # 4x4 pixels, below min_image_size=8
-}
-READ_TIME = {"decode_error", "truncated", "too_small"}
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _encoded(pixels: np.ndarray, fmt: str, side: int = 24) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").convert("RGB").resize((side, side)).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def write_shards(root: Path) -> dict[str, Any]:
-    """163 digit samples in 3 shards (img2dataset layout) with the PLANTED problems; returns what it wrote."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    written: dict[str, Any] = {"images": {}, "captions": {}}
-    for shard in range(0, ENTRIES, PER_SHARD):
-        with tarfile.open(root / f"{shard // PER_SHARD:05d}.tar", "w") as tar:
-            for i in range(shard, min(shard + PER_SHARD, ENTRIES)):
-                key, pixels = f"{i:06d}", (raw.images[i] / 16 * 255).astype(np.uint8)
-                ext, fmt = [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP")][i % 3]
-                image = _encoded(pixels, fmt, side=4 if PLANTED.get(i) == "too_small" else 24)
-                if PLANTED.get(i) == "decode_error":
-                    image = b"these bytes are no image format at all" * 8
-                elif PLANTED.get(i) == "truncated":
-                    ext, image = "png", _encoded(pixels, "PNG")
-                    image = image[: len(image) // 2]
-                caption = "" if PLANTED.get(i) == "bad_caption" else f"a handwritten {NAMES[raw.target[i]]}."
-                if i != 70:
-                    _add(tar, f"{key}.{ext}", image)
-                    written["images"][key] = image
-                if i != 10:
-                    _add(tar, f"{key}.txt", caption.encode())
-                    written["captions"][key] = caption
-                _add(tar, f"{key}.json", json.dumps({"key": key}).encode())
-    return written
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    root = tmp_path_factory.mktemp("shards")
-    return root, write_shards(root)
-
-
-def _cfg(root: Path, **extra: Any) -> WebDatasetData:
-    return WebDatasetData(shards=str(root / "{00000..00002}.tar"), image_size=16, **extra)
 
 
 # ---------------------------------------------------------------------------------------- finding
@@ -126,26 +67,26 @@ def test_the_index_cache_is_used_until_the_shard_changes(
     monkeypatch.setenv("VLMFORGE_CACHE", str(tmp_path / "cache"))
     shard = tmp_path / "s.tar"
     with tarfile.open(shard, "w") as tar:
-        _add(tar, "a.png", _encoded(np.zeros((8, 8), np.uint8), "PNG"))
-        _add(tar, "a.txt", b"first")
+        add_member(tar, "a.png", encoded_image(np.zeros((8, 8), np.uint8), "PNG"))
+        add_member(tar, "a.txt", b"first")
     assert [s[4] for s in index_shard(shard).samples] == ["first"]
     scans = []
     monkeypatch.setattr(shards_module, "scan_shard", lambda path: scans.append(path) or scan_shard(path))
     assert [s[4] for s in index_shard(shard).samples] == ["first"] and scans == []  # from the cache
     with tarfile.open(shard, "a") as tar:
-        _add(tar, "b.png", _encoded(np.zeros((8, 8), np.uint8), "PNG"))
-        _add(tar, "b.txt", b"second")
+        add_member(tar, "b.png", encoded_image(np.zeros((8, 8), np.uint8), "PNG"))
+        add_member(tar, "b.txt", b"second")
     assert [s[4] for s in index_shard(shard).samples] == ["first", "second"] and scans == [shard]
 
 
 def test_members_escaping_the_shard_are_refused(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "evil.tar", "w") as tar:
-        _add(tar, "000000.txt", b"fine")
-        _add(tar, "../evil.txt", b"gotcha")
+        add_member(tar, "000000.txt", b"fine")
+        add_member(tar, "../evil.txt", b"gotcha")
     with pytest.raises(UserError, match=r"evil\.tar: member '\.\./evil\.txt' has an absolute path or '\.\.'"):
         scan_shard(tmp_path / "evil.tar")
     with tarfile.open(tmp_path / "abs.tar", "w") as tar:
-        _add(tar, "/etc/passwd", b"x")
+        add_member(tar, "/etc/passwd", b"x")
     with pytest.raises(UserError, match="absolute path"):
         scan_shard(tmp_path / "abs.tar")
 
@@ -165,7 +106,7 @@ def test_a_cut_tar_keeps_what_precedes_the_cut(shards: tuple[Path, dict[str, Any
 # ------------------------------------------------------------------------------------- accounting
 def test_every_read_is_kept_or_dropped_with_its_reason(shards: tuple[Path, dict[str, Any]]) -> None:
     root, _ = shards
-    data = open_source(_cfg(root))
+    data = open_source(shards_config(root))
     assert data.source_size == ENTRIES and len(data) == ENTRIES - 3
     assert sorted(d.reason for d in data.rejected) == ["bad_caption", "missing_pair", "missing_pair"]
     dataset = CaptionedImages(data, WordVocab.build(data.all_captions()), 8, seed=0)
@@ -188,14 +129,14 @@ def test_evaluation_leaves_unreadable_images_out(shards: tuple[Path, dict[str, A
         def encode_image(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:
             return images.flatten(1)
 
-    data = open_source(_cfg(shards[0]))
+    data = open_source(shards_config(shards[0]))
     features, kept, dropped = encode_images(Flatten(), data, batch_size=64)
     assert features.shape[0] == len(kept) == len(data) - 3
     assert sorted(d.reason for d in dropped) == sorted(READ_TIME)
 
 
 def test_batches_carry_their_drops(shards: tuple[Path, dict[str, Any]]) -> None:
-    data = open_source(_cfg(shards[0]))
+    data = open_source(shards_config(shards[0]))
     dataset = CaptionedImages(data, WordVocab.build(data.all_captions()), 8, seed=0)
     batch = collate([dataset[(0, 0, i)] for i in range(len(data))])
     assert batch["image"].shape == (len(data), 3, 16, 16)

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmforge.config.schema import FinetuneRecipe, TrainingRecipe
+from vlmforge.config.schema import AlignRecipe, FinetuneRecipe, TrainingRecipe
 from vlmforge.errors import UserError
 from vlmforge.planning.accelerators import Accelerator, load_catalog, lookup, present_accelerator
 from vlmforge.planning.calibrate import calibration_key, load_calibrations
-from vlmforge.planning.layouts import choose
+from vlmforge.planning.layouts import Layout, choose
 from vlmforge.planning.phases import PhaseCost, family_of, recipe_model_costs
 from vlmforge.planning.prior import load_prior
 
@@ -40,11 +40,12 @@ class PlanRow:
     accel_hours: float = 0.0
     usd: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)  # per phase when there are several
-    recipe_overrides: str | None = None  # the recipe settings that train this row's layout (one phase)
+    recipe_overrides: str | None = None  # the recipe settings that train this row's layout, when one does
 
 
 @dataclass
 class PlanResult:
+    verb: str  # pretrain, finetune or align: the command that trains the recipe
     name: str
     family: str
     flops_per_sample: float
@@ -87,7 +88,14 @@ def plan_recipe(
     prior = load_prior()["mfu"]
     mfu = prior.get(family, prior["*"])
     precision = recipe.train.precision
-    result = PlanResult(recipe.name, family, total / samples, samples, total, mfu, precision)
+    verb = (
+        "finetune"
+        if isinstance(recipe, FinetuneRecipe)
+        else "align"
+        if isinstance(recipe, AlignRecipe)
+        else "pretrain"
+    )
+    result = PlanResult(verb, recipe.name, family, total / samples, samples, total, mfu, precision)
     if isinstance(recipe, FinetuneRecipe):
         result.stages = costs
     calibrated = load_calibrations()
@@ -150,8 +158,19 @@ def _plan_row(
         accel_hours=accel_hours,
         usd=accel_hours * accel.usd_per_hour,
         stages=stages if staged else [],
-        recipe_overrides=None if staged else layout.recipe_overrides(count, micro),
+        recipe_overrides=_staged_overrides(layout, count, stages)
+        if staged
+        else layout.recipe_overrides(count, micro),
     )
+
+
+def _staged_overrides(layout: Layout, count: int, stages: list[dict[str, Any]]) -> str | None:
+    """A staged recipe has one ``train.strategy`` for every stage: when all stages chose the same layout,
+    it and each stage's micro-batch (``stages.<i>.micro_batch_size``); otherwise no single setting."""
+    if len({stage["strategy"] for stage in stages}) > 1:
+        return None
+    micro = " ".join(f"stages.{i}.micro_batch_size={stage['micro_batch']}" for i, stage in enumerate(stages))
+    return f"{layout.recipe_overrides(count)} {micro}"
 
 
 # ------------------------------------------------------------------------------ before every run

@@ -27,8 +27,8 @@ class Layout:
     def label(self) -> str:
         return self.strategy + ("+offload" if self.offload else "") + ("+ckpt" if self.checkpointing else "")
 
-    def recipe_overrides(self, count: int, micro_batch: int) -> str:
-        """The ``vlmforge pretrain`` overrides that train ``count`` GPUs with this layout."""
+    def recipe_overrides(self, count: int, micro_batch: int | None = None) -> str:
+        """Recipe overrides that train ``count`` GPUs with this layout (and ``micro_batch`` if given)."""
         nodes, devices = (count // GPUS_PER_NODE, GPUS_PER_NODE) if count % GPUS_PER_NODE == 0 else (1, count)
         parts = [f"train.num_nodes={nodes}", f"train.devices={devices}", *RECIPE_STRATEGY[self.strategy]]
         if self.offload:
@@ -39,7 +39,9 @@ class Layout:
             )
         if self.checkpointing:
             parts.append("train.activation_checkpointing=true")
-        return " ".join([*parts, f"train.micro_batch_size={micro_batch}"])
+        if micro_batch is not None:
+            parts.append(f"train.micro_batch_size={micro_batch}")
+        return " ".join(parts)
 
 
 # How each layout the memory model prices (planning/memory.py) is set in a recipe's train.strategy.
