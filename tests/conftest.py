@@ -3,6 +3,7 @@ with its lane (``unit``, ``integration``, ``distributed``) from the folder it li
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +19,10 @@ os.environ["VLMFORGE_CACHE"] = tempfile.mkdtemp(prefix="vlmforge-test-cache-")  
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "recipes" / "debug" / "clip-tiny.yaml"
 LANES = ("unit", "integration", "distributed")
+needs_ffcv = pytest.mark.skipif(
+    importlib.util.find_spec("ffcv") is None,
+    reason="the ffcv extra is not installed (it needs libturbojpeg and OpenCV development files)",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -75,6 +80,22 @@ def pretrain_json(cwd: Path, recipe: str | Path, *args: str) -> dict[str, Any]:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    """{step: loss}; a resumed run appends its steps, the latest record of a step wins."""
+    return {record["step"]: record["loss"] for record in read_metrics(run_dir)}
+
+
+# The debug recipe as the strategy tests train it: 20 steps, a loss every step, a checkpoint at step 10.
+SHORT_RUN = [
+    "data.batch_size=32",
+    "train.max_steps=20",
+    "train.log_every_steps=1",
+    "train.checkpoint.every_steps=10",
+    "eval=[]",
+]
+FSDP = ["train.devices=2", "train.strategy.kind=fsdp", "train.accelerator=cpu"]
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +163,23 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 
     root = tmp_path_factory.mktemp("shards")
     return root, write_shards(root)
+
+
+@pytest.fixture(scope="session")
+def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One process, plain strategy, ``SHORT_RUN``: what the compiled and sharded runs are compared with."""
+    cwd = tmp_path_factory.mktemp("single")
+    return cwd / pretrain_json(cwd, DEBUG_RECIPE, *SHORT_RUN, "name=single")["run_dir"]
+
+
+@pytest.fixture(scope="module")
+def digits_beton(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits written as an FFCV .beton (the ffcv extra)."""
+    from vlmforge.config.schema import DigitsData
+    from vlmforge.data.ffcv import write_beton
+    from vlmforge.data.sources import open_source
+
+    path = tmp_path_factory.mktemp("ffcv") / "digits.beton"
+    cfg = DigitsData()
+    write_beton(open_source(cfg), path, cfg.mean, cfg.std)
+    return path

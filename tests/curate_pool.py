@@ -370,3 +370,17 @@ def shard_samples(output: Path) -> dict[str, dict[str, Any]]:
                 "image": sample[ext],
             }
     return found
+
+
+def recipe_of(tmp_path: Path, steps: list[dict[str, Any]], **extra: Any) -> Any:
+    """A curation recipe whose input defaults to a (not yet written) shard ``x.tar``."""
+    source = extra.pop("input", {"kind": "webdataset", "shards": "x.tar"})
+    return make_recipe(tmp_path, source, steps, **extra)
+
+
+def digit() -> Any:
+    """One sklearn digit as an RGB photo-sized image."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    return Image.fromarray(digit_image(load_digits().images[3])).convert("RGB")

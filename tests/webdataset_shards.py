@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.conftest import DEBUG_RECIPE, run_cli
 from vlmforge.config.schema import WebDatasetData
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -77,3 +78,20 @@ def write_shards(root: Path) -> dict[str, Any]:
 
 def shards_config(root: Path, **extra: Any) -> WebDatasetData:
     return WebDatasetData(shards=str(root / "{00000..00002}.tar"), image_size=16, **extra)
+
+
+def pretrain_on_shards(root: Path, max_bad_fraction: float, cwd: Path, *args: str, workers: int = 0) -> Any:
+    """`vlmforge pretrain` of the debug recipe, 5 steps, on the shards under ``root`` (in ``cwd``)."""
+    data = {
+        "kind": "webdataset",
+        "shards": [str(root / "{00000..00002}.tar")],
+        "image_size": 16,
+        "batch_size": 32,
+        "num_workers": workers,
+        "max_bad_fraction": max_bad_fraction,
+    }
+    cwd.mkdir()
+    return run_cli(
+        "pretrain", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", "train.max_steps=5",
+        "train.log_every_steps=5", "eval=[]", *args, "--format", "json", cwd=cwd,
+    )  # fmt: skip

@@ -18,7 +18,18 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import DEBUG_RECIPE, REPO, cli_env, last_json, pretrain_json, read_metrics, run_cli
+from tests.conftest import (
+    DEBUG_RECIPE,
+    FSDP,
+    REPO,
+    SHORT_RUN,
+    cli_env,
+    last_json,
+    pretrain_json,
+    read_metrics,
+    run_cli,
+    step_losses,
+)
 from vlmforge.config.load import dump_recipe, load_recipe
 from vlmforge.storage import GATHERED_WEIGHTS
 from vlmforge.training.deepspeed_config import deepspeed_config
@@ -28,14 +39,6 @@ def _deepspeed(recipe: Any) -> dict[str, Any]:
     return deepspeed_config(recipe.train, recipe.batch_plan())
 
 
-COMMON = [
-    "data.batch_size=32",
-    "train.max_steps=20",
-    "train.log_every_steps=1",
-    "train.checkpoint.every_steps=10",
-    "eval=[]",
-]
-FSDP = ["train.devices=2", "train.strategy.kind=fsdp", "train.accelerator=cpu"]
 # Same global batches and the exact full-batch gradient (local loss + gather-with-grad) as one process:
 # sharded runs differ only by float summation order (see test_distributed.py for the same bound).
 LOSS_TOLERANCE = 1e-4
@@ -45,11 +48,6 @@ def _recipe(*overrides: str) -> Any:
     return load_recipe("pretrain", DEBUG_RECIPE, list(overrides))
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
-    """{step: loss}; a resumed run appends its steps, the latest record of a step wins."""
-    return {record["step"]: record["loss"] for record in read_metrics(run_dir)}
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,20 +55,16 @@ def _free_port() -> int:
 
 
 # ----------------------------------------------------------------------------- FSDP2 on 2 CPU ranks
-@pytest.fixture(scope="module")
-def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("single")
-    return cwd / pretrain_json(cwd, DEBUG_RECIPE, *COMMON, "name=single")["run_dir"]
 
 
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_fsdp_two_processes_match_one_then_resume_and_evaluate(single_run: Path, tmp_path: Path) -> None:
-    fsdp = pretrain_json(tmp_path, DEBUG_RECIPE, *COMMON, *FSDP, "name=fsdp")
+    fsdp = pretrain_json(tmp_path, DEBUG_RECIPE, *SHORT_RUN, *FSDP, "name=fsdp")
     run_dir = tmp_path / fsdp["run_dir"]
     assert fsdp["status"] == "completed" and fsdp["steps"] == 20
     assert '"world_size": 2' in (run_dir / "manifest.json").read_text()
-    single, sharded = _losses(single_run), _losses(run_dir)
+    single, sharded = step_losses(single_run), step_losses(run_dir)
     assert sorted(sharded) == list(range(1, 21))
     for step in single:
         assert abs(single[step] - sharded[step]) <= LOSS_TOLERANCE, (
@@ -93,7 +87,7 @@ def test_fsdp_two_processes_match_one_then_resume_and_evaluate(single_run: Path,
     resumed = pretrain_json(
         tmp_path,
         DEBUG_RECIPE,
-        *COMMON,
+        *SHORT_RUN,
         *FSDP,
         "name=fsdp",
         "train.strategy.state_dict=full",
@@ -101,7 +95,7 @@ def test_fsdp_two_processes_match_one_then_resume_and_evaluate(single_run: Path,
         str(resumed_dir / "checkpoints" / "step-00000010.ckpt"),
     )
     assert resumed["steps"] == 20 and resumed["resumed_from"].endswith("step-00000010.ckpt")
-    continued = _losses(resumed_dir)
+    continued = step_losses(resumed_dir)
     assert sorted(continued) == list(range(11, 21))
     for step in continued:
         assert abs(continued[step] - single[step]) <= LOSS_TOLERANCE, f"resumed step {step}"
@@ -119,10 +113,16 @@ def test_fsdp_two_processes_match_one_then_resume_and_evaluate(single_run: Path,
 def test_fsdp_runs_objectives_that_call_model_methods_directly(tmp_path: Path) -> None:
     """FLAVA's objective calls encode_visible, the MAE decoder, mlm_logits, encode_image/encode_text and
     reads logit_scale itself instead of calling the model's forward: it runs as the sharded root's forward."""
-    args = [*COMMON, *FSDP, "train.max_steps=10", "train.log_every_steps=1", "train.checkpoint.every_steps=5"]
+    args = [
+        *SHORT_RUN,
+        *FSDP,
+        "train.max_steps=10",
+        "train.log_every_steps=1",
+        "train.checkpoint.every_steps=5",
+    ]
     result = pretrain_json(tmp_path, "debug/flava-tiny", *args)
     run_dir = tmp_path / result["run_dir"]
-    losses = _losses(run_dir)
+    losses = step_losses(run_dir)
     assert result["status"] == "completed" and sorted(losses) == list(range(1, 11))
     assert losses[10] < losses[1]
     terms = read_metrics(run_dir)[-1]

@@ -4,29 +4,13 @@ sklearn digits (PNG, JPEG, WebP) with planted problems."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import DEBUG_RECIPE, last_json, run_cli
-
-
-def _pretrain(root: Path, max_bad_fraction: float, cwd: Path, *args: str, workers: int = 0) -> Any:
-    data = {
-        "kind": "webdataset",
-        "shards": [str(root / "{00000..00002}.tar")],
-        "image_size": 16,
-        "batch_size": 32,
-        "num_workers": workers,
-        "max_bad_fraction": max_bad_fraction,
-    }
-    cwd.mkdir()
-    return run_cli(
-        "pretrain", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", "train.max_steps=5",
-        "train.log_every_steps=5", "eval=[]", *args, "--format", "json", cwd=cwd,
-    )  # fmt: skip
+from tests.conftest import last_json
+from tests.webdataset_shards import pretrain_on_shards
 
 
 @pytest.mark.slow
@@ -34,7 +18,7 @@ def _pretrain(root: Path, max_bad_fraction: float, cwd: Path, *args: str, worker
 def test_ddp_ranks_sum_their_counts(shards: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """2 DDP processes x 2 loader workers: one epoch read once in all, drops counted once."""
     ddp = ("train.devices=2", "train.strategy.kind=ddp")
-    proc = _pretrain(shards[0], 0.05, tmp_path / "ddp", *ddp, workers=2)
+    proc = pretrain_on_shards(shards[0], 0.05, tmp_path / "ddp", *ddp, workers=2)
     assert proc.returncode == 0, proc.stderr
     data = last_json(proc.stdout)["metrics"]["data"]
     assert (data["read"], data["kept"]) == (160, 157)

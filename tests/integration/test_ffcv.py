@@ -5,33 +5,17 @@ the tests that run it skip where the `ffcv` extra is not installed."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import last_json, run_cli
+from tests.conftest import last_json, needs_ffcv, run_cli
 from vlmforge.config.load import load_recipe
-from vlmforge.config.schema import DigitsData, FfcvData
+from vlmforge.config.schema import FfcvData
 from vlmforge.config.shipped import find_recipe
 from vlmforge.data.sources import open_source
-
-needs_ffcv = pytest.mark.skipif(
-    importlib.util.find_spec("ffcv") is None,
-    reason="the ffcv extra is not installed (it needs libturbojpeg and OpenCV development files)",
-)
-
-
-@pytest.fixture(scope="module")
-def digits_beton(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlmforge.data.ffcv import write_beton
-
-    path = tmp_path_factory.mktemp("ffcv") / "digits.beton"
-    cfg = DigitsData()
-    write_beton(open_source(cfg), path, cfg.mean, cfg.std)
-    return path
 
 
 @needs_ffcv

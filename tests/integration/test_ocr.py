@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.curate_pool import digit_image, photo, rendered_text
-from vlmforge.config.curate import CurateRecipe
+from tests.curate_pool import digit, photo, recipe_of, rendered_text
 from vlmforge.curate.base import Resources
 from vlmforge.curate.steps import build_steps
 from vlmforge.errors import UserError
@@ -21,19 +20,6 @@ pytest.importorskip("easyocr", reason="the ocr extra: pip install 'vlmforge[ocr]
 
 OCR = {"kind": "ocr"}
 SPOTTING = {"kind": "text_spotting", "max_text_area": None, "max_caption_overlap": 0.5, "detector": OCR}
-
-
-def recipe_of(tmp_path: Path, steps: list[dict[str, Any]], **extra: Any) -> CurateRecipe:
-    source = extra.pop("input", {"kind": "webdataset", "shards": "x.tar"})
-    data = {"name": "t", "input": source, "output": str(tmp_path / "out"), "steps": steps, **extra}
-    return CurateRecipe.model_validate(data)
-
-
-def digit() -> Any:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    return Image.fromarray(digit_image(load_digits().images[3])).convert("RGB")
 
 
 def write_folder(root: Path, samples: dict[str, tuple[Any, str]]) -> Path:

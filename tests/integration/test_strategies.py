@@ -14,28 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import DEBUG_RECIPE, last_json, pretrain_json, read_metrics, run_cli
-
-COMMON = [
-    "data.batch_size=32",
-    "train.max_steps=20",
-    "train.log_every_steps=1",
-    "train.checkpoint.every_steps=10",
-    "eval=[]",
-]
-FSDP = ["train.devices=2", "train.strategy.kind=fsdp", "train.accelerator=cpu"]
-
-
-def _losses(run_dir: Path) -> dict[int, float]:
-    """{step: loss}; a resumed run appends its steps, the latest record of a step wins."""
-    return {record["step"]: record["loss"] for record in read_metrics(run_dir)}
-
+from tests.conftest import (
+    DEBUG_RECIPE,
+    SHORT_RUN,
+    last_json,
+    pretrain_json,
+    run_cli,
+    step_losses,
+)
 
 # ----------------------------------------------------------------------------- FSDP2 on 2 CPU ranks
-@pytest.fixture(scope="module")
-def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("single")
-    return cwd / pretrain_json(cwd, DEBUG_RECIPE, *COMMON, "name=single")["run_dir"]
 
 
 # ------------------------------------------------------------------------------------ torch.compile
@@ -43,8 +31,8 @@ def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_compiled_model_trains_like_the_eager_one(single_run: Path, tmp_path: Path) -> None:
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile's inductor backend needs a C++ compiler on CPU (none found)")
-    compiled = pretrain_json(tmp_path, DEBUG_RECIPE, *COMMON, "name=compiled", "train.compile=true")
-    eager, fused = _losses(single_run), _losses(tmp_path / compiled["run_dir"])
+    compiled = pretrain_json(tmp_path, DEBUG_RECIPE, *SHORT_RUN, "name=compiled", "train.compile=true")
+    eager, fused = step_losses(single_run), step_losses(tmp_path / compiled["run_dir"])
     assert sorted(fused) == sorted(eager)
     for step in eager:  # fused kernels reorder float sums: same trajectory, not bit-identical
         assert abs(eager[step] - fused[step]) <= 1e-3, (
@@ -82,7 +70,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_lightning_cuda_strategies_train_and_evaluate(strategy: list[str], tmp_path: Path) -> None:
     result = pretrain_json(tmp_path, DEBUG_RECIPE, *GPU_RUN, *strategy, "train.checkpoint.every_steps=10")
     run_dir = tmp_path / result["run_dir"]
-    losses = _losses(run_dir)
+    losses = step_losses(run_dir)
     assert result["status"] == "completed" and sorted(losses) == list(range(1, 21))
     assert losses[20] < losses[1]
     evaluated = last_json(

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import DEBUG_RECIPE, last_json, read_metrics, run_cli
-from tests.webdataset_shards import ENTRIES, PER_SHARD, PLANTED, shards_config
+from tests.webdataset_shards import ENTRIES, PER_SHARD, PLANTED, pretrain_on_shards, shards_config
 from vlmforge.data.loader import CaptionedImages, GlobalBatchSampler
 from vlmforge.data.sources import open_source
 from vlmforge.data.tokenizers import WordVocab
@@ -45,35 +45,19 @@ def test_data_check_names_every_bad_sample(shards: tuple[Path, dict[str, Any]]) 
     assert "1 shard file(s) not found" in missing.stderr and "00003.tar" in missing.stderr
 
 
-def _pretrain(root: Path, max_bad_fraction: float, cwd: Path, *args: str, workers: int = 0) -> Any:
-    data = {
-        "kind": "webdataset",
-        "shards": [str(root / "{00000..00002}.tar")],
-        "image_size": 16,
-        "batch_size": 32,
-        "num_workers": workers,
-        "max_bad_fraction": max_bad_fraction,
-    }
-    cwd.mkdir()
-    return run_cli(
-        "pretrain", "-c", str(DEBUG_RECIPE), f"data={json.dumps(data)}", "train.max_steps=5",
-        "train.log_every_steps=5", "eval=[]", *args, "--format", "json", cwd=cwd,
-    )  # fmt: skip
-
-
 @pytest.mark.slow
 def test_pretrain_stops_above_the_bad_fraction_and_counts_below(
     shards: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
     root, _ = shards
     # 3 rejected when opened + 3 unreadable = 6 of 163: above 2% (3.26), within 5% (8.15)
-    stopped = _pretrain(root, 0.02, tmp_path / "stop")
+    stopped = pretrain_on_shards(root, 0.02, tmp_path / "stop")
     assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
     assert "above data.max_bad_fraction=0.02" in stopped.stderr and ".tar:0000" in stopped.stderr
     (run_dir,) = (tmp_path / "stop" / "runs" / "clip-tiny").iterdir()
     assert read_metrics(run_dir)[-1]["event"] == "stopped: data"
 
-    done = _pretrain(root, 0.05, tmp_path / "done")
+    done = pretrain_on_shards(root, 0.05, tmp_path / "done")
     assert done.returncode == 0, done.stderr
     result = last_json(done.stdout)
     data = result["metrics"]["data"]

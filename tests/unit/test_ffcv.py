@@ -5,13 +5,13 @@ the tests that run it skip where the `ffcv` extra is not installed."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import needs_ffcv
 from vlmforge.config.schema import DigitsData, FfcvData
 from vlmforge.data.sources import open_source
 from vlmforge.errors import UserError
@@ -26,22 +26,6 @@ def test_ffcv_source_without_the_extra_names_the_install(
     with pytest.raises(UserError) as error:
         ffcv_set(FfcvData(path=tmp_path / "x.beton", image_size=16))
     assert "vlmforge[ffcv]" in (error.value.hint or "") and "libturbojpeg" in (error.value.hint or "")
-
-
-needs_ffcv = pytest.mark.skipif(
-    importlib.util.find_spec("ffcv") is None,
-    reason="the ffcv extra is not installed (it needs libturbojpeg and OpenCV development files)",
-)
-
-
-@pytest.fixture(scope="module")
-def digits_beton(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vlmforge.data.ffcv import write_beton
-
-    path = tmp_path_factory.mktemp("ffcv") / "digits.beton"
-    cfg = DigitsData()
-    write_beton(open_source(cfg), path, cfg.mean, cfg.std)
-    return path
 
 
 @needs_ffcv

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tests.curate_pool import digit_image, photo, rendered_text
-from vlmforge.config.curate import CurateRecipe, OcrDetector
+from tests.curate_pool import digit, photo, recipe_of, rendered_text
+from vlmforge.config.curate import OcrDetector
 from vlmforge.curate.base import Resources
 from vlmforge.curate.batch import Batch, Chunk
 from vlmforge.curate.scoring import caption_overlap, content_words
@@ -28,19 +28,6 @@ def reader() -> Any:
     from vlmforge.curate.textdetect import build_detector
 
     return build_detector(OcrDetector())
-
-
-def recipe_of(tmp_path: Path, steps: list[dict[str, Any]], **extra: Any) -> CurateRecipe:
-    source = extra.pop("input", {"kind": "webdataset", "shards": "x.tar"})
-    data = {"name": "t", "input": source, "output": str(tmp_path / "out"), "steps": steps, **extra}
-    return CurateRecipe.model_validate(data)
-
-
-def digit() -> Any:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    return Image.fromarray(digit_image(load_digits().images[3])).convert("RGB")
 
 
 def test_caption_overlap_counts_content_words_read_in_the_image() -> None:
