@@ -43,6 +43,7 @@ bench: install
 	OMP_NUM_THREADS=1 $(PY) benchmarks/curate.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/openclip_parity.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/family_throughput.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/startup.py
 
 lint: install
 	$(PY) -m ruff check src cli tests benchmarks

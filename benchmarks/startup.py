@@ -112,7 +112,7 @@ def main() -> None:
             total = statistics.median(t for _, t in times[name])
             row = {
                 "command": name,
-                "first_output_s": round(first, 2),
+                "first_output_s": None if first != first else round(first, 2),  # NaN: printed nothing
                 "exit_s": round(total, 2),
                 "ratio_to_import_torch": round(total / base, 2),
                 "heavy_imports": imported(command, cwd, env),
