@@ -10,302 +10,36 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from vlmforge.errors import UserError
-
-app = typer.Typer(
-    name="vlmforge",
-    help="Train vision-language models from typed, reproducible recipes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from vlmforge_cli import training  # noqa: F401  (registers pretrain, finetune, align first)
+from vlmforge_cli.common import (
+    EXIT_DATA_OVER_BUDGET,
+    FormatOpt,
+    OutputFormat,
+    OverridesArg,
+    PrintConfigOpt,
+    RecipeOpt,
+    app,
+    data_app,
+    emit,
+    err,
+    fail,
+    guarded,
+    load,
+    out,
+    print_config,
+    recipes_app,
+    training_verb,
 )
-recipes_app = typer.Typer(
-    help="List, show, copy shipped recipes; print recipe JSON Schemas.", no_args_is_help=True
-)
-app.add_typer(recipes_app, name="recipes")
-data_app = typer.Typer(help="Check data sources before a run.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-
-err = Console(stderr=True, emoji=False)  # ":name:" in a path or key stays text
-# Piped output is not cut to 80 columns: tables stay readable in logs and files.
-out = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
-EXIT_BAD_INPUT = 2
-EXIT_SIGTERM = 143
-EXIT_DATA_OVER_BUDGET = 1
 
 
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
-class EmitKind(str, Enum):
-    deepspeed_config = "deepspeed-config"
-
-
-RecipeOpt = Annotated[str, typer.Option("--config", "-c", help="Recipe YAML file, or a shipped recipe name.")]
-OverridesArg = Annotated[
-    list[str] | None,
-    typer.Argument(help="Overrides as key.path=value, e.g. optim.lr=3e-4 data.batch_size=64."),
-]
-FormatOpt = Annotated[
-    OutputFormat, typer.Option("--format", help="table (human) or json (one object on stdout).")
-]
-PrintConfigOpt = Annotated[
-    bool, typer.Option("--print-config", help="Print the fully resolved recipe as YAML and exit.")
-]
-
-
-def fail(error: UserError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
-    if error.hint:
-        err.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def guarded(body: Callable[[], Any]) -> Any:
-    try:
-        return body()
-    except UserError as error:
-        fail(error)
-
-
-def load(
-    verb: str, config: str | None, overrides: list[str] | None, base: dict[str, Any] | None = None
-) -> Any:
-    from vlmforge.config.load import load_recipe
-    from vlmforge.config.shipped import resolve_recipe_path
-
-    path = resolve_recipe_path(config) if config is not None else None
-    return load_recipe(verb, path, overrides or [], base=base)
-
-
-def training_verb(config: str) -> str:
-    """pretrain, finetune or align, from the recipe's contents (stages: finetune; from_run: align)."""
-    from vlmforge.config.load import read_yaml
-    from vlmforge.config.schema import recipe_verb
-    from vlmforge.config.shipped import resolve_recipe_path
-
-    verb = guarded(lambda: recipe_verb(read_yaml(resolve_recipe_path(config))))
-    if verb not in ("pretrain", "finetune", "align"):
-        fail(
-            UserError(
-                f"{config} is an {verb} recipe, not a training recipe",
-                hint="give a pretrain, finetune or align recipe",
-            )
-        )
-    return verb
-
-
-def emit(fmt: OutputFormat, payload: dict[str, Any], render: Callable[[], None]) -> None:
-    if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
-        sys.stdout.flush()
-    else:
-        render()
-
-
-def print_config(recipe: Any) -> None:
-    from vlmforge.config.load import dump_recipe
-
-    sys.stdout.write(dump_recipe(recipe))
-
-
-def emit_deepspeed(recipe: Any, target: Path | None, fmt: OutputFormat) -> None:
-    """``--emit deepspeed-config``: one DeepSpeed JSON per fit of a training recipe."""
-    from vlmforge.runs.lifecycle import emit_deepspeed_configs
-
-    written = guarded(lambda: emit_deepspeed_configs(recipe, target))
-    paths = {name: str(path) for name, path in written.items()}
-    payload: dict[str, Any] = {"deepspeed_configs": paths, "metrics": {}}
-    if len(paths) == 1:
-        payload["deepspeed_config"] = next(iter(paths.values()))
-
-    def render() -> None:
-        for path in paths.values():
-            err.print(f"wrote {escape(path)}")
-
-    emit(fmt, payload, render)
-
-
-# ------------------------------------------------------------------------------------------ verbs
-@app.command()
-def pretrain(
-    config: RecipeOpt,
-    overrides: OverridesArg = None,
-    resume: Annotated[
-        str, typer.Option(help="auto: newest unfinished run of this name; never; or a run dir / .ckpt file.")
-    ] = "never",
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
-    ] = False,
-    emit_launch: Annotated[
-        str | None,
-        typer.Option(
-            help="Write a torchrun or slurm launch script for this recipe (nodes x devices) and exit."
-        ),
-    ] = None,
-    emit_config: Annotated[
-        EmitKind | None,
-        typer.Option("--emit", help="Write a generated config for this recipe and exit: the DeepSpeed JSON."),
-    ] = None,
-    launch_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where --emit-launch / --emit write (default: ./<name>-<kind>.sh, ./<name>-deepspeed.json)."
-        ),
-    ] = None,
-    fmt: FormatOpt = OutputFormat.table,
-    show_config: PrintConfigOpt = False,
-) -> None:
-    """Pretrain a model (contrastive CLIP today) from a recipe, then evaluate it on the held-out split.
-
-    The estimated time and cost on the devices in use is printed first; on a terminal, a run costing more
-    than plan.confirm_above_usd asks before it starts."""
-    from vlmforge.verbs import pretrain as verb
-
-    recipe = guarded(lambda: load("pretrain", config, overrides))
-    if show_config:
-        print_config(recipe)
-        return
-    if emit_launch is not None:
-        from vlmforge.launch import emit_launch as write_launch
-
-        target = launch_file or Path(f"{recipe.name}-{emit_launch}.sh")
-        script, resolved = guarded(lambda: write_launch(recipe, emit_launch, target))
-        emit(
-            fmt,
-            {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
-            lambda: err.print(f"wrote {escape(str(script))} (recipe: {escape(str(resolved))})"),
-        )
-        return
-    if emit_config is EmitKind.deepspeed_config:
-        emit_deepspeed(recipe, launch_file, fmt)
-        return
-    confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
-    result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
-    if result is None:  # a worker rank under DDP: rank 0 reports
-        return
-    from vlmforge_cli.render import pretrain_summary
-
-    emit(fmt, result.to_json(), lambda: pretrain_summary(out, result))
-    if result.status == "preempted":
-        err.print(
-            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
-        )
-        raise typer.Exit(EXIT_SIGTERM)
-
-
-ResumeStagedOpt = Annotated[
-    str,
-    typer.Option(
-        help="auto: newest unfinished run of this name (finished parts are skipped); never; "
-        "or a run dir / .ckpt file."
-    ),
-]
-YesOpt = Annotated[
-    bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
-]
-EmitOpt = Annotated[
-    EmitKind | None,
-    typer.Option(
-        "--emit", help="Write a generated config for this recipe and exit: the DeepSpeed JSON of each fit."
-    ),
-]
-EmitFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--launch-file",
-        help="Where --emit writes (default: ./<name>-deepspeed.json; with several stages, one file each "
-        "with -<stage> before .json).",
-    ),
-]
-
-
-@app.command()
-def finetune(
-    config: RecipeOpt,
-    overrides: OverridesArg = None,
-    resume: ResumeStagedOpt = "never",
-    yes: YesOpt = False,
-    emit_config: EmitOpt = None,
-    launch_file: EmitFileOpt = None,
-    fmt: FormatOpt = OutputFormat.table,
-    show_config: PrintConfigOpt = False,
-) -> None:
-    """Finetune a vision-language model (LLaVA) stage by stage, then evaluate it on held-out conversations.
-
-    Each stage starts from the previous stage's weights and trains only what it names (projector,
-    projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
-    costing more than plan.confirm_above_usd asks before it starts."""
-    _train_llava("finetune", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
-
-
-@app.command()
-def align(
-    config: RecipeOpt,
-    overrides: OverridesArg = None,
-    resume: ResumeStagedOpt = "never",
-    yes: YesOpt = False,
-    emit_config: EmitOpt = None,
-    launch_file: EmitFileOpt = None,
-    fmt: FormatOpt = OutputFormat.table,
-    show_config: PrintConfigOpt = False,
-) -> None:
-    """Preference-tune (DPO / IPO) a finetuned LLaVA run on chosen/rejected answer pairs, then evaluate
-    it on held-out pairs (reward accuracy and margin, VQA).
-
-    The finetune run named by from_run is both the starting policy and the frozen reference. The plan
-    for the devices in use is printed first; on a terminal, a run costing more than
-    plan.confirm_above_usd asks before it starts."""
-    _train_llava("align", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
-
-
-def _train_llava(
-    verb_name: str,
-    config: str,
-    overrides: list[str] | None,
-    resume: str,
-    yes: bool,
-    fmt: OutputFormat,
-    show_config: bool,
-    emit_config: EmitKind | None,
-    launch_file: Path | None,
-) -> None:
-    """finetune or align: load, run, render (the two share their options and their summary)."""
-    import importlib
-
-    verb = importlib.import_module(f"vlmforge.verbs.{verb_name}")
-    recipe = guarded(lambda: load(verb_name, config, overrides))
-    if show_config:
-        print_config(recipe)
-        return
-    if emit_config is EmitKind.deepspeed_config:
-        emit_deepspeed(recipe, launch_file, fmt)
-        return
-    confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
-    result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
-    if result is None:  # a worker rank under DDP: rank 0 reports
-        return
-    from vlmforge_cli.render import finetune_summary
-
-    emit(fmt, result.to_json(), lambda: finetune_summary(out, result, verb_name))
-    if result.status == "preempted":
-        err.print(
-            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
-        )
-        raise typer.Exit(EXIT_SIGTERM)
-
-
+# ------------------------------------------------------------------------------------- other verbs
 @app.command("eval")
 def evaluate(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Eval recipe YAML.")] = None,

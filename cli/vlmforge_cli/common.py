@@ -1,0 +1,132 @@
+"""What every command shares: the Typer apps, the consoles, exit codes, option types, and loading,
+guarding and rendering helpers (bad input -> a short message and exit 2, never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from vlmforge.errors import UserError
+
+app = typer.Typer(
+    name="vlmforge",
+    help="Train vision-language models from typed, reproducible recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recipes_app = typer.Typer(
+    help="List, show, copy shipped recipes; print recipe JSON Schemas.", no_args_is_help=True
+)
+app.add_typer(recipes_app, name="recipes")
+data_app = typer.Typer(help="Check data sources before a run.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True, emoji=False)  # ":name:" in a path or key stays text
+# Piped output is not cut to 80 columns: tables stay readable in logs and files.
+out = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
+EXIT_BAD_INPUT = 2
+EXIT_SIGTERM = 143
+EXIT_DATA_OVER_BUDGET = 1
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class EmitKind(str, Enum):
+    deepspeed_config = "deepspeed-config"
+
+
+RecipeOpt = Annotated[str, typer.Option("--config", "-c", help="Recipe YAML file, or a shipped recipe name.")]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Overrides as key.path=value, e.g. optim.lr=3e-4 data.batch_size=64."),
+]
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", help="table (human) or json (one object on stdout).")
+]
+PrintConfigOpt = Annotated[
+    bool, typer.Option("--print-config", help="Print the fully resolved recipe as YAML and exit.")
+]
+
+
+def fail(error: UserError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
+    if error.hint:
+        err.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def guarded(body: Callable[[], Any]) -> Any:
+    try:
+        return body()
+    except UserError as error:
+        fail(error)
+
+
+def load(
+    verb: str, config: str | None, overrides: list[str] | None, base: dict[str, Any] | None = None
+) -> Any:
+    from vlmforge.config.load import load_recipe
+    from vlmforge.config.shipped import resolve_recipe_path
+
+    path = resolve_recipe_path(config) if config is not None else None
+    return load_recipe(verb, path, overrides or [], base=base)
+
+
+def training_verb(config: str) -> str:
+    """pretrain, finetune or align, from the recipe's contents (stages: finetune; from_run: align)."""
+    from vlmforge.config.load import read_yaml
+    from vlmforge.config.schema import recipe_verb
+    from vlmforge.config.shipped import resolve_recipe_path
+
+    verb = guarded(lambda: recipe_verb(read_yaml(resolve_recipe_path(config))))
+    if verb not in ("pretrain", "finetune", "align"):
+        fail(
+            UserError(
+                f"{config} is an {verb} recipe, not a training recipe",
+                hint="give a pretrain, finetune or align recipe",
+            )
+        )
+    return verb
+
+
+def emit(fmt: OutputFormat, payload: dict[str, Any], render: Callable[[], None]) -> None:
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        sys.stdout.flush()
+    else:
+        render()
+
+
+def print_config(recipe: Any) -> None:
+    from vlmforge.config.load import dump_recipe
+
+    sys.stdout.write(dump_recipe(recipe))
+
+
+def emit_deepspeed(recipe: Any, target: Path | None, fmt: OutputFormat) -> None:
+    """``--emit deepspeed-config``: one DeepSpeed JSON per fit of a training recipe."""
+    from vlmforge.runs.lifecycle import emit_deepspeed_configs
+
+    written = guarded(lambda: emit_deepspeed_configs(recipe, target))
+    paths = {name: str(path) for name, path in written.items()}
+    payload: dict[str, Any] = {"deepspeed_configs": paths, "metrics": {}}
+    if len(paths) == 1:
+        payload["deepspeed_config"] = next(iter(paths.values()))
+
+    def render() -> None:
+        for path in paths.values():
+            err.print(f"wrote {escape(path)}")
+
+    emit(fmt, payload, render)

@@ -1,0 +1,197 @@
+"""The training commands: `pretrain`, `finetune`, `align` (load the recipe, emit configs or launch
+scripts, run, render)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from vlmforge_cli.common import (
+    EXIT_SIGTERM,
+    EmitKind,
+    FormatOpt,
+    OutputFormat,
+    OverridesArg,
+    PrintConfigOpt,
+    RecipeOpt,
+    app,
+    emit,
+    emit_deepspeed,
+    err,
+    guarded,
+    load,
+    out,
+    print_config,
+)
+
+
+@app.command()
+def pretrain(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    resume: Annotated[
+        str, typer.Option(help="auto: newest unfinished run of this name; never; or a run dir / .ckpt file.")
+    ] = "never",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
+    ] = False,
+    emit_launch: Annotated[
+        str | None,
+        typer.Option(
+            help="Write a torchrun or slurm launch script for this recipe (nodes x devices) and exit."
+        ),
+    ] = None,
+    emit_config: Annotated[
+        EmitKind | None,
+        typer.Option("--emit", help="Write a generated config for this recipe and exit: the DeepSpeed JSON."),
+    ] = None,
+    launch_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where --emit-launch / --emit write (default: ./<name>-<kind>.sh, ./<name>-deepspeed.json)."
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Pretrain a model (CLIP, SigLIP, FLIP, CoCa, masked, FLAVA) from a recipe, then evaluate it held out.
+
+    The estimated time and cost on the devices in use is printed first; on a terminal, a run costing more
+    than plan.confirm_above_usd asks before it starts."""
+    from vlmforge.verbs import pretrain as verb
+
+    recipe = guarded(lambda: load("pretrain", config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+    if emit_launch is not None:
+        from vlmforge.launch import emit_launch as write_launch
+
+        target = launch_file or Path(f"{recipe.name}-{emit_launch}.sh")
+        script, resolved = guarded(lambda: write_launch(recipe, emit_launch, target))
+        emit(
+            fmt,
+            {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
+            lambda: err.print(f"wrote {escape(str(script))} (recipe: {escape(str(resolved))})"),
+        )
+        return
+    if emit_config is EmitKind.deepspeed_config:
+        emit_deepspeed(recipe, launch_file, fmt)
+        return
+    confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
+    result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
+    if result is None:  # a worker rank under DDP: rank 0 reports
+        return
+    from vlmforge_cli.render import pretrain_summary
+
+    emit(fmt, result.to_json(), lambda: pretrain_summary(out, result))
+    if result.status == "preempted":
+        err.print(
+            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
+        )
+        raise typer.Exit(EXIT_SIGTERM)
+
+
+ResumeStagedOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto: newest unfinished run of this name (finished parts are skipped); never; "
+        "or a run dir / .ckpt file."
+    ),
+]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Start without asking, whatever the estimated cost.")
+]
+EmitOpt = Annotated[
+    EmitKind | None,
+    typer.Option(
+        "--emit", help="Write a generated config for this recipe and exit: the DeepSpeed JSON of each fit."
+    ),
+]
+EmitFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--launch-file",
+        help="Where --emit writes (default: ./<name>-deepspeed.json; with several stages, one file each "
+        "with -<stage> before .json).",
+    ),
+]
+
+
+@app.command()
+def finetune(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    resume: ResumeStagedOpt = "never",
+    yes: YesOpt = False,
+    emit_config: EmitOpt = None,
+    launch_file: EmitFileOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Finetune a vision-language model (LLaVA) stage by stage, then evaluate it on held-out conversations.
+
+    Each stage starts from the previous stage's weights and trains only what it names (projector,
+    projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
+    costing more than plan.confirm_above_usd asks before it starts."""
+    _train_llava("finetune", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
+
+
+@app.command()
+def align(
+    config: RecipeOpt,
+    overrides: OverridesArg = None,
+    resume: ResumeStagedOpt = "never",
+    yes: YesOpt = False,
+    emit_config: EmitOpt = None,
+    launch_file: EmitFileOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    show_config: PrintConfigOpt = False,
+) -> None:
+    """Preference-tune (DPO / IPO) a finetuned LLaVA run on chosen/rejected answer pairs, then evaluate
+    it on held-out pairs (reward accuracy and margin, VQA).
+
+    The finetune run named by from_run is both the starting policy and the frozen reference. The plan
+    for the devices in use is printed first; on a terminal, a run costing more than
+    plan.confirm_above_usd asks before it starts."""
+    _train_llava("align", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
+
+
+def _train_llava(
+    verb_name: str,
+    config: str,
+    overrides: list[str] | None,
+    resume: str,
+    yes: bool,
+    fmt: OutputFormat,
+    show_config: bool,
+    emit_config: EmitKind | None,
+    launch_file: Path | None,
+) -> None:
+    """finetune or align: load, run, render (the two share their options and their summary)."""
+    import importlib
+
+    verb = importlib.import_module(f"vlmforge.verbs.{verb_name}")
+    recipe = guarded(lambda: load(verb_name, config, overrides))
+    if show_config:
+        print_config(recipe)
+        return
+    if emit_config is EmitKind.deepspeed_config:
+        emit_deepspeed(recipe, launch_file, fmt)
+        return
+    confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
+    result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
+    if result is None:  # a worker rank under DDP: rank 0 reports
+        return
+    from vlmforge_cli.render import finetune_summary
+
+    emit(fmt, result.to_json(), lambda: finetune_summary(out, result, verb_name))
+    if result.status == "preempted":
+        err.print(
+            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
+        )
+        raise typer.Exit(EXIT_SIGTERM)
