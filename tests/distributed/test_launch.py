@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEBUG_RECIPE, cli_env, pretrain_json, read_metrics, run_cli
+from tests.conftest import DEBUG_RECIPE, cli_env, free_port, pretrain_json, read_metrics, run_cli
 
 COMMON = ["data.batch_size=32", "train.max_steps=20", "train.log_every_steps=1", "eval=[]"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.distributed
@@ -41,7 +34,7 @@ def test_torchrun_script_runs_two_ranks_in_one_run_dir(tmp_path: Path) -> None:
     )
     env = cli_env() | {
         "RUN_ID": "t1",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     proc = subprocess.run(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import (
+from tests.conftest import (, free_port
     DEBUG_RECIPE,
     FSDP,
     REPO,
@@ -48,10 +48,6 @@ def _recipe(*overrides: str) -> Any:
     return load_recipe("pretrain", DEBUG_RECIPE, list(overrides))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- FSDP2 on 2 CPU ranks
@@ -164,7 +160,7 @@ def test_generated_deepspeed_config_trains_zero2_and_zero3_on_two_cpu_ranks(tmp_
 
     env = cli_env() | {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
-    command += [f"--master-port={_free_port()}", str(REPO / "tests" / "deepspeed_worker.py")]
+    command += [f"--master-port={free_port()}", str(REPO / "tests" / "deepspeed_worker.py")]
     command += [str(recipe_file), str(tmp_path), "zero2.json", "zero3.json"]
     proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
