@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +17,13 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import (, free_port
+from tests.conftest import (
     DEBUG_RECIPE,
     FSDP,
     REPO,
     SHORT_RUN,
     cli_env,
+    free_port,
     last_json,
     pretrain_json,
     read_metrics,
@@ -46,8 +46,6 @@ LOSS_TOLERANCE = 1e-4
 
 def _recipe(*overrides: str) -> Any:
     return load_recipe("pretrain", DEBUG_RECIPE, list(overrides))
-
-
 
 
 # ----------------------------------------------------------------------------- FSDP2 on 2 CPU ranks
