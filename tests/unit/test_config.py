@@ -153,3 +153,13 @@ def test_every_recipe_field_is_described(verb: str) -> None:
         if not spec.get("description") and field not in ("kind", "schema_version")
     ]
     assert not undocumented, f"fields without a description: {undocumented}"
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e309"])
+def test_non_finite_numbers_are_refused(value: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="optim.lr"):
+        load_recipe("pretrain", find_recipe("debug/clip-tiny"), [f"optim.lr={value}"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(find_recipe("debug/clip-tiny").read_text() + f"\nplan: {{confirm_above_usd: {value}}}\n")
+    with pytest.raises(UserError, match="confirm_above_usd"):
+        load_recipe("pretrain", recipe)

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    """Base for every recipe section: unknown keys are errors, assignments are re-validated."""
+    """Base for every recipe section: unknown keys are errors, assignments are re-validated, and numbers
+    must be finite (YAML reads ``1e309`` as infinity: a learning rate of inf would train to NaN)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
