@@ -157,9 +157,10 @@ def test_every_recipe_field_is_described(verb: str) -> None:
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e309"])
 def test_non_finite_numbers_are_refused(value: str, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="optim.lr"):
+    with pytest.raises(UserError, match=r"optim\.lr"):
         load_recipe("pretrain", find_recipe("debug/clip-tiny"), [f"optim.lr={value}"])
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(find_recipe("debug/clip-tiny").read_text() + f"\nplan: {{confirm_above_usd: {value}}}\n")
+    with_plan = f"\nplan: {{confirm_above_usd: {value}}}\n"
+    recipe.write_text(find_recipe("debug/clip-tiny").read_text() + with_plan)
     with pytest.raises(UserError, match="confirm_above_usd"):
         load_recipe("pretrain", recipe)
