@@ -39,7 +39,7 @@ def test_finetune_then_eval_from_the_cli(tmp_path: Path) -> None:
         assert losses[-1] < losses[0], f"stage {stage}: loss did not fall: {losses}"
         assert (run_dir / "stages" / stage / "model.safetensors").is_file()
     accuracy = result["metrics"]["eval"]["vqa"]["accuracy"]
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy > 0.1  # chance is 0.1 (ten digits); seed 0 with 60 stage-2 steps reaches 0.19 here
 
     evaluated = last_json(
         run_cli("eval", "--run", str(run_dir), "--format", "json", cwd=tmp_path, check=True).stdout
