@@ -25,18 +25,17 @@ class EvalResult:
             "metrics": self.metrics,
         }
 
+    def write(self) -> None:
+        """``<run_dir>/eval/<task>.json``: one file per task, each with the run, weights and data named."""
+        out = self.run_dir / "eval"
+        out.mkdir(exist_ok=True)
+        header = {k: v for k, v in self.to_json().items() if k != "metrics"}
+        for task, metrics in self.metrics.items():
+            write_json(out / f"{task}.json", header | {"metrics": metrics})
+
 
 def default_tasks(recipe: TrainingRecipe) -> list[EvalTask]:
     """The tasks a recipe without an ``eval`` list would have run (a run trained with ``eval=[]``)."""
     if isinstance(recipe, PretrainRecipe):
         return list(default_tasks_for(eval_tasks_for(recipe.model)))
     return list(type(recipe).model_fields["eval"].default_factory())  # type: ignore[misc]
-
-
-def write_eval_results(run_dir: Path, result: dict[str, Any]) -> None:
-    out = run_dir / "eval"
-    out.mkdir(exist_ok=True)
-    for task, metrics in result["metrics"].items():
-        write_json(
-            out / f"{task}.json", {k: v for k, v in result.items() if k != "metrics"} | {"metrics": metrics}
-        )

@@ -34,7 +34,7 @@ def run(
     from vlmforge.data.conversations import IMAGE, load_tokenizer, save_tokenizer
     from vlmforge.data.preferences import PreferenceSamples, split_preferences
     from vlmforge.evaluate.preference import PreferenceReference
-    from vlmforge.evaluate.results import EvalResult, write_eval_results
+    from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.llava import transformers_module, vocab_size_for
     from vlmforge.training.align import AlignModule
@@ -99,7 +99,7 @@ def run(
             metrics["eval"] = evaluate_model(
                 cfg, policy, tokenizer, cfg.max_text_tokens, val, list(recipe.eval), reference=reference
             )
-        write_eval_results(run_dir, EvalResult(run_dir, weights, val.name, metrics["eval"]).to_json())
+        EvalResult(run_dir, weights, val.name, metrics["eval"]).write()
     resumed_from = point.checkpoint if point else None
     result = RunResult(run_dir, status, outcome.get("steps", 0), weights, resumed_from, metrics)
     result.write()

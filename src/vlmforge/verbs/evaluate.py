@@ -14,7 +14,7 @@ import torch
 
 from vlmforge.config.schema import DigitsPreferences, EvalRecipe, PreferenceJsonData
 from vlmforge.errors import UserError
-from vlmforge.evaluate.results import EvalResult, default_tasks, write_eval_results
+from vlmforge.evaluate.results import EvalResult, default_tasks
 from vlmforge.evaluate.tasks import evaluate_model
 from vlmforge.families import family_for
 from vlmforge.runs.artifacts import load_aligned, load_trained, run_verb
@@ -39,7 +39,7 @@ def run(recipe: EvalRecipe) -> EvalResult:
             train_recipe.model, model, tokenizer, ctx, data, tasks, recipe.batch_size, train
         )
     result = EvalResult(recipe.run, ckpt, data.name, metrics)
-    write_eval_results(recipe.run, result.to_json())
+    result.write()
     return result
 
 
@@ -76,5 +76,5 @@ def _evaluate_aligned(recipe: EvalRecipe) -> EvalResult:
             reference=PreferenceReference(reference, align_recipe.dpo.beta),
         )
     result = EvalResult(recipe.run, weights, data.name, metrics)
-    write_eval_results(recipe.run, result.to_json())
+    result.write()
     return result

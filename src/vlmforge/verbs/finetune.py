@@ -18,7 +18,7 @@ from typing import Any
 
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.errors import UserError
-from vlmforge.runs.artifacts import stage_completed, stage_dir
+from vlmforge.runs.artifacts import llava_model, stage_completed, stage_dir
 from vlmforge.runs.directory import ResumePoint, manifest, resume_point_in
 from vlmforge.runs.lifecycle import RunResult, is_launched_worker, start_run
 from vlmforge.storage import WEIGHTS, read_json, write_json
@@ -31,13 +31,14 @@ def run(
     import torch
 
     from vlmforge.data.conversations import (
+        IMAGE,
         build_tokenizer,
         load_tokenizer,
         save_tokenizer,
         split_conversations,
         template_texts,
     )
-    from vlmforge.evaluate.results import EvalResult, write_eval_results
+    from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.llava import transformers_module, vocab_size_for
     from vlmforge.training.trainer import check_logger_installed, check_runnable
@@ -68,7 +69,7 @@ def run(
         if not is_launched_worker():
             save_tokenizer(tokenizer, saved_tokenizer)
     vocab = vocab_size_for(recipe.model, tokenizer)
-    tokens = (int(tokenizer.convert_tokens_to_ids("<image>")), int(tokenizer.pad_token_id))
+    tokens = (int(tokenizer.convert_tokens_to_ids(IMAGE)), int(tokenizer.pad_token_id))
     if not is_launched_worker():
         fingerprints = ",".join(train.images.fingerprint for train, _ in splits)
         devices = {"accelerator": recipe.train.accelerator, "world_size": recipe.world_size}
@@ -103,15 +104,13 @@ def run(
     )
     last_val = splits[-1][1]
     if status == "completed" and recipe.eval and len(last_val) > 0:
-        from vlmforge.models.llava import trained_model
-
         assert init is not None
-        model = trained_model(recipe.model, vocab, tokens[0], init)
+        model = llava_model(recipe.model, tokenizer, init)  # as `vlmforge eval` loads it
         with torch.no_grad():
             metrics["eval"] = evaluate_model(
                 recipe.model, model, tokenizer, recipe.model.max_text_tokens, last_val, list(recipe.eval)
             )
-        write_eval_results(run_dir, EvalResult(run_dir, init, last_val.name, metrics["eval"]).to_json())
+        EvalResult(run_dir, init, last_val.name, metrics["eval"]).write()
     final = init if status == "completed" else None
     result = RunResult(run_dir, status, steps, final, point.checkpoint if point else None, metrics)
     result.write()

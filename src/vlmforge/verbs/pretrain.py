@@ -29,7 +29,7 @@ def run(
     from vlmforge.data.accounting import budget_error, over_budget
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import save_tokenizer
-    from vlmforge.evaluate.results import EvalResult, write_eval_results
+    from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.training.fit import build_training, measure_fit
     from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed, check_runnable
@@ -82,7 +82,7 @@ def run(
             metrics["eval"] = evaluate_model(
                 recipe.model, model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
             )
-        write_eval_results(run_dir, EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).to_json())
+        EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).write()
     resumed_from = point.checkpoint if point else None
     result = RunResult(run_dir, status, trainer.global_step, ckpt, resumed_from, metrics)
     result.write()
