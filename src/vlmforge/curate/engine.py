@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,13 @@ def local_workers(engine: LocalEngine, tasks: int) -> int:
     return max(1, min(engine.workers or os.cpu_count() or 1, tasks))
 
 
+def _default_signals() -> None:
+    """Pool workers die on SIGTERM, as the pool's shutdown expects: a forked worker would otherwise inherit
+    whatever handler the parent installed (Ray's driver catches SIGTERM), and ``Pool.terminate`` would wait
+    forever for a worker that ignores it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _indexed(fn: Callable[[Task], Result], item: tuple[int, Task]) -> tuple[int, Result]:
     return item[0], fn(item[1])
 
@@ -58,7 +66,7 @@ def _local(
 
     # fork keeps imported modules (torch, open_clip) warm in the workers; elsewhere fork is unsafe
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with context.Pool(workers) as pool:
+    with context.Pool(workers, initializer=_default_signals) as pool:
         yield from pool.imap_unordered(partial(_indexed, fn), list(enumerate(tasks)))
 
 
