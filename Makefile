@@ -31,7 +31,7 @@ test-fast: install
 	$(PY) -m pytest -m "not gpu" tests/unit
 
 test-integration: install
-	$(PY) -m pytest -m "not gpu" tests/integration
+	$(PY) -m pytest -m "not gpu" tests/integration tests/hostile
 
 test-distributed: install
 	$(PY) -m pytest -m "not gpu" tests/distributed

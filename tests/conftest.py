@@ -20,6 +20,8 @@ os.environ["VLMFORGE_CACHE"] = tempfile.mkdtemp(prefix="vlmforge-test-cache-")  
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "recipes" / "debug" / "clip-tiny.yaml"
 LANES = ("unit", "integration", "distributed")
+# tests/hostile: bad input and faults through the real CLI, in the integration lane
+LANE_OF_FOLDER = {"hostile": "integration"}
 needs_ffcv = pytest.mark.skipif(
     importlib.util.find_spec("ffcv") is None,
     reason="the ffcv extra is not installed (it needs libturbojpeg and OpenCV development files)",
@@ -28,7 +30,8 @@ needs_ffcv = pytest.mark.skipif(
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        lane = Path(str(item.fspath)).parent.name
+        folder = Path(str(item.fspath)).parent.name
+        lane = LANE_OF_FOLDER.get(folder, folder)
         if lane in LANES:
             item.add_marker(getattr(pytest.mark, lane))
 

@@ -33,9 +33,13 @@ app.add_typer(data_app, name="data")
 err = Console(stderr=True, emoji=False)  # ":name:" in a path or key stays text
 # Piped output is not cut to 80 columns: tables stay readable in logs and files.
 out = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
-EXIT_BAD_INPUT = 2
-EXIT_SIGTERM = 143
-EXIT_DATA_OVER_BUDGET = 1
+# Exit codes: each way a run can end has its own, so a scheduler can tell them apart.
+EXIT_DATA_OVER_BUDGET = 1  # the data had more bad samples than data.max_bad_fraction allows
+EXIT_BAD_INPUT = 2  # recipe, flags or files are wrong; nothing was started (or nothing was lost)
+EXIT_DIVERGED = 3  # the loss became non-finite; the last finite step's checkpoint was kept
+EXIT_DISK_FULL = 4  # a write failed for lack of space; result.json names the intact checkpoint
+EXIT_SIGINT = 130  # Ctrl-C: checkpoint saved, as for SIGTERM
+EXIT_SIGTERM = 143  # preempted: checkpoint saved, resume with --resume
 
 
 class OutputFormat(str, Enum):
