@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 
 def no_traceback(stderr: str) -> None:
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -21,8 +19,3 @@ def files_under(root: Path) -> set[str]:
 def leftovers(root: Path) -> list[str]:
     """Half-written files a crash could leave behind (``*.tmp``)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name.endswith(".tmp"))
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
