@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, UserErrors
 
 app = typer.Typer(
     name="vlmforge",
@@ -65,9 +65,10 @@ PrintConfigOpt = Annotated[
 
 
 def fail(error: UserError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
-    if error.hint:
-        err.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+    for problem in error.problems if isinstance(error, UserErrors) else [error]:
+        err.print(f"[bold red]error:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
+        if problem.hint:
+            err.print(f"[yellow]hint:[/] {escape(problem.hint)}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, raise_all
 from vlmforge_cli import training  # noqa: F401  (registers pretrain, finetune, align first)
 from vlmforge_cli.common import (
     EXIT_DATA_OVER_BUDGET,
@@ -219,6 +219,7 @@ def validate(
     if show_config:
         print_config(recipe)
         return
+    guarded(lambda: raise_all(_preflight(chosen, recipe)))
     notes = _missing_paths(recipe)
     payload = {"valid": True, "verb": chosen, "name": getattr(recipe, "name", None), "notes": notes}
 
@@ -228,6 +229,18 @@ def validate(
             err.print(f"[yellow]note:[/] {escape(note)}")
 
     emit(fmt, payload, render)
+
+
+def _preflight(verb: str, recipe: Any) -> list[UserError]:
+    """The checks the verb itself runs before its first side effect, every problem at once."""
+    import importlib
+
+    module = PREFLIGHT.get(verb)
+    return importlib.import_module(module).preflight(recipe) if module else []
+
+
+# The verbs whose run starts with ``preflight(recipe)``: validate runs the same checks.
+PREFLIGHT = {"curate": "vlmforge.verbs.curate"}
 
 
 def _missing_paths(recipe: Any) -> list[str]:

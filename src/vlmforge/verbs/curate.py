@@ -31,9 +31,9 @@ from vlmforge.curate.pipeline import (
 )
 from vlmforge.curate.progress import PassProgress
 from vlmforge.curate.report import write_report
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, collect, raise_all
 
-__all__ = ["CurateResult", "run"]
+__all__ = ["CurateResult", "preflight", "run"]
 
 
 @dataclass
@@ -68,9 +68,8 @@ def run(recipe: CurateRecipe, progress: bool = True) -> CurateResult:
     """Curate ``recipe.input`` into ``recipe.output`` (resuming a matching earlier curation there)."""
     started = time.perf_counter()
     recipe = absolute_paths(recipe)
+    raise_all(preflight(recipe))
     shards = list_shards(recipe.input)
-    if not shards:
-        raise UserError("input: no samples found", hint="check input.shards / input.path")
     output, work = recipe.output, recipe.output / "work"
     recipe_json = recipe.model_dump_json()
     _, steps = process_steps(recipe_json)  # vocabulary files and captioners checked up front
@@ -132,6 +131,18 @@ def run(recipe: CurateRecipe, progress: bool = True) -> CurateResult:
         time.perf_counter() - started,
         extra.get("ffcv"),
     )
+
+
+def preflight(recipe: CurateRecipe) -> list[UserError]:
+    """Every problem ``run`` would stop on before its first side effect (``vlmforge validate`` reports the
+    same), all of them rather than the first."""
+    recipe = absolute_paths(recipe)
+    return collect([lambda: _has_input(recipe)])
+
+
+def _has_input(recipe: CurateRecipe) -> None:
+    if not list_shards(recipe.input):
+        raise UserError("input: no samples found", hint="check input.shards / input.path")
 
 
 def write_curated_beton(output: Path, cfg: Any) -> dict[str, Any]:
