@@ -93,6 +93,7 @@ def main() -> None:
             "import torch": [python, "-c", "import torch"],
             "vlmforge --help": [*cli, "--help"],
             "recipes ls": [*cli, "recipes", "ls"],
+            "validate --schema-only": [*cli, "validate", "--schema-only", "-c", "debug/clip-tiny"],
             "validate": [*cli, "validate", "-c", "debug/clip-tiny"],
             "data check": [*cli, "data", "check", str(cwd / "digits.tar")],
             "plan (clip)": [*cli, "plan", "-c", "debug/clip-tiny"],

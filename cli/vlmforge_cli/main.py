@@ -202,8 +202,17 @@ def validate(
     verb: Annotated[str | None, typer.Option(help="Recipe type (default: inferred from the file).")] = None,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
+    schema_only: Annotated[
+        bool,
+        typer.Option(
+            "--schema-only",
+            help="Check fields, types and values only, not what the verb checks on this machine (files, "
+            "packages, devices, memory): for a recipe meant for another machine.",
+        ),
+    ] = False,
 ) -> None:
-    """Check a recipe without running anything: schema, types, values, paths."""
+    """Check a recipe without running anything: every check the verb runs before it starts, all problems
+    at once (fields, types, values, files, packages, devices, memory)."""
     from vlmforge.config.schema import RECIPES, recipe_verb
 
     def body() -> tuple[str, Any]:
@@ -219,8 +228,10 @@ def validate(
     if show_config:
         print_config(recipe)
         return
-    guarded(lambda: raise_all(_preflight(chosen, recipe)))
     notes = _missing_paths(recipe)
+    if not schema_only:  # here a missing file is an error, as it is for the verb
+        missing = [UserError(note, hint="fix the path, or pass --schema-only") for note in notes]
+        guarded(lambda: raise_all(missing + _preflight(chosen, recipe)))
     payload = {"valid": True, "verb": chosen, "name": getattr(recipe, "name", None), "notes": notes}
 
     def render() -> None:
@@ -240,7 +251,12 @@ def _preflight(verb: str, recipe: Any) -> list[UserError]:
 
 
 # The verbs whose run starts with ``preflight(recipe)``: validate runs the same checks.
-PREFLIGHT = {"curate": "vlmforge.verbs.curate"}
+PREFLIGHT = {
+    "curate": "vlmforge.verbs.curate",
+    "pretrain": "vlmforge.runs.preflight",
+    "finetune": "vlmforge.runs.preflight",
+    "align": "vlmforge.runs.preflight",
+}
 
 
 def _missing_paths(recipe: Any) -> list[str]:

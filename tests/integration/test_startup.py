@@ -61,12 +61,22 @@ def digits_shard(path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "args",
-    [["recipes", "ls"], ["validate", "-c", "debug/clip-tiny"], ["validate", "-c", "debug/llava-tiny"]],
+    [
+        ["recipes", "ls"],
+        ["validate", "--schema-only", "-c", "debug/clip-tiny"],
+        ["validate", "--schema-only", "-c", "debug/llava-tiny"],
+    ],
     ids=" ".join,
 )
 def test_recipe_verbs_import_no_torch(args: list[str], tmp_path: Path) -> None:
     modules = loaded_modules(args, tmp_path)
     assert "torch" not in modules and not modules & set(TRAINING_ONLY)
+
+
+def test_validate_runs_the_training_checks_without_lightning(tmp_path: Path) -> None:
+    modules = loaded_modules(["validate", "-c", "debug/clip-tiny"], tmp_path)
+    assert "torch" in modules  # the memory check counts the model on the meta device
+    assert not modules & set(TRAINING_ONLY)
 
 
 @pytest.mark.parametrize("recipe", ["debug/clip-tiny", "debug/llava-tiny", "debug/coca-tiny"])

@@ -22,7 +22,7 @@ from vlmforge.planning.layouts import LAYOUTS
 from vlmforge.runs.directory import find_resume_point
 from vlmforge.storage import prune_checkpoints, replace_path
 from vlmforge.training.deepspeed_config import deepspeed_config, for_lightning
-from vlmforge.training.trainer import check_runnable
+from vlmforge.training.requirements import check_runnable
 
 
 def _deepspeed(recipe: Any) -> dict[str, Any]:

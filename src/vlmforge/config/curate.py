@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from vlmforge.config.base import Section
+from vlmforge.config.base import Section, Seed
 
 CURATE_SCHEMA_VERSION = 1
 
@@ -401,7 +401,7 @@ class CurateRecipe(Section):
 
     schema_version: Literal[1] = Field(CURATE_SCHEMA_VERSION, description="Recipe format version.")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of this curation.")
-    seed: int = Field(0, description="Seed of every random choice (k-means, MetaCLIP sampling).")
+    seed: Seed = Field(0, description="Seed of every random choice (k-means, MetaCLIP sampling).")
     input: CurateInput = Field(description="The pool to curate: webdataset shards or a folder, by kind.")
     output: Path = Field(description="Folder for shards/, report.json, report.html and plots/.")
     engine: CurateEngine = Field(default_factory=LocalEngine, description="Where the work runs.")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from vlmforge.config.base import Section
+from vlmforge.config.base import Section, Seed
 
 # --------------------------------------------------------------------------------------------- data
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -176,7 +176,7 @@ class DigitsPreferences(PreferenceDataBase):
     (chosen) or a wrong one drawn with `seed` (rejected)."""
 
     kind: Literal["digits-preferences"] = "digits-preferences"
-    seed: int = Field(0, description="Seed of the wrong answers (the same pairs for every run).")
+    seed: Seed = Field(0, description="Seed of the wrong answers (the same pairs for every run).")
     mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
     std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
     val_fraction: float = Field(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from vlmforge.config.base import Section
+from vlmforge.config.base import Section, Seed
 from vlmforge.config.llava import LlavaModel
 from vlmforge.config.models import PERTURBATION_KINDS, ModelConfig, Perturbation
 
@@ -45,7 +45,7 @@ class CompositionalTask(Section):
     attributes: list[str] | None = Field(
         None, description="Attribute words for swap_attributes (default: built-in colours, sizes, materials)."
     )
-    seed: int = Field(0, description="Seed of the perturbations (the same probes for every model).")
+    seed: Seed = Field(0, description="Seed of the perturbations (the same probes for every model).")
 
 
 class VqaTask(Section):

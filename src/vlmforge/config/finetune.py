@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vlmforge.config.base import Section
+from vlmforge.config.base import Section, Seed
 from vlmforge.config.data import ConversationSource, PreferenceSource
 from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_eval_tasks
 from vlmforge.config.llava import LlavaModel, LoraAdapters
@@ -132,7 +132,7 @@ class AlignRecipe(RunRecipe):
     """`vlmforge align`: preference-tune (DPO/IPO) the last stage of a finetune run, which is also the frozen
     reference. An align recipe is recognised by its `from_run` key."""
 
-    seed: int = Field(0, description="Seed for initialisation of adapters and data order.")
+    seed: Seed = Field(0, description="Seed for initialisation of adapters and data order.")
     from_run: Path = Field(
         description="A finetune run directory, or a folder of runs (<output_dir>/<name>) whose newest "
         "completed run is taken: its last stage's weights and tokenizer start the policy and the reference."

@@ -28,7 +28,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
             f"recipe file not found: {path}", hint="check the path, or list recipes: vlmforge recipes ls"
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_bytes().decode("utf-8"), str(path))
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})",
+            hint="save the recipe as UTF-8",
+        ) from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -45,6 +50,52 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# A recipe is a few hundred values; anchors and aliases may share a node, but the tree they stand for must
+# stay small: ``a: &a [x, x]``, ``b: &b [*a, *a]``, ... doubles per line (a "billion laughs") and would hang
+# whatever walks it later (validation, --print-config, the DeepSpeed config).
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses documents whose aliases expand past ``MAX_YAML_NODES`` nodes or
+    ``MAX_YAML_DEPTH`` levels, or refer to themselves, before building them."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, source, {}, 0)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, source: str, sizes: dict[int, int], depth: int) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (shared nodes counted each time)."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] < 0:
+            raise UserError(f"{source}: a YAML alias refers to itself", hint="remove the recursive alias")
+        return sizes[key]
+    if depth > MAX_YAML_DEPTH:
+        raise UserError(f"{source}: YAML nested deeper than {MAX_YAML_DEPTH} levels", hint="flatten it")
+    sizes[key] = -1
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1 + sum(_expanded_size(child, source, sizes, depth + 1) for child in children)
+    if total > MAX_YAML_NODES:
+        raise UserError(
+            f"{source}: YAML anchors/aliases expand to more than {MAX_YAML_NODES:,} values",
+            hint="write the values out instead of nesting aliases of aliases",
+        )
+    sizes[key] = total
+    return total
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``optim.lr=3e-4`` -> (["optim", "lr"], 0.0003). Values are parsed as YAML scalars/lists."""
     key, sep, raw = text.partition("=")
@@ -53,7 +104,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             f"bad override {text!r}", hint="write overrides as key.path=value, e.g. optim.lr=3e-4"
         )
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml_text(raw, f"override {text!r}") if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):

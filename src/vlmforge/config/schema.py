@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from vlmforge.config.base import Section
+from vlmforge.config.base import Section, Seed
 from vlmforge.config.curate import CurateRecipe
 from vlmforge.config.data import (  # noqa: F401  (re-exported)
     OPENAI_MEAN,
@@ -84,7 +84,7 @@ from vlmforge.config.training import (  # noqa: F401  (re-exported)
 class PretrainRecipe(RunRecipe):
     """`vlmforge pretrain`: train a model from scratch (or from `model.pretrained`)."""
 
-    seed: int = Field(0, description="Seed for initialisation, data order and caption choice.")
+    seed: Seed = Field(0, description="Seed for initialisation, data order and caption choice.")
     model: ModelConfig = Field(description="The model, chosen by kind: clip, siglip, coca, masked, flava.")
     data: DataSource = Field(description="Training data, chosen by kind; a held-out split is evaluated.")
     optim: OptimConfig = Field(
@@ -159,7 +159,7 @@ class EvalRecipe(Section):
         None, description="Evaluations to run (default: those of the run's recipe)."
     )
     batch_size: int = Field(256, ge=1, description="Samples per forward pass.")
-    seed: int = Field(0, description="Seed (evaluation is deterministic for a seed).")
+    seed: Seed = Field(0, description="Seed (evaluation is deterministic for a seed).")
 
 
 TrainingRecipe = PretrainRecipe | FinetuneRecipe | AlignRecipe

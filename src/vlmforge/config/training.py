@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from vlmforge.config.base import Section
+from vlmforge.config.base import Section, Seed
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -210,6 +210,11 @@ class PlanConfig(Section):
     accelerator: str | None = Field(
         None, description="Catalog name of the GPUs in use (default: recognised from the CUDA device name)."
     )
+    check_memory: bool = Field(
+        True,
+        description="Refuse to start when the estimated memory per device (model states + activations, "
+        "and the data held in memory) exceeds what this machine has; false starts anyway.",
+    )
 
 
 class NoLogger(Section):
@@ -239,7 +244,7 @@ class RunRecipe(Section):
     name: str = Field(
         pattern=NAME_PATTERN, description="Run name: runs go to <output_dir>/<name>/<timestamp>/."
     )
-    seed: int = Field(0, description="Seed for initialisation and data order.")
+    seed: Seed = Field(0, description="Seed for initialisation and data order.")
     output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
 
     if TYPE_CHECKING:  # a field of every subclass, declared there to keep its place in the recipe

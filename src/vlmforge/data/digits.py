@@ -17,6 +17,12 @@ TEMPLATES = [
     "an image of the digit {}.",
     "a scan of a handwritten {}.",
 ]
+DIGITS_COUNT = 1797
+
+
+def in_memory_bytes(image_size: int) -> int:
+    """What ``digits_set`` holds: every digit as 3 x side x side float32 (checked before it is built)."""
+    return DIGITS_COUNT * 3 * image_size * image_size * 4
 
 
 def digits_set(cfg: DigitsData) -> ImageTextSet:

@@ -51,6 +51,7 @@ class PhaseCost:
     frozen_params: int
     activation_bytes_per_sample: int
     global_batch: int
+    micro_batch: int  # per device, as the recipe trains it
 
 
 def planned_model(recipe: TrainingRecipe) -> Any:
@@ -189,9 +190,17 @@ def phase_cost(phase: Phase) -> PhaseCost:
         frozen,
         count.saved_bytes,
         phase.batch.global_batch,
+        phase.batch.micro_batch,
     )
 
 
+# one count per recipe and process: the pre-flight check and the estimate share it
+_COUNTED: dict[str, list[PhaseCost]] = {}
+
+
 def recipe_model_costs(recipe: TrainingRecipe) -> list[PhaseCost]:
-    """Every phase of the recipe, counted."""
-    return [phase_cost(phase) for phase in phases(recipe)]
+    """Every phase of the recipe, counted (once per process for the same recipe)."""
+    key = f"{type(recipe).__name__}:{recipe.model_dump_json()}"
+    if key not in _COUNTED:
+        _COUNTED[key] = [phase_cost(phase) for phase in phases(recipe)]
+    return list(_COUNTED[key])

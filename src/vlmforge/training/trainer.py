@@ -19,46 +19,9 @@ from vlmforge.config.schema import (
     TrainingRecipe,
     WandbLogger,
 )
-from vlmforge.errors import UserError, missing_extra
+from vlmforge.training.requirements import check_logger_installed, on_cpu
 
 FSDP_SHARDING = {"full": "FULL_SHARD", "hybrid": "HYBRID_SHARD", "grad_op": "SHARD_GRAD_OP"}
-
-
-def on_cpu(recipe: TrainingRecipe) -> bool:
-    """Whether the run trains on CPU: asked for, or ``auto`` on a machine without a CUDA GPU."""
-    return recipe.train.accelerator == "cpu" or (recipe.train.accelerator == "auto" and not _cuda_available())
-
-
-def is_sharded(recipe: TrainingRecipe) -> bool:
-    """Strategies whose model states are split across ranks (their checkpoints may be folders)."""
-    return isinstance(recipe.train.strategy, FSDPStrategy | DeepSpeedStrategy)
-
-
-def check_runnable(recipe: TrainingRecipe) -> None:
-    """Fail before anything is created when the recipe's strategy or precision cannot run here."""
-    import importlib.util
-
-    strategy, train = recipe.train.strategy, recipe.train
-    cpu = on_cpu(recipe)
-    if cpu and train.precision == "16-mixed":
-        raise UserError(
-            "train.precision 16-mixed (float16 autocast + loss scaler) needs a CUDA GPU; this run is on CPU",
-            hint="use train.precision=bf16-mixed or 32 on CPU",
-        )
-    if isinstance(strategy, DeepSpeedStrategy):
-        if cpu:
-            raise UserError(
-                "train.strategy.kind deepspeed: Lightning's DeepSpeedStrategy runs on CUDA GPUs only",
-                hint="on CPU use train.strategy.kind=fsdp (or ddp); `vlmforge pretrain -c RECIPE --emit "
-                "deepspeed-config` still writes the DeepSpeed config for a GPU machine",
-            )
-        if importlib.util.find_spec("deepspeed") is None:
-            raise missing_extra("deepspeed", "deepspeed")
-    if isinstance(strategy, FSDPStrategy) and cpu and strategy.cpu_offload:
-        raise UserError(
-            "train.strategy.cpu_offload moves shards from GPU to CPU memory: a CPU run has none to move",
-            hint="set train.strategy.cpu_offload=false",
-        )
 
 
 def build_strategy(recipe: TrainingRecipe, batch: BatchPlan, blocks: tuple[type, ...] = ()) -> Any:
@@ -101,14 +64,6 @@ def build_strategy(recipe: TrainingRecipe, batch: BatchPlan, blocks: tuple[type,
 
         return LightningDeepSpeed(config=for_lightning(deepspeed_config(recipe.train, batch)))
     return "auto"
-
-
-def check_logger_installed(config: LoggerConfig) -> None:
-    """Fail before anything is created when the recipe's logger needs a package that is missing."""
-    import importlib.util
-
-    if isinstance(config, WandbLogger) and importlib.util.find_spec("wandb") is None:
-        raise missing_extra("wandb", "wandb")
 
 
 def build_loggers(config: LoggerConfig, run_dir: str, name: str) -> list[Any]:
@@ -167,9 +122,3 @@ def build_trainer(
         use_distributed_sampler=False,  # GlobalBatchSampler already splits data across ranks
         default_root_dir=run_dir,
     )
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vlmforge.config.schema import AlignRecipe
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.artifacts import llava_model, stage_completed, with_source_model
 from vlmforge.runs.directory import manifest
 from vlmforge.runs.lifecycle import RunResult, is_launched_worker, start_run
@@ -36,18 +36,16 @@ def run(
     from vlmforge.evaluate.preference import PreferenceReference
     from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
-    from vlmforge.models.llava import transformers_module, vocab_size_for
+    from vlmforge.models.llava import vocab_size_for
+    from vlmforge.runs.preflight import preflight
     from vlmforge.training.align import AlignModule
     from vlmforge.training.fit import fit_to_weights
     from vlmforge.training.module import FitSettings
-    from vlmforge.training.trainer import check_logger_installed, check_runnable
 
-    transformers_module()  # the llava extra, before anything is created
-    check_logger_installed(recipe.logger)
+    raise_all(preflight(recipe))
     recipe, source = with_source_model(recipe)
     cfg = recipe.model
     assert cfg is not None
-    check_runnable(recipe)
     train, val = split_preferences(recipe.data, cfg.vision.image_size)
     if len(train) < recipe.batch_size:
         raise UserError(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.artifacts import llava_model, stage_completed, stage_dir
 from vlmforge.runs.directory import ResumePoint, manifest, resume_point_in
 from vlmforge.runs.lifecycle import RunResult, is_launched_worker, start_run
@@ -40,12 +40,10 @@ def run(
     )
     from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
-    from vlmforge.models.llava import transformers_module, vocab_size_for
-    from vlmforge.training.trainer import check_logger_installed, check_runnable
+    from vlmforge.models.llava import vocab_size_for
+    from vlmforge.runs.preflight import preflight
 
-    transformers_module()  # the llava extra, before anything is created
-    check_logger_installed(recipe.logger)
-    check_runnable(recipe)
+    raise_all(preflight(recipe))
     side = recipe.model.vision.image_size
     splits = [split_conversations(stage.data, side) for stage in recipe.stages]
     for i, (stage, (train, _)) in enumerate(zip(recipe.stages, splits, strict=True)):

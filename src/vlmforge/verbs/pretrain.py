@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.config.schema import PretrainRecipe
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.directory import manifest
 from vlmforge.runs.lifecycle import RunResult, start_run
 from vlmforge.storage import write_json
@@ -31,11 +31,11 @@ def run(
     from vlmforge.data.tokenizers import save_tokenizer
     from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
+    from vlmforge.runs.preflight import preflight
     from vlmforge.training.fit import build_training, measure_fit
-    from vlmforge.training.trainer import build_loggers, build_trainer, check_logger_installed, check_runnable
+    from vlmforge.training.trainer import build_loggers, build_trainer
 
-    check_logger_installed(recipe.logger)
-    check_runnable(recipe)
+    raise_all(preflight(recipe))
     train_set, val_set = train_val_split(recipe.data)
     rejected, limit = len(train_set.rejected), recipe.data.max_bad_fraction
     if over_budget(rejected, train_set.source_size, limit):
@@ -93,7 +93,7 @@ def model_for_eval(recipe: PretrainRecipe, module: Any, vocab_size: int, checkpo
     """The trained model on CPU for the held-out evaluation: the module's own, or rebuilt from the final
     checkpoint (as ``vlmforge eval`` does) when the module's copy is sharded across ranks or compiled."""
     from vlmforge.runs.artifacts import pretrained_model
-    from vlmforge.training.trainer import is_sharded
+    from vlmforge.training.requirements import is_sharded
 
     if not (is_sharded(recipe) or recipe.train.compile):
         return module.model.to("cpu")

@@ -1,0 +1,113 @@
+"""What every training verb checks before its first side effect — and ``vlmforge validate`` with it: the
+optional packages it needs, whether its strategy and precision run here, that the model takes the data's
+image size, and that the model, its activations and the data held in memory fit this machine. Every
+problem is reported at once."""
+
+from __future__ import annotations
+
+import os
+
+from vlmforge.config.schema import (
+    AlignRecipe,
+    FinetuneRecipe,
+    PretrainRecipe,
+    TrainingRecipe,
+)
+from vlmforge.errors import UserError, collect
+from vlmforge.launch import global_rank
+
+GB = 1024**3
+IN_MEMORY_KINDS = ("digits", "digits-conversations", "digits-preferences")  # held whole in each process
+
+
+def preflight(recipe: TrainingRecipe) -> list[UserError]:
+    """Every problem that would stop a pretrain, finetune or align run before it creates anything. The
+    model-dependent checks need the basics (packages, strategy, an align recipe's source run) first."""
+    from vlmforge.training.requirements import check_logger_installed, check_runnable
+
+    basics = [lambda: check_logger_installed(recipe.logger), lambda: check_runnable(recipe)]
+    if isinstance(recipe, FinetuneRecipe | AlignRecipe):
+        from vlmforge.models.llava import transformers_module
+
+        basics.insert(0, transformers_module)
+    resolved: list[TrainingRecipe] = [recipe]
+    if isinstance(recipe, AlignRecipe):  # its model is its from_run's
+        from vlmforge.runs.artifacts import with_source_model
+
+        basics.append(lambda: resolved.append(with_source_model(recipe)[0]))
+    problems = collect(basics)
+    if problems:
+        return problems
+    recipe = resolved[-1]
+    checks = [lambda: check_memory(recipe)]
+    if isinstance(recipe, PretrainRecipe):
+        checks.insert(0, lambda: check_image_size(recipe))
+    return collect(checks)
+
+
+def check_image_size(recipe: PretrainRecipe) -> None:
+    """The model (built on the meta device: no memory) must take the images the data makes."""
+    from vlmforge.families import family_for
+    from vlmforge.planning.phases import phases
+
+    model = phases(recipe)[0].build("meta")
+    side = family_for(recipe.model).models.image_size(recipe.model, model)
+    if side != recipe.data.image_size:
+        raise UserError(
+            f"data.image_size is {recipe.data.image_size} but the model expects {side}",
+            hint=f"set data.image_size={side}",
+        )
+
+
+def data_in_memory_gb(recipe: TrainingRecipe) -> float:
+    """The data each process holds in memory (sources read whole: the digits), in GB."""
+    from vlmforge.data.digits import in_memory_bytes
+
+    if isinstance(recipe, PretrainRecipe):
+        sources = [(recipe.data, recipe.data.image_size)]
+    else:
+        model = recipe.model
+        side = model.vision.image_size if model is not None else 0
+        staged = isinstance(recipe, FinetuneRecipe)
+        sources = [(data, side) for data in ([s.data for s in recipe.stages] if staged else [recipe.data])]
+    return sum(in_memory_bytes(side) for data, side in sources if data.kind in IN_MEMORY_KINDS) / GB
+
+
+def check_memory(recipe: TrainingRecipe) -> None:
+    """Refuse a run whose estimated memory per process is above what this machine has (``plan.check_memory:
+    false`` starts it anyway): the numbers, and what to change."""
+    from vlmforge.planning.fits import device_memory, host_available_gb, recipe_memory
+    from vlmforge.planning.phases import recipe_model_costs
+    from vlmforge.training.requirements import on_cpu
+
+    if not recipe.plan.check_memory:
+        return
+    if global_rank() != 0:  # rank 0 checked before the others started; they see its memory in use
+        return
+    cpu = on_cpu(recipe)
+    here = int(os.environ.get("LOCAL_WORLD_SIZE", recipe.train.devices))  # processes on this host
+    data_gb = data_in_memory_gb(recipe)
+    host = host_available_gb()
+    if host is not None and data_gb * here > host:
+        raise UserError(
+            f"the data held in memory needs {data_gb:.1f} GB per process x {here} = {data_gb * here:.1f} GB; "
+            f"this host has {host:.1f} GB available",
+            hint="lower data.image_size (the digits are held whole), or set plan.check_memory=false",
+        )
+    device = device_memory(cpu, here)
+    if device is None:
+        return
+    for cost in recipe_model_costs(recipe):
+        estimate = recipe_memory(recipe, cost, cost.micro_batch)
+        need = estimate.total_gb + (data_gb if cpu else 0.0)
+        if need > device.gb:
+            raise UserError(
+                f"{cost.name}: estimated {need:.1f} GB per process (weights {estimate.weights_gb:.1f}, "
+                f"gradients {estimate.grads_gb:.1f}, optimizer {estimate.optimizer_gb:.1f}, activations "
+                f"{estimate.activations_gb:.1f} at micro-batch {cost.micro_batch}"
+                + (f", data {data_gb:.1f}" if cpu and data_gb else "")
+                + f"); {device.name} has {device.gb:.1f} GB",
+                hint="`vlmforge plan -c RECIPE` shows layouts that fit (lower train.micro_batch_size, "
+                "train.activation_checkpointing=true, a sharding strategy, or more devices); "
+                "plan.check_memory=false starts anyway",
+            )
