@@ -13,7 +13,7 @@ from vlmforge.config.models import WordTokenizer
 class ClipVisionEncoder(Section):
     """A CLIP ViT image encoder (transformers ``CLIPVisionModel``). Defaults: ViT-L/14 at 336 px."""
 
-    image_size: int = Field(336, ge=8, description="Input side in pixels.")
+    image_size: int = Field(336, ge=8, le=4096, description="Input side in pixels (at most 4096).")
     patch_size: int = Field(14, ge=1, description="ViT patch side in pixels.")
     width: int = Field(1024, ge=8, description="Transformer width.")
     layers: int = Field(24, ge=1, description="Transformer blocks.")

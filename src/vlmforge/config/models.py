@@ -17,7 +17,7 @@ from vlmforge.config.base import Section
 
 
 class VisionTower(Section):
-    image_size: int = Field(224, ge=8, description="Input side in pixels.")
+    image_size: int = Field(224, ge=8, le=4096, description="Input side in pixels (at most 4096).")
     patch_size: int = Field(16, ge=1, description="ViT patch side in pixels.")
     width: int = Field(768, ge=8, description="Transformer width.")
     layers: int = Field(12, ge=1, description="Transformer blocks.")
