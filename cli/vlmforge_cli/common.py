@@ -3,7 +3,6 @@ guarding and rendering helpers (bad input -> a short message and exit 2, never a
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -108,7 +107,9 @@ def training_verb(config: str) -> str:
 
 def emit(fmt: OutputFormat, payload: dict[str, Any], render: Callable[[], None]) -> None:
     if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        from vlmforge.storage import json_text
+
+        sys.stdout.write(json_text(payload) + "\n")
         sys.stdout.flush()
     else:
         render()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from vlmforge_cli.common import (
+    EXIT_DIVERGED,
+    EXIT_SIGINT,
     EXIT_SIGTERM,
     EmitKind,
     FormatOpt,
@@ -89,11 +91,7 @@ def pretrain(
     from vlmforge_cli.render import pretrain_summary
 
     emit(fmt, result.to_json(), lambda: pretrain_summary(out, result))
-    if result.status == "preempted":
-        err.print(
-            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
-        )
-        raise typer.Exit(EXIT_SIGTERM)
+    exit_unless_completed(result)
 
 
 ResumeStagedOpt = Annotated[
@@ -190,8 +188,32 @@ def _train_llava(
     from vlmforge_cli.render import finetune_summary
 
     emit(fmt, result.to_json(), lambda: finetune_summary(out, result, verb_name))
+    exit_unless_completed(result)
+
+
+def exit_unless_completed(result: Any) -> None:
+    """A run that stopped early says why, what it saved and what to do, and exits with its own code."""
+    saved = f" to {result.checkpoint}" if result.checkpoint else ""
+    resume = f"Resume with: --resume {result.run_dir}"
     if result.status == "preempted":
-        err.print(
-            f"stopped by SIGTERM; checkpoint saved. Resume with: --resume {escape(str(result.run_dir))}"
-        )
+        err.print(f"stopped by SIGTERM; checkpoint saved{escape(saved)}. {escape(resume)}", soft_wrap=True)
         raise typer.Exit(EXIT_SIGTERM)
+    if result.status == "interrupted":
+        err.print(
+            f"stopped by Ctrl-C (SIGINT); checkpoint saved{escape(saved)}. {escape(resume)}", soft_wrap=True
+        )
+        raise typer.Exit(EXIT_SIGINT)
+    if result.status == "diverged":
+        stop = result.metrics.get("stopped", {})
+        err.print(
+            f"[bold red]diverged:[/] the loss became NaN or infinite at step {stop.get('step')}; "
+            f"training stopped before that step's update and step {stop.get('saved_step')} was saved"
+            f"{escape(saved)}",
+            soft_wrap=True,
+        )
+        err.print(
+            "[yellow]hint:[/] start again with a lower optim.lr, a longer optim.warmup_steps or "
+            "train.grad_clip_norm; `vlmforge eval --run RUN_DIR` evaluates the saved step",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_DIVERGED)

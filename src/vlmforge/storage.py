@@ -5,6 +5,7 @@ leaves behind."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -86,10 +87,27 @@ def replace_path(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def finite_json(payload: Any) -> Any:
+    """``payload`` with every non-finite float (NaN, infinity) as None: JSON has no such numbers, and strict
+    parsers (JavaScript, jq, Go) refuse the ``NaN`` that Python's json writes by default."""
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: finite_json(value) for key, value in payload.items()}
+    if isinstance(payload, list | tuple):
+        return [finite_json(value) for value in payload]
+    return payload
+
+
+def json_text(payload: Any, indent: int | None = None) -> str:
+    """Strict JSON (non-finite numbers as null); objects JSON does not know are written as strings."""
+    return json.dumps(finite_json(payload), indent=indent, default=str, allow_nan=False)
+
+
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
+    """Write strict JSON atomically (temporary file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json_text(payload, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

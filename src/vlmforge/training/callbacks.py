@@ -3,7 +3,6 @@ metrics + progress."""
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -29,6 +28,7 @@ from vlmforge.storage import (
     GATHERED_WEIGHTS,
     checkpoint_name,
     fsync_path,
+    json_text,
     prune_checkpoints,
     remove_path,
     replace_path,
@@ -40,40 +40,97 @@ def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
     return (batch_idx + 1) % trainer.accumulate_grad_batches == 0
 
 
+class Diverged(Exception):
+    """The loss became non-finite (NaN or infinity). Raised on every rank before the optimizer step that
+    would have spread it into the weights, once the weights of the last finite step are saved."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"loss became non-finite at step {step + 1}; step {step} saved to {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+STOP_SIGNALS = {signal.SIGTERM: "preempted", signal.SIGINT: "interrupted"}  # signal -> the run's status
+
+
 class AtomicCheckpoint(pl.Callback):
     """Saves every ``every_steps`` optimizer steps and at the end of training.
 
     A checkpoint (a file; a folder of per-rank files under sharded FSDP state dicts and DeepSpeed) is
     written under a temporary name, flushed to disk, then renamed into place (``os.replace``), so a
     reader only ever sees complete checkpoints. Only the newest ``keep_last`` step checkpoints are kept.
-    A sharded run (FSDP, DeepSpeed) also gathers its final weights into one file for evaluation. On
-    SIGTERM the current step finishes, a checkpoint is written and training stops; ``preempted`` tells the
-    caller to exit with code 143.
+    A sharded run (FSDP, DeepSpeed) also gathers its final weights into one file for evaluation.
+
+    On SIGTERM or SIGINT (Ctrl-C; a second one aborts at once) the current step finishes, a checkpoint is
+    written and training stops: ``stopped`` is then the run's status ("preempted" or "interrupted"). A
+    non-finite loss stops the run before its optimizer step: the last finite step is saved and
+    ``Diverged`` raised. ``last_path`` is the newest checkpoint written.
     """
 
     def __init__(self, directory: Path, every_steps: int, keep_last: int) -> None:
         self.directory, self.every_steps, self.keep_last = directory, every_steps, keep_last
         self.last_saved_step = -1
-        self.preempted = False
+        self.stopped: str | None = None
         self.final_path: Path | None = None
-        self._signalled = False
-        self._previous_handler: Any = None
+        self.last_path: Path | None = None
+        self._signalled: str | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._nonfinite: torch.Tensor | None = None  # on the device: no sync per micro-batch
+
+    @property
+    def preempted(self) -> bool:
+        """Stopped by a signal, with a checkpoint of the step it finished."""
+        return self.stopped is not None
 
     # ------------------------------------------------------------------------------------- signals
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.last_saved_step = trainer.global_step  # a resumed run does not re-save its start
-        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        for signum in STOP_SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self._signalled = True
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signalled == STOP_SIGNALS[signal.SIGINT] and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: do not wait for the step to finish
+        self._signalled = STOP_SIGNALS[signal.Signals(signum)]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.preempted:
             self.final_path = self.save(trainer)
             if _is_sharded(trainer.strategy):
                 self.final_path = self.save_full_weights(trainer, self.final_path)
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
+        self._restore_handlers()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    # ---------------------------------------------------------------------------------- divergence
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        bad = bool(self._nonfinite) if self._nonfinite is not None else False
+        self._nonfinite = None
+        if trainer.world_size > 1:  # every rank must stop at the same step
+            bad = bool(trainer.strategy.reduce_boolean_decision(bad, all=False))
+        if not bad:
+            return
+        step_back = getattr(pl_module, "step_back", None)
+        if step_back is not None:  # the saved data position is the last finite step's, as its weights
+            step_back()
+        path = self.save(trainer)
+        self._restore_handlers()
+        raise Diverged(trainer.global_step, path)
 
     # ------------------------------------------------------------------------------------ saving
     def on_train_batch_end(
@@ -81,12 +138,12 @@ class AtomicCheckpoint(pl.Callback):
     ) -> None:
         if not at_step_boundary(trainer, batch_idx):  # a checkpoint mid-accumulation would lose gradients
             return
-        stop = self._signalled
+        stop = self._signalled is not None
         if trainer.world_size > 1:  # every rank must take the same decision at the same step
             stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
         if stop:
             self.save(trainer)
-            self.preempted = True
+            self.stopped = self._signalled or STOP_SIGNALS[signal.SIGTERM]  # another rank was signalled
             trainer.should_stop = True
             return
         step = trainer.global_step
@@ -97,6 +154,7 @@ class AtomicCheckpoint(pl.Callback):
         """Write the step checkpoint: a file, or under sharded strategies a folder of per-rank files."""
         path = self.directory / checkpoint_name(trainer.global_step)
         if trainer.global_step == self.last_saved_step and path.exists():
+            self.last_path = path
             return path
         tmp = path.with_name(f".{path.name}.tmp")
         if trainer.is_global_zero:
@@ -109,6 +167,7 @@ class AtomicCheckpoint(pl.Callback):
             prune_checkpoints(self.directory, self.keep_last)
         trainer.strategy.barrier("vlmforge-checkpoint")
         self.last_saved_step = trainer.global_step
+        self.last_path = path
         return path
 
     def save_full_weights(self, trainer: pl.Trainer, final: Path) -> Path:
@@ -174,7 +233,7 @@ class DataAccounting(pl.Callback):
             if trainer.is_global_zero:
                 record = {"step": trainer.global_step, "epoch": epoch, "event": "stopped: data"}
                 with self.metrics_path.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record | self.metrics()) + "\n")
+                    handle.write(json_text(record | self.metrics()) + "\n")
             examples = [*self.tally.examples, *self.rejected]
             raise budget_error(self.source, bad, self.total, self.max_bad_fraction, examples)
 
@@ -278,11 +337,15 @@ class MetricsLog(pl.Callback):
         if self.extras is not None:
             record |= self.extras()
         self.history.append(record)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.write(record)
         for logger in self.loggers:
             logger.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
         self._show(record, trainer.max_steps)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one strict-JSON line to metrics.jsonl (a NaN loss is written as null)."""
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json_text(record) + "\n")
 
     def _show(self, record: dict[str, Any], total: int) -> None:
         status = f"loss {record.get('loss', float('nan')):.4f}"

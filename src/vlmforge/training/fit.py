@@ -86,6 +86,25 @@ def measure_fit(
     }
 
 
+def fit_or_diverge(trainer: Any, module: Any, resume_from: Path | None) -> Any:
+    """``trainer.fit`` (resuming from ``resume_from``); the ``Diverged`` stop if the loss became
+    non-finite (its last finite step is saved), else None."""
+    from vlmforge.training.callbacks import Diverged
+
+    try:
+        trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    except Diverged as stop:
+        return stop
+    return None
+
+
+def record_divergence(metrics_log: Any, stop: Any) -> dict[str, Any]:
+    """Say in metrics.jsonl (and return for result.json) at which step the loss stopped being finite."""
+    event = {"step": stop.step + 1, "event": "stopped: non-finite loss", "saved_step": stop.step}
+    metrics_log.write(event)
+    return event
+
+
 def fit_to_weights(
     recipe: TrainingRecipe,
     module: Any,
@@ -96,10 +115,10 @@ def fit_to_weights(
     resume_from: Path | None,
     outcome_name: str = "result.json",
 ) -> dict[str, Any]:
-    """Train a LLaVA ``module`` (resumable, stopped cleanly by SIGTERM) and save its plain weights (LoRA
-    merged) as ``directory/model.safetensors``. Returns the outcome; rank 0 also writes it
-    (``outcome_name``) and what was measured (``actual.json``) into ``directory``: a finetune stage's, or
-    an align run's own."""
+    """Train a LLaVA ``module`` (resumable; stopped cleanly by SIGTERM, SIGINT or a non-finite loss) and
+    save its plain weights (LoRA merged) as ``directory/model.safetensors``. Returns the outcome; rank 0
+    also writes it (``outcome_name``) and what was measured (``actual.json``) into ``directory``: a
+    finetune stage's, or an align run's own."""
     from vlmforge.models.llava import plain_model, save_weights
     from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog
     from vlmforge.training.trainer import build_loggers, build_trainer
@@ -118,9 +137,16 @@ def fit_to_weights(
     if trainer.is_global_zero:
         print(announce, file=sys.stderr)
     started = time.perf_counter()
-    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
-    if checkpoints.preempted:
-        return {"status": "preempted", "steps": trainer.global_step}
+    diverged = fit_or_diverge(trainer, module, resume_from)
+    if diverged or checkpoints.stopped:
+        outcome = {
+            "status": "diverged" if diverged else checkpoints.stopped,
+            "steps": trainer.global_step,
+            "checkpoint": str(checkpoints.last_path) if checkpoints.last_path else None,
+        }
+        if diverged and trainer.is_global_zero:
+            outcome["stopped"] = record_divergence(metrics_log, diverged)
+        return outcome
     model = plain_model(module.model)
     if trainer.is_global_zero:
         save_weights(model, directory / WEIGHTS)

@@ -161,6 +161,13 @@ class TrainingModule(pl.LightningModule, metaclass=abc.ABCMeta):
             self._record_sample_ids(batch)
         return terms["loss"]
 
+    def step_back(self) -> None:
+        """Forget the optimizer step in progress (its loss was not finite): the data position returns to
+        the last completed step, so that a checkpoint saved now is that step's."""
+        accumulate = self.trainer.accumulate_grad_batches
+        position = self.data_position
+        self.data_position = DataPosition(position.epoch, max(0, position.micro_batch - accumulate))
+
     def _record_sample_ids(self, batch: dict[str, torch.Tensor]) -> None:
         path = Path(self.trainer.default_root_dir) / "samples" / f"rank-{self.global_rank}.jsonl"
         path.parent.mkdir(exist_ok=True)

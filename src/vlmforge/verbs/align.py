@@ -13,6 +13,7 @@ Run directory: the pretrain layout (``recipe.yaml`` with the run's model section
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from vlmforge.config.schema import AlignRecipe
@@ -89,8 +90,12 @@ def run(
         return None
     metrics: dict[str, Any] = {"train": outcome.get("metrics", {}), "data": train.tally.to_json()}
     status = outcome["status"]
-    weights = run_dir / WEIGHTS if status == "completed" else None
-    if weights is not None and recipe.eval and len(val) > 0:
+    stopped_at = Path(outcome["checkpoint"]) if outcome.get("checkpoint") else None
+    weights = run_dir / WEIGHTS if status == "completed" else stopped_at
+    if "stopped" in outcome:
+        metrics["stopped"] = outcome["stopped"]
+    if status == "completed" and recipe.eval and len(val) > 0:
+        assert weights is not None
         policy = llava_model(cfg, tokenizer, weights)
         reference = PreferenceReference(llava_model(cfg, tokenizer, source.weights), recipe.dpo.beta)
         with torch.no_grad():

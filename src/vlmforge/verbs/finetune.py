@@ -109,10 +109,17 @@ def run(
                 recipe.model, model, tokenizer, recipe.model.max_text_tokens, last_val, list(recipe.eval)
             )
         EvalResult(run_dir, init, last_val.name, metrics["eval"]).write()
-    final = init if status == "completed" else None
+    final = init if status == "completed" else _checkpoint_of(stages[stage.name])
+    if "stopped" in stages[stage.name]:
+        metrics["stopped"] = {"stage": stage.name, **stages[stage.name]["stopped"]}
     result = RunResult(run_dir, status, steps, final, point.checkpoint if point else None, metrics)
     result.write()
     return result
+
+
+def _checkpoint_of(outcome: dict[str, Any]) -> Path | None:
+    """The checkpoint a stopped stage saved (at the signal, or its last finite step)."""
+    return Path(outcome["checkpoint"]) if outcome.get("checkpoint") else None
 
 
 def _stage_resume(point: ResumePoint | None, directory: Path) -> Path | None:

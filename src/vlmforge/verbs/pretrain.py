@@ -32,7 +32,7 @@ def run(
     from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.runs.preflight import preflight
-    from vlmforge.training.fit import build_training, measure_fit
+    from vlmforge.training.fit import build_training, fit_or_diverge, measure_fit, record_divergence
     from vlmforge.training.trainer import build_loggers, build_trainer
 
     raise_all(preflight(recipe))
@@ -63,17 +63,19 @@ def run(
             print(f"resuming from {point.checkpoint}", file=metrics_log.stream, flush=True)
 
     started = time.perf_counter()
-    trainer.fit(module, ckpt_path=str(point.checkpoint) if point else None, weights_only=True)
+    diverged = fit_or_diverge(trainer, module, point.checkpoint if point else None)
     if not trainer.is_global_zero:
         return None
 
-    status = "preempted" if checkpoints.preempted else "completed"
-    ckpt = checkpoints.final_path if status == "completed" else None
+    status = "diverged" if diverged else checkpoints.stopped or "completed"
+    ckpt = checkpoints.final_path if status == "completed" else checkpoints.last_path
     last = metrics_log.history[-1] if metrics_log.history else {}
     train_metrics = {
         k: v for k, v in last.items() if k not in ("epoch", "time_s") and not k.startswith("data_")
     }
     metrics: dict[str, Any] = {"train": train_metrics, "data": accounting.summary()}
+    if diverged:
+        metrics["stopped"] = record_divergence(metrics_log, diverged)
     write_json(run_dir / "actual.json", measure_fit(trainer, metrics_log, module, batch, started))
     if status == "completed" and recipe.eval and len(val_set) > 0:
         assert ckpt is not None
