@@ -21,6 +21,7 @@ from vlmforge.config.load import dump_recipe, read_yaml
 from vlmforge.config.schema import TrainingRecipe
 from vlmforge.errors import UserError
 from vlmforge.launch import RESUME_ENV, RUN_DIR_ENV, SPAWN_ENV, global_rank, launched_world_size
+from vlmforge.runs.lock import lock_run_dir
 from vlmforge.storage import is_checkpoint, is_completed, list_checkpoints, readable_checkpoint
 
 PACKAGES = ("vlmforge", "torch", "lightning", "open_clip_torch", "pydantic", "numpy", "transformers")
@@ -168,10 +169,12 @@ def prepare_run(recipe: TrainingRecipe, resume: str) -> tuple[Path, ResumePoint 
         )
     point = find_resume_point(recipe.output_dir, recipe.name, resume)
     if point is not None:
+        lock_run_dir(point.run_dir)  # before anything is written into it
         check_same_recipe(recipe, point.run_dir)
         run_dir = point.run_dir
     else:
         run_dir = create_run_dir(recipe.output_dir, recipe.name)
+        lock_run_dir(run_dir)
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     os.environ |= {RUN_DIR_ENV: str(run_dir), RESUME_ENV: str(point.checkpoint) if point else ""}
     os.environ[SPAWN_ENV] = str(os.getpid())
@@ -189,6 +192,7 @@ def _join_preset_run(recipe: TrainingRecipe, run_dir: Path, resume: str) -> tupl
         point = find_resume_point(recipe.output_dir, recipe.name, resume)
     if global_rank() == 0:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)
         if point is not None:
             check_same_recipe(recipe, run_dir)
         (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
