@@ -58,6 +58,9 @@ OverridesArg = Annotated[
 FormatOpt = Annotated[
     OutputFormat, typer.Option("--format", help="table (human) or json (one object on stdout).")
 ]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Let --emit/--emit-launch replace files that already exist.")
+]
 PrintConfigOpt = Annotated[
     bool, typer.Option("--print-config", help="Print the fully resolved recipe as YAML and exit.")
 ]
@@ -81,10 +84,19 @@ def guarded(body: Callable[[], Any]) -> Any:
 def load(
     verb: str, config: str | None, overrides: list[str] | None, base: dict[str, Any] | None = None
 ) -> Any:
-    from vlmforge.config.load import load_recipe
+    from vlmforge.config.load import load_recipe, read_yaml
+    from vlmforge.config.schema import recipe_verb
     from vlmforge.config.shipped import resolve_recipe_path
 
     path = resolve_recipe_path(config) if config is not None else None
+    if path is not None:
+        written_for = recipe_verb(read_yaml(path))
+        # an eval recipe may leave out `run` (given by --run): it then reads like a pretrain recipe
+        if written_for != verb and not (verb == "eval" and base is not None):
+            raise UserError(
+                f"{config} is a {written_for} recipe; this command reads {verb} recipes",
+                hint=f"run it with: vlmforge {written_for} -c {config}",
+            )
     return load_recipe(verb, path, overrides or [], base=base)
 
 
@@ -121,11 +133,11 @@ def print_config(recipe: Any) -> None:
     sys.stdout.write(dump_recipe(recipe))
 
 
-def emit_deepspeed(recipe: Any, target: Path | None, fmt: OutputFormat) -> None:
+def emit_deepspeed(recipe: Any, target: Path | None, fmt: OutputFormat, overwrite: bool) -> None:
     """``--emit deepspeed-config``: one DeepSpeed JSON per fit of a training recipe."""
     from vlmforge.runs.lifecycle import emit_deepspeed_configs
 
-    written = guarded(lambda: emit_deepspeed_configs(recipe, target))
+    written = guarded(lambda: emit_deepspeed_configs(recipe, target, overwrite))
     paths = {name: str(path) for name, path in written.items()}
     payload: dict[str, Any] = {"deepspeed_configs": paths, "metrics": {}}
     if len(paths) == 1:

@@ -322,11 +322,15 @@ def data_check(
 @recipes_app.command("ls")
 def recipes_ls(fmt: FormatOpt = OutputFormat.table) -> None:
     """List shipped recipes."""
+    from vlmforge.config.load import read_yaml
+    from vlmforge.config.schema import recipe_verb
     from vlmforge.config.shipped import list_recipes
     from vlmforge_cli.render import recipes_table
 
     found = list_recipes()
-    emit(fmt, {"recipes": {k: str(v) for k, v in found.items()}}, lambda: recipes_table(out, found))
+    verbs = {name: recipe_verb(read_yaml(path)) for name, path in found.items()}
+    payload = {"recipes": {k: str(v) for k, v in found.items()}, "verbs": verbs}
+    emit(fmt, payload, lambda: recipes_table(out, found, verbs))
 
 
 @recipes_app.command("show")

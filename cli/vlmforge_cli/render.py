@@ -127,14 +127,15 @@ def finetune_summary(console: Console, result: Any, verb: str = "finetune") -> N
         eval_table(console, result.metrics["eval"], title="held-out evaluation")
 
 
-def recipes_table(console: Console, recipes: dict[str, Path]) -> None:
-    table = Table(title="shipped recipes")
+def recipes_table(console: Console, recipes: dict[str, Path], verbs: dict[str, str]) -> None:
+    table = Table(title="shipped recipes (run one with: vlmforge VERB -c NAME)")
     table.add_column("name")
+    table.add_column("verb")
     table.add_column("description")
     for name, path in recipes.items():
         first = path.read_text(encoding="utf-8").splitlines()[:1]
         description = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        table.add_row(escape(name), escape(description))
+        table.add_row(escape(name), verbs[name], escape(description))
     console.print(table)
 
 

@@ -15,6 +15,7 @@ from vlmforge_cli.common import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EmitKind,
+    ForceOpt,
     FormatOpt,
     OutputFormat,
     OverridesArg,
@@ -57,6 +58,7 @@ def pretrain(
             help="Where --emit-launch / --emit write (default: ./<name>-<kind>.sh, ./<name>-deepspeed.json)."
         ),
     ] = None,
+    force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -74,7 +76,7 @@ def pretrain(
         from vlmforge.launch import emit_launch as write_launch
 
         target = launch_file or Path(f"{recipe.name}-{emit_launch}.sh")
-        script, resolved = guarded(lambda: write_launch(recipe, emit_launch, target))
+        script, resolved = guarded(lambda: write_launch(recipe, emit_launch, target, force))
         emit(
             fmt,
             {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
@@ -82,7 +84,7 @@ def pretrain(
         )
         return
     if emit_config is EmitKind.deepspeed_config:
-        emit_deepspeed(recipe, launch_file, fmt)
+        emit_deepspeed(recipe, launch_file, fmt, force)
         return
     confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
     result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))
@@ -128,6 +130,7 @@ def finetune(
     yes: YesOpt = False,
     emit_config: EmitOpt = None,
     launch_file: EmitFileOpt = None,
+    force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -136,7 +139,9 @@ def finetune(
     Each stage starts from the previous stage's weights and trains only what it names (projector,
     projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
     costing more than plan.confirm_above_usd asks before it starts."""
-    _train_llava("finetune", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
+    _train_llava(
+        "finetune", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file, force
+    )
 
 
 @app.command()
@@ -147,6 +152,7 @@ def align(
     yes: YesOpt = False,
     emit_config: EmitOpt = None,
     launch_file: EmitFileOpt = None,
+    force: ForceOpt = False,
     fmt: FormatOpt = OutputFormat.table,
     show_config: PrintConfigOpt = False,
 ) -> None:
@@ -156,7 +162,7 @@ def align(
     The finetune run named by from_run is both the starting policy and the frozen reference. The plan
     for the devices in use is printed first; on a terminal, a run costing more than
     plan.confirm_above_usd asks before it starts."""
-    _train_llava("align", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file)
+    _train_llava("align", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file, force)
 
 
 def _train_llava(
@@ -169,6 +175,7 @@ def _train_llava(
     show_config: bool,
     emit_config: EmitKind | None,
     launch_file: Path | None,
+    force: bool,
 ) -> None:
     """finetune or align: load, run, render (the two share their options and their summary)."""
     import importlib
@@ -179,7 +186,7 @@ def _train_llava(
         print_config(recipe)
         return
     if emit_config is EmitKind.deepspeed_config:
-        emit_deepspeed(recipe, launch_file, fmt)
+        emit_deepspeed(recipe, launch_file, fmt, force)
         return
     confirm = None if yes or not sys.stdin.isatty() else (lambda question: typer.confirm(question, err=True))
     result = guarded(lambda: verb.run(recipe, resume=resume, confirm=confirm))

@@ -40,11 +40,15 @@ def launched_world_size() -> int:
     return int(os.environ.get("SLURM_NTASKS", "1"))
 
 
-def emit_launch(recipe: PretrainRecipe, kind: str, path: Path) -> tuple[Path, Path]:
-    """Write ``path`` (a bash script) and the resolved recipe beside it; returns both paths."""
+def emit_launch(recipe: PretrainRecipe, kind: str, path: Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``path`` (a bash script) and the resolved recipe beside it (replacing existing files only
+    with ``overwrite``); returns both paths."""
+    from vlmforge.storage import refuse_overwrite
+
     if kind not in ("slurm", "torchrun"):
         raise UserError(f"--emit-launch {kind!r}: expected slurm or torchrun")
     recipe_path = path.with_suffix(".recipe.yaml")
+    refuse_overwrite([path, recipe_path], overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     recipe_path.write_text(dump_recipe(recipe), encoding="utf-8")
     script = slurm_script(recipe, recipe_path) if kind == "slurm" else torchrun_script(recipe, recipe_path)

@@ -87,6 +87,17 @@ def replace_path(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
+    """Refuse to replace files the user already has, unless asked to (``--force``)."""
+    from vlmforge.errors import UserError
+
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise UserError(
+            f"would overwrite {', '.join(existing)}", hint="choose another --launch-file, or pass --force"
+        )
+
+
 def finite_json(payload: Any) -> Any:
     """``payload`` with every non-finite float (NaN, infinity) as None: JSON has no such numbers, and strict
     parsers (JavaScript, jq, Go) refuse the ``NaN`` that Python's json writes by default."""

@@ -174,11 +174,12 @@ RECIPES: dict[str, type[Section]] = {
 
 
 def recipe_verb(data: dict[str, object]) -> str:
-    """The verb a recipe mapping is written for: a curation has ``steps``, an evaluation names a ``run``,
-    a finetune has ``stages``, an alignment starts ``from_run``; anything else is a pretrain recipe."""
+    """The verb a recipe mapping is written for: a curation has ``steps`` or an ``input`` pool, an
+    evaluation names a ``run``, a finetune has ``stages``, an alignment starts ``from_run``; anything else
+    is a pretrain recipe."""
     if "from_run" in data:
         return "align"
-    if "steps" in data:
+    if "steps" in data or "input" in data:
         return "curate"
     if "run" in data:
         return "eval"

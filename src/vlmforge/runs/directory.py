@@ -80,7 +80,8 @@ def manifest(seed: int, data_fingerprint: str, devices: dict[str, Any]) -> dict[
             continue
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_sha": _git_sha(),
+        "git_sha": vlmforge_git_sha(),  # the code that trained
+        "workdir_git_sha": _git_sha(Path.cwd()),  # the project it was started from (recipes, data scripts)
         "packages": versions,
         "python": platform.python_version(),
         "host": socket.gethostname(),
@@ -91,17 +92,39 @@ def manifest(seed: int, data_fingerprint: str, devices: dict[str, Any]) -> dict[
     }
 
 
-def _git_sha() -> str | None:
+def _git_sha(directory: Path) -> str | None:
+    """The commit checked out in the repository holding ``directory`` (``-dirty`` with local changes)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(directory), "status", "--porcelain"], capture_output=True, text=True, timeout=5
         ).stdout
         return out + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def vlmforge_git_sha() -> str | None:
+    """vlmforge's own commit when it runs from a checkout (an editable install); None when installed
+    from a wheel — even inside someone else's repository (a virtual environment in a project)."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _git_sha(package) if Path(top).resolve() / "src" / "vlmforge" == package else None
 
 
 # ------------------------------------------------------------------------------------------ resume

@@ -18,7 +18,7 @@ from vlmforge.errors import UserError
 from vlmforge.launch import global_rank
 from vlmforge.planning.estimate import describe_estimate, pre_run_estimate
 from vlmforge.runs.directory import ResumePoint, prepare_run
-from vlmforge.storage import write_json
+from vlmforge.storage import refuse_overwrite, write_json
 
 
 @dataclass
@@ -93,11 +93,13 @@ def start_run(
     return run_dir, point
 
 
-def emit_deepspeed_configs(recipe: TrainingRecipe, target: Path | None) -> dict[str, Path]:
+def emit_deepspeed_configs(
+    recipe: TrainingRecipe, target: Path | None, overwrite: bool = False
+) -> dict[str, Path]:
     """Write the DeepSpeed config of each fit the recipe trains (one for pretrain and align, one per
     finetune stage), sized by the fit's batch plan, as the Trainer would build it. ``target`` (default
     ``./<name>-deepspeed.json``) names the file; with several stages each gets ``-<stage>`` before the
-    suffix. Returns {fit name: path}."""
+    suffix; existing files are replaced only with ``overwrite``. Returns {fit name: path}."""
     from vlmforge.planning.phases import phases
     from vlmforge.runs.artifacts import with_planned_model
     from vlmforge.training.deepspeed_config import deepspeed_strategy, emit_deepspeed_config
@@ -105,8 +107,9 @@ def emit_deepspeed_configs(recipe: TrainingRecipe, target: Path | None) -> dict[
     deepspeed_strategy(recipe.train)  # refuse other strategies before reading any data
     fits = phases(with_planned_model(recipe))
     target = target or Path(f"{recipe.name}-deepspeed.json")
-    written = {}
-    for fit in fits:
-        path = target if len(fits) == 1 else target.with_name(f"{target.stem}-{fit.name}{target.suffix}")
-        written[fit.name] = emit_deepspeed_config(recipe.train, fit.batch, path)
-    return written
+    paths = {
+        fit.name: target if len(fits) == 1 else target.with_name(f"{target.stem}-{fit.name}{target.suffix}")
+        for fit in fits
+    }
+    refuse_overwrite(list(paths.values()), overwrite)
+    return {fit.name: emit_deepspeed_config(recipe.train, fit.batch, paths[fit.name]) for fit in fits}
