@@ -56,6 +56,8 @@ def test_pretrain_stops_above_the_bad_fraction_and_counts_below(
     assert "above data.max_bad_fraction=0.02" in stopped.stderr and ".tar:0000" in stopped.stderr
     (run_dir,) = (tmp_path / "stop" / "runs" / "clip-tiny").iterdir()
     assert read_metrics(run_dir)[-1]["event"] == "stopped: data"
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))  # the run says why it ended
+    assert result["status"] == "failed" and "max_bad_fraction" in result["metrics"]["stopped"]["reason"]
 
     done = pretrain_on_shards(root, 0.05, tmp_path / "done")
     assert done.returncode == 0, done.stderr

@@ -89,12 +89,17 @@ def over_budget(bad: int, total: int, max_bad_fraction: float) -> bool:
     return bad > max_bad_fraction * total
 
 
+class DataOverBudget(UserError):
+    """More bad samples than ``data.max_bad_fraction`` allows: the run stops (before it starts, or at the
+    optimizer step where the budget is crossed)."""
+
+
 def budget_error(
     source: str, bad: int, total: int, max_bad_fraction: float, examples: list[Drop]
-) -> UserError:
+) -> DataOverBudget:
     """The error that stops a run: how many, the limit, and the first dropped samples by shard and key."""
     shown = "; ".join(str(d) for d in examples[:5]) or "see metrics.jsonl"
-    return UserError(
+    return DataOverBudget(
         f"data {source!r}: {bad} of {total} samples dropped ({bad / max(total, 1):.2%}), above "
         f"data.max_bad_fraction={max_bad_fraction:g}. First: {shown}",
         hint="list every bad sample with `vlmforge data check`, fix or remove them, "

@@ -26,7 +26,7 @@ class RunResult:
     """What a training verb returns (on global rank 0) and writes as ``result.json``."""
 
     run_dir: Path
-    status: str  # "completed" | "preempted" (SIGTERM/SIGINT) | "diverged" (non-finite loss) | "failed"
+    status: str  # completed | preempted (SIGTERM) | interrupted (SIGINT) | diverged (NaN loss) | failed
     steps: int
     checkpoint: Path | None  # the final weights (a checkpoint, or a finetune stage's / align run's weights)
     resumed_from: Path | None

@@ -26,7 +26,7 @@ def run(
     ``confirm`` asks the user before a run whose estimated cost is above ``plan.confirm_above_usd``."""
     import torch
 
-    from vlmforge.data.accounting import budget_error, over_budget
+    from vlmforge.data.accounting import DataOverBudget, budget_error, over_budget
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import save_tokenizer
     from vlmforge.evaluate.results import EvalResult
@@ -63,7 +63,16 @@ def run(
             print(f"resuming from {point.checkpoint}", file=metrics_log.stream, flush=True)
 
     started = time.perf_counter()
-    diverged = fit_or_diverge(trainer, module, point.checkpoint if point else None)
+    resumed_from = point.checkpoint if point else None
+    try:
+        diverged = fit_or_diverge(trainer, module, resumed_from)
+    except DataOverBudget as stop:  # the run says why it ended before the error is shown
+        if trainer.is_global_zero:
+            metrics = {"data": accounting.summary(), "stopped": {"reason": stop.message}}
+            RunResult(
+                run_dir, "failed", trainer.global_step, checkpoints.last_path, resumed_from, metrics
+            ).write()
+        raise
     if not trainer.is_global_zero:
         return None
 
@@ -85,7 +94,6 @@ def run(
                 recipe.model, model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
             )
         EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).write()
-    resumed_from = point.checkpoint if point else None
     result = RunResult(run_dir, status, trainer.global_step, ckpt, resumed_from, metrics)
     result.write()
     return result
