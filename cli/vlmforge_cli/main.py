@@ -104,6 +104,28 @@ def curate(
     emit(fmt, result.to_json(), lambda: curate_summary(out, result))
 
 
+def _checked_plan_flags(
+    gpus: str | None, budget_usd: float | None, deadline_hours: float | None
+) -> list[int] | None:
+    """--gpus as a list of counts; every problem of the numeric plan flags reported at once."""
+    from vlmforge.verbs import plan as verb
+
+    problems: list[UserError] = []
+    counts = None
+    if gpus is not None:
+        try:
+            counts = [int(part) for part in gpus.split(",") if part.strip()]
+        except ValueError:
+            problems.append(
+                UserError(
+                    f"--gpus {gpus!r}: cannot read it as comma-separated whole numbers",
+                    hint="e.g. --gpus 1,8,64",
+                )
+            )
+    raise_all(problems + verb.limit_problems(counts, budget_usd, deadline_hours))
+    return counts
+
+
 @app.command()
 def plan(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Recipe to plan.")] = None,
@@ -149,6 +171,8 @@ def plan(
     from vlmforge.verbs import plan as verb
     from vlmforge_cli.render import calibration_line, plan_table, published_table
 
+    accelerators = [name for name in gpu.split(",") if name.strip()] if gpu is not None else None
+    counts = guarded(lambda: _checked_plan_flags(gpus, budget_usd, deadline_hours))
     if refit is not None:
         fitted = guarded(lambda: verb.refit(refit))
 
@@ -169,18 +193,8 @@ def plan(
         print_config(recipe)
         return
 
-    def split(text: str | None, cast: type) -> list | None:
-        if text is None:
-            return None
-        try:
-            return [cast(part) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise UserError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
-
     calibration = guarded(lambda: verb.calibrate(recipe)) if calibrate else None
-    result = guarded(
-        lambda: verb.run(recipe, split(gpu, str), split(gpus, int), budget_usd, deadline_hours, catalog)
-    )
+    result = guarded(lambda: verb.run(recipe, accelerators, counts, budget_usd, deadline_hours, catalog))
     payload = result.to_json()
     if plot is not None:
         payload["plot"] = str(verb.plot(result, plot))

@@ -198,6 +198,8 @@ def plan_table(console: Console, result: Any) -> None:
             " ".join(label for label, index in picks if index == i),
         )
     console.print(table)
+    if result.no_pick_reason:
+        console.print(f"[yellow]no pick:[/] {escape(result.no_pick_reason)}", soft_wrap=True, highlight=False)
     picked = {result.cheapest: "cheapest", result.fastest: "fastest"}
     if result.cheapest == result.fastest:
         picked = {result.cheapest: "cheapest and fastest"}
@@ -215,26 +217,38 @@ def plan_table(console: Console, result: Any) -> None:
             )
 
 
+def _hours(value: Any) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def published_table(console: Console, report: dict[str, Any]) -> None:
+    """Predicted next to published accelerator-hours; a row without an error says why in its note."""
     table = Table(title="published runs: predicted vs published accelerator-hours")
-    for column in ("run", "accel", "published", "predicted", "error %"):
-        table.add_column(column, justify="left" if column in ("run", "accel") else "right")
+    for column in ("run", "accel", "published", "predicted", "error %", "note"):
+        table.add_column(column, justify="left" if column in ("run", "accel", "note") else "right")
     for row in report["rows"]:
-
-        def fmt(value: Any) -> str:
-            return "-" if value is None else f"{value:,.1f}"
-
         table.add_row(
             escape(str(row["name"])[:48]),
-            f"{row['accel']} x {fmt(row['accel_count'])}",
-            fmt(row["published_accel_hours"]),
-            fmt(row["predicted_accel_hours"]),
-            fmt(row.get("abs_pct_error")),
+            f"{escape(str(row['accel']))} x {_count(row['accel_count'])}",
+            _hours(row["published_accel_hours"]),
+            _hours(row["predicted_accel_hours"]),
+            _hours(row.get("abs_pct_error")),
+            escape(row.get("note", "")),
         )
     console.print(table)
-    median = report["metrics"]["median_abs_pct_error"]
+    metrics = report["metrics"]
+    median = metrics["median_abs_pct_error"]
     if median is not None:
-        console.print(f"median absolute error: {median:.1f}% over {report['metrics']['rows_compared']} runs")
+        console.print(f"median absolute error: {median:.1f}% over {metrics['rows_compared']} runs")
+    if metrics.get("rows_skipped"):
+        console.print(
+            f"[yellow]{metrics['rows_skipped']} row(s) skipped[/] for unusable numbers (see their notes); "
+            "they are not in the median error"
+        )
 
 
 def curate_summary(console: Console, result: Any) -> None:

@@ -106,3 +106,46 @@ def test_refit_learns_utilisation_from_finished_runs(tiny_run: dict, tmp_path: P
     assert fitted["median_step_seconds"] > 0
     empty = run_cli("plan", "--refit", str(tmp_path), cwd=tmp_path)
     assert empty.returncode == 2 and "no finished runs" in empty.stderr
+
+
+def _strict_json(stdout: str) -> dict:
+    """The final JSON object of stdout, parsed strictly: a bare NaN or Infinity fails."""
+    import json
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: bare {constant}")
+
+    return json.loads(stdout.strip().splitlines()[-1], parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    "mode", ["recipe", pytest.param("calibrate", marks=pytest.mark.slow), "published", "refit"]
+)
+def test_every_plan_mode_prints_strict_json(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    monkeypatch.setenv("VLMFORGE_CACHE", str(tmp_path / "cache"))  # a calibration stays in this test
+    if mode == "published":  # a run without its accelerator count has no wall-clock prediction (was NaN)
+        with BUNDLED_RUNS.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        base = next(r for r in rows if r["name"].startswith("OpenCLIP ViT-B/32 LAION-400M"))
+        fixture = tmp_path / "runs.csv"
+        with fixture.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(base))
+            writer.writeheader()
+            writer.writerows([base, {**base, "name": "no count", "accel_count": ""}])
+        args = ["--published", str(fixture)]
+    elif mode == "refit":
+        args = ["--refit", str(request.getfixturevalue("tiny_run")["run_dir"].parent)]
+    else:  # a budget no configuration meets: no pick, and the reason
+        args = ["-c", "debug/clip-tiny", "--gpus", "1,2", "--budget-usd", "1e-12"]
+        args += ["--calibrate"] if mode == "calibrate" else []
+    proc = run_cli("plan", *args, "--format", "json", cwd=tmp_path, check=True)
+    payload = _strict_json(proc.stdout)
+    if mode == "published":
+        assert payload["rows"][1]["predicted_wall_hours"] is None
+    elif mode == "refit":
+        assert payload["calibrations"]
+    else:
+        assert payload["cheapest"] is None and "--budget-usd" in payload["no_pick_reason"]
+        assert ("calibration" in payload) == (mode == "calibrate")

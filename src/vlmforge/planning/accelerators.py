@@ -3,12 +3,12 @@ and which catalog entry the CUDA device at hand is."""
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from vlmforge.config.schema import TrainingRecipe
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, raise_all
+from vlmforge.planning.csvfile import CsvRow, number_problem, read_csv
 
 BUNDLED = Path(__file__).with_name("accelerators.csv")
 
@@ -31,27 +31,50 @@ class Accelerator:
         return tflops * 1e12
 
 
+CATALOG_COLUMNS = ("name", "bf16_tflops", "fp16_tflops", "fp32_tflops", "memory_gb", "usd_per_hour")
+# numeric column -> (must it be above 0, what it is); a price may be 0: hardware you own
+NUMERIC_COLUMNS = {
+    "bf16_tflops": (True, "the device's peak dense bf16 TFLOP/s, above 0"),
+    "fp16_tflops": (True, "the device's peak dense fp16 TFLOP/s, above 0"),
+    "fp32_tflops": (True, "the device's peak fp32 (TF32) TFLOP/s, above 0"),
+    "memory_gb": (True, "the device's memory in GB, above 0"),
+    "usd_per_hour": (False, "the price of one device for one hour, 0 or more (0: hardware you own)"),
+}
+CATALOG_HINT = "use the columns of the bundled catalog (vlmforge/planning/accelerators.csv)"
+
+
+def row_problems(path: Path, row: CsvRow) -> list[UserError]:
+    """Every unusable cell of a catalog row, each naming the file, line and column."""
+    where = f"{path}: line {row.line}"
+    problems = [] if row.cells["name"] else [UserError(f"{where}, column name: is empty", CATALOG_HINT)]
+    for column, (positive, meaning) in NUMERIC_COLUMNS.items():
+        problem = number_problem(row.cells[column], positive)
+        if problem is not None:
+            problems.append(UserError(f"{where}, column {column}: {problem}", hint=f"{column}: {meaning}"))
+    return problems
+
+
+def accelerator(row: CsvRow) -> Accelerator:
+    """A checked catalog row (``row_problems`` found nothing) as an ``Accelerator``."""
+    cells = row.cells
+    return Accelerator(
+        name=cells["name"].lower(),
+        bf16_tflops=float(cells["bf16_tflops"]),
+        fp16_tflops=float(cells["fp16_tflops"]),
+        fp32_tflops=float(cells["fp32_tflops"]),
+        memory_gb=float(cells["memory_gb"]),
+        interconnect=cells.get("interconnect", ""),
+        usd_per_hour=float(cells["usd_per_hour"]),
+        price_date=cells.get("price_date", ""),
+        price_source=cells.get("price_source", ""),
+    )
+
+
 def _read(path: Path) -> dict[str, Accelerator]:
-    if not path.is_file():
-        raise UserError(f"accelerator catalog not found: {path}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
-    out: dict[str, Accelerator] = {}
-    for row_no, row in enumerate(csv.DictReader(lines), start=2):
-        try:
-            out[row["name"].strip().lower()] = Accelerator(
-                name=row["name"].strip().lower(),
-                bf16_tflops=float(row["bf16_tflops"]),
-                fp16_tflops=float(row["fp16_tflops"]),
-                fp32_tflops=float(row["fp32_tflops"]),
-                memory_gb=float(row["memory_gb"]),
-                interconnect=row.get("interconnect", "") or "",
-                usd_per_hour=float(row["usd_per_hour"]),
-                price_date=row.get("price_date", "") or "",
-                price_source=row.get("price_source", "") or "",
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path}: row {row_no} is incomplete or not numeric ({exc})") from None
-    return out
+    """A catalog file; every bad cell of every row is reported at once, and no row of a bad file is used."""
+    rows = read_csv(path, "accelerator catalog", CATALOG_COLUMNS, CATALOG_HINT, comments=True)
+    raise_all([problem for row in rows for problem in row_problems(path, row)])
+    return {acc.name: acc for acc in map(accelerator, rows)}
 
 
 def load_catalog(extra: Path | None = None) -> dict[str, Accelerator]:

@@ -8,12 +8,13 @@ For each accelerator x count, the cheapest configuration that fits: strategy, mi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmforge.config.schema import AlignRecipe, FinetuneRecipe, TrainingRecipe
-from vlmforge.errors import UserError
+from vlmforge.errors import UserError, raise_all
 from vlmforge.planning.accelerators import Accelerator, load_catalog, lookup, present_accelerator
 from vlmforge.planning.calibrate import calibration_key, load_calibrations
 from vlmforge.planning.layouts import Layout, choose
@@ -59,6 +60,7 @@ class PlanResult:
     cheapest: int | None = None
     fastest: int | None = None
     stages: list[PhaseCost] = field(default_factory=list)  # a finetune recipe's stages, in order
+    no_pick_reason: str | None = None  # why there is no cheapest/fastest pick, when there is none
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -76,11 +78,10 @@ def plan_recipe(
 ) -> PlanResult:
     """Plan every accelerator x GPU count. A multi-stage recipe is planned stage by stage (each its own
     layout and micro-batch: frozen parts change both); hours and dollars are the stages' sums."""
+    raise_all(limit_problems(counts, budget_usd, deadline_hours))
     catalog = load_catalog(catalog_path)
     chosen = [lookup(catalog, name) for name in (accelerators or DEFAULT_ACCELERATORS)]
     counts = sorted(set(counts or (*DEFAULT_COUNTS, recipe.world_size)))
-    if any(c < 1 for c in counts):
-        raise UserError("--gpus: GPU counts must be positive integers")
     costs = recipe_model_costs(recipe)
     samples = sum(c.samples for c in costs)
     total = sum(c.total_flops for c in costs)
@@ -106,17 +107,77 @@ def plan_recipe(
             result.calibrations[accel.name] = accel_mfu
         for count in counts:
             result.rows.append(_plan_row(accel, count, costs, precision, accel_mfu, len(costs) > 1))
-    feasible = [
-        i
-        for i, row in enumerate(result.rows)
-        if row.fits
-        and (budget_usd is None or row.usd <= budget_usd)
-        and (deadline_hours is None or row.wall_hours <= deadline_hours)
-    ]
+    feasible = [i for i, row in enumerate(result.rows) if _within(row, budget_usd, deadline_hours)]
     if feasible:
         result.cheapest = min(feasible, key=lambda i: (result.rows[i].usd, result.rows[i].wall_hours))
         result.fastest = min(feasible, key=lambda i: (result.rows[i].wall_hours, result.rows[i].usd))
+    else:
+        result.no_pick_reason = no_pick_reason(result.rows, budget_usd, deadline_hours)
     return result
+
+
+def limit_problems(
+    counts: list[int] | None, budget_usd: float | None, deadline_hours: float | None
+) -> list[UserError]:
+    """The plan flags that make no sense (a GPU count below 1; a budget or deadline that is not a finite
+    number above 0), each naming its flag."""
+    problems = []
+    if counts is not None and any(count < 1 for count in counts):
+        bad = ",".join(str(count) for count in counts if count < 1)
+        problems.append(
+            UserError(f"--gpus {bad}: GPU counts must be whole numbers from 1", hint="e.g. --gpus 1,8,64")
+        )
+    for flag, value, example in (
+        ("--budget-usd", budget_usd, "--budget-usd 5000"),
+        ("--deadline-hours", deadline_hours, "--deadline-hours 48"),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            problems.append(
+                UserError(f"{flag} {value:g}: must be a finite number above 0", hint=f"e.g. {example}")
+            )
+    return problems
+
+
+def _within(row: PlanRow, budget_usd: float | None, deadline_hours: float | None) -> bool:
+    return (
+        row.fits
+        and (budget_usd is None or row.usd <= budget_usd)
+        and (deadline_hours is None or row.wall_hours <= deadline_hours)
+    )
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.3g}"
+
+
+def _where(row: PlanRow) -> str:
+    return f"{row.accelerator} x {row.count}"
+
+
+def no_pick_reason(rows: list[PlanRow], budget_usd: float | None, deadline_hours: float | None) -> str:
+    """Why no configuration is picked: none fits in memory, or the budget, the deadline or both together
+    exclude every one that fits (naming the closest one and the limit it breaks)."""
+    fitting = [row for row in rows if row.fits]
+    if not fitting:
+        return "no configuration fits in GPU memory (each row says why); try more GPUs or larger accelerators"
+    cheapest = min(fitting, key=lambda row: (row.usd, row.wall_hours))
+    fastest = min(fitting, key=lambda row: (row.wall_hours, row.usd))
+    if budget_usd is not None and cheapest.usd > budget_usd:
+        return (
+            f"the cheapest configuration that fits ({_where(cheapest)}) costs {_usd(cheapest.usd)}, "
+            f"above --budget-usd {_usd(budget_usd)}"
+        )
+    if deadline_hours is not None and fastest.wall_hours > deadline_hours:
+        return (
+            f"the fastest configuration that fits ({_where(fastest)}) takes {fastest.wall_hours:,.3g} h, "
+            f"beyond --deadline-hours {deadline_hours:g}"
+        )
+    assert budget_usd is not None and deadline_hours is not None  # one limit alone is handled above
+    on_time = min((row for row in fitting if _within(row, None, deadline_hours)), key=lambda row: row.usd)
+    return (
+        f"no configuration meets both limits: the cheapest one within --deadline-hours {deadline_hours:g} "
+        f"({_where(on_time)}) costs {_usd(on_time.usd)}, above --budget-usd {_usd(budget_usd)}"
+    )
 
 
 def _plan_row(

@@ -8,9 +8,9 @@ family has none); leave-one-out error says how well it predicts a run it was not
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ import torch
 
 from vlmforge.errors import UserError
 from vlmforge.planning.accelerators import Accelerator, load_catalog
+from vlmforge.planning.csvfile import CsvRow, read_csv
 from vlmforge.planning.flops import count_on_meta
 
 BUNDLED_RUNS = Path(__file__).with_name("published_runs.csv")
@@ -57,26 +58,21 @@ class PublishedRun:
     mfu: float | None
 
 
-def read_runs(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise UserError(f"published runs file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(
-                f"{path}: missing column(s) {', '.join(missing)}",
-                hint="use the columns of published_runs_calibration.csv",
-            )
-        return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+RUNS_HINT = "use the columns of the bundled published_runs.csv (in vlmforge/planning/)"
+
+
+def read_runs(path: Path) -> list[CsvRow]:
+    """The rows of a published-runs CSV, each with its line in the file."""
+    return read_csv(path, "published runs file", REQUIRED_COLUMNS, RUNS_HINT)
 
 
 def number(value: str | None) -> float | None:
-    """A CSV cell as a float; blank or unparseable -> None."""
+    """A CSV cell as a float; blank, unparseable, NaN or infinite -> None."""
     try:
-        return float(value) if value else None
+        parsed = float(value) if value else None
     except ValueError:
         return None
+    return parsed if parsed is not None and math.isfinite(parsed) else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -181,27 +177,30 @@ def row_flops_per_sample(row: dict[str, str]) -> float | None:
     return open_clip_flops(arch, image_size, text_len, kept, trained)
 
 
+def evaluate_row(row: dict[str, str], catalog: dict[str, Accelerator]) -> PublishedRun:
+    """A published run's FLOPs, accelerator and measured MFU (None where the row does not say)."""
+    flops = row_flops_per_sample(row)
+    samples = number(row.get("samples_seen", ""))
+    accel = catalog.get(row.get("accel", "").lower())
+    total = flops * samples if flops and samples else None
+    hours = number(row.get("accel_hours", ""))
+    wall, count = number(row.get("wall_hours", "")), number(row.get("accel_count", ""))
+    if hours is None and wall and count:
+        hours = wall * count
+    mfu = total / (hours * 3600 * accel.peak_flops("bf16-mixed")) if total and hours and accel else None
+    return PublishedRun(row, flops, total, accel, mfu)
+
+
 def evaluate_rows(
     rows: list[dict[str, str]], catalog: dict[str, Accelerator] | None = None
 ) -> list[PublishedRun]:
     catalog = catalog or load_catalog()
-    out = []
-    for row in rows:
-        flops = row_flops_per_sample(row)
-        samples = number(row.get("samples_seen", ""))
-        accel = catalog.get(row.get("accel", "").lower())
-        total = flops * samples if flops and samples else None
-        hours = number(row.get("accel_hours", ""))
-        if hours is None and number(row.get("wall_hours", "")) and number(row.get("accel_count", "")):
-            hours = number(row["wall_hours"]) * number(row["accel_count"])  # type: ignore[operator]
-        mfu = total / (hours * 3600 * accel.peak_flops("bf16-mixed")) if total and hours and accel else None
-        out.append(PublishedRun(row, flops, total, accel, mfu))
-    return out
+    return [evaluate_row(row, catalog) for row in rows]
 
 
 def usable_for_fit(run: PublishedRun) -> bool:
-    """Runs with a measured MFU that is physically possible (<= 1) and a trustworthy bound."""
-    return run.mfu is not None and run.mfu <= 1 and run.row.get("bound", "") not in EXCLUDED_BOUNDS
+    """Runs with a measured MFU that is physically possible (0 < MFU <= 1) and a trustworthy bound."""
+    return run.mfu is not None and 0 < run.mfu <= 1 and run.row.get("bound", "") not in EXCLUDED_BOUNDS
 
 
 def fit_prior(runs: list[PublishedRun]) -> dict[str, float]:
@@ -215,14 +214,15 @@ def fit_prior(runs: list[PublishedRun]) -> dict[str, float]:
     return prior
 
 
-def predict_hours(run: PublishedRun, prior: dict[str, float]) -> tuple[float, float] | None:
-    """(accelerator-hours, wall-clock hours) predicted for a run from its FLOPs and the prior."""
+def predict_hours(run: PublishedRun, prior: dict[str, float]) -> tuple[float, float | None] | None:
+    """(accelerator-hours, wall-clock hours) predicted for a run from its FLOPs and the prior; wall-clock
+    hours are None when the run does not give its accelerator count."""
     if run.total_flops is None or run.accelerator is None:
         return None
     mfu = prior.get(run.row.get("family", ""), prior["*"])
     accel_hours = run.total_flops / (mfu * run.accelerator.peak_flops("bf16-mixed") * 3600)
-    count = number(run.row.get("accel_count", "")) or 0
-    return accel_hours, (accel_hours / count if count else float("nan"))
+    count = number(run.row.get("accel_count", ""))
+    return accel_hours, (accel_hours / count if count and count > 0 else None)
 
 
 def leave_one_out(runs: list[PublishedRun]) -> list[float]:
@@ -241,7 +241,7 @@ def leave_one_out(runs: list[PublishedRun]) -> list[float]:
 
 def fit_bundled() -> dict[str, Any]:
     """The prior fitted on the bundled published runs, with its leave-one-out error."""
-    runs = evaluate_rows(read_runs(BUNDLED_RUNS))
+    runs = evaluate_rows([row.cells for row in read_runs(BUNDLED_RUNS)])
     errors = leave_one_out(runs)
     return {
         "source": "published_runs.csv (see published_runs_README.md): median MFU per family",
@@ -261,39 +261,3 @@ if __name__ == "__main__":  # regenerate planning/prior.json after editing publi
 def load_prior() -> dict[str, Any]:
     """The fitted prior (``prior.json``): MFU per published-runs family, ``*`` for any other."""
     return json.loads(PRIOR_FILE.read_text(encoding="utf-8"))
-
-
-def compare_published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
-    """Predicted accelerator-hours and wall-clock hours for every row of a published-runs CSV, next to
-    the published figures, with the median absolute % error over the rows that have both."""
-    prior = load_prior()["mfu"]
-    runs = evaluate_rows(read_runs(path), load_catalog(catalog_path))
-    rows, errors = [], []
-    for run in runs:
-        predicted = predict_hours(run, prior)
-        published_hours = number(run.row.get("accel_hours"))
-        entry: dict[str, Any] = {
-            "name": run.row.get("name"),
-            "family": run.row.get("family"),
-            "accel": run.row.get("accel"),
-            "accel_count": number(run.row.get("accel_count")),
-            "flops_per_sample": run.flops_per_sample,
-            "published_accel_hours": published_hours,
-            "published_wall_hours": number(run.row.get("wall_hours")),
-            "predicted_accel_hours": predicted[0] if predicted else None,
-            "predicted_wall_hours": predicted[1] if predicted else None,
-        }
-        if predicted is None:
-            entry["note"] = "model or accelerator not recognised: no prediction"
-        elif published_hours:
-            entry["abs_pct_error"] = abs(predicted[0] - published_hours) / published_hours * 100
-            errors.append(entry["abs_pct_error"])
-        rows.append(entry)
-    return {
-        "rows": rows,
-        "metrics": {
-            "median_abs_pct_error": statistics.median(errors) if errors else None,
-            "rows_compared": len(errors),
-            "rows": len(rows),
-        },
-    }

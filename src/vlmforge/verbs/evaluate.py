@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from vlmforge.config.schema import DigitsPreferences, EvalRecipe, PreferenceJsonData
-from vlmforge.errors import UserError
+from vlmforge.config.data import PreferenceDataBase
+from vlmforge.config.schema import EvalRecipe
+from vlmforge.errors import UserError, raise_all
 from vlmforge.evaluate.results import EvalResult, default_tasks
 from vlmforge.evaluate.tasks import evaluate_model
 from vlmforge.families import family_for
@@ -25,7 +26,9 @@ def run(recipe: EvalRecipe) -> EvalResult:
     from vlmforge.data.sources import build_eval_data, train_val_split
 
     torch.manual_seed(recipe.seed)
-    if run_verb(recipe.run) == "align":
+    verb = run_verb(recipe.run)
+    raise_all(input_problems(verb, recipe))
+    if verb == "align":
         return _evaluate_aligned(recipe)
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
     data = build_eval_data(train_recipe, recipe.data)
@@ -43,6 +46,45 @@ def run(recipe: EvalRecipe) -> EvalResult:
     return result
 
 
+# What each kind of run is evaluated on: the data kinds and the tasks it takes.
+TAKES = {
+    "pretrain": "image-caption data (data.kind webdataset, folder, ffcv or digits) with its model's tasks "
+    "(those of zeroshot, retrieval, compositional, captioning, linear_probe it supports)",
+    "finetune": "conversations (data.kind llava-json or digits-conversations) with task vqa",
+    "align": "preference pairs (data.kind preference-json or digits-preferences), tasks vqa and preference",
+}
+
+
+def input_problems(verb: str, recipe: EvalRecipe) -> list[UserError]:
+    """What the eval recipe asks of a ``verb`` run that such a run cannot do, found before its model is
+    loaded: preference pairs and the preference task need an align run (its policy and reference); an
+    align run is evaluated on preference pairs only."""
+    problems = []
+    data, tasks = recipe.data, recipe.tasks or []
+    hint = f"a {verb} run takes {TAKES.get(verb, TAKES['pretrain'])}"
+    if verb != "align" and isinstance(data, PreferenceDataBase):
+        problems.append(
+            UserError(
+                f"data.kind {data.kind!r}: preference pairs evaluate an align run (its policy against its "
+                f"reference); {recipe.run} is a {verb} run",
+                hint=hint + "; or set run to an align run's directory",
+            )
+        )
+    if verb != "align" and any(task.kind == "preference" for task in tasks):
+        problems.append(
+            UserError(
+                f"tasks: 'preference' evaluates an align run (its policy against its reference); "
+                f"{recipe.run} is a {verb} run",
+                hint=hint,
+            )
+        )
+    if verb == "align" and data is not None and not isinstance(data, PreferenceDataBase):
+        problems.append(
+            UserError(f"data.kind {data.kind!r}: an align run is evaluated on preference pairs", hint=hint)
+        )
+    return problems
+
+
 def _evaluate_aligned(recipe: EvalRecipe) -> EvalResult:
     """An align run's final policy (or ``checkpoint``, a weights file) against its reference, on its
     held-out pairs or on other preference data, with the tasks of its recipe unless others are given."""
@@ -56,13 +98,9 @@ def _evaluate_aligned(recipe: EvalRecipe) -> EvalResult:
     data: Any
     if recipe.data is None:
         data = split_preferences(align_recipe.data, side)[1]
-    elif isinstance(recipe.data, PreferenceJsonData | DigitsPreferences):
-        data = open_preferences(recipe.data, side)
     else:
-        raise UserError(
-            f"data.kind {recipe.data.kind!r}: an align run is evaluated on preference pairs",
-            hint="use data.kind: preference-json or digits-preferences",
-        )
+        assert isinstance(recipe.data, PreferenceDataBase)  # input_problems refused any other data
+        data = open_preferences(recipe.data, side)
     tasks = list(recipe.tasks if recipe.tasks is not None else align_recipe.eval)
     with torch.no_grad():
         metrics = evaluate_model(

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.config.schema import TrainingRecipe
+from vlmforge.errors import UserError
 from vlmforge.planning import calibrate as calibration
+from vlmforge.planning import estimate
 from vlmforge.planning.estimate import PlanResult, plan_recipe
-from vlmforge.planning.prior import compare_published
+from vlmforge.planning.published import compare_published
 from vlmforge.runs.artifacts import with_planned_model
 
 
@@ -30,6 +32,13 @@ def run(
     return plan_recipe(
         with_planned_model(recipe), accelerators, counts, budget_usd, deadline_hours, catalog_path
     )
+
+
+def limit_problems(
+    counts: list[int] | None, budget_usd: float | None, deadline_hours: float | None
+) -> list[UserError]:
+    """The GPU counts, budget and deadline that make no sense, each naming its flag (checked first)."""
+    return estimate.limit_problems(counts, budget_usd, deadline_hours)
 
 
 def calibrate(recipe: TrainingRecipe) -> calibration.Calibration:
