@@ -277,7 +277,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, pool: Pool) -> Non
     missing = run_cli(
         "curate", "-c", "r.yaml", f"input.shards={tmp_path}/none-{{0..2}}.tar", "output=o", cwd=tmp_path
     )
-    assert missing.returncode == 2 and "3 of 3 shard(s) not found" in missing.stderr
+    assert missing.returncode == 2 and "input.shards: 3 shard file(s) not found" in missing.stderr
     valid = run_cli("validate", "-c", str(RECIPE), "--format", "json", cwd=tmp_path, check=True)
     assert last_json(valid.stdout)["verb"] == "curate"
 

@@ -178,8 +178,8 @@ def absolute_paths(model: Any) -> Any:
             updates[name] = absolute_paths(value)
         elif isinstance(value, list):
             updates[name] = [absolute_paths(v) if isinstance(v, BaseModel) else v for v in value]
-    if getattr(model, "kind", None) == "webdataset" and not os.path.isabs(model.shards):
-        updates["shards"] = os.path.abspath(model.shards)
+    if getattr(model, "kind", None) == "webdataset":
+        updates["shards"] = [os.path.abspath(pattern) for pattern in model.shards]
     return model.model_copy(update=updates)
 
 
