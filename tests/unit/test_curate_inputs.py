@@ -1,16 +1,22 @@
-"""What `vlmforge curate` reads: shard patterns as training takes them, a cut tar counted as `vlmforge
-data check` counts it, and a folder's rows that lead outside it or are not UTF-8."""
+"""What `vlmforge curate` reads and checks before it starts: shard patterns as training takes them, a cut
+tar counted as `vlmforge data check` counts it, a folder's rows that lead outside it, and the pre-flight
+that names every missing input at once without creating anything."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import DEBUG_RECIPE
 from tests.curate_pool import make_recipe
+from tests.hostile.checks import files_under
 from vlmforge.config.curate import FolderInput, ShardsInput
 from vlmforge.curate.io import ShardRef, list_shards, read_samples
 from vlmforge.data.shards import scan_shard
@@ -99,3 +105,95 @@ def test_folder_input_counts_rows_leading_outside_and_lines_not_utf8(tmp_path: P
         assert [s.key for s in samples][-1] == "line 4"
         read = [s.image for s in samples if s.image is not None]
         assert (png(200) in read) is allow  # the outside file is opened only when the recipe allows it
+
+
+# ------------------------------------------------------------------------------------- pre-flight
+def hostile_recipe(tmp_path: Path, **extra: Any) -> Any:
+    write_tar(tmp_path / "pool.tar", ["s0", "s1"])
+    missing = tmp_path / "missing"
+    steps = [
+        {"kind": "datacomp_text", "vocabulary_file": str(missing / "vocab.txt")},
+        {"kind": "datacomp_image", "target_images": str(missing / "targets")},
+        {"kind": "metaclip_balance", "vocabulary_file": str(missing / "entries.txt")},
+        {"kind": "text_spotting", "detector": {"kind": "east", "model": str(missing / "east.pb")}},
+        {"kind": "recaption", "captioner": {"kind": "python", "target": "no_such_module:factory"}},
+        {
+            "kind": "caption_agreement",
+            "threshold": 0.5,
+            "captioner": {"kind": "run", "run": str(missing / "coca-run")},
+        },
+    ]
+    model = {"kind": "open_clip", "arch": "tiny", "checkpoint": str(missing / "w.pt")}
+    source = {"kind": "webdataset", "shards": str(tmp_path / "pool.tar")}
+    return make_recipe(tmp_path, source, steps, model=model, **extra)
+
+
+EXPECTED = [  # (field named, the missing path) of each problem
+    ("model.checkpoint", "w.pt"),
+    ("steps.datacomp_text.vocabulary_file", "vocab.txt"),
+    ("steps.datacomp_image.target_images", "targets"),
+    ("steps.metaclip_balance.vocabulary_file", "entries.txt"),
+    ("detector.model", "east.pb"),
+    ("steps.recaption.captioner.target", "no_such_module"),
+    ("steps.caption_agreement.captioner.run", "coca-run"),
+]
+
+
+def test_preflight_names_every_missing_input_at_once(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("not a curation")
+    recipe = hostile_recipe(tmp_path)
+    before = files_under(tmp_path)
+    problems = curate.preflight(recipe)
+    assert len(problems) == len(EXPECTED) + 1, [p.message for p in problems]
+    for (field, path), problem in zip(EXPECTED, problems, strict=False):
+        assert problem.message.startswith(field) and path in problem.message, problem.message
+    assert "exists and is not a curation output folder" in problems[-1].message
+    with pytest.raises(UserError, match=f"{len(problems)} problems"):
+        curate.run(recipe, progress=False)
+    assert files_under(tmp_path) == before  # neither check nor run created or changed anything
+
+
+def test_preflight_checks_the_output_without_creating_it(tmp_path: Path) -> None:
+    write_tar(tmp_path / "pool.tar", ["s0"])
+    source = {"kind": "webdataset", "shards": str(tmp_path / "pool.tar")}
+    steps = [{"kind": "caption_length", "min_words": 1}]
+    recipe = make_recipe(tmp_path, source, steps)
+    assert curate.preflight(recipe) == [] and not recipe.output.exists()
+    curate.run(recipe, progress=False)
+    assert curate.preflight(recipe) == []  # its own earlier curation: resumable
+    assert [p.message for p in curate.preflight(recipe.model_copy(update={"seed": 3}))] == [
+        f"output: {recipe.output} holds a curation of another recipe or input"
+    ]
+    (tmp_path / "file").write_text("x")
+    (under_file,) = curate.preflight(recipe.model_copy(update={"output": tmp_path / "file" / "out"}))
+    file = tmp_path / "file"
+    assert under_file.message == f"output: {file} is a file, so {file / 'out'} cannot be created"
+
+
+def test_run_scorer_needs_a_pretrain_run_with_a_checkpoint(tmp_path: Path) -> None:
+    from vlmforge.config.curate import RunScorer
+    from vlmforge.curate.preflight import check_scorer
+
+    with pytest.raises(UserError, match=r"model\.path: .*nothing does not exist"):
+        check_scorer(RunScorer(path=tmp_path / "nothing"))
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(UserError, match=r"model\.path: .* is not a run directory"):
+        check_scorer(RunScorer(path=run))
+    shutil.copy(DEBUG_RECIPE, run / "recipe.yaml")  # a pretrain run that never saved a checkpoint
+    with pytest.raises(UserError, match=r"model\.path: .*run: no checkpoint found"):
+        check_scorer(RunScorer(path=run))
+    with pytest.raises(UserError, match=r"model\.checkpoint: file not found: .*last\.ckpt"):
+        check_scorer(RunScorer(path=run, checkpoint=run / "last.ckpt"))
+    (run / "last.ckpt").write_bytes(b"weights")
+    check_scorer(RunScorer(path=run, checkpoint=run / "last.ckpt"))  # found: loading it is run's job
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ffcv") is not None, reason="the ffcv extra is installed")
+def test_an_ffcv_output_without_the_extra_is_a_preflight_problem(tmp_path: Path) -> None:
+    write_tar(tmp_path / "pool.tar", ["s0"])
+    source = {"kind": "webdataset", "shards": str(tmp_path / "pool.tar")}
+    recipe = make_recipe(tmp_path, source, [{"kind": "exact_dedup"}], ffcv={"side": 32})
+    (problem,) = curate.preflight(recipe)
+    assert "ffcv" in problem.message and "pip install 'vlmforge[ffcv]'" in (problem.hint or "")
