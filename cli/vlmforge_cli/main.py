@@ -293,34 +293,44 @@ def data_check(
     args: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="SHARDS... | OVERRIDES...",
-            help="Shard paths or patterns ('shards/{00000..00009}.tar'); with -c: key.path=value overrides.",
+            metavar="SHARDS... | FOLDER | OVERRIDES...",
+            help="Shard paths or patterns ('shards/{00000..00009}.tar'), or one folder holding images and "
+            "captions.jsonl; with -c: key.path=value overrides.",
         ),
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Check the recipe's data (data.kind: webdataset).")
+        str | None,
+        typer.Option("--config", "-c", help="Check the recipe's data (data.kind: webdataset or folder)."),
     ] = None,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Read every sample and decode every image: counts, sizes, caption lengths, each bad sample by shard
-    and key, and the loader throughput measured here. Exit 1 when a run would stop (max_bad_fraction)."""
-    from vlmforge.config.schema import WebDatasetData
-    from vlmforge.data.check import check_shards
+    (or folder) and key, and the loader throughput measured here. Exit 1 when a run would stop
+    (max_bad_fraction)."""
+    from vlmforge.config.schema import FolderData, WebDatasetData
+    from vlmforge.data.check import check_source
 
-    def source() -> WebDatasetData:
+    def source() -> WebDatasetData | FolderData:
         if config is None:
             if not args:
-                raise UserError("give shard paths or patterns, or a recipe with -c")
+                raise UserError("give shard paths or patterns, a folder, or a recipe with -c")
+            if any(Path(arg).is_dir() for arg in args):
+                if len(args) > 1:
+                    raise UserError(
+                        "give one folder, or shard paths and patterns, not both",
+                        hint="vlmforge data check FOLDER  |  vlmforge data check 'shards/*.tar'",
+                    )
+                return FolderData(path=Path(args[0]))
             return WebDatasetData(shards=args)
         data = load("pretrain", config, args).data
-        if not isinstance(data, WebDatasetData):
+        if not isinstance(data, WebDatasetData | FolderData):
             raise UserError(
-                f"data check reads webdataset shards; the recipe's data.kind is {data.kind!r}",
-                hint="give shard patterns instead: vlmforge data check 'shards/{00000..00009}.tar'",
+                f"data check reads webdataset shards or a folder; the recipe's data.kind is {data.kind!r}",
+                hint="give shard patterns or a folder: vlmforge data check 'shards/{00000..00009}.tar'",
             )
         return data
 
-    report = guarded(lambda: check_shards(source()))
+    report = guarded(lambda: check_source(source()))
     from vlmforge_cli.render import data_check_table
 
     emit(fmt, report.to_json(), lambda: data_check_table(out, report.to_json()))

@@ -267,7 +267,7 @@ def test_recipe_mistakes_are_named(tmp_path: Path, pool: Pool) -> None:
         curate.run(changed, progress=False)
 
 
-def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, pool: Pool) -> None:
+def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, pool: Pool, scorer: dict[str, Path]) -> None:
     unknown = run_cli(
         "curate", "-c", str(RECIPE), "steps.0.kind=caption_lenght", f"output={tmp_path / 'o'}", cwd=tmp_path
     )
@@ -277,9 +277,15 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, pool: Pool) -> Non
     missing = run_cli(
         "curate", "-c", "r.yaml", f"input.shards={tmp_path}/none-{{0..2}}.tar", "output=o", cwd=tmp_path
     )
-    assert missing.returncode == 2 and "3 of 3 shard(s) not found" in missing.stderr
-    valid = run_cli("validate", "-c", str(RECIPE), "--format", "json", cwd=tmp_path, check=True)
-    assert last_json(valid.stdout)["verb"] == "curate"
+    assert missing.returncode == 2 and "input.shards: 3 shard file(s) not found" in missing.stderr
+    # the shipped recipe names files this machine does not have: validate names each of them
+    shipped = run_cli("validate", "-c", str(RECIPE), cwd=tmp_path)
+    assert shipped.returncode == 2 and shipped.stderr.count("error:") == 4, shipped.stderr
+    for field in ("input.shards", "model.checkpoint", "target_images", "vocabulary_file"):
+        assert f"{field}" in shipped.stderr
+    args = overrides(pool, scorer, tmp_path / "o")
+    valid = run_cli("validate", "-c", str(RECIPE), *args, "--format", "json", cwd=tmp_path, check=True)
+    assert last_json(valid.stdout)["verb"] == "curate" and not (tmp_path / "o").exists()
 
 
 def test_curated_shards_train_with_pretrain(cli_run: dict[str, Any], tmp_path: Path) -> None:

@@ -156,3 +156,74 @@ def test_bad_caption_rows_name_the_line(tmp_path: Path) -> None:
     (tmp_path / "captions.jsonl").write_text('{"image": "a.png", "caption": "x"}\n{not json\n')
     with pytest.raises(UserError, match=r"captions\.jsonl:2"):
         folder_set(FolderData(path=tmp_path))
+
+
+# ------------------------------------------------------------------------ folder: hostile captions
+def _square(path: Path, side: int) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (side, side), (90, 30, 200)).save(path)
+
+
+def test_folder_paths_leading_outside_are_dropped_unless_allowed(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    _square(root / "in.png", 12)
+    _square(tmp_path / "out.png", 20)
+    (root / "sub" / "link.png").symlink_to(tmp_path / "out.png")
+    (root / "inner-link.png").symlink_to(root / "in.png")  # a link that stays inside is fine
+    names = [
+        "in.png",
+        "sub/../in.png",
+        "inner-link.png",
+        "../out.png",
+        str(tmp_path / "out.png"),
+        "sub/link.png",
+    ]
+    rows = [{"image": name, "caption": f"row {n}"} for n, name in enumerate(names)]
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    data = folder_set(FolderData(path=root, image_size=8))
+    assert data.keys == names[:3] and data.source_size == 6
+    assert [(d.key, d.reason) for d in data.rejected] == [(n, "unsafe_path") for n in names[3:]]
+    assert all("allow_outside" in d.detail for d in data.rejected)
+
+    allowed = folder_set(FolderData(path=root, image_size=8, allow_outside=True))
+    assert allowed.keys == names and not allowed.rejected
+    assert allowed.image(3).shape == (3, 8, 8)  # the outside image, read because the recipe opted in
+
+
+def test_caption_lines_that_are_not_utf8_are_counted(tmp_path: Path) -> None:
+    _square(tmp_path / "a.png", 8)
+    good = json.dumps({"image": "a.png", "caption": "fine"}).encode()
+    (tmp_path / "captions.jsonl").write_bytes(
+        good + b'\n{"image": "a.png", "caption": "caf\xe9"}\n' + good + b"\n"
+    )
+    data = folder_set(FolderData(path=tmp_path, image_size=8))
+    assert data.captions == [["fine"], ["fine"]] and data.source_size == 3
+    (drop,) = data.rejected
+    assert (drop.key, drop.reason) == ("line 2", "bad_caption") and "not UTF-8" in drop.detail
+
+    (tmp_path / "caps.csv").write_bytes(b'image,caption\na.png,ok\na.png,na\xefve\na.png,"two\nlines"\n')
+    csv_data = folder_set(FolderData(path=tmp_path, captions="caps.csv", image_size=8))
+    assert csv_data.captions == [["ok"], ["two\nlines"]]
+    assert [(d.key, d.reason) for d in csv_data.rejected] == [("line 3", "bad_caption")]
+
+
+def test_data_check_reads_a_folder(tmp_path: Path) -> None:
+    from vlmforge.data.check import check_source
+
+    for name in ("a.png", "b.png"):
+        _square(tmp_path / name, 10)
+    (tmp_path / "bad.png").write_bytes(b"no image")
+    rows = [("a.png", "one two"), ("b.png", "three"), ("bad.png", "x"), ("../a.png", "y")]
+    lines = [json.dumps({"image": i, "caption": c}).encode() for i, c in rows] + [b'{"caption": "\xff"}']
+    (tmp_path / "captions.jsonl").write_bytes(b"\n".join(lines))
+    report = check_source(FolderData(path=tmp_path, image_size=8)).to_json()
+    assert (report["entries"], report["kept"]) == (5, 2)
+    assert report["dropped"] == {"decode_error": 1, "bad_caption": 1, "unsafe_path": 1}
+    assert report["shards"] == [{"shard": str(tmp_path), "entries": 5, "kept": 2, "dropped": 3}]
+    assert report["caption_words"]["max"] == 2 and report["image_width"] == {
+        "min": 10.0, "median": 10.0, "mean": 10.0, "max": 10.0
+    }  # fmt: skip
+    assert report["over_budget"]

@@ -12,26 +12,22 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from vlmforge.config.base import Section, Seed
+from vlmforge.config.data import FolderFields, ShardPatterns
 
 CURATE_SCHEMA_VERSION = 1
 
 
 # -------------------------------------------------------------------------------------------- input
-class ShardsInput(Section):
+class ShardsInput(ShardPatterns):
     """WebDataset tar shards in img2dataset layout: key.jpg|png|webp + key.txt (+ key.json)."""
 
     kind: Literal["webdataset"] = "webdataset"
-    shards: str = Field(
-        description="Local shard paths; brace patterns expand, e.g. 'pool/{00000..00127}.tar'.",
-    )
 
 
-class FolderInput(Section):
+class FolderInput(FolderFields):
     """A folder of images + a captions file (.jsonl or .csv with image, caption), cut into shards."""
 
     kind: Literal["folder"] = "folder"
-    path: Path = Field(description="Folder holding the images and the captions file.")
-    captions: str = Field("captions.jsonl", description="Captions file inside `path` (.jsonl or .csv).")
     samples_per_shard: int = Field(
         1000, ge=1, description="Rows per input shard (the unit of parallel work and of resuming)."
     )

@@ -53,15 +53,26 @@ class DigitsData(DataBase):
         return value
 
 
-class FolderData(DataBase):
-    """A folder of images plus a captions file (JSON lines or CSV: image, caption[, label])."""
+class FolderFields(Section):
+    """A folder of images and a captions file naming them: the fields training's folder source and
+    curation's folder input share."""
 
-    kind: Literal["folder"] = "folder"
     path: Path = Field(description="Folder holding the images and the captions file.")
     captions: str = Field(
         "captions.jsonl",
         description="Captions file inside `path`: .jsonl or .csv with image, caption[, label].",
     )
+    allow_outside: bool = Field(
+        False,
+        description="Read images the captions file names outside `path` (an absolute path, '..', a "
+        "symlink leading out). Off: such rows are dropped and counted as unsafe_path, never opened.",
+    )
+
+
+class FolderData(DataBase, FolderFields):
+    """A folder of images plus a captions file (JSON lines or CSV: image, caption[, label])."""
+
+    kind: Literal["folder"] = "folder"
     val_fraction: float = Field(
         0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
     )
@@ -71,26 +82,32 @@ class FolderData(DataBase):
     )
 
 
-class WebDatasetData(DataBase):
-    """WebDataset tar shards in img2dataset layout: ``key.jpg|png|webp`` + ``key.txt`` (+ ``key.json``)."""
+class ShardPatterns(Section):
+    """Tar shard paths or patterns: the field training's webdataset source and curation's webdataset input
+    share (``data.shards.resolve_shards`` expands them)."""
 
-    kind: Literal["webdataset"] = "webdataset"
     shards: list[str] = Field(
         min_length=1,
         description="Uncompressed .tar shard paths or patterns: brace ranges ('shards/{00000..00127}.tar') "
         "and globs ('shards/*.tar'); one string or a list.",
-    )
-    val_fraction: float = Field(
-        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
-    )
-    min_image_size: int = Field(
-        8, ge=1, description="Images whose shorter side is below this many pixels are dropped (too_small)."
     )
 
     @field_validator("shards", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+
+class WebDatasetData(DataBase, ShardPatterns):
+    """WebDataset tar shards in img2dataset layout: ``key.jpg|png|webp`` + ``key.txt`` (+ ``key.json``)."""
+
+    kind: Literal["webdataset"] = "webdataset"
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Fraction held out for evaluation after training."
+    )
+    min_image_size: int = Field(
+        8, ge=1, description="Images whose shorter side is below this many pixels are dropped (too_small)."
+    )
 
 
 class FfcvData(DataBase):

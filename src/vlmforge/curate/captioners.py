@@ -29,14 +29,28 @@ def build_captioner(cfg: PythonCaptioner | RunCaptioner, field: str) -> Captione
     return _from_factory(cfg.target, cfg.options, f"{field}.target")
 
 
-def _from_factory(target: str, options: dict[str, Any], field: str) -> Captioner:
+def check_captioner(cfg: PythonCaptioner | RunCaptioner, field: str) -> None:
+    """What building the captioner would stop on, found without loading a model or calling a factory:
+    the run and its device, or the factory's import."""
+    if isinstance(cfg, RunCaptioner):
+        check_run(cfg, field)
+        _check_device(cfg, field)
+    else:
+        _factory(cfg.target, f"{field}.target")
+
+
+def _factory(target: str, field: str) -> Callable[..., Captioner]:
     module_name, _, factory_name = target.partition(":")
     try:
-        factory: Callable[..., Captioner] = getattr(importlib.import_module(module_name), factory_name)
+        return getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as exc:
         raise UserError(
             f"{field}: cannot import {target!r}: {exc}", hint="'package.module:factory'"
         ) from None
+
+
+def _from_factory(target: str, options: dict[str, Any], field: str) -> Captioner:
+    factory = _factory(target, field)
     try:
         return factory(**options)
     except TypeError as exc:
@@ -75,8 +89,7 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
     from vlmforge.runs.artifacts import load_trained, stage_of
 
     verb = check_run(cfg, field)
-    if cfg.device != "cpu" and not torch.cuda.is_available():
-        raise UserError(f"{field}.device: {cfg.device!r} asked for, but CUDA is not available")
+    _check_device(cfg, field)
     device = torch.device(cfg.device)
     model, tokenizer, recipe, weights = load_trained(cfg.run, cfg.checkpoint)
     model = model.to(device).eval()
@@ -106,6 +119,15 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
         search,
         RunPixels(recipe.model.vision.image_size, stage.data.mean, stage.data.std, device),
     )
+
+
+def _check_device(cfg: RunCaptioner, field: str) -> None:
+    if cfg.device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"{field}.device: {cfg.device!r} asked for, but CUDA is not available")
 
 
 @dataclass

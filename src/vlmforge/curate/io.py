@@ -18,6 +18,8 @@ import numpy as np
 
 from vlmforge.config.curate import CurateInput, FolderInput
 from vlmforge.curate.batch import Chunk, Sample
+from vlmforge.data.captions import CaptionRow, image_file, read_caption_rows
+from vlmforge.data.shards import CAPTION_EXT, cut_drop, resolve_shards
 from vlmforge.errors import UserError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
@@ -49,17 +51,7 @@ def list_shards(cfg: CurateInput) -> list[ShardRef]:
             ShardRef(i, str(cfg.path), start, min(start + step, rows))
             for i, start in enumerate(range(0, rows, step))
         ]
-    from braceexpand import braceexpand
-
-    paths = list(braceexpand(cfg.shards))
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise UserError(
-            f"input.shards: {len(missing)} of {len(paths)} shard(s) not found: {shown}",
-            hint="check the pattern; braces expand as in 'pool/{00000..00009}.tar'",
-        )
-    return [ShardRef(i, p) for i, p in enumerate(paths)]
+    return [ShardRef(i, str(path)) for i, path in enumerate(resolve_shards(cfg.shards, "input.shards"))]
 
 
 def input_fingerprint(shards: list[ShardRef]) -> str:
@@ -73,15 +65,17 @@ def input_fingerprint(shards: list[ShardRef]) -> str:
 
 def read_samples(ref: ShardRef, cfg: CurateInput) -> tuple[list[Sample], str]:
     """Every sample of a shard in order, and a shard-level error ("" if none; e.g. a truncated tar:
-    the samples before the damage are returned)."""
+    the samples before the damage are returned, and the sample the cut lost is counted)."""
     if isinstance(cfg, FolderInput):
         return _folder_samples(ref, cfg), ""
     samples: list[Sample] = []
-    error = ""
+    group: dict[str, bytes] = {}  # the current key's members read whole
+    seen: list[str] = []  # the current key's members whose header was read
+    current: str | None = None
+    opened = False
     try:
         with tarfile.open(ref.path, mode="r|*") as tar:
-            group: dict[str, bytes] = {}
-            current: str | None = None
+            opened = True
             for member in tar:
                 if not member.isfile():
                     continue
@@ -93,15 +87,34 @@ def read_samples(ref: ShardRef, cfg: CurateInput) -> tuple[list[Sample], str]:
                 key, ext = (match.group(1), match.group(2).lower()) if match else (name, "")
                 if key != current and current is not None:
                     samples.append(_assemble(current, group))
-                    group = {}
+                    group, seen = {}, []
                 current = key
+                seen.append(ext)
                 handle = tar.extractfile(member)
                 group[ext] = handle.read() if handle is not None else b""
             if current is not None:
                 samples.append(_assemble(current, group))
     except (tarfile.TarError, OSError, EOFError) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    return samples, error
+        if not opened:  # not a tar at all: no sample to count
+            return [], error
+        return samples + _cut_samples(ref.path, current, group, seen, error), error
+    return samples, ""
+
+
+def _cut_samples(
+    path: str, key: str | None, group: dict[str, bytes], seen: list[str], error: str
+) -> list[Sample]:
+    """What a tar cut short still counts, as ``vlmforge data check`` counts it (``cut_drop``): the sample
+    the cut fell in (``truncated``), or, when the cut came after the last sample's image and caption
+    headers, that sample (kept if both were read whole) and a ``truncated`` placeholder after it."""
+    lost = cut_drop(path, key, seen, error).key
+    cut = Sample(lost, None, "", None, {}, error="truncated")
+    if key is None or lost == key:
+        return [cut]
+    whole = CAPTION_EXT in group and any(e in group for e in IMAGE_EXTS)
+    last = _assemble(key, group) if whole else Sample(key, None, "", None, {}, error="truncated")
+    return [last, cut]
 
 
 def _assemble(key: str, fields: dict[str, bytes]) -> Sample:
@@ -127,33 +140,35 @@ def _assemble(key: str, fields: dict[str, bytes]) -> Sample:
     return Sample(key, fields.get(ext), ext, caption, meta, error)
 
 
-def _caption_rows(path: Path) -> list[dict[str, str]]:
+def _caption_rows(path: Path) -> list[CaptionRow]:
     """The captions file, parsed once per process (and version of the file) however many shards it has."""
     stat = path.stat() if path.is_file() else None
     return _parsed_rows(str(path), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
 
 
 @functools.lru_cache(maxsize=2)
-def _parsed_rows(path: str, mtime_ns: int, size: int) -> list[dict[str, str]]:
-    from vlmforge.data.folder import read_caption_rows
-
+def _parsed_rows(path: str, mtime_ns: int, size: int) -> list[CaptionRow]:
     return read_caption_rows(Path(path))
 
 
 def _folder_samples(ref: ShardRef, cfg: FolderInput) -> list[Sample]:
+    """Rows [start, stop) of the captions file as samples; a line that is not UTF-8 and a path leading
+    outside the folder (unless ``allow_outside``) are counted, and such a file is never opened."""
     rows = _caption_rows(cfg.path / cfg.captions)[ref.start : ref.stop]
     samples = []
     for row in rows:
-        image = str(row["image"])
-        key, _, ext = image.rpartition(".")
-        meta = {k: v for k, v in row.items() if k not in ("image", "caption")}
-        if Path(image).is_absolute() or ".." in Path(image).parts:
-            samples.append(Sample(image, None, "", None, meta, error="unsafe_path"))
+        if row.drop is not None:
+            samples.append(Sample(row.drop.key, None, "", None, {}, error="caption_not_utf8"))
             continue
-        file = cfg.path / image
+        key, _, ext = row.image.rpartition(".")
+        meta = dict(row.extra)
+        file, refused = image_file(cfg.path, row.image, cfg.allow_outside)
+        if refused:
+            samples.append(Sample(row.image, None, "", None, meta, error="unsafe_path"))
+            continue
         data = file.read_bytes() if file.is_file() else None
         error = "" if data is not None else "missing_image"
-        samples.append(Sample(key or image, data, ext.lower(), str(row["caption"]).strip(), meta, error))
+        samples.append(Sample(key or row.image, data, ext.lower(), row.caption.strip(), meta, error))
     return samples
 
 

@@ -23,6 +23,17 @@ def seeded_uniform(seed: int, *parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def target_image_files(folder: Path, field: str) -> list[Path]:
+    """The target set's images under ``folder`` (recursive, sorted); none is an error naming ``field``."""
+    hint = f"point it at a folder of target-set images ({', '.join(IMAGE_EXTS)})"
+    if not folder.is_dir():
+        raise UserError(f"{field}: folder not found: {folder}", hint=hint)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTS)
+    if not files:
+        raise UserError(f"{field}: no images under {folder}", hint=hint)
+    return files
+
+
 class DataCompImageStep(Step):
     """DataComp image-based sampling (Gadre et al. 2023): k-means on the image embeddings of the samples
     reaching this step; each target image picks its nearest centroid; samples in picked clusters stay."""
@@ -59,13 +70,7 @@ class DataCompImageStep(Step):
     def target_embeddings(self) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
-        folder: Path = self.cfg.target_images
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTS)
-        if not files:
-            raise UserError(
-                f"steps.{self.name}.target_images: no images under {folder}",
-                hint=f"point it at a folder of target-set images ({', '.join(IMAGE_EXTS)})",
-            )
+        files = target_image_files(self.cfg.target_images, f"steps.{self.name}.target_images")
         images = []
         for file in files:
             try:

@@ -12,7 +12,7 @@ from vlmforge.curate.base import Resources, Step
 from vlmforge.curate.batch import Batch, Decision, Table, first_reason
 from vlmforge.curate.heuristics import STOP_WORDS, words
 from vlmforge.curate.scorers import Scorer
-from vlmforge.curate.textdetect import OcrReader, Read, check_ocr, mask_text, text_area
+from vlmforge.curate.textdetect import OcrReader, Read, check_east, check_ocr, mask_text, text_area
 
 
 # -------------------------------------------------------------------------------------------- shared
@@ -75,8 +75,11 @@ def caption_overlap(caption: str, read: list[str]) -> float:
 
 
 def check_detector(cfg: Any) -> None:
+    """The detector's files (and for OCR its extra), before any shard is read."""
     if cfg.kind == "ocr":
         check_ocr(cfg)
+    elif cfg.kind == "east":
+        check_east(cfg)
 
 
 OCR_TEXT_CHARS = 200  # OCR'd text kept per sample in the output JSON

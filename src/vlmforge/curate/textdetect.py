@@ -110,15 +110,19 @@ def mser_detector(cfg: MserDetector) -> Detector:
     return detect
 
 
-def east_detector(cfg: EastDetector) -> Detector:
-    """OpenCV's EAST text detector (Zhou et al. 2017) from a local frozen graph."""
-    import cv2
-
+def check_east(cfg: EastDetector) -> None:
     if not cfg.model.is_file():
         raise UserError(
             f"detector.model: EAST model file not found: {cfg.model}",
             hint="download frozen_east_text_detection.pb, or use detector: {kind: mser}",
         )
+
+
+def east_detector(cfg: EastDetector) -> Detector:
+    """OpenCV's EAST text detector (Zhou et al. 2017) from a local frozen graph."""
+    import cv2
+
+    check_east(cfg)
     model = cv2.dnn_TextDetectionModel_EAST(str(cfg.model))
     model.setConfidenceThreshold(cfg.confidence)
     model.setNMSThreshold(cfg.nms)

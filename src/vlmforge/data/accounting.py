@@ -1,9 +1,10 @@
 """Sample accounting: every sample a source holds or a loader reads is kept, or dropped with a reason.
 
-Index-time drops (pairing, captions, a cut tar) are known when a source is opened; read-time drops
-(decode errors, truncated or too-small images) when an image is decoded. The run stops when the drops
-exceed ``data.max_bad_fraction`` of the source's samples: index-time drops plus the read-time drops of
-the current epoch (each sample is read once per epoch across all ranks, so nothing is counted twice).
+Index-time drops (pairing, captions, a cut tar, a folder entry leading outside its folder) are known
+when a source is opened; read-time drops (decode errors, truncated or too-small images) when an image
+is decoded. The run stops when the drops exceed ``data.max_bad_fraction`` of the source's samples:
+index-time drops plus the read-time drops of the current epoch (each sample is read once per epoch
+across all ranks, so nothing is counted twice).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ REASONS = (
     "missing_pair",
     "missing_image",
     "empty_answer",
+    "unsafe_path",
 )
 EXAMPLES_KEPT = 20  # dropped samples named in summaries and errors
 

@@ -33,12 +33,13 @@ from vlmforge.errors import UserError
 CHUNK = 256  # images decoded together when a set is read one image at a time (evaluation, data check)
 
 
-def require_ffcv() -> Any:
+def require_ffcv(what: str = "data.kind ffcv") -> Any:
+    """The ffcv package, or an error saying that ``what`` needs it and how to install it."""
     try:
         import ffcv
     except ImportError:
         raise UserError(
-            "data.kind ffcv needs the optional package 'ffcv', which is not installed",
+            f"{what} needs the optional package 'ffcv', which is not installed",
             hint="apt-get install libturbojpeg0-dev libopencv-dev pkg-config, "
             "then pip install 'vlmforge[ffcv]'",
         ) from None

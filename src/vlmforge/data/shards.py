@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -35,8 +36,9 @@ def expand_braces(pattern: str) -> list[str]:
     return list(braceexpand(pattern))
 
 
-def resolve_shards(patterns: list[str]) -> list[Path]:
-    """Every shard file the patterns name, in order; a missing file or an empty glob is an error."""
+def resolve_shards(patterns: list[str], field: str = "data.shards") -> list[Path]:
+    """Every shard file the patterns (paths, brace ranges, globs) name, in order; a missing file or an
+    empty glob is an error naming ``field``, the recipe field the patterns come from."""
     found: list[Path] = []
     missing: list[str] = []
     for pattern in patterns:
@@ -52,11 +54,11 @@ def resolve_shards(patterns: list[str]) -> list[Path]:
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise UserError(
-            f"data.shards: {len(missing)} shard file(s) not found: {shown}",
+            f"{field}: {len(missing)} shard file(s) not found: {shown}",
             hint="check the path and brace range, e.g. 'shards/{00000..00009}.tar' (quote it in a shell)",
         )
     if not found:
-        raise UserError("data.shards: no shard files given", hint="e.g. data.shards='shards/*.tar'")
+        raise UserError(f"{field}: no shard files given", hint=f"e.g. {field}='shards/*.tar'")
     return found
 
 
@@ -116,14 +118,24 @@ def scan_shard(path: Path) -> ShardIndex:
                 last_key = key
         except tarfile.ReadError as exc:  # the file ends inside a header or a member
             group = members.get(last_key, {}) if last_key is not None else {}
-            paired = CAPTION_EXT in group and any(e in group for e in IMAGE_EXTS)
-            lost = f"(after {last_key})" if paired else (last_key or "(start)")
-            members.pop(lost, None)  # an unpaired last key is the sample that was cut
             detail = f"the tar ends at byte {file_size} ({exc}); any later samples are lost"
-            index.dropped.append(Drop(str(path), lost, "truncated", detail))
+            drop = cut_drop(path, last_key, group, detail)
+            members.pop(drop.key, None)  # an unpaired last key is the sample that was cut
+            index.dropped.append(drop)
         for key, group in members.items():
             _index_sample(tar, path, file_size, key, group, index)
     return index
+
+
+def cut_drop(path: Path | str, last_key: str | None, extensions: Iterable[str], detail: str) -> Drop:
+    """The one sample a tar cut short is counted as losing (``truncated``): the last key when the cut fell
+    before its image and caption were both reached, else a placeholder after it (the samples that
+    followed). ``extensions``: the members of the last key whose headers were read. ``vlmforge data
+    check``, training and curation all count a cut tar this way."""
+    seen = set(extensions)
+    paired = CAPTION_EXT in seen and any(e in seen for e in IMAGE_EXTS)
+    lost = f"(after {last_key})" if paired else (last_key or "(start)")
+    return Drop(str(path), lost, "truncated", detail)
 
 
 def _index_sample(

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from vlmforge.config.curate import CurateRecipe, LocalEngine
+from vlmforge.config.curate import CurateRecipe
 from vlmforge.config.load import dump_recipe
 from vlmforge.curate.engine import run_tasks
-from vlmforge.curate.io import input_fingerprint, list_shards
+from vlmforge.curate.io import ShardRef, input_fingerprint, list_shards
 from vlmforge.curate.pipeline import (
     decide,
     kept_payload,
@@ -29,6 +29,7 @@ from vlmforge.curate.pipeline import (
     write_json_atomic,
     write_output_shard,
 )
+from vlmforge.curate.preflight import checks, output_problem
 from vlmforge.curate.progress import PassProgress
 from vlmforge.curate.report import write_report
 from vlmforge.errors import UserError, collect, raise_all
@@ -73,9 +74,11 @@ def run(recipe: CurateRecipe, progress: bool = True) -> CurateResult:
     output, work = recipe.output, recipe.output / "work"
     recipe_json = recipe.model_dump_json()
     _, steps = process_steps(recipe_json)  # vocabulary files and captioners checked up front
+    if recipe.model is not None:
+        # loaded once here, before the output is claimed (an unloadable model leaves nothing behind):
+        # forked local workers inherit it, pass 2 reuses it
+        steps[0].resources.scorer()
     _claim_output(recipe, shards)
-    if recipe.model is not None and isinstance(recipe.engine, LocalEngine):
-        steps[0].resources.scorer()  # loaded once here: forked workers inherit it, pass 2 reuses it
 
     todo = [ref for ref in shards if not (work / "measure" / f"{ref.index:05d}.json").is_file()]
     measuring = PassProgress("measure", len(todo)) if progress else None
@@ -135,14 +138,19 @@ def run(recipe: CurateRecipe, progress: bool = True) -> CurateResult:
 
 def preflight(recipe: CurateRecipe) -> list[UserError]:
     """Every problem ``run`` would stop on before its first side effect (``vlmforge validate`` reports the
-    same), all of them rather than the first."""
+    same), all of them rather than the first: the input, each file, folder, run, vocabulary, captioner
+    and optional package the recipe names, and whether the output folder may be claimed (checked here,
+    never created)."""
     recipe = absolute_paths(recipe)
-    return collect([lambda: _has_input(recipe)])
+    shards: list[ShardRef] = []
 
+    def listed() -> None:
+        shards.extend(list_shards(recipe.input))
+        if not shards:
+            raise UserError("input: no samples found", hint="check input.shards / input.path")
 
-def _has_input(recipe: CurateRecipe) -> None:
-    if not list_shards(recipe.input):
-        raise UserError("input: no samples found", hint="check input.shards / input.path")
+    problems = collect([listed, *checks(recipe)])
+    return problems + collect([lambda: _check_output(recipe, shards or None)])
 
 
 def write_curated_beton(output: Path, cfg: Any) -> dict[str, Any]:
@@ -178,38 +186,52 @@ def absolute_paths(model: Any) -> Any:
             updates[name] = absolute_paths(value)
         elif isinstance(value, list):
             updates[name] = [absolute_paths(v) if isinstance(v, BaseModel) else v for v in value]
-    if getattr(model, "kind", None) == "webdataset" and not os.path.isabs(model.shards):
-        updates["shards"] = os.path.abspath(model.shards)
+    if getattr(model, "kind", None) == "webdataset":
+        updates["shards"] = [os.path.abspath(pattern) for pattern in model.shards]
     return model.model_copy(update=updates)
 
 
-def _fingerprint(recipe: CurateRecipe, shards: list[Any]) -> str:
+def _fingerprint(recipe: CurateRecipe, shards: list[ShardRef]) -> str:
     """What the output depends on: everything but the engine, plus the input files' sizes."""
     content = recipe.model_dump(mode="json", exclude={"engine"})
     text = json.dumps(content, sort_keys=True) + input_fingerprint(shards)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _claim_output(recipe: CurateRecipe, shards: list[Any]) -> None:
-    """Create the output folder, or check that it holds this very curation (then it is resumed)."""
+def _check_output(recipe: CurateRecipe, shards: list[ShardRef] | None) -> None:
+    """Refuse an output folder that holds something else: another curation (another recipe or input),
+    or files not written by a curation. ``shards`` None: the input is wrong, so whether an earlier
+    curation there is this one is decided once it is fixed."""
     output = recipe.output
-    fingerprint = _fingerprint(recipe, shards)
+    output_problem(output)
     state = output / "state.json"
     if state.is_file():
-        if json.loads(state.read_text()).get("fingerprint") != fingerprint:
+        if shards is None:
+            return
+        try:
+            saved = json.loads(state.read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):  # unreadable: not a state this code wrote
+            saved = None
+        if saved != _fingerprint(recipe, shards):
             raise UserError(
                 f"output: {output} holds a curation of another recipe or input",
                 hint="choose another output folder, or delete this one to start over",
             )
-    elif output.exists() and any(output.iterdir()):
+    elif output.is_dir() and any(output.iterdir()):
         raise UserError(
             f"output: {output} exists and is not a curation output folder",
             hint="choose a new or empty folder",
         )
+
+
+def _claim_output(recipe: CurateRecipe, shards: list[ShardRef]) -> None:
+    """Create the output folder, or check that it holds this very curation (then it is resumed)."""
+    _check_output(recipe, shards)
+    output = recipe.output
     for sub in ("work/measure", "work/write", "shards"):
         (output / sub).mkdir(parents=True, exist_ok=True)
     (output / "recipe.yaml").write_text(dump_recipe(recipe))
-    write_json_atomic(state, {"fingerprint": fingerprint})
+    write_json_atomic(output / "state.json", {"fingerprint": _fingerprint(recipe, shards)})
 
 
 def _written(output: Path, index: int, payload: list[dict[str, Any]]) -> bool:
