@@ -1,5 +1,5 @@
-"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling, sample accounting, and
-metrics + progress."""
+"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling (and the checkpoint writer
+they go through), sample accounting, and metrics + progress."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from vlmforge.data.accounting import (
     EXAMPLES_KEPT,
@@ -27,12 +28,36 @@ from vlmforge.data.accounting import (
 from vlmforge.data.base import ImageTextSet
 from vlmforge.storage import (
     GATHERED_WEIGHTS,
+    DiskFull,
+    append_line,
     checkpoint_name,
+    disk_full,
     fsync_path,
     prune_checkpoints,
     remove_path,
     replace_path,
+    temporary_path,
+    writing,
 )
+
+
+class SameFolderCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint file next to its destination, then renames it into place.
+
+    Lightning's own writer goes through fsspec's transaction, which writes a temporary file in $TMPDIR
+    and moves it over (a copy across file systems): a small or full $TMPDIR fails the save although the
+    run directory has room, and a full device gives an error without errno. Here ``torch.save`` writes
+    through a Python file, so lack of space is an ``OSError`` (raised as ``DiskFull``, the partial file
+    removed). Sharded strategies write their folders themselves (torch.distributed.checkpoint, DeepSpeed)
+    into the destination and do not come here."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with writing(target) as tmp, tmp.open("wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -45,10 +70,12 @@ class AtomicCheckpoint(pl.Callback):
 
     A checkpoint (a file; a folder of per-rank files under sharded FSDP state dicts and DeepSpeed) is
     written under a temporary name, flushed to disk, then renamed into place (``os.replace``), so a
-    reader only ever sees complete checkpoints. Only the newest ``keep_last`` step checkpoints are kept.
-    A sharded run (FSDP, DeepSpeed) also gathers its final weights into one file for evaluation. On
-    SIGTERM the current step finishes, a checkpoint is written and training stops; ``preempted`` tells the
-    caller to exit with code 143.
+    reader only ever sees complete checkpoints. Only the newest ``keep_last`` step checkpoints are kept,
+    and an older one is removed only once the new one is in place. When the disk fills up while writing,
+    the temporary file is removed and ``DiskFull`` is raised: the earlier checkpoints are untouched. A
+    sharded run (FSDP, DeepSpeed) also gathers its final weights into one file for evaluation. On SIGTERM
+    the current step finishes, a checkpoint is written and training stops; ``preempted`` tells the caller
+    to exit with code 143.
     """
 
     def __init__(self, directory: Path, every_steps: int, keep_last: int) -> None:
@@ -98,14 +125,23 @@ class AtomicCheckpoint(pl.Callback):
         path = self.directory / checkpoint_name(trainer.global_step)
         if trainer.global_step == self.last_saved_step and path.exists():
             return path
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = temporary_path(path)
         if trainer.is_global_zero:
             remove_path(tmp)  # left behind by a process killed while writing
         trainer.strategy.barrier("vlmforge-checkpoint-start")
-        trainer.save_checkpoint(tmp, weights_only=False)  # returns once every rank has written its part
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)  # returns once every rank has written its part
+            if trainer.is_global_zero:
+                fsync_path(tmp)
+                replace_path(tmp, path)
+        except BaseException as error:
+            if trainer.is_global_zero:
+                remove_path(tmp)
+            full = disk_full(error)
+            if full is None:
+                raise
+            raise DiskFull(path, full.detail) from error
         if trainer.is_global_zero:
-            fsync_path(tmp)
-            replace_path(tmp, path)
             prune_checkpoints(self.directory, self.keep_last)
         trainer.strategy.barrier("vlmforge-checkpoint")
         self.last_saved_step = trainer.global_step
@@ -173,8 +209,7 @@ class DataAccounting(pl.Callback):
         if over_budget(bad, self.total, self.max_bad_fraction):
             if trainer.is_global_zero:
                 record = {"step": trainer.global_step, "epoch": epoch, "event": "stopped: data"}
-                with self.metrics_path.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record | self.metrics()) + "\n")
+                append_line(self.metrics_path, json.dumps(record | self.metrics()))
             examples = [*self.tally.examples, *self.rejected]
             raise budget_error(self.source, bad, self.total, self.max_bad_fraction, examples)
 
@@ -278,8 +313,7 @@ class MetricsLog(pl.Callback):
         if self.extras is not None:
             record |= self.extras()
         self.history.append(record)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))  # on a full disk: DiskFull, the file left whole
         for logger in self.loggers:
             logger.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
         self._show(record, trainer.max_steps)
