@@ -36,20 +36,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, lane))
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
-    return env
+    return env | (extra or {})
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: float = 600, check: bool = False
+    *args: str,
+    cwd: Path,
+    timeout: float = 600,
+    check: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``vlmforge ARGS`` as a user would run it; returns the finished process (stdout/stderr as text)."""
+    """``vlmforge ARGS`` as a user would run it (``env``: variables set on top of this process's); returns
+    the finished process (stdout/stderr as text)."""
     proc = subprocess.run(
         [sys.executable, "-m", "vlmforge_cli", *args],
         cwd=cwd,
-        env=cli_env(),
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -59,11 +64,11 @@ def run_cli(
     return proc
 
 
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "vlmforge_cli", *args],
         cwd=cwd,
-        env=cli_env(),
+        env=cli_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

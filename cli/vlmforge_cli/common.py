@@ -1,5 +1,6 @@
 """What every command shares: the Typer apps, the consoles, exit codes, option types, and loading,
-guarding and rendering helpers (bad input -> a short message and exit 2, never a traceback)."""
+guarding and rendering helpers (bad input -> a short message and exit 2, a full disk -> exit 4, never a
+traceback)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from vlmforge.errors import UserError, UserErrors
+from vlmforge.storage import DiskFull, disk_full
 
 app = typer.Typer(
     name="vlmforge",
@@ -74,11 +76,38 @@ def fail(error: UserError) -> NoReturn:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def fail_disk_full(error: DiskFull) -> NoReturn:
+    """A write failed for lack of space: what failed, what is intact, how to go on; exit 4."""
+    err.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
+    run_dir = error.run_dir
+    if run_dir is None:
+        hint = "free space on that device, then run the command again"
+    elif error.intact is not None:
+        recorded = f" ({run_dir / 'result.json'} records the failure)" if error.recorded else ""
+        err.print(
+            f"the newest intact checkpoint is {escape(str(error.intact))}{escape(recorded)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        hint = f"free space on that device, then resume the run with: --resume {run_dir}"
+    else:
+        err.print(f"{escape(str(run_dir))} holds no intact checkpoint yet", highlight=False, soft_wrap=True)
+        hint = "free space on that device, then start the run again"
+    err.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_DISK_FULL)
+
+
 def guarded(body: Callable[[], Any]) -> Any:
+    """Run a command's body: bad input -> message and exit 2; a disk full -> message and exit 4."""
     try:
         return body()
     except UserError as error:
         fail(error)
+    except Exception as error:
+        full = disk_full(error)
+        if full is None:
+            raise
+        fail_disk_full(full)
 
 
 def load(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,38 @@ def test_write_json_is_atomic_and_readable(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OSError, match="killed"):
         write_json(path, {"k": 1, "long": "x" * 100_000})
     assert json.loads(path.read_text()) == {"k": 0}  # the old content, whole: never a torn file
+
+
+def test_resume_refuses_a_run_whose_checkpoints_are_all_damaged(tmp_path: Path) -> None:
+    run = create_run_dir(tmp_path, "x")
+    torn = [_ckpt(run, 10, ok=False), _ckpt(run, 20, ok=False)]
+    for resume in ("auto", str(run)):
+        with pytest.raises(UserError, match="is damaged") as caught:
+            find_resume_point(tmp_path, "x", resume)
+        assert str(run / "checkpoints") in caught.value.message
+        assert all(path.name in caught.value.message for path in torn)
+        assert "--resume never" in (caught.value.hint or "")
+    assert find_resume_point(tmp_path, "x", "never") is None
+
+
+def test_resume_names_the_damaged_checkpoints_it_skips(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = create_run_dir(tmp_path, "x")
+    good = _ckpt(run, 10)
+    torn = _ckpt(run, 20, ok=False)
+    assert find_resume_point(tmp_path, "x", "auto").checkpoint == good
+    (line,) = capsys.readouterr().err.splitlines()
+    why = "not a whole checkpoint archive (cut short or overwritten)"
+    assert line == f"skipped damaged checkpoint {torn}: {why}"
+
+
+def test_resume_of_a_staged_run_refuses_a_stage_whose_checkpoints_are_all_damaged(tmp_path: Path) -> None:
+    run = create_run_dir(tmp_path, "x")
+    first, second = (run / "stages" / name / "checkpoints" for name in ("first", "second"))
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    torch.save({"state_dict": {}}, first / checkpoint_name(10))
+    (second / checkpoint_name(5)).write_bytes(b"torn")  # the stage that wrote last
+    os.utime(first, (1_000_000, 1_000_000))
+    with pytest.raises(UserError, match="damaged") as caught:
+        find_resume_point(tmp_path, "x", "auto")
+    assert f"every checkpoint in {second} is damaged: {checkpoint_name(5)}" in caught.value.message

@@ -22,6 +22,7 @@ from vlmforge.config.schema import (
 )
 from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
 from vlmforge.errors import UserError
+from vlmforge.storage import writing
 
 IMAGE = "<image>"
 IGNORE_INDEX = -100
@@ -230,7 +231,10 @@ def template_texts() -> list[str]:
 
 
 def save_tokenizer(tokenizer: Any, folder: Path) -> None:
-    tokenizer.save_pretrained(str(folder))
+    """Save into a folder next to ``folder``, then rename it into place: a resumed run never finds half a
+    tokenizer."""
+    with writing(folder, sync=False) as tmp:
+        tokenizer.save_pretrained(str(tmp))
 
 
 def load_tokenizer(folder: Path) -> Any:

@@ -13,6 +13,7 @@ import torch
 
 from vlmforge.config.schema import OpenClipTokenizer, Tokenizer, WordTokenizer
 from vlmforge.errors import UserError
+from vlmforge.storage import write_text
 
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 SPECIALS = ("<pad>", "<start>", "<unk>")
@@ -105,7 +106,7 @@ def build_tokenizer(cfg: Tokenizer, texts: Iterable[str]) -> TextTokenizer:
 
 
 def save_tokenizer(tok: TextTokenizer, path: Path) -> None:
-    path.write_text(json.dumps(tok.to_json(), indent=1), encoding="utf-8")
+    write_text(path, json.dumps(tok.to_json(), indent=1))
 
 
 def load_tokenizer(path: Path) -> TextTokenizer:

@@ -15,6 +15,7 @@ import torch
 
 from vlmforge.config.llava import LlavaModel
 from vlmforge.errors import UserError, missing_extra
+from vlmforge.storage import writing
 
 PROJECTOR = "model.multi_modal_projector."
 TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -246,9 +247,8 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     """The plain model's weights as safetensors (what the next stage and evaluation load)."""
     from safetensors.torch import save_model
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(tmp))
-    tmp.replace(path)
+    with writing(path) as tmp:
+        save_model(model, str(tmp))
 
 
 def load_saved_weights(model: torch.nn.Module, path: Path) -> None:

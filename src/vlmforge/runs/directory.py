@@ -11,7 +11,9 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +24,13 @@ from vlmforge.config.schema import TrainingRecipe
 from vlmforge.errors import UserError
 from vlmforge.launch import RESUME_ENV, RUN_DIR_ENV, SPAWN_ENV, global_rank, launched_world_size
 from vlmforge.runs.lock import lock_run_dir
-from vlmforge.storage import is_checkpoint, is_completed, list_checkpoints, readable_checkpoint
+from vlmforge.storage import (
+    checkpoint_damage,
+    is_checkpoint,
+    is_completed,
+    list_checkpoints,
+    write_text,
+)
 
 PACKAGES = ("vlmforge", "torch", "lightning", "open_clip_torch", "pydantic", "numpy", "transformers")
 
@@ -48,6 +56,11 @@ RESUMABLE_CHANGES = (
 # parameter order), FSDP's folders or files (keyed by parameter name, resharded on load), DeepSpeed's ZeRO
 # folders (optimizer states partitioned per rank).
 CHECKPOINT_FORMAT = {"auto": "lightning", "ddp": "lightning", "fsdp": "fsdp", "deepspeed": "deepspeed"}
+
+
+# The run directory this process writes to, from the moment ``prepare_run`` has chosen it: where a run
+# that fails part-way records it (``runs.lifecycle.records_disk_full``).
+CURRENT_RUN_DIR: ContextVar[Path | None] = ContextVar("vlmforge_run_dir", default=None)
 
 
 @dataclass(frozen=True)
@@ -130,8 +143,8 @@ def vlmforge_git_sha() -> str | None:
 # ------------------------------------------------------------------------------------------ resume
 def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint | None:
     """``never``: start fresh. ``auto``: the newest run of this name, from its newest readable
-    checkpoint, unless it completed or has none (then start fresh). Otherwise a checkpoint file or a
-    run directory."""
+    checkpoint, unless it completed or has no checkpoint (then start fresh); refused when all its
+    checkpoints are damaged. Otherwise a checkpoint file or a run directory."""
     if resume == "never":
         return None
     if resume == "auto":
@@ -144,27 +157,58 @@ def find_resume_point(output_dir: Path, name: str, resume: str) -> ResumePoint |
     if path.is_dir() and not is_checkpoint(path):
         point = resume_point_in(path)  # newest first: stops at the first readable one
         if point is None:
-            raise UserError(f"--resume {path}: no readable checkpoint in {path / 'checkpoints'}")
+            raise UserError(f"--resume {path}: no checkpoint in {path / 'checkpoints'}")
         return point
     if not is_checkpoint(path):
         raise UserError(
             f"--resume: {path} is neither a checkpoint nor a run directory",
             hint="use --resume auto, never, a run directory or a step-*.ckpt file or folder",
         )
-    if not readable_checkpoint(path):
-        raise UserError(f"--resume: {path} is not a readable checkpoint (damaged or not weights-only)")
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        raise UserError(f"--resume: {path} is not a readable checkpoint (damaged: {damage})")
     return ResumePoint(run_dir_of(path), path)
 
 
 def resume_point_in(run_dir: Path) -> ResumePoint | None:
-    """The newest readable checkpoint of a run directory, if any (of a staged run: in the stage that
-    wrote last)."""
+    """The newest readable checkpoint of a run directory (of a staged run: in the stage that wrote last),
+    or ``None`` when it has no checkpoint. Each damaged newer checkpoint passed over is named on stderr
+    with the reason; when every checkpoint there is damaged the run is not started over silently:
+    ``UserError`` names them."""
+    found, damaged = _newest_readable(run_dir)
+    if found is None and damaged:
+        shown = "; ".join(f"{path.name} ({why})" for path, why in damaged[:5])
+        more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+        raise UserError(
+            f"cannot resume {run_dir}: every checkpoint in {damaged[0][0].parent} is damaged: {shown}{more}",
+            hint="start a new run with --resume never (the default), or resume from another checkpoint "
+            "with --resume PATH",
+        )
+    if found is not None and global_rank() == 0:
+        for path, why in damaged:
+            print(f"skipped damaged checkpoint {path}: {why}", file=sys.stderr, flush=True)
+    return ResumePoint(run_dir, found) if found is not None else None
+
+
+def newest_intact_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a resumed run would start from (``resume_point_in``), without messages."""
+    return _newest_readable(run_dir)[0]
+
+
+def _newest_readable(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest readable checkpoint in the checkpoint folder that was written last (the run's, or a
+    stage's), and the newer ones found damaged (path, why)."""
     stages = sorted((run_dir / "stages").glob("*/checkpoints"), key=lambda d: d.stat().st_mtime)
     for directory in reversed([run_dir / "checkpoints", *stages]):
+        damaged = []
         for ckpt in reversed(list_checkpoints(directory)):
-            if readable_checkpoint(ckpt):
-                return ResumePoint(run_dir, ckpt)
-    return None
+            why = checkpoint_damage(ckpt)
+            if why is None:
+                return ckpt, damaged
+            damaged.append((ckpt, why))
+        if damaged:
+            return None, damaged
+    return None, []
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -180,6 +224,7 @@ def prepare_run(recipe: TrainingRecipe, resume: str) -> tuple[Path, ResumePoint 
     if SPAWN_ENV in os.environ and not mine:  # started by our rank 0 through Lightning's launcher
         resume_from = os.environ.get(RESUME_ENV)
         point = ResumePoint(Path(os.environ[RUN_DIR_ENV]), Path(resume_from)) if resume_from else None
+        CURRENT_RUN_DIR.set(Path(os.environ[RUN_DIR_ENV]))
         return Path(os.environ[RUN_DIR_ENV]), point
     preset = None if mine else os.environ.get(RUN_DIR_ENV)
     if preset:  # a torchrun / srun script chose one run directory for every rank
@@ -198,7 +243,8 @@ def prepare_run(recipe: TrainingRecipe, resume: str) -> tuple[Path, ResumePoint 
     else:
         run_dir = create_run_dir(recipe.output_dir, recipe.name)
         lock_run_dir(run_dir)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    CURRENT_RUN_DIR.set(run_dir)
+    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
     os.environ |= {RUN_DIR_ENV: str(run_dir), RESUME_ENV: str(point.checkpoint) if point else ""}
     os.environ[SPAWN_ENV] = str(os.getpid())
     return run_dir, point
@@ -213,12 +259,13 @@ def _join_preset_run(recipe: TrainingRecipe, run_dir: Path, resume: str) -> tupl
         point = resume_point_in(run_dir)
     else:
         point = find_resume_point(recipe.output_dir, recipe.name, resume)
+    CURRENT_RUN_DIR.set(run_dir)
     if global_rank() == 0:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         lock_run_dir(run_dir)
         if point is not None:
             check_same_recipe(recipe, run_dir)
-        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+        write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
     return run_dir, point
 
 

@@ -2,23 +2,36 @@
 
 start: print the plan for the devices about to be used (asking first above ``plan.confirm_above_usd``),
 pick the run directory (new, resumed, or given by a launcher), save the plan there, seed everything.
-end: a ``RunResult``, written as ``result.json`` with the final weights' path relative to the run.
+end: a ``RunResult``, written as ``result.json`` with the final weights' path relative to the run; or, when
+the disk fills up, a short ``result.json`` (status ``failed``) and ``DiskFull`` naming the newest intact
+checkpoint (``records_disk_full``).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from vlmforge.config.schema import TrainingRecipe
 from vlmforge.errors import UserError
 from vlmforge.launch import global_rank
 from vlmforge.planning.estimate import describe_estimate, pre_run_estimate
-from vlmforge.runs.directory import ResumePoint, prepare_run
-from vlmforge.storage import refuse_overwrite, write_json
+from vlmforge.runs.directory import CURRENT_RUN_DIR, ResumePoint, newest_intact_checkpoint, prepare_run
+from vlmforge.storage import (
+    DiskFull,
+    disk_full,
+    refuse_overwrite,
+    remove_path,
+    write_json,
+    write_json_directly,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -56,6 +69,50 @@ def _inside(path: Path | None, run_dir: Path) -> str | None:
     if path is None:
         return None
     return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
+
+
+def records_disk_full(run: Callable[P, R]) -> Callable[P, R]:
+    """A training verb's ``run`` that, when a write fails for lack of space (a checkpoint, metrics.jsonl,
+    any JSON, weights), raises ``DiskFull`` with the run directory and its newest intact checkpoint, after
+    rank 0 has removed the run's temporary files and written what fits: a short ``result.json`` with
+    status ``failed`` and the reason (written in place, best effort)."""
+
+    @functools.wraps(run)
+    def recorded(*args: P.args, **kwargs: P.kwargs) -> R:
+        token = CURRENT_RUN_DIR.set(None)
+        try:
+            return run(*args, **kwargs)
+        except Exception as error:
+            full = disk_full(error)
+            run_dir = CURRENT_RUN_DIR.get()
+            if full is None:
+                raise
+            if run_dir is not None and full.run_dir is None and not is_launched_worker():
+                full.run_dir = run_dir
+                _record_disk_full(full, run_dir)
+            if full is error:
+                raise
+            raise full from error
+        finally:
+            CURRENT_RUN_DIR.reset(token)
+
+    return recorded
+
+
+def _record_disk_full(full: DiskFull, run_dir: Path) -> None:
+    """Remove the run's temporary files, find its newest intact checkpoint, write the short result.json."""
+    for tmp in sorted(run_dir.rglob(".*.tmp"), reverse=True):  # a folder's contents before the folder
+        remove_path(tmp)
+    full.intact = newest_intact_checkpoint(run_dir)
+    record = {
+        "run_dir": str(run_dir),
+        "status": "failed",
+        "reason": full.message,
+        "checkpoint": None,
+        "intact_checkpoint": _inside(full.intact, run_dir),
+        "metrics": {},
+    }
+    full.recorded = write_json_directly(run_dir / "result.json", record)
 
 
 def is_launched_worker() -> bool:

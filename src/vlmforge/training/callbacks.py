@@ -1,5 +1,5 @@
-"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling, sample accounting, and
-metrics + progress."""
+"""vlmforge's Lightning callbacks: atomic checkpoints with SIGTERM handling (and the checkpoint writer
+they go through), sample accounting, and metrics + progress."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from vlmforge.data.accounting import (
     EXAMPLES_KEPT,
@@ -26,13 +27,37 @@ from vlmforge.data.accounting import (
 from vlmforge.data.base import ImageTextSet
 from vlmforge.storage import (
     GATHERED_WEIGHTS,
+    DiskFull,
+    append_line,
     checkpoint_name,
+    disk_full,
     fsync_path,
     json_text,
     prune_checkpoints,
     remove_path,
     replace_path,
+    temporary_path,
+    writing,
 )
+
+
+class SameFolderCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint file next to its destination, then renames it into place.
+
+    Lightning's own writer goes through fsspec's transaction, which writes a temporary file in $TMPDIR
+    and moves it over (a copy across file systems): a small or full $TMPDIR fails the save although the
+    run directory has room, and a full device gives an error without errno. Here ``torch.save`` writes
+    through a Python file, so lack of space is an ``OSError`` (raised as ``DiskFull``, the partial file
+    removed). Sharded strategies write their folders themselves (torch.distributed.checkpoint, DeepSpeed)
+    into the destination and do not come here."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with writing(target) as tmp, tmp.open("wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 def at_step_boundary(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -57,7 +82,9 @@ class AtomicCheckpoint(pl.Callback):
 
     A checkpoint (a file; a folder of per-rank files under sharded FSDP state dicts and DeepSpeed) is
     written under a temporary name, flushed to disk, then renamed into place (``os.replace``), so a
-    reader only ever sees complete checkpoints. Only the newest ``keep_last`` step checkpoints are kept.
+    reader only ever sees complete checkpoints. Only the newest ``keep_last`` step checkpoints are kept,
+    and an older one is removed only once the new one is in place. When the disk fills up while writing,
+    the temporary file is removed and ``DiskFull`` is raised: the earlier checkpoints are untouched.
     A sharded run (FSDP, DeepSpeed) also gathers its final weights into one file for evaluation.
 
     On SIGTERM or SIGINT (Ctrl-C; a second one aborts at once) the current step finishes, a checkpoint is
@@ -156,14 +183,23 @@ class AtomicCheckpoint(pl.Callback):
         if trainer.global_step == self.last_saved_step and path.exists():
             self.last_path = path
             return path
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = temporary_path(path)
         if trainer.is_global_zero:
             remove_path(tmp)  # left behind by a process killed while writing
         trainer.strategy.barrier("vlmforge-checkpoint-start")
-        trainer.save_checkpoint(tmp, weights_only=False)  # returns once every rank has written its part
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)  # returns once every rank has written its part
+            if trainer.is_global_zero:
+                fsync_path(tmp)
+                replace_path(tmp, path)
+        except BaseException as error:
+            if trainer.is_global_zero:
+                remove_path(tmp)
+            full = disk_full(error)
+            if full is None:
+                raise
+            raise DiskFull(path, full.detail) from error
         if trainer.is_global_zero:
-            fsync_path(tmp)
-            replace_path(tmp, path)
             prune_checkpoints(self.directory, self.keep_last)
         trainer.strategy.barrier("vlmforge-checkpoint")
         self.last_saved_step = trainer.global_step
@@ -232,8 +268,7 @@ class DataAccounting(pl.Callback):
         if over_budget(bad, self.total, self.max_bad_fraction):
             if trainer.is_global_zero:
                 record = {"step": trainer.global_step, "epoch": epoch, "event": "stopped: data"}
-                with self.metrics_path.open("a", encoding="utf-8") as handle:
-                    handle.write(json_text(record | self.metrics()) + "\n")
+                append_line(self.metrics_path, json_text(record | self.metrics()))
             examples = [*self.tally.examples, *self.rejected]
             raise budget_error(self.source, bad, self.total, self.max_bad_fraction, examples)
 
@@ -343,9 +378,9 @@ class MetricsLog(pl.Callback):
         self._show(record, trainer.max_steps)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one strict-JSON line to metrics.jsonl (a NaN loss is written as null)."""
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json_text(record) + "\n")
+        """Append one strict-JSON line to metrics.jsonl (a NaN loss is written as null); on a full disk:
+        ``DiskFull``, the file left whole."""
+        append_line(self.path, json_text(record))
 
     def _show(self, record: dict[str, Any], total: int) -> None:
         status = f"loss {record.get('loss', float('nan')):.4f}"

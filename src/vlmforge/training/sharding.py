@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from vlmforge.storage import writing
+
 
 def promote_scalar_parameters(model: torch.nn.Module) -> None:
     """Replace every 0-d parameter of ``model`` by a shape-[1] parameter of the same value."""
@@ -109,12 +111,7 @@ def zero_checkpoint_state(directory: Path, tag: str = "checkpoint") -> dict[str,
 
 def save_weights(state: dict[str, torch.Tensor], step: int, path: Path) -> Path:
     """Write gathered weights as a weights-only checkpoint (``{"state_dict", "global_step"}``) through a
-    temporary file, so a reader never sees a partial file."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": state, "global_step": step}, tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    temporary file next to it, so a reader never sees a partial file (on a full disk: ``DiskFull``)."""
+    with writing(path) as tmp, tmp.open("wb") as handle:
+        torch.save({"state_dict": state, "global_step": step}, handle)
     return path

@@ -99,7 +99,10 @@ def build_trainer(
     blocks: tuple[type, ...] = (),
 ) -> pl.Trainer:
     """A Trainer for the recipe's devices stepping as ``batch`` says (length, accumulation); ``blocks``
-    are the model's transformer block classes (FSDP wraps each)."""
+    are the model's transformer block classes (FSDP wraps each). Checkpoint files are written next to
+    their destination, never through $TMPDIR (``SameFolderCheckpointIO``)."""
+    from vlmforge.training.callbacks import SameFolderCheckpointIO
+
     quiet_lightning()
     train = recipe.train
     return pl.Trainer(
@@ -113,6 +116,7 @@ def build_trainer(
         accumulate_grad_batches=batch.accumulate,
         gradient_clip_val=train.grad_clip_norm,
         callbacks=callbacks,
+        plugins=[SameFolderCheckpointIO()],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

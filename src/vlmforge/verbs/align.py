@@ -20,12 +20,13 @@ from vlmforge.config.schema import AlignRecipe
 from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.artifacts import llava_model, stage_completed, with_source_model
 from vlmforge.runs.directory import manifest
-from vlmforge.runs.lifecycle import RunResult, is_launched_worker, start_run
+from vlmforge.runs.lifecycle import RunResult, is_launched_worker, records_disk_full, start_run
 from vlmforge.storage import WEIGHTS, read_json, write_json
 
 TRAINING = "training.json"  # the training outcome; result.json is written once evaluation is done too
 
 
+@records_disk_full
 def run(
     recipe: AlignRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> RunResult | None:

@@ -20,10 +20,11 @@ from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.artifacts import llava_model, stage_completed, stage_dir
 from vlmforge.runs.directory import ResumePoint, manifest, resume_point_in
-from vlmforge.runs.lifecycle import RunResult, is_launched_worker, start_run
+from vlmforge.runs.lifecycle import RunResult, is_launched_worker, records_disk_full, start_run
 from vlmforge.storage import WEIGHTS, read_json, write_json
 
 
+@records_disk_full
 def run(
     recipe: FinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> RunResult | None:

@@ -14,10 +14,11 @@ from typing import Any
 from vlmforge.config.schema import PretrainRecipe
 from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.directory import manifest
-from vlmforge.runs.lifecycle import RunResult, start_run
+from vlmforge.runs.lifecycle import RunResult, records_disk_full, start_run
 from vlmforge.storage import write_json
 
 
+@records_disk_full
 def run(
     recipe: PretrainRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
 ) -> RunResult | None:
