@@ -150,6 +150,16 @@ def test_a_diverging_run_stops_before_the_bad_update_with_its_last_finite_step(t
     assert leftovers(run_dir) == []
 
 
+def _started_until_a_checkpoint(cwd: Path) -> subprocess.Popen[str]:
+    """A long pretrain run started in ``cwd``, once it has written its first checkpoint."""
+    proc = start_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "--format", "json", cwd=cwd)
+    deadline = time.monotonic() + 300
+    while not list((cwd / "runs").glob("clip-tiny/*/checkpoints/step-*.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    return proc
+
+
 def _git_repo(path: Path) -> str:
     path.mkdir()
     for command in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "project"]):
@@ -168,17 +178,7 @@ def _lock_of(pid: int) -> dict[str, Any]:
 def test_ctrl_c_saves_and_a_locked_run_is_not_trained_twice(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project_sha = _git_repo(project)
-    long_run = [
-        *QUICK,
-        "train.max_steps=100000",
-        "train.log_every_steps=1000",
-        "train.checkpoint.every_steps=5",
-    ]
-    proc = start_cli("pretrain", "-c", str(DEBUG_RECIPE), *long_run, "--format", "json", cwd=project)
-    deadline = time.monotonic() + 300
-    while not list((project / "runs").glob("clip-tiny/*/checkpoints/step-*.ckpt")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
+    proc = _started_until_a_checkpoint(project)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
@@ -201,7 +201,7 @@ def test_ctrl_c_saves_and_a_locked_run_is_not_trained_twice(tmp_path: Path) -> N
     try:
         (run_dir / ".lock").write_text(json.dumps(_lock_of(holder.pid)))
         before = files_under(run_dir), (run_dir / "recipe.yaml").stat().st_mtime_ns
-        second = run_cli("pretrain", "-c", str(DEBUG_RECIPE), *long_run, "--resume", "auto", cwd=project)
+        second = run_cli("pretrain", "-c", str(DEBUG_RECIPE), *LONG, "--resume", "auto", cwd=project)
         refused(second, "being trained by another process", f"pid {holder.pid}")
         assert (files_under(run_dir), (run_dir / "recipe.yaml").stat().st_mtime_ns) == before
     finally:
@@ -216,17 +216,7 @@ def test_ctrl_c_saves_and_a_locked_run_is_not_trained_twice(tmp_path: Path) -> N
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX signals")
 def test_sigterm_result_names_the_checkpoint_it_saved(tmp_path: Path) -> None:
-    long_run = [
-        *QUICK,
-        "train.max_steps=100000",
-        "train.log_every_steps=1000",
-        "train.checkpoint.every_steps=5",
-    ]
-    proc = start_cli("pretrain", "-c", str(DEBUG_RECIPE), *long_run, "--format", "json", cwd=tmp_path)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "runs").glob("clip-tiny/*/checkpoints/step-*.ckpt")):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = _started_until_a_checkpoint(tmp_path)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-3000:]
