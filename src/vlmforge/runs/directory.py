@@ -105,39 +105,30 @@ def manifest(seed: int, data_fingerprint: str, devices: dict[str, Any]) -> dict[
     }
 
 
-def _git_sha(directory: Path) -> str | None:
-    """The commit checked out in the repository holding ``directory`` (``-dirty`` with local changes)."""
+def _git(directory: Path, *args: str) -> str | None:
+    """``git -C directory ARGS``'s output, or None outside a repository or without git."""
     try:
-        out = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
+        return subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain"], capture_output=True, text=True, timeout=5
-        ).stdout
-        return out + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _git_sha(directory: Path) -> str | None:
+    """The commit checked out in the repository holding ``directory`` (``-dirty`` with local changes)."""
+    head = _git(directory, "rev-parse", "HEAD")
+    if head is None:
+        return None
+    return head + ("-dirty" if _git(directory, "status", "--porcelain") else "")
 
 
 def vlmforge_git_sha() -> str | None:
     """vlmforge's own commit when it runs from a checkout (an editable install); None when installed
     from a wheel — even inside someone else's repository (a virtual environment in a project)."""
     package = Path(__file__).resolve().parents[1]
-    try:
-        top = subprocess.run(
-            ["git", "-C", str(package), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return _git_sha(package) if Path(top).resolve() / "src" / "vlmforge" == package else None
+    top = _git(package, "rev-parse", "--show-toplevel")
+    return _git_sha(package) if top and Path(top).resolve() / "src" / "vlmforge" == package else None
 
 
 # ------------------------------------------------------------------------------------------ resume
