@@ -17,7 +17,10 @@ import typer
 from rich.markup import escape
 
 from vlmforge.errors import UserError, raise_all
-from vlmforge_cli import training  # noqa: F401  (registers pretrain, finetune, align first)
+from vlmforge_cli import (
+    interop,  # noqa: F401  (registers export)
+    training,  # noqa: F401  (registers pretrain, finetune, align first)
+)
 from vlmforge_cli.common import (
     EXIT_DATA_OVER_BUDGET,
     FormatOpt,
