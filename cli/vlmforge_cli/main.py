@@ -247,7 +247,11 @@ def validate(
         return
     notes = _missing_paths(recipe)
     if not schema_only:  # here a missing file is an error, as it is for the verb
-        missing = [UserError(note, hint="fix the path, or pass --schema-only") for note in notes]
+        missing = [
+            UserError(note, hint="fix the path, or pass --schema-only")
+            for note in notes
+            if not note.startswith("model.pretrained")  # the pre-flight resolves it
+        ]
         guarded(lambda: raise_all(missing + _preflight(chosen, recipe)))
     payload = {"valid": True, "verb": chosen, "name": getattr(recipe, "name", None), "notes": notes}
 
@@ -284,9 +288,12 @@ def _missing_paths(recipe: Any) -> list[str]:
     for where, data in sources:
         if data is not None and getattr(data, "path", None) is not None and not data.path.exists():
             notes.append(f"{where}.path {data.path} does not exist on this machine")
-    model = getattr(recipe, "model", None)
-    if model is not None and getattr(model, "pretrained", None) is not None and not model.pretrained.exists():
-        notes.append(f"model.pretrained {model.pretrained} does not exist on this machine")
+    pretrained = getattr(getattr(recipe, "model", None), "pretrained", None)
+    if pretrained is not None and not Path(pretrained).expanduser().exists():
+        notes.append(
+            f"model.pretrained {pretrained} is not a path on this machine: it must be an open_clip tag or a "
+            "hub name in the local caches (checked without --schema-only)"
+        )
     return notes
 
 

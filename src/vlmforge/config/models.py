@@ -15,6 +15,12 @@ from pydantic import Field, model_validator
 
 from vlmforge.config.base import Section
 
+PRETRAINED_HELP = (
+    "Weights to start from (random init if unset): a checkpoint file, an open_clip local-dir export, a "
+    "transformers folder, a vlmforge run or export, an open_clip tag of `arch` (e.g. openai) or a hub name "
+    "(tags and hub names come from the local caches when HF_HUB_OFFLINE=1)."
+)
+
 
 class VisionTower(Section):
     image_size: int = Field(224, ge=8, le=4096, description="Input side in pixels (at most 4096).")
@@ -162,9 +168,7 @@ class ClipModel(Section):
     vision: VisionTower | None = Field(None, description="Custom vision tower (when `arch` is not set).")
     text: TextTower | None = Field(None, description="Custom text tower (when `arch` is not set).")
     tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
-    pretrained: Path | None = Field(
-        None, description="Local checkpoint to initialise from (random init if unset)."
-    )
+    pretrained: str | None = Field(None, description=PRETRAINED_HELP)
     quick_gelu: bool = Field(False, description="Use QuickGELU activations (OpenAI CLIP weights need it).")
     patch_dropout: float = Field(
         0.0,
@@ -248,9 +252,7 @@ class CoCaModel(Section):
         None, description="Custom captioning decoder (when `arch` is not set)."
     )
     tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
-    pretrained: Path | None = Field(
-        None, description="Local checkpoint to initialise from (random init if unset)."
-    )
+    pretrained: str | None = Field(None, description=PRETRAINED_HELP)
     quick_gelu: bool = Field(False, description="Use QuickGELU activations.")
     init_logit_scale: float = Field(
         math.log(1 / 0.07), description="Initial log temperature, CLIP's log(1/0.07)."
@@ -394,9 +396,7 @@ class MaskedTowers(Section):
     vision: VisionTower | None = Field(None, description="Custom vision tower (when `arch` is not set).")
     text: TextTower | None = Field(None, description="Custom text tower (when `arch` is not set).")
     tokenizer: Tokenizer = Field(default_factory=OpenClipTokenizer, description="Caption tokenizer.")
-    pretrained: Path | None = Field(
-        None, description="Local checkpoint of this model to initialise from (random init if unset)."
-    )
+    pretrained: str | None = Field(None, description=PRETRAINED_HELP)
     quick_gelu: bool = Field(False, description="Use QuickGELU activations.")
     mlm: MLMObjective | None = Field(None, description="Masked language modeling on captions (off if unset).")
 

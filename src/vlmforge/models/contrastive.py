@@ -9,6 +9,7 @@ import torch
 
 from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig, TextTower, VisionTower
 from vlmforge.errors import UserError
+from vlmforge.weights import resolve
 
 
 def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -34,7 +35,7 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
                 **extra,
             )
     if cfg.pretrained is not None:
-        load_checkpoint_weights(model, cfg.pretrained)
+        load_checkpoint_weights(model, resolve(cfg.pretrained, cfg.arch))
     if cfg.ssl is not None:  # after the pretrained weights: a CLIP checkpoint has no SLIP head
         with torch.device(device):
             model.ssl_head = ssl_head(cfg.ssl, embed_dim(cfg))

@@ -9,6 +9,7 @@ import torch
 from vlmforge.config.schema import CoCaModel
 from vlmforge.generate import StepFn
 from vlmforge.models.contrastive import create_arch, image_size, load_checkpoint_weights, text_cfg, vision_cfg
+from vlmforge.weights import resolve
 
 
 def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -48,7 +49,7 @@ def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.n
             )
     init_decoder(model.text_decoder)
     if cfg.pretrained is not None:
-        load_checkpoint_weights(model, cfg.pretrained)
+        load_checkpoint_weights(model, resolve(cfg.pretrained, cfg.arch))
     return model
 
 

@@ -36,6 +36,7 @@ from vlmforge.config.models import FlavaModel, MAEDecoder, MaskedModel, TextTowe
 from vlmforge.errors import UserError
 from vlmforge.masking import mim_loss, mlm_candidates, mlm_corrupt, mlm_loss, patchify, random_patch_mask
 from vlmforge.models.contrastive import load_checkpoint_weights
+from vlmforge.weights import resolve
 
 MaskedConfig = MaskedModel | FlavaModel
 Contrastive = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -205,7 +206,7 @@ def build_model(cfg: MaskedConfig, vocab_size: int, device: str = "cpu") -> Mask
         scale = cfg.contrastive.init_logit_scale if isinstance(cfg, FlavaModel) else None
         model = MaskedVLM(visual, text, decoder, mlm_head, vocab_size, scale)
     if cfg.pretrained is not None:
-        load_checkpoint_weights(model, cfg.pretrained)
+        load_checkpoint_weights(model, resolve(cfg.pretrained, cfg.arch))
     return model
 
 

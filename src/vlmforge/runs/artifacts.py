@@ -25,7 +25,8 @@ from vlmforge.config.schema import (
     recipe_verb,
 )
 from vlmforge.errors import UserError
-from vlmforge.storage import GATHERED_WEIGHTS, WEIGHTS, is_completed, list_checkpoints, read_json
+from vlmforge.storage import WEIGHTS, is_completed
+from vlmforge.weights import final_checkpoint
 
 MODEL_FIELDS_IGNORED = {"lora": True, "vision": {"pretrained"}, "llm": {"pretrained"}}
 
@@ -40,31 +41,6 @@ def run_verb(run_dir: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ pretrain
-def final_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a finished run names in result.json, else its gathered weights (sharded runs), else
-    its newest checkpoint file."""
-    result_file = run_dir / "result.json"
-    if result_file.is_file():
-        named = read_json(result_file).get("checkpoint")
-        if named and (run_dir / named).is_file():
-            return run_dir / named
-    weights = run_dir / "checkpoints" / GATHERED_WEIGHTS
-    if weights.is_file():
-        return weights
-    found = list_checkpoints(run_dir / "checkpoints")
-    if not found:
-        raise UserError(
-            f"{run_dir}: no checkpoint found", hint="is this a vlmforge run directory that trained?"
-        )
-    if found[-1].is_dir():
-        raise UserError(
-            f"{run_dir}: the newest checkpoint {found[-1].name} is a sharded folder and the run has no "
-            f"gathered weights (checkpoints/{GATHERED_WEIGHTS} is written when a sharded run finishes)",
-            hint="resume the run to its end (vlmforge pretrain -c RECIPE --resume RUN_DIR), then evaluate",
-        )
-    return found[-1]
-
-
 def pretrained_model(recipe: PretrainRecipe, vocab_size: int, checkpoint: Path) -> Any:
     """The recipe's model with a checkpoint's weights (random init first: the weights replace it)."""
     from vlmforge.families import family_for

@@ -42,6 +42,7 @@ def preflight(recipe: TrainingRecipe) -> list[UserError]:
     checks = [lambda: check_memory(recipe)]
     if isinstance(recipe, PretrainRecipe):
         checks.insert(0, lambda: check_image_size(recipe))
+        checks.insert(0, lambda: check_pretrained(recipe))
     return collect(checks)
 
 
@@ -57,6 +58,14 @@ def check_image_size(recipe: PretrainRecipe) -> None:
             f"data.image_size is {recipe.data.image_size} but the model expects {side}",
             hint=f"set data.image_size={side}",
         )
+
+
+def check_pretrained(recipe: PretrainRecipe) -> None:
+    """``model.pretrained`` names weights on this machine (a tag or hub name: in the local caches)."""
+    if recipe.model.pretrained is not None:
+        from vlmforge.weights import resolve
+
+        resolve(recipe.model.pretrained, recipe.model.arch)
 
 
 def data_in_memory_gb(recipe: TrainingRecipe) -> float:
