@@ -1,8 +1,9 @@
 """The import structure of ``src/vlmforge``: no cycles (imports inside functions count: they hide a cycle
 from Python, not from a reader) and every import pointing down the layers of the design.
 
-Layers, top to bottom: verbs; curation internals and exporters (they load trained runs); the run lifecycle and
-artifacts; training, evaluation and planning; the base (models, data, config, losses, storage, ...).
+Layers, top to bottom: verbs; curation internals and the exporters (they load trained runs); the run
+lifecycle and artifacts; training, evaluation and planning; the base (models, data, config, losses,
+storage, ...).
 A module may import its own layer's modules (except another verb) and lower layers, never higher ones.
 """
 

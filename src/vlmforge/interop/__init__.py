@@ -20,7 +20,8 @@ Exporter = Callable[[Path, Path, "str | None", Any], None]
 FORMATS: dict[str, str] = {
     "open_clip": 'open_clip.create_model_and_transforms("local-dir:DIR")',
     "hf": "transformers' from_pretrained(DIR) and AutoProcessor.from_pretrained(DIR)",
-    "timm": 'timm.create_model("local-dir:DIR") (the image encoder)',
+    # without pretrained=True timm builds the architecture with random weights
+    "timm": 'timm.create_model("local-dir:DIR", pretrained=True) (the image encoder)',
 }
 
 # (format, model kind) -> "module:function"
@@ -29,6 +30,11 @@ EXPORTERS: dict[tuple[str, str], str] = {
     ("open_clip", "siglip"): "vlmforge.interop.open_clip_export:export",
     ("open_clip", "coca"): "vlmforge.interop.open_clip_export:export",
     ("hf", "llava"): "vlmforge.interop.hf_llava:export",
+    ("timm", "clip"): "vlmforge.interop.timm_export:export",
+    ("timm", "siglip"): "vlmforge.interop.timm_export:export",
+    ("timm", "coca"): "vlmforge.interop.timm_export:export",
+    ("timm", "masked"): "vlmforge.interop.timm_export:export",
+    ("timm", "flava"): "vlmforge.interop.timm_export:export",
 }
 
 
