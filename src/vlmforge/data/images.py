@@ -45,13 +45,19 @@ def decode_rgb(data: bytes | Path, min_side: int = 1) -> Any:
 
 
 def square_tensor(img: Any, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Resize the short side to ``size`` (bicubic), centre-crop, normalise -> [3, size, size] float."""
+    """Resize the short side to ``size`` (bicubic), centre-crop, normalise -> [3, size, size] float.
+
+    The arithmetic is torchvision's ``Resize(size)`` + ``CenterCrop(size)`` (long side truncated, crop offset
+    rounded half to even), the transform open_clip and timm rebuild from an export: the pixels a model
+    trained on are the pixels it sees there."""
     from PIL import Image
 
-    scale = size / min(img.size)
-    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-    img = img.resize((w, h), Image.Resampling.BICUBIC)
-    left, top = (w - size) // 2, (h - size) // 2
+    short, long = min(img.size), max(img.size)
+    new_long = int(size * long / short)
+    w, h = (new_long, size) if img.width >= img.height else (size, new_long)
+    if (w, h) != img.size:
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = round((w - size) / 2), round((h - size) / 2)
     img = img.crop((left, top, left + size, top + size))
     array = np.asarray(img, dtype=np.float32) / 255.0
     return (torch.from_numpy(array).permute(2, 0, 1) - mean) / std
