@@ -153,3 +153,14 @@ def test_hub_names_resolve_from_the_local_cache_only(tmp_path: Path, monkeypatch
     assert "huggingface-cli download openai/clip-vit-base-patch32" in str(missing.value.hint)
     placed = _fake_hub_cache(tmp_path, "openai/clip-vit-base-patch32", "config.json")
     assert resolve("openai/clip-vit-base-patch32", None) == placed.parent  # a transformers folder
+
+
+def test_the_curation_scorer_takes_quick_gelu_from_the_tag() -> None:
+    """OpenAI's ViT-B-32 weights were trained with QuickGELU: scoring with GELU would be another network."""
+    from vlmforge.config.curate import OpenClipScorer
+    from vlmforge.curate.scorers import quick_gelu
+
+    assert quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="openai"))
+    assert not quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="laion2b_s34b_b79k"))
+    assert not quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="weights/mine.pt"))
+    assert not quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="openai", quick_gelu=False))

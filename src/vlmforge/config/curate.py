@@ -73,11 +73,18 @@ class RunScorer(Section):
 
 
 class OpenClipScorer(Section):
-    """An open_clip architecture with weights from a local checkpoint file (no download)."""
+    """An open_clip architecture with its weights: a local file or folder, or one of open_clip's tags
+    (from the local cache when HF_HUB_OFFLINE=1: nothing is downloaded then)."""
 
     kind: Literal["open_clip"] = "open_clip"
     arch: str = Field(description="open_clip model name, e.g. ViT-B-32, or the stem of `config`.")
-    checkpoint: Path = Field(description="Local state dict (.pt/.bin/.safetensors), loaded weights-only.")
+    checkpoint: str = Field(
+        description="Weights: a local state dict (.pt/.bin/.safetensors, loaded weights-only), an open_clip "
+        "local-dir folder, or an open_clip tag of `arch` such as openai or laion2b_s34b_b79k."
+    )
+    quick_gelu: bool | None = Field(
+        None, description="QuickGELU activations; default: as the open_clip tag says (OpenAI's need it)."
+    )
     config: Path | None = Field(
         None, description="A model config JSON in open_clip's format, for architectures it does not ship."
     )

@@ -54,13 +54,11 @@ def step_checks(step: Any) -> list[Callable[[], object]]:
 def check_scorer(cfg: RunScorer | OpenClipScorer) -> None:
     """The scoring model's files: a pretrain run with a checkpoint, or a local open_clip state dict."""
     if isinstance(cfg, OpenClipScorer):
-        missing = [
-            f"model.{name}: file not found: {path}"
-            for name, path in (("checkpoint", cfg.checkpoint), ("config", cfg.config))
-            if path is not None and not path.is_file()
-        ]
-        if missing:
-            raise UserError("; ".join(missing), hint="give local files: nothing is downloaded")
+        from vlmforge.weights import resolve
+
+        if cfg.config is not None and not cfg.config.is_file():
+            raise UserError(f"model.config: file not found: {cfg.config}", hint="give a local open_clip JSON")
+        resolve(cfg.checkpoint, cfg.arch, "model.checkpoint")
         return
     from vlmforge.runs.artifacts import final_checkpoint, run_verb
 

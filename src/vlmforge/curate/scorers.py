@@ -81,11 +81,22 @@ def _from_run(cfg: RunScorer) -> Scorer:
     )
 
 
+def quick_gelu(cfg: OpenClipScorer) -> bool:
+    """The recipe's choice, else what open_clip records for the tag (OpenAI's weights were trained with
+    QuickGELU: GELU would score with a different network)."""
+    import open_clip
+
+    if cfg.quick_gelu is not None:
+        return cfg.quick_gelu
+    return bool(open_clip.get_pretrained_cfg(cfg.arch, cfg.checkpoint).get("quick_gelu", False))
+
+
 def _from_open_clip(cfg: OpenClipScorer) -> Scorer:
     import open_clip
 
     from vlmforge.data.tokenizers import OpenClipBPE
     from vlmforge.models.contrastive import load_checkpoint_weights, quiet_random_init
+    from vlmforge.weights import resolve
 
     if cfg.config is not None:
         if not cfg.config.is_file():
@@ -100,12 +111,11 @@ def _from_open_clip(cfg: OpenClipScorer) -> Scorer:
             + (f"; did you mean {', '.join(close)}?" if close else ""),
             hint="name a shipped architecture, or give model.config with the JSON of a custom one",
         )
-    if not cfg.checkpoint.is_file():
-        raise UserError(f"model.checkpoint: file not found: {cfg.checkpoint}")
+    weights = resolve(cfg.checkpoint, cfg.arch, "model.checkpoint")
     with quiet_random_init():
-        model = open_clip.create_model(cfg.arch, pretrained=None)
+        model = open_clip.create_model(cfg.arch, pretrained=None, force_quick_gelu=quick_gelu(cfg))
     try:
-        load_checkpoint_weights(model, cfg.checkpoint)
+        load_checkpoint_weights(model, weights)
     except UserError as exc:
         raise UserError(exc.message.replace("model.pretrained", "model.checkpoint"), exc.hint) from None
     pre = model.visual.preprocess_cfg
