@@ -163,3 +163,19 @@ def test_bf16_export_loads_in_bf16(tiny_run: dict[str, Any], tmp_path: Path) -> 
         assert {weights.get_tensor(k).dtype for k in weights.keys()}  # noqa: SIM118 (safe_open is no dict) == {torch.bfloat16}
     model, _, _ = open_clip_model(out)
     assert model.visual.conv1.weight.abs().sum() > 0
+
+
+def test_an_export_starts_a_new_vlmforge_run(tiny_run: dict[str, Any], tmp_path: Path) -> None:
+    """An open_clip export (and the run directory itself) is a valid ``model.pretrained``."""
+    from vlmforge.config.load import load_recipe
+    from vlmforge.models.contrastive import build_model
+    from vlmforge.runs.artifacts import load_trained
+
+    out = tmp_path / "clip-export"
+    export_here(tiny_run["run_dir"], out)
+    trained, tokenizer, _, _ = load_trained(tiny_run["run_dir"])
+    for source in (out, tiny_run["run_dir"]):
+        recipe = load_recipe("pretrain", tiny_run["run_dir"] / "recipe.yaml", [f"model.pretrained={source}"])
+        started = build_model(recipe.model, tokenizer.vocab_size)
+        for key, value in trained.state_dict().items():
+            assert torch.equal(value, started.state_dict()[key]), (source, key)
