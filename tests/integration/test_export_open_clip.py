@@ -179,3 +179,41 @@ def test_an_export_starts_a_new_vlmforge_run(tiny_run: dict[str, Any], tmp_path:
         started = build_model(recipe.model, tokenizer.vocab_size)
         for key, value in trained.state_dict().items():
             assert torch.equal(value, started.state_dict()[key]), (source, key)
+
+
+def test_clip_benchmark_scores_the_export_as_vlmforge_scores_the_run(
+    tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """CLIP_benchmark's own loader (``load_open_clip("local-dir:...")``) and zero-shot code on the export
+    give the top-1 / top-5 that ``vlmforge eval`` recorded for the run on the same held-out digits."""
+    from clip_benchmark.metrics import zeroshot_classification
+    from clip_benchmark.models.open_clip import load_open_clip
+
+    from vlmforge.data.sources import build_eval_data
+    from vlmforge.runs.artifacts import load_trained
+
+    out = tmp_path / "clip-export"
+    export_here(tiny_run["run_dir"], out)
+    model, _, tokenizer = load_open_clip(f"local-dir:{out}", pretrained=None)
+    _, _, recipe, _ = load_trained(tiny_run["run_dir"])
+    data = build_eval_data(recipe, None)
+    images = torch.stack([data.image(i) for i in range(len(data))])
+    labels = [data.label(i) for i in range(len(data))]
+    dataset = torch.utils.data.TensorDataset(images, torch.tensor(labels))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64)
+    # CLIP_benchmark's classifier and classification pass; its accuracy() needs numpy < 2.4 (float() of a
+    # 1-element array), so top-k is counted here from the logits it returns, by its formula
+    classifier = zeroshot_classification.zero_shot_classifier(
+        model.eval(),
+        tokenizer,
+        data.classnames,
+        [t.replace("{}", "{c}") for t in data.prompts],  # CLIP_benchmark's placeholder is {c}
+        "cpu",
+        amp=False,
+    )
+    logits, target = zeroshot_classification.run_classification(model, classifier, loader, "cpu", amp=False)
+    top = logits.topk(5, 1).indices
+    scores = {f"acc{k}": (top[:, :k] == target[:, None]).any(1).float().mean().item() for k in (1, 5)}
+    recorded = json.loads((tiny_run["run_dir"] / "eval" / "zeroshot.json").read_text())["metrics"]
+    assert scores["acc1"] == pytest.approx(recorded["top1"], abs=1e-6)
+    assert scores["acc5"] == pytest.approx(recorded["top5"], abs=1e-6)
