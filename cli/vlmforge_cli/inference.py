@@ -86,7 +86,7 @@ def evaluate(
         return
     result = guarded(lambda: verb.run(recipe))
     if recipe.model is not None:
-        err.print(f"results written to {escape(str(result.folder))}")
+        err.print(f"results written to {escape(str(result.folder))}", soft_wrap=True)
     from vlmforge_cli.render import eval_table
 
     emit(fmt, result.to_json(), lambda: eval_table(out, result.metrics, title=f"eval: {result.data}"))
@@ -149,7 +149,8 @@ def predict(
     )
     result = guarded(lambda: verb.run(request))
     for bad in result.unreadable:
-        err.print(f"[yellow]skipped[/] {escape(bad.file)}: {escape(bad.reason)} ({escape(bad.detail)})")
+        shown = f"{escape(bad.file)}: {escape(bad.reason)} ({escape(bad.detail)})"
+        err.print(f"[yellow]skipped[/] {shown}", soft_wrap=True)
     if result.unreadable:
         err.print(
             f"[yellow]{len(result.unreadable)} of {len(result.unreadable) + len(result.predictions)} images "
@@ -159,9 +160,8 @@ def predict(
 
 
 def prediction_table(result: Any) -> None:
-    table = Table(
-        title=f"predict: {result.task} with {escape(result.source)} ({result.model_kind}, {result.device})"
-    )
+    title = f"predict: {result.task} ({result.model_kind}, {result.device})"
+    table = Table(title=title, caption=escape(result.source))
     table.add_column("image", overflow="fold")
     table.add_column({"zeroshot": "labels", "caption": "caption", "answer": "answer"}[result.task])
     for row in result.predictions:
