@@ -18,8 +18,8 @@ from rich.markup import escape
 
 from vlmforge.errors import UserError, raise_all
 from vlmforge_cli import (
+    inference,  # noqa: F401  (registers pretrain, finetune, align, then eval, predict)
     interop,  # noqa: F401  (registers export)
-    training,  # noqa: F401  (registers pretrain, finetune, align first)
 )
 from vlmforge_cli.common import (
     EXIT_DATA_OVER_BUDGET,
@@ -43,37 +43,6 @@ from vlmforge_cli.common import (
 
 
 # ------------------------------------------------------------------------------------- other verbs
-@app.command("eval")
-def evaluate(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Eval recipe YAML.")] = None,
-    run_dir: Annotated[
-        Path | None, typer.Option("--run", help="Run directory to evaluate (no recipe needed).")
-    ] = None,
-    overrides: OverridesArg = None,
-    fmt: FormatOpt = OutputFormat.table,
-    show_config: PrintConfigOpt = False,
-) -> None:
-    """Evaluate a trained run: zero-shot, retrieval, compositionality, captioning, linear probe, visual
-    question answering (LLaVA)."""
-    from vlmforge.verbs import evaluate as verb
-
-    if (config is None) == (run_dir is None):
-        fail(
-            UserError(
-                "give exactly one of --config/-c or --run", hint="e.g. vlmforge eval --run runs/NAME/STAMP"
-            )
-        )
-    base = {"run": str(run_dir)} if run_dir is not None else None
-    recipe = guarded(lambda: load("eval", config, overrides, base=base))
-    if show_config:
-        print_config(recipe)
-        return
-    result = guarded(lambda: verb.run(recipe))
-    from vlmforge_cli.render import eval_table
-
-    emit(fmt, result.to_json(), lambda: eval_table(out, result.metrics, title=f"eval: {result.data}"))
-
-
 @app.command()
 def curate(
     config: RecipeOpt,

@@ -148,7 +148,12 @@ class EvalRecipe(Section):
     """`vlmforge eval`: evaluate a trained run on its held-out split or on other data."""
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
-    run: Path = Field(description="Run directory written by a training verb.")
+    run: Path | None = Field(None, description="Run directory written by a training verb (or give model).")
+    model: Path | None = Field(
+        None,
+        description="An exported model folder (open_clip local-dir, from vlmforge export --format open_clip) "
+        "or a run directory, evaluated instead of run; an export needs data.",
+    )
     checkpoint: Path | None = Field(
         None, description="Checkpoint file (default: the run's final checkpoint)."
     )
@@ -158,8 +163,29 @@ class EvalRecipe(Section):
     tasks: list[EvalTask] | None = Field(
         None, description="Evaluations to run (default: those of the run's recipe)."
     )
+    data_split: Literal["all", "val"] = Field(
+        "all",
+        description="Which part of the given data: all of it, or its held-out split (data.val_fraction; the "
+        "split a run trained on that data held out).",
+    )
     batch_size: int = Field(256, ge=1, description="Samples per forward pass.")
     seed: Seed = Field(0, description="Seed (evaluation is deterministic for a seed).")
+    output: Path | None = Field(
+        None, description="Folder for <task>.json (default: the run's or the model folder's eval/)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvalRecipe:
+        if (self.run is None) == (self.model is None):
+            raise ValueError("give exactly one of run (a run directory) or model (an exported model folder)")
+        return self
+
+    @property
+    def source(self) -> Path:
+        """The run directory or model folder evaluated."""
+        source = self.run if self.run is not None else self.model
+        assert source is not None
+        return source
 
 
 TrainingRecipe = PretrainRecipe | FinetuneRecipe | AlignRecipe
@@ -175,12 +201,12 @@ RECIPES: dict[str, type[Section]] = {
 
 def recipe_verb(data: dict[str, object]) -> str:
     """The verb a recipe mapping is written for: a curation has ``steps`` or an ``input`` pool, an
-    evaluation names a ``run``, a finetune has ``stages``, an alignment starts ``from_run``; anything else
-    is a pretrain recipe."""
+    evaluation names a ``run`` (or a ``model`` folder), a finetune has ``stages``, an alignment starts
+    ``from_run``; anything else is a pretrain recipe."""
     if "from_run" in data:
         return "align"
     if "steps" in data or "input" in data:
         return "curate"
-    if "run" in data:
+    if "run" in data or isinstance(data.get("model"), str):  # a training recipe's model is a section
         return "eval"
     return "finetune" if "stages" in data else "pretrain"

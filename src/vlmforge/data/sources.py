@@ -40,9 +40,9 @@ def train_val_split(cfg: DataBase) -> tuple[ImageTextSet, ImageTextSet]:
     return full.subset(train, "train"), full.subset(val, "val")
 
 
-def build_eval_data(train_recipe: TrainingRecipe, data: Any) -> Any:
-    """Given data is evaluated whole; by default, the held-out split of the run's training data (of the
-    last stage's, for a finetune run)."""
+def build_eval_data(train_recipe: TrainingRecipe, data: Any, split: str = "all") -> Any:
+    """Given data is evaluated whole (``split`` "val": its held-out split); by default, the held-out split
+    of the run's training data (of the last stage's, for a finetune run)."""
     from vlmforge.errors import UserError
 
     if isinstance(train_recipe, FinetuneRecipe):
@@ -56,7 +56,7 @@ def build_eval_data(train_recipe: TrainingRecipe, data: Any) -> Any:
                 f"data.kind {data.kind!r}: a finetune run is evaluated on conversations",
                 hint="use data.kind: llava-json or digits-conversations",
             )
-        return open_conversations(data, side)
+        return split_conversations(data, side)[1] if split == "val" else open_conversations(data, side)
     if data is not None and not isinstance(data, DataBase):
         raise UserError(
             f"data.kind {data.kind!r}: a pretrain run is evaluated on image-caption data",
@@ -67,5 +67,5 @@ def build_eval_data(train_recipe: TrainingRecipe, data: Any) -> Any:
         data = data.model_copy(
             update={"image_size": trained.image_size, "mean": trained.mean, "std": trained.std}
         )
-        return open_source(data)
+        return train_val_split(data)[1] if split == "val" else open_source(data)
     return train_val_split(train_recipe.data)[1]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlmforge.config.evaluation import EVAL_TASKS
 from vlmforge.config.schema import (
     CompositionalTask,
     EvalTask,
@@ -21,7 +22,6 @@ from vlmforge.config.schema import (
     ModelConfig,
     RetrievalTask,
     ZeroShotTask,
-    eval_tasks_for,
 )
 from vlmforge.data.accounting import BadSample, Drop
 from vlmforge.data.base import ImageTextSet
@@ -90,7 +90,7 @@ class EvalContext:
 
 
 def evaluate_model(
-    model_cfg: ModelConfig | LlavaModel,
+    model_cfg: ModelConfig | LlavaModel | str,  # or just the model kind (an exported model)
     model: torch.nn.Module,
     tokenizer: Any,
     context_length: int,
@@ -105,11 +105,12 @@ def evaluate_model(
         raise UserError(
             f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
         )
-    supported = eval_tasks_for(model_cfg)
+    kind = model_cfg if isinstance(model_cfg, str) else model_cfg.kind
+    supported = EVAL_TASKS[kind]
     for task in tasks:
         if task.kind not in supported:
             raise UserError(
-                f"eval task {task.kind!r} does not apply to model.kind {model_cfg.kind!r}",
+                f"eval task {task.kind!r} does not apply to model.kind {kind!r}",
                 hint=f"tasks for this model: {', '.join(supported)}",
             )
     model.eval()

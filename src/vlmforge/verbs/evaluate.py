@@ -1,4 +1,5 @@
-"""`vlmforge eval`: evaluate a trained run, on its held-out split or on other data.
+"""`vlmforge eval`: evaluate a trained run, on its held-out split or on other data, or an exported model
+(open_clip local-dir) on given data.
 
 run directory -> its model and tokenizer (``runs.artifacts``) -> the data -> the tasks (those given,
 else the run recipe's, else its family's defaults) -> ``eval/<task>.json`` in the run directory.
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vlmforge.config.data import PreferenceDataBase
+from vlmforge.config.data import DataBase, PreferenceDataBase
 from vlmforge.config.schema import EvalRecipe
 from vlmforge.errors import UserError, raise_all
 from vlmforge.evaluate.results import EvalResult, default_tasks
@@ -22,16 +23,23 @@ from vlmforge.runs.artifacts import load_aligned, load_trained, run_verb
 
 
 def run(recipe: EvalRecipe) -> EvalResult:
-    """Evaluate a trained run; writes ``eval/<task>.json`` into the run directory."""
+    """Evaluate a trained run (or an exported model); writes ``eval/<task>.json`` into the run directory
+    (or the model folder), or into ``output``."""
     from vlmforge.data.sources import build_eval_data, train_val_split
+    from vlmforge.interop.inference import is_open_clip_export
 
     torch.manual_seed(recipe.seed)
+    if recipe.model is not None:
+        if is_open_clip_export(recipe.model):
+            return _evaluate_export(recipe)
+        recipe = recipe.model_copy(update={"run": recipe.model, "model": None})  # a run directory
+    assert recipe.run is not None
     verb = run_verb(recipe.run)
     raise_all(input_problems(verb, recipe))
     if verb == "align":
         return _evaluate_aligned(recipe)
     model, tokenizer, train_recipe, ckpt = load_trained(recipe.run, recipe.checkpoint)
-    data = build_eval_data(train_recipe, recipe.data)
+    data = build_eval_data(train_recipe, recipe.data, recipe.data_split)
     ctx = family_for(train_recipe.model).models.context_length(train_recipe.model, model)
     tasks = list(
         recipe.tasks if recipe.tasks is not None else train_recipe.eval or default_tasks(train_recipe)
@@ -41,7 +49,7 @@ def run(recipe: EvalRecipe) -> EvalResult:
         metrics = evaluate_model(
             train_recipe.model, model, tokenizer, ctx, data, tasks, recipe.batch_size, train
         )
-    result = EvalResult(recipe.run, ckpt, data.name, metrics)
+    result = EvalResult(recipe.run, ckpt, data.name, metrics, recipe.output)
     result.write()
     return result
 
@@ -100,7 +108,11 @@ def _evaluate_aligned(recipe: EvalRecipe) -> EvalResult:
         data = split_preferences(align_recipe.data, side)[1]
     else:
         assert isinstance(recipe.data, PreferenceDataBase)  # input_problems refused any other data
-        data = open_preferences(recipe.data, side)
+        data = (
+            split_preferences(recipe.data, side)[1]
+            if recipe.data_split == "val"
+            else open_preferences(recipe.data, side)
+        )
     tasks = list(recipe.tasks if recipe.tasks is not None else align_recipe.eval)
     with torch.no_grad():
         metrics = evaluate_model(
@@ -113,6 +125,69 @@ def _evaluate_aligned(recipe: EvalRecipe) -> EvalResult:
             recipe.batch_size,
             reference=PreferenceReference(reference, align_recipe.dpo.beta),
         )
-    result = EvalResult(recipe.run, weights, data.name, metrics)
+    result = EvalResult(recipe.run, weights, data.name, metrics, recipe.output)
     result.write()
     return result
+
+
+def _evaluate_export(recipe: EvalRecipe) -> EvalResult:
+    """An open_clip export on the given image-caption data, with the tasks given or its kind's defaults,
+    exactly as its run would be evaluated on that data. Results go to ``<model>/eval`` unless ``output``
+    says otherwise."""
+    from vlmforge.config.schema import default_tasks_for
+    from vlmforge.data.sources import open_source, train_val_split
+    from vlmforge.interop.inference import load_for_inference
+
+    path = recipe.source
+    raise_all(export_problems(recipe))
+    loaded = load_for_inference(path, "cpu")
+    transform = loaded.transform  # preprocess exactly as the export's preprocess_cfg says
+    cfg = recipe.data.model_copy(  # type: ignore[union-attr]
+        update={"image_size": transform.size, "mean": transform.mean, "std": transform.std}
+    )
+    tasks = list(recipe.tasks if recipe.tasks is not None else default_tasks_for(loaded.tasks))
+    train, data = train_val_split(cfg) if recipe.data_split == "val" else (None, open_source(cfg))
+    if train is None and any(task.kind == "linear_probe" for task in tasks):
+        raise UserError(
+            "linear_probe fits on the data's training split: evaluate its held-out split",
+            hint="set data_split: val (or use --data digits)",
+        )
+    with torch.no_grad():
+        metrics = evaluate_model(
+            loaded.kind,
+            loaded.model,
+            loaded.tokenizer,
+            loaded.context_length,
+            data,
+            tasks,
+            recipe.batch_size,
+            train,
+        )
+    result = EvalResult(path, loaded.weights, data.name, metrics, recipe.output or path / "eval")
+    result.write()
+    return result
+
+
+def export_problems(recipe: EvalRecipe) -> list[UserError]:
+    """What an exported model cannot be evaluated with: it keeps no data (nor held-out split) and one set
+    of weights, and is evaluated on image-caption data."""
+    problems = []
+    hint = (
+        "give image-caption data: vlmforge eval --model DIR --data digits, or an eval recipe's data: section"
+    )
+    if recipe.data is None:
+        problems.append(
+            UserError(f"{recipe.source} is an exported model: it names no evaluation data", hint=hint)
+        )
+    elif not isinstance(recipe.data, DataBase):
+        problems.append(
+            UserError(
+                f"data.kind {recipe.data.kind!r}: an open_clip export is evaluated on image-caption data",
+                hint=hint,
+            )
+        )
+    if recipe.checkpoint is not None:
+        problems.append(
+            UserError("checkpoint: an exported model has one set of weights", hint="leave checkpoint unset")
+        )
+    return problems

@@ -1,0 +1,242 @@
+"""A trained model ready for inference, from a vlmforge run directory (pretrain, finetune or align) or an
+open_clip ``local-dir`` export: the model on its device, its tokenizer, the image transform it trained
+with, its context length, and the prompt templates and class names its run knows.
+
+``vlmforge predict`` and ``vlmforge eval --model`` load through here. A pretrain run and its open_clip
+export load to the same model, transform and tokenization, so they predict alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmforge.config.evaluation import EVAL_TASKS
+from vlmforge.config.schema import (
+    AlignRecipe,
+    DigitsData,
+    FinetuneRecipe,
+    FolderData,
+    PretrainRecipe,
+)
+from vlmforge.data.base import DEFAULT_PROMPTS
+from vlmforge.errors import UserError
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # vlmforge.interop.open_clip_export.CONFIG
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Shortest side to ``size`` (bicubic), centre crop, normalise (``data.images.square_tensor``)."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        from vlmforge.data.images import square_tensor
+
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        return square_tensor(image, self.size, mean, std)
+
+
+@dataclass
+class InferenceModel:
+    """What predicting with (or evaluating) a trained model needs."""
+
+    kind: str  # clip, siglip, coca, flava, masked or llava
+    source: str  # pretrain run, finetune run, align run, open_clip export
+    path: Path
+    weights: Path
+    model: Any  # torch.nn.Module in eval mode on ``device``
+    tokenizer: Any  # a vlmforge TextTokenizer (or one alike); a transformers tokenizer for LLaVA
+    transform: ImageTransform
+    context_length: int
+    device: torch.device
+    templates: tuple[str, ...] = DEFAULT_PROMPTS  # zero-shot prompt templates with one '{}'
+    classnames: list[str] | None = None  # the classes of the data the run trained on, when known
+    prompt_template: str = "chat"  # LLaVA: the prompt layout of the weights' stage
+    recipe: Any = None  # the run's training recipe (None for an export)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The eval task kinds this model supports (``config.evaluation.EVAL_TASKS``)."""
+        return EVAL_TASKS[self.kind]
+
+    @property
+    def embeds_text(self) -> bool:
+        return "zeroshot" in self.tasks
+
+    @property
+    def captions(self) -> bool:
+        return "captioning" in self.tasks
+
+    @property
+    def answers(self) -> bool:
+        return "vqa" in self.tasks
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the first GPU when there is one, else the CPU."""
+    if device not in DEVICES:
+        raise UserError(f"--device {device!r} is not a device", hint=f"one of: {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible here", hint="use --device cpu or auto")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def is_open_clip_export(path: Path) -> bool:
+    return (path / OPEN_CLIP_CONFIG).is_file()
+
+
+def load_for_inference(path: Path, device: str = "cpu") -> InferenceModel:
+    """The model in ``path``: a vlmforge run directory (recipe.yaml) or an open_clip export
+    (open_clip_config.json), in eval mode on ``device`` (auto, cpu or cuda)."""
+    if not path.is_dir():
+        raise UserError(
+            f"{path}: not a directory", hint="give a vlmforge run directory or an exported model folder"
+        )
+    target = resolve_device(device)
+    if is_open_clip_export(path):
+        from vlmforge.interop.open_clip_local import load_open_clip_export
+
+        loaded = load_open_clip_export(path, target)
+    elif (path / "recipe.yaml").is_file():
+        loaded = load_run(path, target)
+    else:
+        hint = (
+            "give a run directory (runs/NAME/STAMP) or a folder written by vlmforge export --format open_clip"
+        )
+        if (path / "config.json").is_file():
+            hint = "a transformers folder (--format hf) is not read here yet; " + hint
+        raise UserError(
+            f"{path}: neither a vlmforge run directory (no recipe.yaml) nor an open_clip export "
+            f"(no {OPEN_CLIP_CONFIG})",
+            hint=hint,
+        )
+    loaded.model.eval()
+    return loaded
+
+
+# ------------------------------------------------------------------------------------------- runs
+def load_run(run_dir: Path, device: torch.device) -> InferenceModel:
+    from vlmforge.runs.artifacts import run_verb
+
+    verb = run_verb(run_dir)
+    if verb == "pretrain":
+        return _pretrain_run(run_dir, device)
+    if verb == "finetune":
+        return _finetune_run(run_dir, device)
+    if verb == "align":
+        return _align_run(run_dir, device)
+    raise UserError(f"{run_dir} is a {verb} recipe's folder, not a trained run", hint="give a run directory")
+
+
+def _pretrain_run(run_dir: Path, device: torch.device) -> InferenceModel:
+    from vlmforge.families import family_for
+    from vlmforge.runs.artifacts import load_trained
+
+    model, tokenizer, recipe, weights = load_trained(run_dir)
+    assert isinstance(recipe, PretrainRecipe)
+    data = recipe.data
+    return InferenceModel(
+        kind=recipe.model.kind,
+        source="pretrain run",
+        path=run_dir,
+        weights=weights,
+        model=model.to(device),
+        tokenizer=tokenizer,
+        transform=ImageTransform(int(data.image_size), tuple(data.mean), tuple(data.std)),
+        context_length=family_for(recipe.model).models.context_length(recipe.model, model),
+        device=device,
+        templates=run_templates(recipe),
+        classnames=run_classnames(recipe),
+        recipe=recipe,
+    )
+
+
+def run_templates(recipe: PretrainRecipe) -> tuple[str, ...]:
+    """The zero-shot templates the run's evaluation uses: its zeroshot task's, else its data's."""
+    for task in recipe.eval:
+        if task.kind == "zeroshot" and getattr(task, "templates", None):
+            return tuple(task.templates)  # type: ignore[union-attr]
+    if isinstance(recipe.data, DigitsData):
+        from vlmforge.data.digits import TEMPLATES
+
+        return tuple(recipe.data.templates or TEMPLATES)
+    templates: Sequence[str] | None = getattr(recipe.data, "templates", None)
+    return tuple(templates) if templates else DEFAULT_PROMPTS
+
+
+def run_classnames(recipe: PretrainRecipe) -> list[str] | None:
+    if isinstance(recipe.data, DigitsData):
+        from vlmforge.data.digits import CLASSNAMES
+
+        return list(CLASSNAMES)
+    if isinstance(recipe.data, FolderData):
+        return recipe.data.classnames
+    return None
+
+
+def _finetune_run(run_dir: Path, device: torch.device) -> InferenceModel:
+    from vlmforge.runs.artifacts import load_finetuned, stage_of
+
+    model, tokenizer, recipe, weights = load_finetuned(run_dir)
+    assert isinstance(recipe, FinetuneRecipe)
+    stage = stage_of(run_dir, recipe, weights)
+    return _llava(
+        run_dir, "finetune run", model, tokenizer, recipe, weights, stage.data, stage.template, device
+    )
+
+
+def _align_run(run_dir: Path, device: torch.device) -> InferenceModel:
+    """An align run's final policy (its reference is not needed to predict)."""
+    from vlmforge.config.load import load_recipe
+    from vlmforge.data.conversations import load_tokenizer
+    from vlmforge.runs.artifacts import llava_model
+    from vlmforge.storage import WEIGHTS
+
+    recipe = load_recipe("align", run_dir / "recipe.yaml")
+    assert isinstance(recipe, AlignRecipe) and recipe.model is not None
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        raise UserError(f"{run_dir}: the align run has no {WEIGHTS} yet", hint="resume it with --resume auto")
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    model = llava_model(recipe.model, tokenizer, weights)
+    return _llava(run_dir, "align run", model, tokenizer, recipe, weights, recipe.data, "chat", device)
+
+
+def _llava(
+    run_dir: Path,
+    source: str,
+    model: Any,
+    tokenizer: Any,
+    recipe: FinetuneRecipe | AlignRecipe,
+    weights: Path,
+    data: Any,
+    template: str,
+    device: torch.device,
+) -> InferenceModel:
+    cfg = recipe.model
+    assert cfg is not None
+    return InferenceModel(
+        kind="llava",
+        source=source,
+        path=run_dir,
+        weights=weights,
+        model=model.to(device),
+        tokenizer=tokenizer,
+        transform=ImageTransform(cfg.vision.image_size, tuple(data.mean), tuple(data.std)),
+        context_length=cfg.max_text_tokens,
+        device=device,
+        prompt_template=template,
+        recipe=recipe,
+    )
