@@ -92,6 +92,8 @@ def test_clip_run_loads_in_open_clip_with_equal_embeddings_and_transform(
     }
     assert not any(p.suffix in (".bin", ".pt", ".ckpt") for p in out.iterdir())  # safetensors only
     assert_same_embeddings(tiny_run["run_dir"], out)
+    recorded = json.loads((out / "open_clip_config.json").read_text())["vlmforge"]  # for predict / eval
+    assert len(recorded["zeroshot_templates"]) == 6 and recorded["classnames"][7] == "seven"
     card = (out / "README.md").read_text()
     assert "zeroshot" in card and "data fingerprint" in card and f"local-dir:{out}" in card
     # the image transform: a real, non-square photo-like image through open_clip's preprocess and vlmforge's

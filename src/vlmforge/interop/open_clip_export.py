@@ -42,8 +42,23 @@ def export(run_dir: Path, out: Path, stage: str | None, dtype: torch.dtype) -> N
     if not is_simple_bpe(tokenizer):
         save_tokenizer_files(tokenizer, out, config["text_cfg"]["context_length"])
         config["text_cfg"]["hf_tokenizer_name"] = "local-dir"  # open_clip reads the files next to the config
-    write_json(out / CONFIG, {"model_cfg": config, "preprocess_cfg": preprocess_config(recipe)})
+    write_json(
+        out / CONFIG,
+        {
+            "model_cfg": config,
+            "preprocess_cfg": preprocess_config(recipe),
+            "vlmforge": zeroshot_config(recipe),
+        },
+    )
     save_state(exported_state(model), out / WEIGHTS, dtype)
+
+
+def zeroshot_config(recipe: PretrainRecipe) -> dict[str, Any]:
+    """The run's zero-shot prompt templates and class names (open_clip ignores this key; ``vlmforge
+    predict`` and ``eval --model`` read it, so an export classifies as its run did)."""
+    from vlmforge.interop.inference import run_classnames, run_templates
+
+    return {"zeroshot_templates": list(run_templates(recipe)), "classnames": run_classnames(recipe)}
 
 
 def exported_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

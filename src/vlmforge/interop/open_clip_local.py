@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from vlmforge.data.base import DEFAULT_PROMPTS
 from vlmforge.errors import UserError
 from vlmforge.interop.inference import OPEN_CLIP_CONFIG, ImageTransform, InferenceModel
 from vlmforge.storage import read_json
@@ -100,7 +101,10 @@ def load_open_clip_export(path: Path, device: torch.device) -> InferenceModel:
     visual_size = getattr(model.visual, "image_size", 224)
     image_size = int(visual_size[0] if isinstance(visual_size, tuple | list) else visual_size)
     weights = next(iter(sorted(path.glob("open_clip_model.*"))), path / "open_clip_model.safetensors")
+    known = config.get("vlmforge") or {}  # what vlmforge's export records about the run
     return InferenceModel(
+        templates=tuple(known.get("zeroshot_templates") or DEFAULT_PROMPTS),
+        classnames=known.get("classnames"),
         kind=model_kind(model),
         source="open_clip export",
         path=path,
