@@ -1,7 +1,7 @@
 """The import structure of ``src/vlmforge``: no cycles (imports inside functions count: they hide a cycle
 from Python, not from a reader) and every import pointing down the layers of the design.
 
-Layers, top to bottom: verbs; curation internals (they load trained runs); the run lifecycle and
+Layers, top to bottom: verbs; curation internals and exports (they load trained runs); the run lifecycle and
 artifacts; training, evaluation and planning; the base (models, data, config, losses, storage, ...).
 A module may import its own layer's modules (except another verb) and lower layers, never higher ones.
 """
@@ -17,7 +17,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS = (  # top to bottom: the first prefix a module name starts with places it
     ("vlmforge.verbs",),
-    ("vlmforge.curate",),
+    ("vlmforge.curate", "vlmforge.interop"),
     ("vlmforge.runs",),
     ("vlmforge.training", "vlmforge.evaluate", "vlmforge.planning"),
     ("vlmforge",),

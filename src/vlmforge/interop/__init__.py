@@ -1,0 +1,1 @@
+"""Exports of trained runs to other libraries' formats."""
