@@ -45,8 +45,8 @@ def transformers_module() -> Any:
 
 def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:
     """The transformers ``LlavaConfig`` of the recipe's sizes, images scattered into ``image_id`` (the
-    tokenizer's ``<image>``). The ``linear`` projector is built as transformers' projector and then
-    replaced by ``LinearProjector`` (``_random_model``), so its activation here is never used."""
+    tokenizer's ``<image>``). Training replaces the projector of the ``linear`` one by ``LinearProjector``
+    (``_random_model``); its activation here, the identity, is the exported model's (``interop.hf_llava``)."""
     tf = transformers_module()
     vision = tf.CLIPVisionConfig(
         hidden_size=cfg.vision.width,
