@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["VLMFORGE_CACHE"] = tempfile.mkdtemp(prefix="vlmforge-test-cache-")  # calibrations stay out of ~
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "recipes" / "debug" / "clip-tiny.yaml"
+LLAVA_RECIPE = REPO / "recipes" / "debug" / "llava-tiny.yaml"
 LANES = ("unit", "integration", "distributed")
 # tests/hostile: bad input and faults through the real CLI, in the integration lane
 LANE_OF_FOLDER = {"hostile": "integration"}
@@ -124,6 +125,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result["stderr"] = proc.stderr
     result["run_dir"] = cwd / result["run_dir"]
     return result
+
+
+@pytest.fixture(scope="session")
+def llava_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short debug LLaVA finetune (10 + 60 steps, VQA evaluation; seconds on CPU) in a folder of runs,
+    shared by the tests that only read it: it answers about a third of the held-out digit questions
+    (chance: a tenth), enough for answers and accuracies to be compared."""
+    cwd = tmp_path_factory.mktemp("llava-run")
+    short = ("stages.0.max_steps=10", "stages.1.max_steps=60")
+    proc = run_cli("finetune", "-c", str(LLAVA_RECIPE), *short, "--format", "json", cwd=cwd, check=True)
+    return cwd / last_json(proc.stdout)["run_dir"]
 
 
 @pytest.fixture(scope="session")

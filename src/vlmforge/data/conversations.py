@@ -27,6 +27,7 @@ from vlmforge.storage import writing
 IMAGE = "<image>"
 IGNORE_INDEX = -100
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+BUILT_IMAGE_ID = len(SPECIALS)  # <image> follows SPECIALS in every vocabulary build_tokenizer builds
 ROLES = {"human": "USER:", "gpt": "ASSISTANT:"}
 Turn = tuple[str, str]  # (role: "human" | "gpt", text)
 

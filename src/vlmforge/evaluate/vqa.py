@@ -14,7 +14,7 @@ SHOWN_EXAMPLES = 5
 
 
 @torch.no_grad()
-def answer(
+def answer_ids(
     model: Any,
     tokenizer: Any,
     questions: list[str],
@@ -22,9 +22,9 @@ def answer(
     new: int,
     template: str = "chat",
     **search: Any,
-) -> list[str]:
-    """Greedy answers to ``questions`` (left-padded batch on the model's device), decoded without
-    specials; ``search`` goes to transformers' ``generate`` (e.g. num_beams, repetition_penalty)."""
+) -> list[list[int]]:
+    """The ids generated greedily for ``questions`` (a left-padded batch on the model's device), padding
+    after ``</s>`` included; ``search`` goes to transformers' ``generate`` (e.g. num_beams)."""
     from vlmforge.data.conversations import prompt_ids
 
     device = next(model.parameters()).device
@@ -45,7 +45,21 @@ def answer(
         pad_token_id=pad,
         **search,
     )
-    return tokenizer.batch_decode(out[:, longest:], skip_special_tokens=True)
+    return out[:, longest:].tolist()
+
+
+def answer(
+    model: Any,
+    tokenizer: Any,
+    questions: list[str],
+    images: list[torch.Tensor | None],
+    new: int,
+    template: str = "chat",
+    **search: Any,
+) -> list[str]:
+    """Greedy answers to ``questions`` (see ``answer_ids``), decoded without specials."""
+    ids = answer_ids(model, tokenizer, questions, images, new, template, **search)
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
 def vqa(context: Any, task: VqaTask) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 
 from vlmforge.config.llava import LlavaModel
 from vlmforge.errors import UserError, missing_extra
-from vlmforge.storage import writing
+from vlmforge.storage import write_text, writing
 
 PROJECTOR = "model.multi_modal_projector."
 TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -25,6 +25,12 @@ TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
     "projector+lora": (PROJECTOR,),
 }
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompts, image tokens, padding)
+# The projector activation a run folder's config.json names for the `linear` projector. Its weights there
+# are one `linear` layer, which transformers' projector (linear_1, act, linear_2) does not have: given a
+# name transformers does not know, `from_pretrained` stops with this message instead of loading the rest
+# and initialising the projector at random. `vlmforge.interop.hf_llava` exports such runs exactly.
+UNLOADABLE_LINEAR = "vlmforge-linear-projector: export the run to load it with transformers"
+CONFIG = "config.json"
 
 
 def transformers_module() -> Any:
@@ -37,8 +43,10 @@ def transformers_module() -> Any:
     return transformers
 
 
-def hf_config(cfg: LlavaModel, vocab_size: int) -> Any:
-    """The transformers ``LlavaConfig`` of the recipe's sizes; the image token is the last id."""
+def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:
+    """The transformers ``LlavaConfig`` of the recipe's sizes, images scattered into ``image_id`` (the
+    tokenizer's ``<image>``). Training replaces the projector of the ``linear`` one by ``LinearProjector``
+    (``_random_model``); its activation here, the identity, is the exported model's (``interop.hf_llava``)."""
     tf = transformers_module()
     vision = tf.CLIPVisionConfig(
         hidden_size=cfg.vision.width,
@@ -64,12 +72,22 @@ def hf_config(cfg: LlavaModel, vocab_size: int) -> Any:
     return tf.LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_index=vocab_size - 1,
+        image_token_index=image_id,
         image_seq_length=cfg.image_tokens,
-        projector_hidden_act="gelu",
+        projector_hidden_act="gelu" if cfg.projector == "mlp2x_gelu" else "linear",
         vision_feature_select_strategy="default",
         vision_feature_layer=cfg.vision_feature_layer,
+        architectures=["LlavaForConditionalGeneration"],
     )
+
+
+def planned_image_id(cfg: LlavaModel, vocab_size: int) -> int:
+    """The ``<image>`` id before a tokenizer exists (planning on the meta device, where no image token is
+    scattered): where ``build_tokenizer`` puts it in a vocabulary it builds, else the last id (a
+    pretrained tokenizer gets it appended). Training and loading set the tokenizer's own id."""
+    from vlmforge.data.conversations import BUILT_IMAGE_ID
+
+    return BUILT_IMAGE_ID if cfg.tokenizer.kind != "pretrained" else vocab_size - 1
 
 
 class LinearProjector(torch.nn.Module):
@@ -83,18 +101,22 @@ class LinearProjector(torch.nn.Module):
         return self.linear(image_features)
 
 
-def build_model(cfg: LlavaModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
-    """A randomly initialised LLaVA of the recipe's sizes; pretrained towers are loaded unless on meta."""
-    model = _random_model(cfg, vocab_size, device)
+def build_model(
+    cfg: LlavaModel, vocab_size: int, device: str = "cpu", image_id: int | None = None
+) -> torch.nn.Module:
+    """A randomly initialised LLaVA of the recipe's sizes; pretrained towers are loaded unless on meta.
+    ``image_id``: the tokenizer's ``<image>`` (default ``planned_image_id``)."""
+    image_id = planned_image_id(cfg, vocab_size) if image_id is None else image_id
+    model = _random_model(cfg, vocab_size, device, image_id)
     if device != "meta":
         load_pretrained_towers(model, cfg)
     return model
 
 
-def _random_model(cfg: LlavaModel, vocab_size: int, device: str) -> torch.nn.Module:
+def _random_model(cfg: LlavaModel, vocab_size: int, device: str, image_id: int) -> torch.nn.Module:
     tf = transformers_module()
     with torch.device(device):
-        model = tf.LlavaForConditionalGeneration(hf_config(cfg, vocab_size))
+        model = tf.LlavaForConditionalGeneration(hf_config(cfg, vocab_size, image_id))
         if cfg.projector == "linear":
             model.model.multi_modal_projector = LinearProjector(cfg.vision.width, cfg.llm.hidden_size)
     return model
@@ -102,10 +124,21 @@ def _random_model(cfg: LlavaModel, vocab_size: int, device: str) -> torch.nn.Mod
 
 def trained_model(cfg: LlavaModel, vocab_size: int, image_id: int, weights: Path) -> torch.nn.Module:
     """A finetuned model for inference: the recipe's architecture with a stage's saved weights."""
-    model = _random_model(cfg, vocab_size, "cpu")
-    model.config.image_token_index = image_id
+    model = _random_model(cfg, vocab_size, "cpu", image_id)
     load_saved_weights(model, weights)
     return model.eval()
+
+
+def write_run_config(folder: Path, cfg: LlavaModel, vocab_size: int, image_id: int) -> None:
+    """``folder/config.json``: the recipe's ``LlavaConfig``, so that transformers'
+    ``LlavaForConditionalGeneration.from_pretrained(folder)`` loads the weights saved next to it, and
+    fails loudly where there are none (a run root, an unfinished stage) or where they are not in its
+    layout (the linear projector), instead of falling back to its default 7B configuration."""
+    config = hf_config(cfg, vocab_size, image_id)
+    if cfg.projector == "linear":
+        config.projector_hidden_act = UNLOADABLE_LINEAR
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / CONFIG, config.to_json_string())
 
 
 def vocab_size_for(cfg: LlavaModel, tokenizer: Any) -> int:

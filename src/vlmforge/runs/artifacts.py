@@ -5,7 +5,8 @@ curation scorers and captioners, and ``vlmforge align``, which starts from a fin
 Layout: ``result.json`` names the final weights relative to the run; a pretrain run keeps step
 checkpoints in ``checkpoints/`` (a sharded run also ``checkpoints/final-weights.ckpt``) and its tokenizer
 in ``tokenizer.json``; a finetune run keeps ``stages/<name>/model.safetensors`` and ``tokenizer/``; an
-align run ``model.safetensors`` and ``tokenizer/``.
+align run ``model.safetensors`` and ``tokenizer/``. Next to each LLaVA run's weights (and in a finetune
+run's root) is transformers' ``config.json`` of the model (``vlmforge.models.llava.write_run_config``).
 """
 
 from __future__ import annotations

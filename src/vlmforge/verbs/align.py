@@ -6,8 +6,9 @@ the held-out pairs (VQA on the chosen answers, reward accuracy and margin).
 
 Run directory: the pretrain layout (``recipe.yaml`` with the run's model section and the resolved
 ``from_run``, ``plan.json``, ``manifest.json``, ``checkpoints/``, ``metrics.jsonl``, ``actual.json``,
-``result.json``, ``eval/``) plus ``tokenizer/`` (the finetune run's), ``model.safetensors`` and
-``training.json`` (the training outcome, so that a resumed run whose training finished only evaluates).
+``result.json``, ``eval/``) plus ``tokenizer/`` (the finetune run's), ``model.safetensors``, its
+transformers ``config.json`` and ``training.json`` (the training outcome, so that a resumed run whose
+training finished only evaluates).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run(
     from vlmforge.evaluate.preference import PreferenceReference
     from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
-    from vlmforge.models.llava import vocab_size_for
+    from vlmforge.models.llava import vocab_size_for, write_run_config
     from vlmforge.runs.preflight import preflight
     from vlmforge.training.align import AlignModule
     from vlmforge.training.fit import fit_to_weights
@@ -61,6 +62,7 @@ def run(
     tokens = (int(tokenizer.convert_tokens_to_ids(IMAGE)), int(tokenizer.pad_token_id))
     if not is_launched_worker():
         save_tokenizer(tokenizer, run_dir / "tokenizer")
+        write_run_config(run_dir, cfg, vocab, tokens[0])  # transformers' config of model.safetensors
         devices = {"accelerator": recipe.train.accelerator, "world_size": recipe.world_size}
         write_json(run_dir / "manifest.json", manifest(recipe.seed, train.images.fingerprint, devices))
 

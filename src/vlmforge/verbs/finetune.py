@@ -5,7 +5,8 @@ what the stage does not train, Trainer.fit (resumable), plain weights for the ne
 on the last stage's held-out split. A finished stage is skipped when the run is resumed.
 
 Run directory: the pretrain layout, plus ``stages/<name>/`` holding each stage's ``checkpoints/``,
-``metrics.jsonl``, ``actual.json``, ``result.json`` and ``model.safetensors`` (LoRA merged).
+``metrics.jsonl``, ``actual.json``, ``result.json`` and ``model.safetensors`` (LoRA merged). The run
+root and each stage folder hold the transformers ``config.json`` of the model (see ``write_run_config``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def run(
     )
     from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
-    from vlmforge.models.llava import vocab_size_for
+    from vlmforge.models.llava import vocab_size_for, write_run_config
     from vlmforge.runs.preflight import preflight
 
     raise_all(preflight(recipe))
@@ -73,6 +74,9 @@ def run(
         fingerprints = ",".join(train.images.fingerprint for train, _ in splits)
         devices = {"accelerator": recipe.train.accelerator, "world_size": recipe.world_size}
         write_json(run_dir / "manifest.json", manifest(recipe.seed, fingerprints, devices))
+        # transformers' from_pretrained on any of these folders loads the stage's weights or fails loudly
+        for folder in (run_dir, *(stage_dir(run_dir, stage) for stage in recipe.stages)):
+            write_run_config(folder, recipe.model, vocab, tokens[0])
 
     started = time.perf_counter()
     stages: dict[str, Any] = {}
