@@ -9,7 +9,8 @@ import torch
 
 from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig, TextTower, VisionTower
 from vlmforge.errors import UserError
-from vlmforge.weights import resolve
+from vlmforge.models.transformers_clip import read_transformers_clip
+from vlmforge.weights import read_state_dict, resolve
 
 
 def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -174,25 +175,15 @@ def match_scalar_shapes(state: dict[str, Any], model: torch.nn.Module) -> None:
 
 
 def load_checkpoint_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load a local checkpoint: a vlmforge/Lightning ``.ckpt``, an open_clip ``.pt``/``.bin`` state dict, or
-    ``.safetensors``. Loading is ``weights_only`` (no pickled code) and strict: a mismatch is an error."""
-    if not path.is_file():
-        raise UserError(f"model.pretrained: checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
+    """Load local weights (``vlmforge.weights.resolve`` finds them): a vlmforge/Lightning ``.ckpt``, an
+    open_clip ``.pt``/``.bin`` state dict, ``.safetensors``, or a transformers ``CLIPModel`` folder (in
+    open_clip's names). Loading is ``weights_only`` (no pickled code) and strict: a mismatch is an error."""
+    if path.is_dir():  # resolve hands a transformers folder over whole
+        state = read_transformers_clip(path, model)
+    elif path.is_file():
+        state = read_state_dict(path, "model.pretrained")
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(
-                f"model.pretrained: cannot read {path} as a weights-only checkpoint: {exc}"
-            ) from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"model.pretrained: {path} does not hold a state dict")
+        raise UserError(f"model.pretrained: checkpoint not found: {path}")
     state = {_strip(k): v for k, v in state.items()}
     match_scalar_shapes(state, model)  # training holds 0-d scalars as shape [1] (FSDP/ZeRO shard dim 0)
     hint = "the checkpoint must come from the same architecture as model.arch / model.vision+text"
