@@ -29,6 +29,7 @@ EXPORTERS: dict[tuple[str, str], str] = {
     ("open_clip", "clip"): "vlmforge.interop.open_clip_export:export",
     ("open_clip", "siglip"): "vlmforge.interop.open_clip_export:export",
     ("open_clip", "coca"): "vlmforge.interop.open_clip_export:export",
+    ("hf", "clip"): "vlmforge.interop.hf_clip:export",
     ("hf", "llava"): "vlmforge.interop.hf_llava:export",
     ("timm", "clip"): "vlmforge.interop.timm_export:export",
     ("timm", "siglip"): "vlmforge.interop.timm_export:export",

@@ -51,10 +51,12 @@ def fast_tokenizer(tok: TextTokenizer, context_length: int, extra_specials: tupl
         fast.padding_side = "right"
         return fast
     assert isinstance(tok, OpenClipBPE)
+    if is_simple_bpe(tok):
+        return clip_bpe_tokenizer(tok._tok, context_length)
     inner = getattr(tok._tok, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers tokenizer
     if inner is None:
         raise UserError(
-            f"the run's tokenizer {tok.name!r} is open_clip's own BPE, which has no tokenizer files here",
+            f"the run's tokenizer {tok.name!r} has no Hugging Face tokenizer files here",
             hint="export with --format open_clip (open_clip rebuilds that tokenizer by itself)",
         )
     return inner
@@ -68,3 +70,30 @@ def is_simple_bpe(tok: TextTokenizer) -> bool:
 def save_tokenizer_files(tok: TextTokenizer, folder: Path, context_length: int) -> None:
     """``tokenizer.json`` and ``tokenizer_config.json`` in ``folder``."""
     fast_tokenizer(tok, context_length).save_pretrained(str(folder))
+
+
+def clip_bpe_tokenizer(simple: Any, context_length: int) -> Any:
+    """transformers' ``CLIPTokenizer`` built from open_clip's bundled OpenAI BPE (``simple``, its
+    ``SimpleTokenizer``): the same vocabulary, merges and ids, padded with id 0 as open_clip pads.
+
+    The start/end tokens take transformers' names (``<|startoftext|>``, ``<|endoftext|>``) at open_clip's
+    ids. The pad token is id 0's ``!``; ``split_special_tokens`` keeps text from matching special tokens,
+    so a ``!`` in a caption is ordinary text, as in open_clip. Left different, as in transformers' own
+    CLIP tokenizers (whose loader rebuilds the text cleaning from its class): open_clip first repairs text
+    with ftfy and ``html.unescape``, so captions with HTML entities (``&amp;``), curly quotes or mojibake
+    can get other ids."""
+    from transformers import CLIPTokenizer
+
+    vocab = dict(simple.encoder)
+    vocab["<|startoftext|>"] = vocab.pop("<start_of_text>")
+    vocab["<|endoftext|>"] = vocab.pop("<end_of_text>")
+    merges = [pair for pair, _ in sorted(simple.bpe_ranks.items(), key=lambda item: item[1])]
+    fast = CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,
+        pad_token=simple.decoder[0],
+        model_max_length=context_length,
+        split_special_tokens=True,
+    )
+    fast.padding_side = "right"
+    return fast
