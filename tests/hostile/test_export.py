@@ -52,10 +52,10 @@ def test_every_problem_of_the_request_is_named_at_once(tiny_run: dict[str, Any],
 
 
 def test_a_format_the_model_cannot_take_is_refused_with_the_ones_it_can(
-    tiny_run: dict[str, Any], tmp_path: Path
+    coca_run: Path, tmp_path: Path
 ) -> None:
-    stderr = refused(str(tiny_run["run_dir"]), "--format", "hf", "-o", str(tmp_path / "out"), cwd=tmp_path)
-    assert "hf" in stderr and "open_clip" in stderr
+    stderr = refused(str(coca_run), "--format", "hf", "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert "transformers has no CoCa model" in stderr and "coca models export as open_clip, timm" in stderr
     assert not (tmp_path / "out").exists()
 
 

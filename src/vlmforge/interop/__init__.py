@@ -39,6 +39,22 @@ EXPORTERS: dict[tuple[str, str], str] = {
 }
 
 
+# why a format cannot express a model kind, where it is not obvious (said when it is asked for)
+CANNOT: dict[tuple[str, str], str] = {
+    (
+        "hf",
+        "siglip",
+    ): "transformers' SiglipModel has no class token, no pre-LayerNorm, no causal text mask and "
+    "pools text at the last position, and CLIPModel has no logit bias",
+    ("hf", "coca"): "transformers has no CoCa model",
+    ("hf", "masked"): "transformers has no model for open_clip's towers with MAE heads",
+    ("hf", "flava"): "transformers' FlavaModel has another architecture (a fusion encoder, BERT-style text)",
+    ("open_clip", "masked"): "open_clip has no MAE model",
+    ("open_clip", "flava"): "open_clip's config cannot express the text tower's padding mask",
+    ("open_clip", "llava"): "open_clip has no LLaVA model",
+}
+
+
 def formats_for(kind: str) -> list[str]:
     return [fmt for fmt, k in EXPORTERS if k == kind]
 

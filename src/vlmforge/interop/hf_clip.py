@@ -32,13 +32,11 @@ from typing import Any
 import torch
 
 from vlmforge.errors import UserError
+from vlmforge.interop import CANNOT
 from vlmforge.models.transformers_clip import activation, hf_state
 
 OPEN_CLIP_HINT = "export with --format open_clip, which keeps every open_clip model as it is"
-SIGLIP_REASON = (
-    "transformers' SiglipModel has no class token, no pre-LayerNorm, no causal text mask and pools text at "
-    "the last position, and CLIPModel has no logit bias"
-)
+SIGLIP_REASON = CANNOT[("hf", "siglip")]
 
 
 # ------------------------------------------------------------------------------------------ export

@@ -17,7 +17,7 @@ from typing import Any
 from vlmforge.config.load import read_yaml
 from vlmforge.config.schema import recipe_verb
 from vlmforge.errors import UserError, collect, raise_all
-from vlmforge.interop import FORMATS, exporter, formats_for
+from vlmforge.interop import CANNOT, FORMATS, exporter, formats_for
 from vlmforge.interop.card import model_card
 from vlmforge.storage import is_completed, write_text
 
@@ -98,8 +98,9 @@ def request_problems(
     def format_of_kind() -> None:
         offered = formats_for(kind)
         if fmt in FORMATS and fmt not in offered:
+            why = CANNOT.get((fmt, kind))
             raise UserError(
-                f"--format {fmt}: a {kind} model cannot be exported as {fmt}",
+                f"--format {fmt}: a {kind} model cannot be exported as {fmt}" + (f" ({why})" if why else ""),
                 hint=f"{kind} models export as {', '.join(offered)}" if offered else None,
             )
 
