@@ -19,10 +19,14 @@ class ClipVisionEncoder(Section):
     layers: int = Field(24, ge=1, description="Transformer blocks.")
     heads: int = Field(16, ge=1, description="Attention heads.")
     intermediate_size: int = Field(4096, ge=8, description="MLP hidden width.")
+    quick_gelu: bool = Field(
+        True, description="QuickGELU activations (OpenAI CLIP's); false for towers trained with GELU."
+    )
     pretrained: str | None = Field(
         None,
-        description="Local folder or hub name of CLIP weights (from_pretrained), loaded when training only; "
-        "their config must match the size fields (planning never downloads).",
+        description="CLIP image tower to start from, loaded when training only: a transformers folder or hub "
+        "name (from_pretrained), a vlmforge CLIP run or an open_clip local-dir export; its sizes and "
+        "activation must match the fields above (planning never downloads).",
     )
 
     @model_validator(mode="after")

@@ -55,7 +55,7 @@ def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:
         intermediate_size=cfg.vision.intermediate_size,
         patch_size=cfg.vision.patch_size,
         image_size=cfg.vision.image_size,
-        hidden_act="quick_gelu",  # OpenAI CLIP's activation
+        hidden_act="quick_gelu" if cfg.vision.quick_gelu else "gelu",
     )
     text = tf.LlamaConfig(
         hidden_size=cfg.llm.hidden_size,
@@ -303,8 +303,7 @@ def load_pretrained_towers(model: torch.nn.Module, cfg: LlavaModel) -> None:
     (``<image>`` and padding rows) keeps the pretrained rows; new rows start at their mean."""
     tf = transformers_module()
     if cfg.vision.pretrained is not None:
-        source = _from_pretrained(tf.CLIPVisionModel, cfg.vision.pretrained, "model.vision.pretrained")
-        _copy_state(model.model.vision_tower, source.state_dict(), "model.vision.pretrained")
+        _load_vision_tower(model, cfg, tf)
     if cfg.llm.pretrained is not None:
         source = _from_pretrained(tf.LlamaForCausalLM, cfg.llm.pretrained, "model.llm.pretrained")
         state = source.state_dict()
@@ -314,6 +313,31 @@ def load_pretrained_towers(model: torch.nn.Module, cfg: LlavaModel) -> None:
         _copy_state(model.model.language_model, body, "model.llm.pretrained")
         with torch.no_grad():
             model.lm_head.weight.copy_(_grow_rows(head, model.lm_head.weight.shape[0]))
+
+
+def _load_vision_tower(model: torch.nn.Module, cfg: LlavaModel, tf: Any) -> None:
+    """A vlmforge CLIP run's or open_clip export's image tower (converted to transformers' names), else a
+    transformers CLIPVisionModel folder or hub name."""
+    from vlmforge.models.transformers_clip import open_clip_vision_tower
+
+    field = "model.vision.pretrained"
+    assert cfg.vision.pretrained is not None
+    found = open_clip_vision_tower(cfg.vision.pretrained, field)
+    if found is None:
+        state = _from_pretrained(tf.CLIPVisionModel, cfg.vision.pretrained, field).state_dict()
+    else:
+        state, quick_gelu = found
+        if quick_gelu != cfg.vision.quick_gelu:
+            raise UserError(
+                f"{field}: {cfg.vision.pretrained} was trained with "
+                f"{'QuickGELU' if quick_gelu else 'GELU'}, the recipe's vision tower uses "
+                f"{'QuickGELU' if cfg.vision.quick_gelu else 'GELU'}",
+                hint=f"set model.vision.quick_gelu={str(quick_gelu).lower()}",
+            )
+    tower = model.model.vision_tower
+    if not any(key.startswith("vision_model.") for key in tower.state_dict()):  # the bare transformer
+        state = {key.removeprefix("vision_model."): value for key, value in state.items()}
+    _copy_state(tower, state, field)
 
 
 def _from_pretrained(cls: Any, name: str, field: str) -> Any:

@@ -224,3 +224,42 @@ def _check_activations(config: dict[str, Any], model: torch.nn.Module) -> None:
                 f"{FIELD}: the transformers model uses {want} in its {section}, the recipe's model {have}",
                 hint="set model.quick_gelu: true" if want == "quick_gelu" else "set model.quick_gelu: false",
             )
+
+
+# ------------------------------------------------------------------------- open_clip image towers
+def open_clip_vision_tower(reference: str, field: str) -> tuple[dict[str, torch.Tensor], bool] | None:
+    """(transformers ``CLIPVisionModel`` weights, whether it uses QuickGELU) of the image tower of a
+    vlmforge CLIP run or an open_clip local-dir export; None when ``reference`` is neither (a transformers
+    folder or hub name). Its projection is left out: LLaVA reads the tower's hidden states."""
+    from vlmforge.config.load import read_yaml
+    from vlmforge.weights import read_state_dict, weights_in
+
+    path = Path(reference).expanduser()
+    run, export = path / "recipe.yaml", path / "open_clip_config.json"
+    if not path.is_dir() or not (run.is_file() or export.is_file()):
+        return None
+    if run.is_file():
+        model = read_yaml(run).get("model") or {}
+        if model.get("kind") not in ("clip", "siglip"):
+            raise UserError(f"{field}: {path} is not a CLIP or SigLIP pretrain run", hint="give a CLIP run")
+        quick_gelu = bool(model.get("quick_gelu", False))
+    else:
+        quick_gelu = bool(
+            json.loads(export.read_text(encoding="utf-8"))["model_cfg"].get("quick_gelu", False)
+        )
+    state = read_state_dict(weights_in(path, field), field)
+    visual = {}
+    for key, value in state.items():
+        for prefix in ("model.", "module."):
+            key = key.removeprefix(prefix)
+        if key.startswith("visual.") and key != "visual.proj":
+            visual[key] = value
+    try:
+        converted = hf_state(visual)
+    except UserError as exc:
+        raise UserError(
+            f"{field}: the image tower of {path} does not fit transformers' CLIPVisionModel "
+            f"({exc.message.removeprefix('--format hf: ')})",
+            hint="start from a tower with a class token and standard blocks",
+        ) from None
+    return {k: v for k, v in converted.items() if k.startswith("vision_model.")}, quick_gelu
