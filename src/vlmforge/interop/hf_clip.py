@@ -41,13 +41,10 @@ SIGLIP_REASON = CANNOT[("hf", "siglip")]
 
 # ------------------------------------------------------------------------------------------ export
 def export(run_dir: Path, out: Path, stage: str | None, dtype: torch.dtype) -> None:
-    from vlmforge.interop.open_clip_export import exported_state, save_state
-    from vlmforge.runs.artifacts import load_trained
+    from vlmforge.interop.open_clip_export import exported_state, pretrain_run, save_state
 
-    if stage is not None:
-        raise UserError(f"--stage {stage}: a pretrain run has no stages", hint="leave --stage out")
     refuse_kind(run_dir)
-    model, tokenizer, recipe, _ = load_trained(run_dir)
+    model, tokenizer, recipe = pretrain_run(run_dir, stage, "hf")
     refuse_unsupported(model)
     config = clip_config(model, tokenizer.start_id, tokenizer.end_id, tokenizer.pad_id)
     state = hf_state(exported_state(model))

@@ -28,16 +28,22 @@ WEIGHTS = "open_clip_model.safetensors"
 TRAINING_ONLY = ("ssl_head.",)  # SLIP's projection MLP serves its training loss only
 
 
-def export(run_dir: Path, out: Path, stage: str | None, dtype: torch.dtype) -> None:
+def pretrain_run(run_dir: Path, stage: str | None, fmt: str) -> tuple[Any, Any, PretrainRecipe]:
+    """(model, tokenizer, recipe) of a pretrain run, for the exporters that take only those."""
     if stage is not None:
         raise UserError(f"--stage {stage}: a pretrain run has no stages", hint="leave --stage out")
     if run_verb(run_dir) != "pretrain":
         raise UserError(
-            f"{run_dir}: --format open_clip exports pretrain runs (CLIP, SigLIP, CoCa)",
+            f"{run_dir}: --format {fmt} exports pretrain runs",
             hint="export a LLaVA finetune or align run with --format hf",
         )
     model, tokenizer, recipe, _ = load_trained(run_dir)
     assert isinstance(recipe, PretrainRecipe)
+    return model, tokenizer, recipe
+
+
+def export(run_dir: Path, out: Path, stage: str | None, dtype: torch.dtype) -> None:
+    model, tokenizer, recipe = pretrain_run(run_dir, stage, "open_clip")
     config = model_config(recipe, model, tokenizer)
     if not is_simple_bpe(tokenizer):
         save_tokenizer_files(tokenizer, out, config["text_cfg"]["context_length"])
@@ -91,27 +97,15 @@ def model_config(recipe: PretrainRecipe, model: torch.nn.Module, tokenizer: Text
         spec["vision_cfg"] = dict(spec["vision_cfg"]) | {"patch_dropout": 0.0}
         spec["text_cfg"] = dict(spec["text_cfg"])
     elif isinstance(cfg, CoCaModel):
-        assert cfg.vision is not None and cfg.text is not None and cfg.decoder is not None
-        vision = vision_cfg(
-            cfg.vision,
-            attentional_pool=cfg.vision.attentional_pool,
-            attn_pooler_queries=cfg.vision.attn_pooler_queries,
-            attn_pooler_heads=cfg.vision.attn_pooler_heads,
-            output_tokens=True,
-        )
+        from vlmforge.models.generative import tower_configs
+
+        vision, text, decoder = tower_configs(cfg, vocab_size)
         spec = {
             "embed_dim": cfg.embed_dim,
             "quick_gelu": cfg.quick_gelu,
             "vision_cfg": _changed(vision),
-            "text_cfg": _changed(text_cfg(cfg.text, vocab_size, embed_cls=True, output_tokens=True)),
-            "multimodal_cfg": {
-                "context_length": cfg.text.context_length,
-                "vocab_size": vocab_size,
-                "width": cfg.decoder.width,
-                "heads": cfg.decoder.heads,
-                "layers": cfg.decoder.layers,
-                "mlp_ratio": cfg.decoder.mlp_ratio,
-            },
+            "text_cfg": _changed(text),
+            "multimodal_cfg": _changed(decoder),
         }
     else:
         assert cfg.vision is not None and cfg.text is not None

@@ -24,8 +24,7 @@ from torch import nn
 
 from vlmforge.config.schema import PretrainRecipe
 from vlmforge.errors import UserError
-from vlmforge.interop.open_clip_export import preprocess_config, save_state
-from vlmforge.runs.artifacts import load_trained, run_verb
+from vlmforge.interop.open_clip_export import preprocess_config, pretrain_run, save_state
 from vlmforge.storage import write_json
 
 CONFIG = "config.json"
@@ -39,15 +38,7 @@ ACTIVATIONS = {"GELU": "gelu", "QuickGELU": "quick_gelu"}  # open_clip class nam
 
 
 def export(run_dir: Path, out: Path, stage: str | None, dtype: torch.dtype) -> None:
-    if stage is not None:
-        raise UserError(f"--stage {stage}: a pretrain run has no stages", hint="leave --stage out")
-    if run_verb(run_dir) != "pretrain":
-        raise UserError(
-            f"{run_dir}: --format timm exports the image encoder of pretrain runs",
-            hint="export a LLaVA finetune or align run with --format hf",
-        )
-    model, _, recipe, _ = load_trained(run_dir)
-    assert isinstance(recipe, PretrainRecipe)
+    model, _, recipe = pretrain_run(run_dir, stage, "timm")
     visual = model.visual
     args = model_args(visual)
     state = timm_state(visual)

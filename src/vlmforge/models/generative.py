@@ -4,6 +4,8 @@ attends to the image tokens and predicts the caption's next token."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from vlmforge.config.schema import CoCaModel
@@ -16,28 +18,12 @@ def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.n
     """A randomly initialised open_clip ``CoCa`` (then ``cfg.pretrained`` is loaded if set).
 
     Captions are padded with id 0, which is open_clip's ``pad_id`` for CoCa and both tokenizers' pad."""
-    from open_clip.coca_model import CoCa, MultimodalCfg
+    from open_clip.coca_model import CoCa
 
     if cfg.arch is not None:
         model = create_arch(cfg, device)
     else:
-        assert cfg.vision is not None and cfg.text is not None and cfg.decoder is not None
-        vision = vision_cfg(
-            cfg.vision,
-            attentional_pool=cfg.vision.attentional_pool,
-            attn_pooler_queries=cfg.vision.attn_pooler_queries,
-            attn_pooler_heads=cfg.vision.attn_pooler_heads,
-            output_tokens=True,
-        )
-        text = text_cfg(cfg.text, vocab_size, embed_cls=True, output_tokens=True)
-        decoder = MultimodalCfg(
-            context_length=cfg.text.context_length,
-            vocab_size=vocab_size,
-            width=cfg.decoder.width,
-            heads=cfg.decoder.heads,
-            layers=cfg.decoder.layers,
-            mlp_ratio=cfg.decoder.mlp_ratio,
-        )
+        vision, text, decoder = tower_configs(cfg, vocab_size)
         with torch.device(device):
             model = CoCa(
                 embed_dim=cfg.embed_dim,
@@ -51,6 +37,30 @@ def build_model(cfg: CoCaModel, vocab_size: int, device: str = "cpu") -> torch.n
     if cfg.pretrained is not None:
         load_checkpoint_weights(model, resolve(cfg.pretrained, cfg.arch))
     return model
+
+
+def tower_configs(cfg: CoCaModel, vocab_size: int) -> tuple[Any, Any, Any]:
+    """open_clip's (vision, text, multimodal decoder) configs of a recipe's custom CoCa towers."""
+    from open_clip.coca_model import MultimodalCfg
+
+    assert cfg.vision is not None and cfg.text is not None and cfg.decoder is not None
+    vision = vision_cfg(
+        cfg.vision,
+        attentional_pool=cfg.vision.attentional_pool,
+        attn_pooler_queries=cfg.vision.attn_pooler_queries,
+        attn_pooler_heads=cfg.vision.attn_pooler_heads,
+        output_tokens=True,
+    )
+    text = text_cfg(cfg.text, vocab_size, embed_cls=True, output_tokens=True)
+    decoder = MultimodalCfg(
+        context_length=cfg.text.context_length,
+        vocab_size=vocab_size,
+        width=cfg.decoder.width,
+        heads=cfg.decoder.heads,
+        layers=cfg.decoder.layers,
+        mlp_ratio=cfg.decoder.mlp_ratio,
+    )
+    return vision, text, decoder
 
 
 def init_decoder(decoder: torch.nn.Module) -> None:
