@@ -260,8 +260,8 @@ def _missing_paths(recipe: Any) -> list[str]:
     pretrained = getattr(getattr(recipe, "model", None), "pretrained", None)
     if pretrained is not None and not Path(pretrained).expanduser().exists():
         notes.append(
-            f"model.pretrained {pretrained} is not a path on this machine: it must be an open_clip tag or a "
-            "hub name in the local caches (checked without --schema-only)"
+            f"model.pretrained {pretrained} is not a path on this machine: it must be a name found in the "
+            "local open_clip / Hugging Face caches (checked without --schema-only)"
         )
     return notes
 

@@ -119,6 +119,13 @@ class LlavaModel(Section):
         2048, ge=4, description="Text tokens per sample after truncation (image tokens come on top)."
     )
     lora: LoraAdapters | None = Field(None, description="Adapters, for stages with trainable: lora.")
+    pretrained: str | None = Field(
+        None,
+        description="A whole LLaVA to start from, loaded when training only: a transformers "
+        "LlavaForConditionalGeneration folder or hub name, a `vlmforge export --format hf` folder or a "
+        "finetune stage folder; its sizes must match the fields above (pair it with tokenizer: "
+        "{kind: pretrained, name: <the same folder>}).",
+    )
 
     @property
     def image_tokens(self) -> int:
@@ -129,6 +136,7 @@ class LlavaModel(Section):
         """The same architecture with random towers: what planning builds, and what trained weights fill."""
         return self.model_copy(
             update={
+                "pretrained": None,
                 "vision": self.vision.model_copy(update={"pretrained": None}),
                 "llm": self.llm.model_copy(update={"pretrained": None}),
             }

@@ -299,9 +299,12 @@ def load_saved_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_pretrained_towers(model: torch.nn.Module, cfg: LlavaModel) -> None:
-    """Copy pretrained CLIP and Llama weights (``from_pretrained``) into the model. A larger vocabulary
+    """Copy a pretrained LLaVA, then pretrained CLIP and Llama weights, into the model. A larger vocabulary
     (``<image>`` and padding rows) keeps the pretrained rows; new rows start at their mean."""
     tf = transformers_module()
+    if cfg.pretrained is not None:  # a whole LLaVA first; named towers then replace its parts
+        source = _from_pretrained(tf.LlavaForConditionalGeneration, cfg.pretrained, "model.pretrained")
+        _copy_state(model, source.state_dict(), "model.pretrained")
     if cfg.vision.pretrained is not None:
         _load_vision_tower(model, cfg, tf)
     if cfg.llm.pretrained is not None:

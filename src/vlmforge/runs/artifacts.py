@@ -29,7 +29,7 @@ from vlmforge.errors import UserError
 from vlmforge.storage import WEIGHTS, is_completed
 from vlmforge.weights import final_checkpoint
 
-MODEL_FIELDS_IGNORED = {"lora": True, "vision": {"pretrained"}, "llm": {"pretrained"}}
+MODEL_FIELDS_IGNORED = {"lora": True, "pretrained": True, "vision": {"pretrained"}, "llm": {"pretrained"}}
 
 
 def run_verb(run_dir: Path) -> str:

@@ -1,6 +1,7 @@
-"""A LLaVA recipe's ``model.vision.pretrained`` can name a CLIP trained elsewhere in vlmforge's world — an
-open_clip local-dir folder (as ``vlmforge export`` and open_clip's ``save_for_hf`` write it) — and the
-LLaVA vision encoder then computes the open_clip tower's hidden states."""
+"""A LLaVA recipe starts from what users have: ``model.vision.pretrained`` names an open_clip local-dir
+folder (as ``vlmforge export`` and open_clip's ``save_for_hf`` write it) or a transformers CLIPVisionModel
+folder, and the vision encoder then computes that tower's hidden states; ``model.pretrained`` names a whole
+transformers LLaVA folder."""
 
 from __future__ import annotations
 
@@ -100,4 +101,23 @@ def test_a_transformers_clip_vision_folder_starts_the_llava_vision_encoder(tmp_p
         expected = theirs(pixel_values=images).last_hidden_state
         assert torch.allclose(
             llava.model.vision_tower(pixel_values=images).last_hidden_state, expected, atol=1e-6
+        )
+
+
+def test_a_whole_transformers_llava_folder_starts_the_model(tmp_path: Path) -> None:
+    """``model.pretrained``: every weight of a LlavaForConditionalGeneration that save_pretrained wrote."""
+    import transformers
+
+    from vlmforge.models.llava import build_model, hf_config
+
+    cfg = llava_cfg()
+    torch.manual_seed(5)
+    theirs = transformers.LlavaForConditionalGeneration(hf_config(cfg, 50, 4)).eval()
+    theirs.save_pretrained(tmp_path / "llava")
+    ours = build_model(llava_cfg(f"model.pretrained={tmp_path / 'llava'}"), vocab_size=50, image_id=4)
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(value, ours.state_dict()[key]), key
+    with pytest.raises(UserError, match=r"model\.pretrained: the pretrained weights do not match"):
+        build_model(
+            llava_cfg(f"model.pretrained={tmp_path / 'llava'}", "model.llm.intermediate_size=256"), 50
         )
