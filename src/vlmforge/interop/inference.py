@@ -1,21 +1,20 @@
-"""A trained model ready for inference, from a vlmforge run directory (pretrain, finetune or align) or an
-open_clip ``local-dir`` export: the model on its device, its tokenizer, the image transform it trained
-with, its context length, and the prompt templates and class names its run knows.
+"""A trained model ready for inference, from a vlmforge run directory (pretrain, finetune or align), an
+open_clip ``local-dir`` export or a transformers folder (LLaVA, CLIP, SigLIP): the model on its device,
+its tokenizer, the image transform it trained with, its context length, how it is prompted, and the
+prompt templates and class names its run knows.
 
-``vlmforge predict`` and ``vlmforge eval --model`` load through here. A pretrain run and its open_clip
-export load to the same model, transform and tokenization, so they predict alike.
+``vlmforge predict`` and ``vlmforge eval --model`` load through here. A run and its export (open_clip, or
+transformers for LLaVA) load to the same model, transform and tokenization, so they predict alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vlmforge.config.evaluation import EVAL_TASKS
 from vlmforge.config.schema import (
     AlignRecipe,
     DigitsData,
@@ -25,61 +24,9 @@ from vlmforge.config.schema import (
 )
 from vlmforge.data.base import DEFAULT_PROMPTS
 from vlmforge.errors import UserError
+from vlmforge.interop.inference_model import HF_CONFIG, OPEN_CLIP_CONFIG, ImageTransform, InferenceModel
 
-OPEN_CLIP_CONFIG = "open_clip_config.json"  # vlmforge.interop.open_clip_export.CONFIG
 DEVICES = ("auto", "cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class ImageTransform:
-    """Shortest side to ``size`` (bicubic), centre crop, normalise (``data.images.square_tensor``)."""
-
-    size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        from vlmforge.data.images import square_tensor
-
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        return square_tensor(image, self.size, mean, std)
-
-
-@dataclass
-class InferenceModel:
-    """What predicting with (or evaluating) a trained model needs."""
-
-    kind: str  # clip, siglip, coca, flava, masked or llava
-    source: str  # pretrain run, finetune run, align run, open_clip export
-    path: Path
-    weights: Path
-    model: Any  # torch.nn.Module in eval mode on ``device``
-    tokenizer: Any  # a vlmforge TextTokenizer (or one alike); a transformers tokenizer for LLaVA
-    transform: ImageTransform
-    context_length: int
-    device: torch.device
-    templates: tuple[str, ...] = DEFAULT_PROMPTS  # zero-shot prompt templates with one '{}'
-    classnames: list[str] | None = None  # the classes of the data the run trained on, when known
-    prompt_template: str = "chat"  # LLaVA: the prompt layout of the weights' stage
-    recipe: Any = None  # the run's training recipe (None for an export)
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        """The eval task kinds this model supports (``config.evaluation.EVAL_TASKS``)."""
-        return EVAL_TASKS[self.kind]
-
-    @property
-    def embeds_text(self) -> bool:
-        return "zeroshot" in self.tasks
-
-    @property
-    def captions(self) -> bool:
-        return "captioning" in self.tasks
-
-    @property
-    def answers(self) -> bool:
-        return "vqa" in self.tasks
 
 
 def resolve_device(device: str) -> torch.device:
@@ -97,9 +44,20 @@ def is_open_clip_export(path: Path) -> bool:
     return (path / OPEN_CLIP_CONFIG).is_file()
 
 
+def is_transformers_folder(path: Path) -> bool:
+    """A folder transformers' ``from_pretrained`` reads that is not a vlmforge run directory."""
+    return (path / HF_CONFIG).is_file() and not (path / "recipe.yaml").is_file()
+
+
+def is_exported_model(path: Path) -> bool:
+    """An open_clip export or a transformers folder: a model without a run around it."""
+    return is_open_clip_export(path) or is_transformers_folder(path)
+
+
 def load_for_inference(path: Path, device: str = "cpu") -> InferenceModel:
-    """The model in ``path``: a vlmforge run directory (recipe.yaml) or an open_clip export
-    (open_clip_config.json), in eval mode on ``device`` (auto, cpu or cuda)."""
+    """The model in ``path``: a vlmforge run directory (recipe.yaml), an open_clip export
+    (open_clip_config.json) or a transformers folder (config.json), in eval mode on ``device``
+    (auto, cpu or cuda)."""
     if not path.is_dir():
         raise UserError(
             f"{path}: not a directory", hint="give a vlmforge run directory or an exported model folder"
@@ -111,16 +69,16 @@ def load_for_inference(path: Path, device: str = "cpu") -> InferenceModel:
         loaded = load_open_clip_export(path, target)
     elif (path / "recipe.yaml").is_file():
         loaded = load_run(path, target)
+    elif is_transformers_folder(path):
+        from vlmforge.interop.hf_local import load_transformers_folder
+
+        loaded = load_transformers_folder(path, target)
     else:
-        hint = (
-            "give a run directory (runs/NAME/STAMP) or a folder written by vlmforge export --format open_clip"
-        )
-        if (path / "config.json").is_file():
-            hint = "a transformers folder (--format hf) is not read here yet; " + hint
         raise UserError(
-            f"{path}: neither a vlmforge run directory (no recipe.yaml) nor an open_clip export "
-            f"(no {OPEN_CLIP_CONFIG})",
-            hint=hint,
+            f"{path}: neither a vlmforge run directory (no recipe.yaml) nor an exported model "
+            f"(no {OPEN_CLIP_CONFIG}, no {HF_CONFIG})",
+            hint="give a run directory (runs/NAME/STAMP), a folder written by vlmforge export "
+            "(--format open_clip or hf), or a transformers folder (LLaVA, CLIP, SigLIP)",
         )
     loaded.model.eval()
     return loaded
