@@ -28,7 +28,10 @@ from vlmforge_cli.common import (
 )
 
 # shipped evaluation data for --data: the recipe fields it sets
-EVAL_DATA = {"digits": {"data": {"kind": "digits"}, "data_split": "val"}}
+EVAL_DATA = {
+    "digits": {"data": {"kind": "digits"}, "data_split": "val"},
+    "digits-conversations": {"data": {"kind": "digits-conversations"}, "data_split": "val"},
+}
 
 
 @app.command("eval")
@@ -41,14 +44,16 @@ def evaluate(
         Path | None,
         typer.Option(
             "--model",
-            help="Exported model folder (open_clip local-dir) or run directory to evaluate; results go to "
-            "its eval/ unless output=DIR is given.",
+            help="Exported model folder (open_clip local-dir; transformers LLaVA, CLIP or SigLIP) or run "
+            "directory to evaluate; results go to its eval/ unless output=DIR is given.",
         ),
     ] = None,
     data: Annotated[
         str | None,
         typer.Option(
-            "--data", help="Shipped evaluation data: digits (the held-out split every digits run keeps)."
+            "--data",
+            help="Shipped evaluation data, the held-out split its runs keep: digits (image-caption data) "
+            "or digits-conversations (questions about digits, for LLaVA).",
         ),
     ] = None,
     overrides: OverridesArg = None,
@@ -107,7 +112,10 @@ def _data_overrides(fields: dict[str, Any]) -> list[str]:
 def predict(
     source: Annotated[
         Path,
-        typer.Argument(metavar="RUN_DIR|EXPORT_DIR", help="A run directory or an open_clip export folder."),
+        typer.Argument(
+            metavar="RUN_DIR|EXPORT_DIR",
+            help="A run directory, an open_clip export or a transformers folder (LLaVA, CLIP, SigLIP).",
+        ),
     ],
     images: Annotated[
         list[str],

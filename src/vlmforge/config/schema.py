@@ -151,8 +151,9 @@ class EvalRecipe(Section):
     run: Path | None = Field(None, description="Run directory written by a training verb (or give model).")
     model: Path | None = Field(
         None,
-        description="An exported model folder (open_clip local-dir, from vlmforge export --format open_clip) "
-        "or a run directory, evaluated instead of run; an export needs data.",
+        description="An exported model folder (open_clip local-dir, from vlmforge export --format open_clip; "
+        "a transformers LLaVA, CLIP or SigLIP folder) or a run directory, evaluated instead of run; an "
+        "export needs data.",
     )
     checkpoint: Path | None = Field(
         None, description="Checkpoint file (default: the run's final checkpoint)."

@@ -29,9 +29,12 @@ def class_embeddings(
 
 
 def logit_scale(model: Any) -> float:
-    """exp(the model's learned log temperature), at most 100; 1 for a model without one."""
+    """exp(the model's learned log temperature), at most 100 (at most ``model.max_logit_scale`` where
+    the model says, e.g. none for transformers' CLIP and SigLIP); 1 for a model without one."""
     scale = getattr(model, "logit_scale", None)
-    return 1.0 if scale is None else min(float(scale.exp()), MAX_LOGIT_SCALE)
+    return (
+        1.0 if scale is None else min(float(scale.exp()), getattr(model, "max_logit_scale", MAX_LOGIT_SCALE))
+    )
 
 
 @torch.no_grad()
@@ -63,10 +66,11 @@ def with_image(question: str) -> str:
 
 @torch.no_grad()
 def greedy_answers(loaded: Any, images: torch.Tensor, question: str, max_tokens: int | None) -> list[str]:
-    """The greedy answer to ``question`` about each image, in the prompt layout of the model's stage."""
+    """The greedy answer to ``question`` about each image, prompted as the model says (``prompt_ids``: the
+    layout of its stage, or a transformers folder's chat template)."""
     from vlmforge.evaluate.vqa import answer
 
     asked = [with_image(question)] * len(images)
     new = max_tokens or DEFAULT_ANSWER_TOKENS
-    found = answer(loaded.model, loaded.tokenizer, asked, list(images), new, loaded.prompt_template)
+    found = answer(loaded.model, loaded.tokenizer, asked, list(images), new, prompter=loaded.prompt_ids)
     return [text.strip() for text in found]

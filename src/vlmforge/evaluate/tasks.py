@@ -37,7 +37,7 @@ from vlmforge.evaluate.metrics import (
     zero_shot_classifier,
 )
 from vlmforge.evaluate.preference import PreferenceReference, preference
-from vlmforge.evaluate.vqa import vqa
+from vlmforge.evaluate.vqa import Prompter, vqa
 
 
 @torch.no_grad()
@@ -87,6 +87,7 @@ class EvalContext:
     image_features: torch.Tensor | None  # L2-normalised, one per readable image (None: conversation data)
     train_data: ImageTextSet | None = None
     reference: PreferenceReference | None = None  # an align run's frozen reference (preference task)
+    prompter: Prompter | None = None  # LLaVA: question -> prompt ids (None: vlmforge's chat layout)
 
 
 def evaluate_model(
@@ -99,8 +100,10 @@ def evaluate_model(
     batch_size: int = 256,
     train_data: ImageTextSet | None = None,
     reference: PreferenceReference | None = None,
+    prompter: Prompter | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run each task on ``data`` (tasks that fit, on ``train_data``); returns {task kind: metrics}."""
+    """Run each task on ``data`` (tasks that fit, on ``train_data``); returns {task kind: metrics}.
+    ``prompter`` builds a LLaVA model's prompts (default: vlmforge's chat layout)."""
     if len(data) == 0:
         raise UserError(
             f"evaluation data {data.name!r} is empty", hint="set a val_fraction > 0 or give eval data"
@@ -120,7 +123,7 @@ def evaluate_model(
         if dropped:  # evaluated on the readable samples; the count is reported with each task
             data = data.subset(np.asarray(kept), "readable")
     context = EvalContext(
-        model, tokenizer, context_length, data, batch_size, image_features, train_data, reference
+        model, tokenizer, context_length, data, batch_size, image_features, train_data, reference, prompter
     )
     results: dict[str, dict[str, Any]] = {}
     for task in tasks:

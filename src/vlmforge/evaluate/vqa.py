@@ -3,6 +3,7 @@ question of each held-out conversation, scored by exact match against the refere
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from vlmforge.config.schema import VqaTask
 from vlmforge.evaluate.metrics import exact_match
 
 SHOWN_EXAMPLES = 5
+Prompter = Callable[[str], list[int]]  # question -> the ids the model continues to answer it
 
 
 @torch.no_grad()
@@ -21,17 +23,18 @@ def answer_ids(
     images: list[torch.Tensor | None],
     new: int,
     template: str = "chat",
+    prompter: Prompter | None = None,
     **search: Any,
 ) -> list[list[int]]:
     """The ids generated greedily for ``questions`` (a left-padded batch on the model's device), padding
-    after ``</s>`` included; ``search`` goes to transformers' ``generate`` (e.g. num_beams)."""
-    from vlmforge.data.conversations import prompt_ids
-
+    after ``</s>`` included. Each prompt is ``prompter(question)``, by default vlmforge's ``template``
+    layout; ``search`` goes to transformers' ``generate`` (e.g. num_beams)."""
     device = next(model.parameters()).device
-    image_id, image_tokens = int(model.config.image_token_index), int(model.config.image_seq_length)
-    prompts = [prompt_ids(tokenizer, q, template, image_tokens, image_id) for q in questions]
+    build = prompter or default_prompter(model, tokenizer, template)
+    prompts = [build(q) for q in questions]
     longest = max(len(p) for p in prompts)
-    pad = int(tokenizer.pad_token_id)
+    eos = int(tokenizer.eos_token_id)
+    pad = eos if tokenizer.pad_token_id is None else int(tokenizer.pad_token_id)
     ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=device)
     pixels = [image for image in images if image is not None]
@@ -41,11 +44,20 @@ def answer_ids(
         pixel_values=torch.stack(pixels).to(device) if pixels else None,
         max_new_tokens=new,
         do_sample=False,
-        eos_token_id=int(tokenizer.eos_token_id),
+        eos_token_id=eos,
         pad_token_id=pad,
         **search,
     )
     return out[:, longest:].tolist()
+
+
+def default_prompter(model: Any, tokenizer: Any, template: str) -> Prompter:
+    """vlmforge's prompt layout ``template`` (``data.conversations.prompt_ids``) for ``model``'s image
+    placeholder."""
+    from vlmforge.data.conversations import prompt_ids
+
+    image_id, image_tokens = int(model.config.image_token_index), int(model.config.image_seq_length)
+    return lambda question: prompt_ids(tokenizer, question, template, image_tokens, image_id)
 
 
 def answer(
@@ -55,10 +67,11 @@ def answer(
     images: list[torch.Tensor | None],
     new: int,
     template: str = "chat",
+    prompter: Prompter | None = None,
     **search: Any,
 ) -> list[str]:
     """Greedy answers to ``questions`` (see ``answer_ids``), decoded without specials."""
-    ids = answer_ids(model, tokenizer, questions, images, new, template, **search)
+    ids = answer_ids(model, tokenizer, questions, images, new, template, prompter, **search)
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
@@ -74,7 +87,9 @@ def vqa(context: Any, task: VqaTask) -> dict[str, Any]:
         batch = [data.turns(i) for i in indices]
         asked = [turns[0][1] for turns in batch]
         images = [data.image(i) for i in indices]
-        predictions += answer(context.model, context.tokenizer, asked, images, task.max_new_tokens)
+        predictions += answer(
+            context.model, context.tokenizer, asked, images, task.max_new_tokens, prompter=context.prompter
+        )
         questions += [q.replace(IMAGE, "").strip() for q in asked]
         references += [turns[1][1] for turns in batch]
     examples = [

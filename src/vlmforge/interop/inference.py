@@ -1,9 +1,10 @@
-"""A trained model ready for inference, from a vlmforge run directory (pretrain, finetune or align) or an
-open_clip ``local-dir`` export: the model on its device, its tokenizer, the image transform it trained
-with, its context length, and the prompt templates and class names its run knows.
+"""A trained model ready for inference, from a vlmforge run directory (pretrain, finetune or align), an
+open_clip ``local-dir`` export or a transformers folder (LLaVA, CLIP, SigLIP): the model on its device,
+its tokenizer, the image transform it trained with, its context length, how it is prompted, and the
+prompt templates and class names its run knows.
 
-``vlmforge predict`` and ``vlmforge eval --model`` load through here. A pretrain run and its open_clip
-export load to the same model, transform and tokenization, so they predict alike.
+``vlmforge predict`` and ``vlmforge eval --model`` load through here. A run and its export (open_clip, or
+transformers for LLaVA) load to the same model, transform and tokenization, so they predict alike.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from vlmforge.config.schema import (
 )
 from vlmforge.data.base import DEFAULT_PROMPTS
 from vlmforge.errors import UserError
-from vlmforge.interop.loaded import OPEN_CLIP_CONFIG, ImageTransform, InferenceModel
+from vlmforge.interop.inference_model import HF_CONFIG, OPEN_CLIP_CONFIG, ImageTransform, InferenceModel
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -43,9 +44,20 @@ def is_open_clip_export(path: Path) -> bool:
     return (path / OPEN_CLIP_CONFIG).is_file()
 
 
+def is_transformers_folder(path: Path) -> bool:
+    """A folder transformers' ``from_pretrained`` reads that is not a vlmforge run directory."""
+    return (path / HF_CONFIG).is_file() and not (path / "recipe.yaml").is_file()
+
+
+def is_exported_model(path: Path) -> bool:
+    """An open_clip export or a transformers folder: a model without a run around it."""
+    return is_open_clip_export(path) or is_transformers_folder(path)
+
+
 def load_for_inference(path: Path, device: str = "cpu") -> InferenceModel:
-    """The model in ``path``: a vlmforge run directory (recipe.yaml) or an open_clip export
-    (open_clip_config.json), in eval mode on ``device`` (auto, cpu or cuda)."""
+    """The model in ``path``: a vlmforge run directory (recipe.yaml), an open_clip export
+    (open_clip_config.json) or a transformers folder (config.json), in eval mode on ``device``
+    (auto, cpu or cuda)."""
     if not path.is_dir():
         raise UserError(
             f"{path}: not a directory", hint="give a vlmforge run directory or an exported model folder"
@@ -57,16 +69,16 @@ def load_for_inference(path: Path, device: str = "cpu") -> InferenceModel:
         loaded = load_open_clip_export(path, target)
     elif (path / "recipe.yaml").is_file():
         loaded = load_run(path, target)
+    elif is_transformers_folder(path):
+        from vlmforge.interop.hf_local import load_transformers_folder
+
+        loaded = load_transformers_folder(path, target)
     else:
-        hint = (
-            "give a run directory (runs/NAME/STAMP) or a folder written by vlmforge export --format open_clip"
-        )
-        if (path / "config.json").is_file():
-            hint = "a transformers folder (--format hf) is not read here yet; " + hint
         raise UserError(
-            f"{path}: neither a vlmforge run directory (no recipe.yaml) nor an open_clip export "
-            f"(no {OPEN_CLIP_CONFIG})",
-            hint=hint,
+            f"{path}: neither a vlmforge run directory (no recipe.yaml) nor an exported model "
+            f"(no {OPEN_CLIP_CONFIG}, no {HF_CONFIG})",
+            hint="give a run directory (runs/NAME/STAMP), a folder written by vlmforge export "
+            "(--format open_clip or hf), or a transformers folder (LLaVA, CLIP, SigLIP)",
         )
     loaded.model.eval()
     return loaded

@@ -12,7 +12,7 @@ import torch
 
 from vlmforge.data.base import DEFAULT_PROMPTS
 from vlmforge.errors import UserError
-from vlmforge.interop.loaded import OPEN_CLIP_CONFIG, ImageTransform, InferenceModel
+from vlmforge.interop.inference_model import OPEN_CLIP_CONFIG, ImageTransform, InferenceModel
 from vlmforge.storage import read_json
 
 OPEN_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

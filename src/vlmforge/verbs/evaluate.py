@@ -1,5 +1,5 @@
 """`vlmforge eval`: evaluate a trained run, on its held-out split or on other data, or an exported model
-(open_clip local-dir) on given data.
+(open_clip local-dir, or a transformers folder: LLaVA, CLIP, SigLIP) on given data.
 
 run directory -> its model and tokenizer (``runs.artifacts``) -> the data -> the tasks (those given,
 else the run recipe's, else its family's defaults) -> ``eval/<task>.json`` in the run directory.
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vlmforge.config.data import DataBase, PreferenceDataBase
+from vlmforge.config.data import ConversationDataBase, DataBase, PreferenceDataBase
 from vlmforge.config.schema import EvalRecipe
 from vlmforge.errors import UserError, raise_all
 from vlmforge.evaluate.results import EvalResult, default_tasks
@@ -26,11 +26,11 @@ def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run (or an exported model); writes ``eval/<task>.json`` into the run directory
     (or the model folder), or into ``output``."""
     from vlmforge.data.sources import build_eval_data, train_val_split
-    from vlmforge.interop.inference import is_open_clip_export
+    from vlmforge.interop.inference import is_exported_model
 
     torch.manual_seed(recipe.seed)
     if recipe.model is not None:
-        if is_open_clip_export(recipe.model):
+        if is_exported_model(recipe.model):
             return _evaluate_export(recipe)
         recipe = recipe.model_copy(update={"run": recipe.model, "model": None})  # a run directory
     assert recipe.run is not None
@@ -131,22 +131,17 @@ def _evaluate_aligned(recipe: EvalRecipe) -> EvalResult:
 
 
 def _evaluate_export(recipe: EvalRecipe) -> EvalResult:
-    """An open_clip export on the given image-caption data, with the tasks given or its kind's defaults,
-    exactly as its run would be evaluated on that data. Results go to ``<model>/eval`` unless ``output``
-    says otherwise."""
-    from vlmforge.config.schema import default_tasks_for
-    from vlmforge.data.sources import open_source, train_val_split
+    """An exported model (open_clip, transformers) on the given data, with the tasks given or its kind's
+    defaults, exactly as its run would be evaluated on that data: image-caption data for a contrastive
+    model, conversations for LLaVA. Results go to ``<model>/eval`` unless ``output`` says otherwise."""
     from vlmforge.interop.inference import load_for_inference
 
     path = recipe.source
     raise_all(export_problems(recipe))
     loaded = load_for_inference(path, "cpu")
-    transform = loaded.transform  # preprocess exactly as the export's preprocess_cfg says
-    cfg = recipe.data.model_copy(  # type: ignore[union-attr]
-        update={"image_size": transform.size, "mean": transform.mean, "std": transform.std}
-    )
-    tasks = list(recipe.tasks if recipe.tasks is not None else default_tasks_for(loaded.tasks))
-    train, data = train_val_split(cfg) if recipe.data_split == "val" else (None, open_source(cfg))
+    raise_all(export_data_problems(recipe, loaded.kind))
+    tasks = list(recipe.tasks if recipe.tasks is not None else export_tasks(loaded))
+    train, data = _export_data(recipe, loaded.transform, loaded.kind == "llava")
     if train is None and any(task.kind == "linear_probe" for task in tasks):
         raise UserError(
             "linear_probe fits on the data's training split: evaluate its held-out split",
@@ -162,28 +157,56 @@ def _evaluate_export(recipe: EvalRecipe) -> EvalResult:
             tasks,
             recipe.batch_size,
             train,
+            prompter=loaded.prompt_ids if loaded.kind == "llava" else None,
         )
     result = EvalResult(path, loaded.weights, data.name, metrics, recipe.output or path / "eval")
     result.write()
     return result
 
 
+def export_tasks(loaded: Any) -> list[Any]:
+    """An export's default tasks: its kind's; for LLaVA, VQA with the answer length of its generation
+    config (what its run's VQA evaluation allowed, in a vlmforge export)."""
+    from vlmforge.config.schema import VqaTask, default_tasks_for
+
+    if loaded.kind != "llava":
+        return list(default_tasks_for(loaded.tasks))
+    generation = getattr(loaded.model, "generation_config", None)
+    longest = getattr(generation, "max_new_tokens", None)
+    return [VqaTask(max_new_tokens=longest) if longest else VqaTask()]
+
+
+def _export_data(recipe: EvalRecipe, transform: Any, conversations: bool) -> tuple[Any, Any]:
+    """(the training split or None, the data evaluated), its images preprocessed exactly as the
+    export's image transform says."""
+    from vlmforge.data.sources import open_source, train_val_split
+
+    update = {"mean": transform.mean, "std": transform.std}
+    if conversations:
+        from vlmforge.data.conversations import open_conversations, split_conversations
+
+        cfg = recipe.data.model_copy(update=update)  # type: ignore[union-attr]
+        if recipe.data_split == "val":
+            return None, split_conversations(cfg, transform.size)[1]
+        return None, open_conversations(cfg, transform.size)
+    cfg = recipe.data.model_copy(update=update | {"image_size": transform.size})  # type: ignore[union-attr]
+    return train_val_split(cfg) if recipe.data_split == "val" else (None, open_source(cfg))
+
+
+EXPORT_DATA = "image-caption data (data.kind webdataset, folder, ffcv or digits)"
+EXPORT_CONVERSATIONS = "conversations (data.kind llava-json or digits-conversations)"
+
+
 def export_problems(recipe: EvalRecipe) -> list[UserError]:
-    """What an exported model cannot be evaluated with: it keeps no data (nor held-out split) and one set
-    of weights, and is evaluated on image-caption data."""
+    """What an exported model cannot be evaluated with, found before it is loaded: it keeps no data (nor
+    held-out split) and one set of weights."""
     problems = []
-    hint = (
-        "give image-caption data: vlmforge eval --model DIR --data digits, or an eval recipe's data: section"
-    )
     if recipe.data is None:
         problems.append(
-            UserError(f"{recipe.source} is an exported model: it names no evaluation data", hint=hint)
-        )
-    elif not isinstance(recipe.data, DataBase):
-        problems.append(
             UserError(
-                f"data.kind {recipe.data.kind!r}: an open_clip export is evaluated on image-caption data",
-                hint=hint,
+                f"{recipe.source} is an exported model: it names no evaluation data",
+                hint="give data: vlmforge eval --model DIR --data digits (contrastive models) or "
+                "--data digits-conversations (LLaVA), or an eval recipe's data: section",
             )
         )
     if recipe.checkpoint is not None:
@@ -191,3 +214,23 @@ def export_problems(recipe: EvalRecipe) -> list[UserError]:
             UserError("checkpoint: an exported model has one set of weights", hint="leave checkpoint unset")
         )
     return problems
+
+
+def export_data_problems(recipe: EvalRecipe, kind: str) -> list[UserError]:
+    """The data an exported model of ``kind`` is evaluated on: conversations for LLaVA (not preference
+    pairs: an export has no reference model), image-caption data for the others."""
+    data = recipe.data
+    llava = kind == "llava"
+    if llava and isinstance(data, ConversationDataBase) and not isinstance(data, PreferenceDataBase):
+        return []
+    if not llava and isinstance(data, DataBase):
+        return []
+    takes = EXPORT_CONVERSATIONS if llava else EXPORT_DATA
+    return [
+        UserError(
+            f"data.kind {data.kind!r}: an exported {kind} model is evaluated on {takes}",  # type: ignore[union-attr]
+            hint="vlmforge eval --model DIR --data "
+            + ("digits-conversations" if llava else "digits")
+            + ", or an eval recipe's data: section",
+        )
+    ]

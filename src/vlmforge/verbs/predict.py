@@ -1,9 +1,9 @@
 """`vlmforge predict`: run a trained model on image files.
 
-source (run directory or open_clip export, ``interop.inference``) + image files (files, folders, globs)
--> per image: the top-K zero-shot labels with probabilities (models with a text embedding, ``--classes``),
-a greedy caption (CoCa, ``--caption``) or a greedy answer (LLaVA, ``--prompt``). Unreadable images are
-listed and skipped; none readable is an error. Nothing is written.
+source (run directory, open_clip export or transformers folder, ``interop.inference``) + image files
+(files, folders, globs) -> per image: the top-K zero-shot labels with probabilities (models with a text
+embedding, ``--classes``), a greedy caption (CoCa, ``--caption``) or a greedy answer (LLaVA,
+``--prompt``). Unreadable images are listed and skipped; none readable is an error. Nothing is written.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Unreadable:
 @dataclass
 class PredictResult:
     source: str
-    source_kind: str  # pretrain run, finetune run, align run, open_clip export
+    source_kind: str  # pretrain run, finetune run, align run, open_clip export, transformers folder
     model_kind: str
     task: str
     device: str
