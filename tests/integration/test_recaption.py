@@ -126,7 +126,7 @@ def test_caption_agreement_keeps_the_samples_above_its_threshold(
         for k, s in shard_samples(everything.output).items()
     }
     assert len(scores) == everything.kept == report_of(everything.output)["stages"][-1]["in"]
-    from vlmforge.config.curate import RunScorer
+    from vlmforge.config.curate_models import RunScorer
     from vlmforge.curate.scorers import load_scorer
 
     scorer, caption_alone = load_scorer(RunScorer(path=coca_run)), coca_captioner(coca_run)

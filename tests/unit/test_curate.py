@@ -44,7 +44,7 @@ def test_perceptual_hash_is_close_for_edited_copies_and_far_for_other_images() -
 
 
 def test_mser_detector_finds_rendered_text_and_masking_hides_it() -> None:
-    from vlmforge.config.curate import MserDetector
+    from vlmforge.config.curate_models import MserDetector
     from vlmforge.curate.textdetect import mask_text, mser_detector, text_area
 
     detect = mser_detector(MserDetector())

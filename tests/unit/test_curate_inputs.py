@@ -172,7 +172,7 @@ def test_preflight_checks_the_output_without_creating_it(tmp_path: Path) -> None
 
 
 def test_run_scorer_needs_a_pretrain_run_with_a_checkpoint(tmp_path: Path) -> None:
-    from vlmforge.config.curate import RunScorer
+    from vlmforge.config.curate_models import RunScorer
     from vlmforge.curate.preflight import check_scorer
 
     with pytest.raises(UserError, match=r"model\.path: .*nothing does not exist"):

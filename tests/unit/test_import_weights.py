@@ -157,7 +157,7 @@ def test_hub_names_resolve_from_the_local_cache_only(tmp_path: Path, monkeypatch
 
 def test_the_curation_scorer_takes_quick_gelu_from_the_tag() -> None:
     """OpenAI's ViT-B-32 weights were trained with QuickGELU: scoring with GELU would be another network."""
-    from vlmforge.config.curate import OpenClipScorer
+    from vlmforge.config.curate_models import OpenClipScorer
     from vlmforge.curate.scorers import quick_gelu
 
     assert quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="openai"))

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.curate_pool import digit, photo, recipe_of, rendered_text
-from vlmforge.config.curate import OcrDetector
+from vlmforge.config.curate_models import OcrDetector
 from vlmforge.curate.base import Resources
 from vlmforge.curate.batch import Batch, Chunk
 from vlmforge.curate.scoring import caption_overlap, content_words

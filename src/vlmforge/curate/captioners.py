@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlmforge.config.curate import PythonCaptioner, RunCaptioner
+from vlmforge.config.curate_models import PythonCaptioner, RunCaptioner
 from vlmforge.errors import UserError
 
 RUN_HINT = "give a run of `vlmforge pretrain` with model.kind: coca, or of `vlmforge finetune` (LLaVA)"

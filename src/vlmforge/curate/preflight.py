@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vlmforge.config.curate import CurateRecipe, OpenClipScorer, RayEngine, RunScorer, step_name
+from vlmforge.config.curate import CurateRecipe, RayEngine, step_name
+from vlmforge.config.curate_models import OpenClipScorer, RunScorer
 from vlmforge.errors import UserError, missing_extra
 
 RUN_HINT = "give a run directory of `vlmforge pretrain` (runs/NAME/STAMP)"

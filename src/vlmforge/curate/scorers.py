@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmforge.config.curate import OpenClipScorer, RunScorer, ScoringModel
+from vlmforge.config.curate_models import OpenClipScorer, RunScorer, ScoringModel
 from vlmforge.errors import UserError
 
 

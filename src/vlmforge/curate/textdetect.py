@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmforge.config.curate import EastDetector, MserDetector, OcrDetector
+from vlmforge.config.curate_models import EastDetector, MserDetector, OcrDetector
 from vlmforge.errors import UserError, missing_extra
 
 Box = tuple[int, int, int, int]
