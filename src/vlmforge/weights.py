@@ -190,9 +190,14 @@ def read_state_dict(path: Path, field: str) -> dict[str, Any]:
 
 def _torchscript_state(path: Path) -> dict[str, Any] | None:
     """OpenAI's original CLIP files are TorchScript archives; their parameter names are open_clip's."""
+    import zipfile
+
     import torch
 
-    try:
+    try:  # a TorchScript archive is a zip with compiled code next to the tensors; anything else is not one
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.split("/", 1)[-1].startswith("code/") for name in archive.namelist()):
+                return None
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception:
         return None

@@ -164,3 +164,31 @@ def test_the_curation_scorer_takes_quick_gelu_from_the_tag() -> None:
     assert not quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="laion2b_s34b_b79k"))
     assert not quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="weights/mine.pt"))
     assert not quick_gelu(OpenClipScorer(arch="ViT-B-32", checkpoint="openai", quick_gelu=False))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch deprecates TorchScript; OpenAI's files are it
+def test_a_torchscript_archive_loads_as_openai_clip_files_do(tmp_path: Path) -> None:
+    """OpenAI's original CLIP ``.pt`` files are TorchScript archives with open_clip's parameter names."""
+    theirs = open_clip_tiny()
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(ScriptedWeights(theirs.state_dict())), str(path))
+    ours = build_model(tiny_cfg(f"model.pretrained={path}"), vocab_size=VOCAB)
+    assert_same_outputs(theirs, ours)
+
+
+class ScriptedWeights(torch.nn.Module):
+    """A module whose state dict is exactly ``state`` (as OpenAI's scripted model's is), for torch.jit."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for name, value in state.items():
+            *path, leaf = name.split(".")
+            module: torch.nn.Module = self
+            for part in path:
+                if not hasattr(module, part):
+                    module.add_module(part, torch.nn.Module())
+                module = getattr(module, part)
+            module.register_buffer(leaf, value.clone())
+
+    def forward(self) -> int:
+        return 0
