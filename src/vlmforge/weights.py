@@ -188,6 +188,15 @@ def read_state_dict(path: Path, field: str) -> dict[str, Any]:
     return state
 
 
+def strip_prefixes(key: str) -> str:
+    """A parameter name without the wrappers training adds (Lightning's ``model.``, DDP's ``module.``,
+    torch.compile's ``_orig_mod.``)."""
+    for prefix in ("model.", "module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
 def _torchscript_state(path: Path) -> dict[str, Any] | None:
     """OpenAI's original CLIP files are TorchScript archives; their parameter names are open_clip's."""
     import zipfile

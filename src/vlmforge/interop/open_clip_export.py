@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vlmforge.config.schema import CoCaModel, PretrainRecipe, SigLipModel
-from vlmforge.data.tokenizers import TextTokenizer, WordVocab
+from vlmforge.data.tokenizers import TextTokenizer
 from vlmforge.errors import UserError
 from vlmforge.interop.tokenizer_files import is_simple_bpe, save_tokenizer_files
 from vlmforge.runs.artifacts import load_trained, run_verb
@@ -119,8 +119,6 @@ def model_config(recipe: PretrainRecipe, model: torch.nn.Module, tokenizer: Text
         spec["custom_text"] = True  # open_clip builds CoCa for a custom-text config with multimodal_cfg
     if isinstance(cfg, SigLipModel):
         spec["init_logit_bias"] = cfg.init_logit_bias  # the trained bias comes with the weights
-    if isinstance(tokenizer, WordVocab) and cfg.arch is None:
-        spec["text_cfg"]["vocab_size"] = vocab_size
     return _plain(spec)
 
 

@@ -10,7 +10,7 @@ import torch
 from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig, TextTower, VisionTower
 from vlmforge.errors import UserError
 from vlmforge.models.transformers_clip import read_transformers_clip
-from vlmforge.weights import read_state_dict, resolve
+from vlmforge.weights import read_state_dict, resolve, strip_prefixes
 
 
 def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -184,7 +184,7 @@ def load_checkpoint_weights(model: torch.nn.Module, path: Path) -> None:
         state = read_state_dict(path, "model.pretrained")
     else:
         raise UserError(f"model.pretrained: checkpoint not found: {path}")
-    state = {_strip(k): v for k, v in state.items()}
+    state = {strip_prefixes(k): v for k, v in state.items()}
     match_scalar_shapes(state, model)  # training holds 0-d scalars as shape [1] (FSDP/ZeRO shard dim 0)
     hint = "the checkpoint must come from the same architecture as model.arch / model.vision+text"
     try:
@@ -199,10 +199,3 @@ def load_checkpoint_weights(model: torch.nn.Module, path: Path) -> None:
             f"(e.g. {result.unexpected_keys[:2]})",
             hint=hint,
         )
-
-
-def _strip(key: str) -> str:
-    for prefix in ("model.", "module.", "_orig_mod."):
-        while key.startswith(prefix):
-            key = key[len(prefix) :]
-    return key

@@ -232,7 +232,7 @@ def open_clip_vision_tower(reference: str, field: str) -> tuple[dict[str, torch.
     vlmforge CLIP run or an open_clip local-dir export; None when ``reference`` is neither (a transformers
     folder or hub name). Its projection is left out: LLaVA reads the tower's hidden states."""
     from vlmforge.config.load import read_yaml
-    from vlmforge.weights import read_state_dict, weights_in
+    from vlmforge.weights import read_state_dict, strip_prefixes, weights_in
 
     path = Path(reference).expanduser()
     run, export = path / "recipe.yaml", path / "open_clip_config.json"
@@ -250,8 +250,7 @@ def open_clip_vision_tower(reference: str, field: str) -> tuple[dict[str, torch.
     state = read_state_dict(weights_in(path, field), field)
     visual = {}
     for key, value in state.items():
-        for prefix in ("model.", "module."):
-            key = key.removeprefix(prefix)
+        key = strip_prefixes(key)
         if key.startswith("visual.") and key != "visual.proj":
             visual[key] = value
     try:
