@@ -21,7 +21,8 @@ class ZeroShotTask(Section):
 
 
 class RetrievalTask(Section):
-    """Image-to-text and text-to-image retrieval, recall@k."""
+    """Image-to-text and text-to-image retrieval, recall@k. Items scoring exactly alike (repeated
+    captions) count as their expected value over a random order of the tie, whatever ks are asked."""
 
     kind: Literal["retrieval"] = "retrieval"
     ks: list[int] = Field([1, 5, 10], description="Recall cut-offs.")

@@ -29,19 +29,47 @@ def retrieval_recall(
     ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, float]:
     """Recall@k both ways. A retrieved item is a hit when its group equals the query's group: the
-    sample index for exact pairs, the class label when many images share one caption."""
+    sample index for exact pairs, the class label when many images share one caption.
+
+    Ties (items scoring exactly alike, as repeated captions do) are counted as their expected value over
+    a random order of the tied items (``hit_probability``), so R@k does not depend on which other k are
+    requested nor on how a sort happens to break them. Without ties this is CLIP_benchmark's recall@k."""
     similarity = image_features @ text_features.T
     out: dict[str, float] = {}
     for direction, sims, query_groups, item_groups in (
         ("image_to_text", similarity, image_groups, text_groups),
         ("text_to_image", similarity.T, text_groups, image_groups),
     ):
-        k_max = min(max(ks), sims.shape[1])
-        ranked = item_groups[sims.topk(k_max, dim=1).indices]
-        hits = ranked == query_groups[:, None]
+        positives = item_groups[None, :] == query_groups[:, None]
         for k in ks:
-            out[f"{direction}_R@{k}"] = float(hits[:, :k].any(dim=1).float().mean())
+            out[f"{direction}_R@{k}"] = float(hit_probability(sims, positives, k).mean())
     return out
+
+
+def hit_probability(scores: torch.Tensor, positives: torch.Tensor, k: int) -> torch.Tensor:
+    """Per query row, the probability that a positive item is among the k best-scoring items when items
+    with equal scores are put in a random order: with g negatives scoring strictly above the best
+    positive, and n negatives and p positives tied with it, 1 - C(n, k-g) / C(n+p, k-g) (the chance
+    that the first k-g tied places all hold negatives, hypergeometric); 0 when k <= g or no positive."""
+    scores = scores.double()
+    best = torch.where(positives, scores, torch.tensor(float("-inf"), dtype=scores.dtype)).max(dim=1).values
+    negatives = ~positives
+    above = ((scores > best[:, None]) & negatives).sum(dim=1)
+    tied = scores == best[:, None]
+    tied_neg = (tied & negatives).sum(dim=1).double()
+    tied_all = tied_neg + (tied & positives).sum(dim=1).double()
+    slots = (k - above).double()
+    # C(n, m) / C(t, m) = n! (t-m)! / ((n-m)! t!), through log-gamma; m > n makes it 0
+    m = slots.clamp(min=0).minimum(tied_neg)
+    all_negative = torch.exp(
+        torch.lgamma(tied_neg + 1)
+        - torch.lgamma(tied_neg - m + 1)
+        - torch.lgamma(tied_all + 1)
+        + torch.lgamma(tied_all - m + 1)
+    )
+    all_negative = torch.where(slots > tied_neg, torch.zeros_like(all_negative), all_negative)
+    hit = torch.where(slots > 0, 1 - all_negative, torch.zeros_like(all_negative))
+    return torch.where(positives.any(dim=1), hit, torch.zeros_like(hit))
 
 
 def compositional_accuracy(
