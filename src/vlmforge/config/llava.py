@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from vlmforge.config.base import Section
-from vlmforge.config.models import WordTokenizer
+from vlmforge.config.towers import WordTokenizer
 
 
 class ClipVisionEncoder(Section):

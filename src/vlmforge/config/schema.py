@@ -47,15 +47,17 @@ from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
 )
 from vlmforge.config.finetune import AlignRecipe, FinetuneRecipe, FinetuneStage  # noqa: F401  (re-exported)
 from vlmforge.config.llava import BpeTokenizer, LlavaModel  # noqa: F401  (re-exported)
+from vlmforge.config.masked_models import FlavaModel  # noqa: F401  (re-exported)
 from vlmforge.config.models import (  # noqa: F401  (re-exported)
     ClipModel,
     CoCaModel,
-    FlavaModel,
     ModelConfig,
-    OpenClipTokenizer,
     Perturbation,
     SigLipModel,
     SslConfig,
+)
+from vlmforge.config.towers import (  # noqa: F401  (re-exported)
+    OpenClipTokenizer,
     TextTower,
     Tokenizer,
     VisionTower,

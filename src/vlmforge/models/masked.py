@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmforge.config.models import FlavaModel, MAEDecoder, MaskedModel, TextTower
+from vlmforge.config.masked_models import FlavaModel, MAEDecoder, MaskedModel
+from vlmforge.config.towers import TextTower
 from vlmforge.errors import UserError
 from vlmforge.masking import mim_loss, mlm_candidates, mlm_corrupt, mlm_loss, patchify, random_patch_mask
 from vlmforge.models.contrastive import load_checkpoint_weights
