@@ -43,7 +43,8 @@ def test_pope_metrics_match_official(subset: str) -> None:
 
 
 def test_pope_metrics_without_positives_are_zero_not_an_error() -> None:
-    # evaluate.py raises ZeroDivisionError here; both answers read "no", both labels "no": 2 true negatives, no positives.
+    # evaluate.py raises ZeroDivisionError here. Both answers read "no", both labels are "no":
+    # 2 true negatives, no positives.
     assert pope_metrics(["No.", "no"], ["no", "no"]) == {
         "accuracy": 1.0,
         "precision": 0.0,
