@@ -26,7 +26,7 @@ METRICS = "metrics.jsonl"
 BOOKKEEPING = ("step", "epoch", "time_s", "saved_step")
 RATES = ("lr", "samples_per_s")
 SCALES = ("logit_scale", "logit_bias", "temperature")
-EVAL_BOOKKEEPING = ("seconds", "samples", "dropped")  # how long, on how many samples: not a result
+EVAL_TIME = "seconds"  # how long a task took: not a result. Its integers are counts (samples, classes).
 
 Series = list[tuple[int, float]]  # (optimizer step, value), by step
 
@@ -77,14 +77,15 @@ def train_series(records: list[dict[str, Any]]) -> dict[str, Series]:
 
 
 def eval_series(records: list[dict[str, Any]]) -> dict[str, dict[str, Series]]:
-    """{task: {metric: series}} of the evaluations during training (numeric metrics only)."""
+    """{task: {metric: series}} of the evaluations during training: each task's results, the fractional
+    numbers (its integers count what was evaluated: samples, classes, templates)."""
     evals = [r for r in records if isinstance(r.get("eval"), dict)]
     tasks = dict.fromkeys(task for r in evals for task, m in r["eval"].items() if isinstance(m, dict))
     result = {}
     for task in tasks:
         runs = [(r["step"], r["eval"][task]) for r in evals if isinstance(r["eval"].get(task), dict)]
         metrics = dict.fromkeys(
-            k for _, m in runs for k, v in m.items() if k not in EVAL_BOOKKEEPING and _finite(v)
+            k for _, m in runs for k, v in m.items() if k != EVAL_TIME and isinstance(v, float) and _finite(v)
         )
         series = {k: latest_per_step((step, m.get(k)) for step, m in runs) for k in metrics}
         result[task] = {k: points for k, points in series.items() if points}
