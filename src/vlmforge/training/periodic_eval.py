@@ -63,6 +63,7 @@ def evaluate_in_eval_mode(model: torch.nn.Module, evaluate: Evaluate) -> dict[st
     generators to their state."""
     device = next(model.parameters()).device
     was_training = model.training
+    model.eval()
     try:
         with preserved_randomness(device), torch.no_grad():
             return evaluate(model)
