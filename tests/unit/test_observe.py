@@ -20,6 +20,7 @@ from tests.conftest import DEBUG_RECIPE, LLAVA_RECIPE
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import CsvLogger, NoLogger, TensorBoardLogger, WandbLogger
 from vlmforge.errors import UserError
+from vlmforge.runs.preflight import preflight
 from vlmforge.training.loggers import build_loggers, numeric
 from vlmforge.training.periodic_eval import evaluate_in_eval_mode, logged_names, scalar_metrics
 from vlmforge.training.requirements import check_loggers_installed
@@ -50,6 +51,8 @@ def test_a_missing_logger_package_names_its_extra(kind: str, monkeypatch: pytest
     with pytest.raises(UserError) as info:
         check_loggers_installed(recipe.logger)
     assert info.value.hint == f"pip install 'vlmforge[{kind}]'"
+    (problem,) = preflight(recipe)  # what the training verbs and `vlmforge validate` run first
+    assert problem.hint == info.value.hint
 
 
 class FakeMlflowClient:
