@@ -118,8 +118,8 @@ def fit_to_weights(
 ) -> dict[str, Any]:
     """Train a LLaVA ``module`` (resumable; stopped cleanly by SIGTERM, SIGINT or a non-finite loss) and
     save its plain weights (LoRA merged) as ``directory/model.safetensors``. Returns the outcome; rank 0
-    also writes it (``outcome_name``) and what was measured (``actual.json``) into ``directory``: a
-    finetune stage's, or an align run's own."""
+    also writes it (``outcome_name``), what was measured (``actual.json``) and ``plots/`` into
+    ``directory``: a finetune stage's, or an align run's own."""
     from vlmforge.models.llava import plain_model, save_weights
     from vlmforge.runs.plots import draw_plots
     from vlmforge.training.callbacks import AtomicCheckpoint

@@ -1,7 +1,8 @@
 """`vlmforge pretrain`: train a model from a recipe, top to bottom.
 
-data (accounted) -> plan + run dir (``runs.lifecycle``) -> module, tokenizer and callbacks
-(``training.fit``) -> Trainer.fit (resumable) -> final checkpoint -> evaluation on the held-out split.
+data (accounted) -> plan + run dir (``runs.lifecycle``) -> module, tokenizer, callbacks and loggers
+(``training.fit``, ``training.loggers``; the eval tasks every ``train.eval_every_steps``) -> Trainer.fit
+(resumable) -> final checkpoint -> plots/ (``runs.plots``) -> evaluation on the held-out split.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def run(
             RunResult(
                 run_dir, "failed", trainer.global_step, checkpoints.last_path, resumed_from, metrics
             ).write()
+            draw_plots(run_dir)
         raise
     if not trainer.is_global_zero:
         return None
