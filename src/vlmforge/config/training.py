@@ -157,7 +157,11 @@ class CheckpointConfig(Section):
 
 
 class DeviceConfig(Section):
-    """Devices, precision and the loop's bookkeeping: everything about training but its length."""
+    """Devices, precision and the loop's bookkeeping: everything about training but its length.
+
+    ``eval_every_steps`` lives here, beside the loop's other "every N optimizer steps" settings (metrics,
+    checkpoints) and in every verb's ``train`` section, as when the loop evaluates; the recipe's top-level
+    ``eval`` keeps saying what is evaluated, during training and at its end."""
 
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Device type.")
     devices: int = Field(1, ge=1, description="Devices (processes) per node.")
@@ -180,8 +184,6 @@ class DeviceConfig(Section):
         description="Recompute transformer blocks in backward: less activation memory, ~1/3 more compute.",
     )
     log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
-    # Beside log_every_steps and checkpoint.every_steps: another "every N optimizer steps" of the loop, while
-    # the recipe's top-level `eval:` says what is evaluated (the same tasks at the end of training).
     eval_every_steps: int | None = Field(
         None,
         ge=1,
