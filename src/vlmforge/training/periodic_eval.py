@@ -71,7 +71,7 @@ def evaluate_in_eval_mode(model: torch.nn.Module, evaluate: Evaluate) -> dict[st
         model.train(was_training)
 
 
-def on_cpu(model: torch.nn.Module) -> torch.nn.Module:
+def cpu_model(model: torch.nn.Module) -> torch.nn.Module:
     """The model, or a CPU copy of it when it trains on an accelerator: the pretrain tasks encode batches
     that are on the CPU (as the end-of-run evaluation does)."""
     if next(model.parameters()).device.type == "cpu":

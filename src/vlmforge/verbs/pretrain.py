@@ -133,12 +133,12 @@ def held_out_evaluation(
     """The recipe's eval tasks on the held-out split, as the end-of-run evaluation runs them (on the CPU,
     probes fitted on the training split): what ``train.eval_every_steps`` runs during training."""
     from vlmforge.evaluate.tasks import evaluate_model
-    from vlmforge.training.periodic_eval import on_cpu
+    from vlmforge.training.periodic_eval import cpu_model
 
     def evaluate(model: Any) -> dict[str, dict[str, Any]]:
         return evaluate_model(
             recipe.model,
-            on_cpu(model),
+            cpu_model(model),
             tokenizer,
             context_length,
             val_set,
