@@ -100,8 +100,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:
-    """{step: loss}; a resumed run appends its steps, the latest record of a step wins."""
-    return {record["step"]: record["loss"] for record in read_metrics(run_dir)}
+    """{step: loss}; a resumed run appends its steps, the latest record of a step wins (evaluation lines,
+    which have no loss, are skipped)."""
+    return {record["step"]: record["loss"] for record in read_metrics(run_dir) if "loss" in record}
 
 
 # The debug recipe as the strategy tests train it: 20 steps, a loss every step, a checkpoint at step 10.

@@ -13,11 +13,11 @@ from vlmforge.config.data import ConversationSource, PreferenceSource
 from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_eval_tasks
 from vlmforge.config.llava import LlavaModel, LoraAdapters
 from vlmforge.config.training import (
+    LOGGERS_HELP,
     NAME_PATTERN,
     BatchPlan,
     DeviceConfig,
-    LoggerConfig,
-    NoLogger,
+    Loggers,
     OptimConfig,
     PlanConfig,
     RunRecipe,
@@ -58,6 +58,15 @@ class FinetuneStage(Section):
         return self
 
 
+def _no_periodic_eval(train: DeviceConfig, verb: str) -> None:
+    """Evaluation during training runs on pretrain recipes only; LLaVA runs evaluate at the end."""
+    if train.eval_every_steps is not None:
+        raise ValueError(
+            f"train.eval_every_steps applies to pretrain recipes; a {verb} run evaluates its eval tasks "
+            "once training ends: unset train.eval_every_steps"
+        )
+
+
 def _default_finetune_tasks() -> list[EvalTask]:
     return [VqaTask()]
 
@@ -72,9 +81,7 @@ class FinetuneRecipe(RunRecipe):
         default_factory=OptimConfig, description="Optimizer; each stage may set its own lr and warm-up."
     )
     train: DeviceConfig = Field(default_factory=DeviceConfig, description="Devices and precision.")
-    logger: LoggerConfig = Field(
-        default_factory=NoLogger, description="Where metrics go besides metrics.jsonl: none or wandb."
-    )
+    logger: Loggers = Field(default_factory=list, description=LOGGERS_HELP)
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
         default_factory=_default_finetune_tasks,
@@ -93,6 +100,7 @@ class FinetuneRecipe(RunRecipe):
                 raise ValueError(f"stage {stage.name!r} trains LoRA adapters: set model.lora")
         if any(task.kind == "preference" for task in self.eval):
             raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
+        _no_periodic_eval(self.train, "finetune")
         check_eval_tasks(self.model, self.eval)
         return self
 
@@ -157,9 +165,7 @@ class AlignRecipe(RunRecipe):
     train: DeviceConfig = Field(
         default_factory=DeviceConfig, description="Devices and precision; train.micro_batch_size in pairs."
     )
-    logger: LoggerConfig = Field(
-        default_factory=NoLogger, description="Where metrics go besides metrics.jsonl: none or wandb."
-    )
+    logger: Loggers = Field(default_factory=list, description=LOGGERS_HELP)
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
         default_factory=_default_align_tasks,
@@ -175,6 +181,7 @@ class AlignRecipe(RunRecipe):
             raise ValueError(f"trainable {self.trainable!r} trains LoRA adapters: set lora")
         if self.dpo.loss == "ipo" and self.dpo.label_smoothing:
             raise ValueError("dpo.label_smoothing applies to loss: sigmoid only")
+        _no_periodic_eval(self.train, "align")
         for task in self.eval:
             if task.kind not in ("vqa", "preference"):
                 raise ValueError(f"eval task {task.kind!r} does not apply to an align run (vqa, preference)")

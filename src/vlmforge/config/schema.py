@@ -65,18 +65,23 @@ from vlmforge.config.towers import (  # noqa: F401  (re-exported)
     open_clip_architectures,
 )
 from vlmforge.config.training import (  # noqa: F401  (re-exported)
+    LOGGERS_HELP,
     NAME_PATTERN,
     SCHEMA_VERSION,
     BatchPlan,
+    CsvLogger,
     DDPStrategy,
     DeepSpeedStrategy,
     DeviceConfig,
     FSDPStrategy,
     LoggerConfig,
+    Loggers,
+    MlflowLogger,
     NoLogger,
     OptimConfig,
     PlanConfig,
     RunRecipe,
+    TensorBoardLogger,
     TrainConfig,
     WandbLogger,
     split_batch,
@@ -93,9 +98,7 @@ class PretrainRecipe(RunRecipe):
         default_factory=OptimConfig, description="Optimizer and learning-rate schedule."
     )
     train: TrainConfig = Field(description="Length, devices, strategy, precision and checkpoints.")
-    logger: LoggerConfig = Field(
-        default_factory=NoLogger, description="Where metrics go besides metrics.jsonl: none or wandb."
-    )
+    logger: Loggers = Field(default_factory=list, description=LOGGERS_HELP)
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Pre-run estimate and confirmation.")
     eval: list[EvalTask] = Field(
         default_factory=default_pretrain_tasks,
@@ -113,6 +116,14 @@ class PretrainRecipe(RunRecipe):
         if "eval" not in self.model_fields_set:  # set directly: assigning would re-run the validators
             self.__dict__["eval"] = default_tasks_for(eval_tasks_for(self.model))
         check_eval_tasks(self.model, self.eval)
+        return self
+
+    @model_validator(mode="after")
+    def _periodic_eval_has_tasks(self) -> PretrainRecipe:
+        if self.train.eval_every_steps is not None and not self.eval:
+            raise ValueError(
+                "train.eval_every_steps runs the eval tasks, and eval is empty: list tasks in eval"
+            )
         return self
 
     @model_validator(mode="after")

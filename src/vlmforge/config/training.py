@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from vlmforge.config.base import Section, Seed
 
@@ -157,7 +157,11 @@ class CheckpointConfig(Section):
 
 
 class DeviceConfig(Section):
-    """Devices, precision and the loop's bookkeeping: everything about training but its length."""
+    """Devices, precision and the loop's bookkeeping: everything about training but its length.
+
+    ``eval_every_steps`` lives here, beside the loop's other "every N optimizer steps" settings (metrics,
+    checkpoints) and in every verb's ``train`` section, as when the loop evaluates; the recipe's top-level
+    ``eval`` keeps saying what is evaluated, during training and at its end."""
 
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="Device type.")
     devices: int = Field(1, ge=1, description="Devices (processes) per node.")
@@ -180,12 +184,29 @@ class DeviceConfig(Section):
         description="Recompute transformer blocks in backward: less activation memory, ~1/3 more compute.",
     )
     log_every_steps: int = Field(10, ge=1, description="Write metrics every N optimizer steps.")
+    eval_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Run the recipe's eval tasks on the held-out split every N optimizer steps during "
+        "training (pretrain recipes; rank 0, needs whole weights: strategy auto or ddp); unset: only at "
+        "the end.",
+    )
     record_sample_ids: bool = Field(
         False,
         description="Append the sample ids each optimizer step trained on to samples/rank-<R>.jsonl in the "
         "run directory (audits data order and resumes).",
     )
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing.")
+
+    @model_validator(mode="after")
+    def _periodic_eval_needs_whole_weights(self) -> DeviceConfig:
+        if self.eval_every_steps is not None and isinstance(self.strategy, FSDPStrategy | DeepSpeedStrategy):
+            raise ValueError(
+                f"train.eval_every_steps evaluates rank 0's copy of the model, but strategy "
+                f"{self.strategy.kind} splits the weights across ranks; use strategy auto or ddp, or unset "
+                "eval_every_steps (the end-of-run evaluation gathers the weights)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fp16_needs_gpu(self) -> TrainConfig:
@@ -232,7 +253,57 @@ class WandbLogger(Section):
     mode: Literal["offline", "online", "disabled"] = Field("offline", description="W&B mode.")
 
 
-LoggerConfig = Annotated[NoLogger | WandbLogger, Field(discriminator="kind")]
+class CsvLogger(Section):
+    """Lightning's CSVLogger: <run_dir>/logs/csv/version_<N>/metrics.csv (a resumed run adds a version)."""
+
+    kind: Literal["csv"] = "csv"
+
+
+class TensorBoardLogger(Section):
+    """Lightning's TensorBoardLogger: event files in <run_dir>/logs/tensorboard/version_<N>/ (a resumed run
+    adds a version); needs the tensorboard extra. View with `tensorboard --logdir <run_dir>/logs`."""
+
+    kind: Literal["tensorboard"] = "tensorboard"
+
+
+class MlflowLogger(Section):
+    """Lightning's MLFlowLogger, offline by default (a file store in <run_dir>/logs/mlflow); needs the mlflow
+    extra."""
+
+    kind: Literal["mlflow"] = "mlflow"
+    experiment: str = Field("vlmforge", description="MLflow experiment name.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: file:<run_dir>/logs/mlflow, nothing sent anywhere)."
+    )
+
+
+LoggerConfig = Annotated[
+    NoLogger | WandbLogger | CsvLogger | TensorBoardLogger | MlflowLogger, Field(discriminator="kind")
+]
+
+
+def _as_list(value: Any) -> Any:
+    """One logger section is a list of one (recipes written before lists were accepted)."""
+    return [value] if isinstance(value, dict | Section) else value
+
+
+def _kinds_unique(loggers: list[Any]) -> list[Any]:
+    kinds = [logger.kind for logger in loggers if logger.kind != "none"]
+    repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+    if repeated:
+        raise ValueError(f"logger kind {', '.join(repeated)} is listed more than once; list each kind once")
+    return loggers
+
+
+Loggers = Annotated[
+    list[LoggerConfig],
+    BeforeValidator(_as_list, json_schema_input_type=list[LoggerConfig] | LoggerConfig),
+    AfterValidator(_kinds_unique),
+]
+LOGGERS_HELP = (
+    "Where metrics go besides metrics.jsonl (always written): a list of logger sections (or one), each "
+    "none, csv, tensorboard, mlflow or wandb."
+)
 
 
 # ---------------------------------------------------------------------------------- training recipes

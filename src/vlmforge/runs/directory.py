@@ -39,6 +39,7 @@ PACKAGES = ("vlmforge", "torch", "lightning", "open_clip_torch", "pydantic", "nu
 RESUMABLE_CHANGES = (
     "train.max_steps",
     "train.log_every_steps",
+    "train.eval_every_steps",
     "train.record_sample_ids",
     "train.checkpoint",
     "train.devices",

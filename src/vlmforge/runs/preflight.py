@@ -23,9 +23,9 @@ IN_MEMORY_KINDS = ("digits", "digits-conversations", "digits-preferences")  # he
 def preflight(recipe: TrainingRecipe) -> list[UserError]:
     """Every problem that would stop a pretrain, finetune or align run before it creates anything. The
     model-dependent checks need the basics (packages, strategy, an align recipe's source run) first."""
-    from vlmforge.training.requirements import check_logger_installed, check_runnable
+    from vlmforge.training.requirements import check_loggers_installed, check_runnable
 
-    basics = [lambda: check_logger_installed(recipe.logger), lambda: check_runnable(recipe)]
+    basics = [lambda: check_loggers_installed(recipe.logger), lambda: check_runnable(recipe)]
     if isinstance(recipe, FinetuneRecipe | AlignRecipe):
         from vlmforge.models.llava import transformers_module
 

@@ -39,7 +39,8 @@ def build_training(recipe: PretrainRecipe, train_set: Any, run_dir: Path, logger
     from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.tokenizers import build_tokenizer
     from vlmforge.families import family_for
-    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting, MetricsLog
+    from vlmforge.training.callbacks import AtomicCheckpoint, DataAccounting
+    from vlmforge.training.metrics_log import MetricsLog
 
     family = family_for(recipe.model)
     prompts = [t.format(c) for t in train_set.prompts for c in (train_set.classnames or [])]
@@ -71,7 +72,7 @@ def measure_fit(
 ) -> dict[str, Any]:
     """What a finished ``Trainer.fit`` measured (``actual.json``): steps, time, throughput, peak memory,
     and the batch plan it stepped with."""
-    from vlmforge.training.callbacks import peak_memory_bytes
+    from vlmforge.training.metrics_log import peak_memory_bytes
 
     step_times = sorted(metrics_log.step_times)
     last = metrics_log.history[-1] if metrics_log.history else {}
@@ -117,11 +118,14 @@ def fit_to_weights(
 ) -> dict[str, Any]:
     """Train a LLaVA ``module`` (resumable; stopped cleanly by SIGTERM, SIGINT or a non-finite loss) and
     save its plain weights (LoRA merged) as ``directory/model.safetensors``. Returns the outcome; rank 0
-    also writes it (``outcome_name``) and what was measured (``actual.json``) into ``directory``: a
-    finetune stage's, or an align run's own."""
+    also writes it (``outcome_name``), what was measured (``actual.json``) and ``plots/`` into
+    ``directory``: a finetune stage's, or an align run's own."""
     from vlmforge.models.llava import plain_model, save_weights
-    from vlmforge.training.callbacks import AtomicCheckpoint, MetricsLog
-    from vlmforge.training.trainer import build_loggers, build_trainer
+    from vlmforge.runs.plots import draw_plots
+    from vlmforge.training.callbacks import AtomicCheckpoint
+    from vlmforge.training.loggers import build_loggers
+    from vlmforge.training.metrics_log import MetricsLog
+    from vlmforge.training.trainer import build_trainer
 
     directory.mkdir(parents=True, exist_ok=True)
     checkpoints = AtomicCheckpoint(
@@ -131,13 +135,15 @@ def fit_to_weights(
         directory / "metrics.jsonl",
         recipe.train.log_every_steps,
         batch.global_batch,
-        build_loggers(recipe.logger, str(directory), label),
+        build_loggers(recipe.logger, directory, label),
     )
     trainer = build_trainer(recipe, [checkpoints, metrics_log], str(directory), batch, module.block_classes())
     if trainer.is_global_zero:
         print(announce, file=sys.stderr)
     started = time.perf_counter()
     diverged = fit_or_diverge(trainer, module, resume_from)
+    if trainer.is_global_zero:
+        draw_plots(directory)
     if diverged or checkpoints.stopped:
         outcome = {
             "status": "diverged" if diverged else checkpoints.stopped,

@@ -3,14 +3,11 @@ importing Lightning, so that ``vlmforge validate`` runs the same checks as the t
 
 from __future__ import annotations
 
-from vlmforge.config.schema import (
-    DeepSpeedStrategy,
-    FSDPStrategy,
-    LoggerConfig,
-    TrainingRecipe,
-    WandbLogger,
-)
+from vlmforge.config.schema import DeepSpeedStrategy, FSDPStrategy, LoggerConfig, TrainingRecipe
 from vlmforge.errors import UserError, missing_extra
+
+# logger kind -> the package it imports, installed by the extra of the same name
+LOGGER_PACKAGES = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
 
 
 def on_cpu(recipe: TrainingRecipe) -> bool:
@@ -50,12 +47,14 @@ def check_runnable(recipe: TrainingRecipe) -> None:
         )
 
 
-def check_logger_installed(config: LoggerConfig) -> None:
-    """Fail before anything is created when the recipe's logger needs a package that is missing."""
+def check_loggers_installed(loggers: list[LoggerConfig]) -> None:
+    """Fail before anything is created when one of the recipe's loggers needs a package that is missing."""
     import importlib.util
 
-    if isinstance(config, WandbLogger) and importlib.util.find_spec("wandb") is None:
-        raise missing_extra("wandb", "wandb")
+    for logger in loggers:
+        package = LOGGER_PACKAGES.get(logger.kind)
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise missing_extra(package, logger.kind)
 
 
 def _cuda_available() -> bool:

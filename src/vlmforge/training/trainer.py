@@ -1,7 +1,8 @@
 """The Trainer factory: a lean Lightning Trainer configured from the recipe.
 
 Lightning's own checkpointing, progress bar, model summary and loggers are off: vlmforge's callbacks
-write atomic checkpoints and metrics.jsonl, which keeps the per-step overhead near a plain loop.
+write atomic checkpoints and metrics.jsonl and feed the recipe's loggers (``training.loggers``), which
+keeps the per-step overhead near a plain loop.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from vlmforge.config.schema import (
     DDPStrategy,
     DeepSpeedStrategy,
     FSDPStrategy,
-    LoggerConfig,
     TrainingRecipe,
-    WandbLogger,
 )
-from vlmforge.training.requirements import check_logger_installed, on_cpu
+from vlmforge.training.requirements import on_cpu
 
 FSDP_SHARDING = {"full": "FULL_SHARD", "hybrid": "HYBRID_SHARD", "grad_op": "SHARD_GRAD_OP"}
 
@@ -64,19 +63,6 @@ def build_strategy(recipe: TrainingRecipe, batch: BatchPlan, blocks: tuple[type,
 
         return LightningDeepSpeed(config=for_lightning(deepspeed_config(recipe.train, batch)))
     return "auto"
-
-
-def build_loggers(config: LoggerConfig, run_dir: str, name: str) -> list[Any]:
-    if isinstance(config, WandbLogger):
-        check_logger_installed(config)
-        from lightning.pytorch.loggers import WandbLogger as LightningWandb
-
-        return [
-            LightningWandb(
-                project=config.project, entity=config.entity, mode=config.mode, save_dir=run_dir, name=name
-            )
-        ]
-    return []
 
 
 def quiet_lightning() -> None:

@@ -6,9 +6,9 @@ the held-out pairs (VQA on the chosen answers, reward accuracy and margin).
 
 Run directory: the pretrain layout (``recipe.yaml`` with the run's model section and the resolved
 ``from_run``, ``plan.json``, ``manifest.json``, ``checkpoints/``, ``metrics.jsonl``, ``actual.json``,
-``result.json``, ``eval/``) plus ``tokenizer/`` (the finetune run's), ``model.safetensors``, its
-transformers ``config.json`` and ``training.json`` (the training outcome, so that a resumed run whose
-training finished only evaluates).
+``result.json``, ``eval/``, ``plots/``, ``logs/`` of the recipe's loggers) plus ``tokenizer/`` (the
+finetune run's), ``model.safetensors``, its transformers ``config.json`` and ``training.json`` (the
+training outcome, so that a resumed run whose training finished only evaluates).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ what the stage does not train, Trainer.fit (resumable), plain weights for the ne
 on the last stage's held-out split. A finished stage is skipped when the run is resumed.
 
 Run directory: the pretrain layout, plus ``stages/<name>/`` holding each stage's ``checkpoints/``,
-``metrics.jsonl``, ``actual.json``, ``result.json`` and ``model.safetensors`` (LoRA merged). The run
-root and each stage folder hold the transformers ``config.json`` of the model (see ``write_run_config``).
+``metrics.jsonl``, ``plots/``, ``logs/`` (the recipe's loggers), ``actual.json``, ``result.json`` and
+``model.safetensors`` (LoRA merged). The run root and each stage folder hold the transformers
+``config.json`` of the model (see ``write_run_config``).
 """
 
 from __future__ import annotations

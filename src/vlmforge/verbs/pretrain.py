@@ -1,7 +1,8 @@
 """`vlmforge pretrain`: train a model from a recipe, top to bottom.
 
-data (accounted) -> plan + run dir (``runs.lifecycle``) -> module, tokenizer and callbacks
-(``training.fit``) -> Trainer.fit (resumable) -> final checkpoint -> evaluation on the held-out split.
+data (accounted) -> plan + run dir (``runs.lifecycle``) -> module, tokenizer, callbacks and loggers
+(``training.fit``, ``training.loggers``; the eval tasks every ``train.eval_every_steps``) -> Trainer.fit
+(resumable) -> final checkpoint -> plots/ (``runs.plots``) -> evaluation on the held-out split.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ def run(
     from vlmforge.data.tokenizers import save_tokenizer
     from vlmforge.evaluate.results import EvalResult
     from vlmforge.evaluate.tasks import evaluate_model
+    from vlmforge.runs.plots import draw_plots
     from vlmforge.runs.preflight import preflight
     from vlmforge.training.fit import build_training, fit_or_diverge, measure_fit, record_divergence
-    from vlmforge.training.trainer import build_loggers, build_trainer
+    from vlmforge.training.loggers import build_loggers
+    from vlmforge.training.periodic_eval import PeriodicEval
+    from vlmforge.training.trainer import build_trainer
 
     raise_all(preflight(recipe))
     train_set, val_set = train_val_split(recipe.data)
@@ -47,15 +51,25 @@ def run(
             f"of data.batch_size={recipe.data.batch_size}",
             hint="lower data.batch_size or add data",
         )
+    if recipe.train.eval_every_steps and len(val_set) == 0:
+        raise UserError(
+            "train.eval_every_steps evaluates the held-out split, and data holds none out",
+            hint="set data.val_fraction above 0, or unset train.eval_every_steps",
+        )
     run_dir, point = start_run(recipe, resume, confirm)
 
-    training = build_training(
-        recipe, train_set, run_dir, build_loggers(recipe.logger, str(run_dir), recipe.name)
-    )
+    loggers = build_loggers(recipe.logger, run_dir, recipe.name)
+    training = build_training(recipe, train_set, run_dir, loggers)
     module, tokenizer, ctx = training.module, training.tokenizer, training.context_length
     checkpoints, accounting, metrics_log = training.checkpoints, training.accounting, training.metrics_log
+    callbacks = training.callbacks
+    if recipe.train.eval_every_steps:
+        evaluate = held_out_evaluation(recipe, tokenizer, ctx, val_set, train_set)
+        callbacks.append(
+            PeriodicEval(recipe.train.eval_every_steps, evaluate, run_dir / "metrics.jsonl", loggers)
+        )
     batch = recipe.batch_plan()
-    trainer = build_trainer(recipe, training.callbacks, str(run_dir), batch, module.block_classes())
+    trainer = build_trainer(recipe, callbacks, str(run_dir), batch, module.block_classes())
     if trainer.is_global_zero:
         save_tokenizer(tokenizer, run_dir / "tokenizer.json")
         devices = {"accelerator": type(trainer.accelerator).__name__, "world_size": trainer.world_size}
@@ -73,9 +87,11 @@ def run(
             RunResult(
                 run_dir, "failed", trainer.global_step, checkpoints.last_path, resumed_from, metrics
             ).write()
+            draw_plots(run_dir)
         raise
     if not trainer.is_global_zero:
         return None
+    draw_plots(run_dir)
 
     status = "diverged" if diverged else checkpoints.stopped or "completed"
     ckpt = checkpoints.final_path if status == "completed" else checkpoints.last_path
@@ -109,3 +125,25 @@ def model_for_eval(recipe: PretrainRecipe, module: Any, vocab_size: int, checkpo
     if not (is_sharded(recipe) or recipe.train.compile):
         return module.model.to("cpu")
     return pretrained_model(recipe, vocab_size, checkpoint)
+
+
+def held_out_evaluation(
+    recipe: PretrainRecipe, tokenizer: Any, context_length: int, val_set: Any, train_set: Any
+) -> Callable[[Any], dict[str, dict[str, Any]]]:
+    """The recipe's eval tasks on the held-out split, as the end-of-run evaluation runs them (on the CPU,
+    probes fitted on the training split): what ``train.eval_every_steps`` runs during training."""
+    from vlmforge.evaluate.tasks import evaluate_model
+    from vlmforge.training.periodic_eval import cpu_model
+
+    def evaluate(model: Any) -> dict[str, dict[str, Any]]:
+        return evaluate_model(
+            recipe.model,
+            cpu_model(model),
+            tokenizer,
+            context_length,
+            val_set,
+            list(recipe.eval),
+            train_data=train_set,
+        )
+
+    return evaluate
