@@ -137,3 +137,19 @@ def recall_curve(ranks: dict[str, list[int]], path: Path) -> Path:
 def _other(direction: str) -> str:
     """The opposite direction: its queries are this direction's items."""
     return "text_to_image" if direction == "image_to_text" else "image_to_text"
+
+
+def comparison_plot(values: dict[str, Sequence[float]], metrics: Sequence[str], path: Path) -> Path:
+    """Grouped bars: one group per metric, one bar per run (``values``: run -> one value per metric)."""
+    plt = _pyplot()
+    width = 0.8 / max(len(values), 1)
+    figure, axis = plt.subplots(figsize=(min(7 + 0.4 * len(metrics), 20), 4.5), dpi=120)
+    for k, (label, found) in enumerate(values.items()):
+        axis.bar(np.arange(len(metrics)) + (k - (len(values) - 1) / 2) * width, found, width, label=label)
+    axis.set_xticks(range(len(metrics)), metrics, rotation=45, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("value (0-1)")
+    axis.set_title("evaluation metrics by run")
+    axis.grid(True, axis="y", alpha=0.3)
+    axis.legend(fontsize=8)
+    return _save(figure, path)
