@@ -34,7 +34,9 @@ def score(
     ],
     allow_missing: Annotated[
         bool,
-        typer.Option("--allow-missing", help="Score references without a prediction as 0 instead of failing."),
+        typer.Option(
+            "--allow-missing", help="Score references without a prediction as 0 instead of failing."
+        ),
     ] = False,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
@@ -52,12 +54,13 @@ def score_table(result: Any) -> None:
     caption = f"{counts['scored']} of {counts['references']} references scored"
     if counts["missing"]:
         caption += f"; {counts['missing']} without a prediction scored 0"
-    table = Table(title=f"eval score: {result.task} (0-1)", caption=escape(caption))
+    table = Table(title=f"eval score: {result.task} ({result.scale})")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", overflow="fold")
     for name, value in result.metrics.items():
-        table.add_row(escape(name), f"{value:.4f}")
+        table.add_row(escape(name), f"{value:.4f}" if isinstance(value, float) else escape(str(value)))
     out.print(table)
+    out.print(escape(f"{caption} ({result.benchmark})"), highlight=False)
 
 
 @eval_app.command("compare")

@@ -22,9 +22,10 @@ class Scorer:
     the references (None where a prediction is missing: it scores 0)."""
 
     benchmark: str  # the evaluation its metrics follow
+    scale: str  # the range of its metrics
     read_predictions: Callable[[Path], Keyed]
     read_references: Callable[[Path], Keyed]
-    score: Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]
+    score: Callable[[Sequence[Any], Sequence[Any]], dict[str, Any]]
 
 
 def _keyed(path: Path, role: str, ids: Sequence[str], field: str, inside: str | None = None) -> Keyed:
@@ -158,3 +159,60 @@ def choice_score(predictions: Sequence[Any], references: Sequence[Any]) -> dict[
         for p, (_, letters, options) in zip(predictions, references, strict=True)
     ]
     return {"accuracy": multiple_choice_accuracy(chosen, [answer for answer, _, _ in references])}
+
+
+# ---------------------------------------------------------------------------------------------- RefCOCO
+GROUNDING_IDS = ["id", "question_id"]
+ANSWER_FIELDS = ("box", "text", "answer")
+
+
+def grounding_predictions(path: Path) -> Keyed:
+    """[{"id" or "question_id", "box": [x1, y1, x2, y2]}], or a text answer ("text"/"answer") holding
+    such a box, in the references' coordinates -> (id, box or None where the answer names none)."""
+    from vlmforge.evaluate.grounding_metrics import parse_box
+
+    records = read_records(path, "predictions")
+    require_id(records, GROUNDING_IDS, path, "predictions")
+    lacking = [i for i, r in enumerate(records) if not any(name in r for name in ANSWER_FIELDS)]
+    if lacking:
+        raise UserError(
+            f"predictions file {path}: items {first_few(lacking)} have no 'box', 'text' or 'answer'",
+            hint='give each prediction "box": [x1, y1, x2, y2] or a text answer holding one',
+        )
+    keyed = []
+    for i, record in enumerate(records):
+        if "box" in record:
+            box = _box(record["box"], path, "predictions", i)
+        else:
+            box = parse_box(str(record.get("text", record.get("answer"))))
+        keyed.append((record_id(record, GROUNDING_IDS), box))
+    return keyed
+
+
+def grounding_references(path: Path) -> Keyed:
+    """RefCOCO-style [{"id" or "question_id", "image", "expression", "box": [x, y, width, height]}] ->
+    (id, (x1, y1, x2, y2))."""
+    from vlmforge.evaluate.grounding_metrics import xywh_to_xyxy
+
+    records = read_records(path, "references")
+    require_id(records, GROUNDING_IDS, path, "references")
+    require_fields(records, ["box"], path, "references")
+    return [
+        (record_id(r, GROUNDING_IDS), xywh_to_xyxy(_box(r["box"], path, "references", i)))
+        for i, r in enumerate(records)
+    ]
+
+
+def _box(value: Any, path: Path, role: str, item: int) -> list[float]:
+    if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int | float) for v in value):
+        return [float(v) for v in value]
+    raise UserError(
+        f"{role} file {path}, item {item} (counting from 0): 'box' {value!r} is not four numbers",
+        hint="a box is [x1, y1, x2, y2] in predictions, [x, y, width, height] in references",
+    )
+
+
+def grounding_score(predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, float]:
+    from vlmforge.evaluate.grounding_metrics import grounding_accuracy
+
+    return grounding_accuracy(list(predictions), list(references))

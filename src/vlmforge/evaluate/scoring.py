@@ -16,27 +16,38 @@ from vlmforge.evaluate.score_readers import first_few
 SCORERS: dict[str, formats.Scorer] = {
     "vqav2": formats.Scorer(
         "VQA v2 accuracy (GT-Vision-Lab/VQA vqaEval.py)",
+        "0-1",
         formats.vqav2_predictions,
         formats.vqav2_references,
         formats.vqav2_score,
     ),
     "coco_captions": formats.Scorer(
         "COCO caption evaluation (tylin/coco-caption)",
+        "0-1 (CIDEr: 0-10)",
         formats.coco_predictions,
         formats.coco_references,
         formats.coco_score,
     ),
     "pope": formats.Scorer(
         "POPE (AoiDragon/POPE evaluate.py)",
+        "0-1",
         formats.pope_predictions,
         formats.pope_references,
         formats.pope_score,
     ),
     "multiple_choice": formats.Scorer(
         "MMBench option matching (VLMEvalKit)",
+        "0-1",
         formats.choice_predictions,
         formats.choice_references,
         formats.choice_score,
+    ),
+    "refcoco": formats.Scorer(
+        "RefCOCO accuracy at IoU 0.5 (Mao et al. 2016)",
+        "0-1",
+        formats.grounding_predictions,
+        formats.grounding_references,
+        formats.grounding_score,
     ),
 }
 
@@ -118,7 +129,8 @@ class ScoreResult:
     benchmark: str
     predictions: Path
     references: Path
-    metrics: dict[str, float]
+    scale: str
+    metrics: dict[str, Any]  # numbers, and a note where a metric could not be computed
     counts: dict[str, int]
     missing: list[Any] = field(default_factory=list)
 
@@ -128,7 +140,7 @@ class ScoreResult:
             "benchmark": self.benchmark,
             "predictions": str(self.predictions),
             "references": str(self.references),
-            "scale": "0-1",
+            "scale": self.scale,
             "metrics": self.metrics,
             "counts": self.counts,
             "missing_ids": self.missing[:20],
@@ -160,4 +172,6 @@ def score(task: str, predictions: Path, references: Path, allow_missing: bool = 
         "missing": len(match.missing),
     }
     metrics = scorer.score(aligned, [value for _, value in referenced])
-    return ScoreResult(task, scorer.benchmark, predictions, references, metrics, counts, match.missing)
+    return ScoreResult(
+        task, scorer.benchmark, predictions, references, scorer.scale, metrics, counts, match.missing
+    )
