@@ -1,0 +1,247 @@
+"""`vlmforge eval score` and `vlmforge eval compare` through the real CLI, on reference files written here.
+
+Expected values are worked by hand from each benchmark's published definition: VQA v2 accuracy as
+GT-Vision-Lab/VQA vqaEval.py defines it (per question, min(1, matching other annotators / 3) averaged over
+the 10 leave-one-out subsets); POPE's accuracy/precision/recall/F1 with "yes" positive (AoiDragon/POPE
+evaluate.py); corpus BLEU-n (Papineni et al. 2002) of one caption against one reference; RefCOCO
+accuracy@0.5 and IoU of axis-aligned boxes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.conftest import last_json, run_cli
+
+
+def _write(path: Path, payload: Any, lines: bool = False) -> Path:
+    text = "".join(json.dumps(x) + "\n" for x in payload) if lines else json.dumps(payload)
+    path.write_text(text)
+    return path
+
+
+def _score(cwd: Path, task: str, predictions: Path, references: Path, *flags: str) -> dict[str, Any]:
+    proc = run_cli(
+        "eval", "score", task, "--predictions", str(predictions), "--references", str(references),
+        *flags, "--format", "json", cwd=cwd, check=True,
+    )  # fmt: skip
+    return last_json(proc.stdout)
+
+
+def test_score_vqav2_official_formats(tmp_path: Path) -> None:
+    def annotation(qid: int, kind: str, answers: list[str]) -> dict[str, Any]:
+        return {"question_id": qid, "answer_type": kind, "answers": [{"answer": a} for a in answers]}
+
+    refs = _write(
+        tmp_path / "annotations.json",
+        {
+            "annotations": [
+                annotation(1, "yes/no", ["yes"] * 10),
+                annotation(2, "number", ["2"] * 2 + ["3"] * 8),
+                annotation(3, "other", ["red"] * 10),
+            ]
+        },
+    )
+    perfect = _write(
+        tmp_path / "perfect.json",
+        [{"question_id": q, "answer": a} for q, a in [(1, "yes"), (2, "3"), (3, "red")]],
+    )
+    assert _score(tmp_path, "vqav2", perfect, refs)["metrics"]["accuracy"] == 1.0
+    # q1 right (1); q2 "two" -> "2": left-out "2" leaves 1 match (1/3), left-out "3" leaves 2 (2/3):
+    # (2 * 1/3 + 8 * 2/3) / 10 = 0.6; q3 wrong (0)
+    mixed = _write(
+        tmp_path / "mixed.json",
+        [{"question_id": q, "answer": a} for q, a in [(1, "yes"), (2, "two"), (3, "blue")]],
+    )
+    result = _score(tmp_path, "vqav2", mixed, refs)
+    assert result["scale"] == "0-1" and result["counts"]["scored"] == 3
+    assert result["metrics"]["accuracy"] == pytest.approx(1.6 / 3)
+    assert result["metrics"]["accuracy_number"] == pytest.approx(0.6)
+    assert result["metrics"]["accuracy_yes_no"] == 1.0 and result["metrics"]["accuracy_other"] == 0.0
+
+
+def test_score_pope_and_missing_answers(tmp_path: Path) -> None:
+    labels = ["yes", "yes", "no", "no"]
+    refs = _write(
+        tmp_path / "questions.jsonl",
+        [{"question_id": i, "text": "Is there a dog?", "label": y} for i, y in enumerate(labels)],
+        lines=True,
+    )
+    perfect = _write(
+        tmp_path / "perfect.jsonl",
+        [{"question_id": i, "text": y.capitalize() + "."} for i, y in enumerate(labels)],
+        lines=True,
+    )
+    assert _score(tmp_path, "pope", perfect, refs)["metrics"] == {
+        "accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "yes_ratio": 0.5,
+    }  # fmt: skip
+    # answers yes, no, yes (wrong), no -> TP 1, FP 1, FN 1, TN 1; question 3 missing -> scored wrong
+    answers = [(0, "Yes, there is."), (1, "No, there is not."), (2, "Yes")]
+    partial = _write(
+        tmp_path / "partial.jsonl", [{"question_id": i, "text": t} for i, t in answers], lines=True
+    )
+    refused = run_cli(
+        "eval", "score", "pope", "--predictions", str(partial), "--references", str(refs), cwd=tmp_path
+    )
+    assert refused.returncode == 2 and "1 references have no prediction (3)" in refused.stderr
+    result = _score(tmp_path, "pope", partial, refs, "--allow-missing")
+    assert result["counts"] == {"references": 4, "predictions": 3, "scored": 3, "missing": 1}
+    assert result["missing_ids"] == [3]
+    # the missing "no" question counts as a "yes" answer: TP 1, FP 2, FN 1, TN 0
+    assert result["metrics"]["accuracy"] == 0.25 and result["metrics"]["precision"] == pytest.approx(1 / 3)
+    assert result["metrics"]["recall"] == 0.5 and result["metrics"]["f1"] == pytest.approx(0.4)
+
+
+def test_score_multiple_choice_and_refcoco(tmp_path: Path) -> None:
+    options = ["a cat", "a dog", "a bird"]
+    questions = [{"question_id": f"q{i}", "answer": a, "options": options} for i, a in enumerate("ABCB")]
+    refs = _write(tmp_path / "mc.json", questions)
+    said = ["A", "The answer is (B).", "a dog", "I cannot tell"]  # right, right, wrong (B, not C), none
+    preds = _write(
+        tmp_path / "mc_pred.json", [{"question_id": f"q{i}", "prediction": p} for i, p in enumerate(said)]
+    )
+    assert _score(tmp_path, "multiple_choice", preds, refs)["metrics"] == {"accuracy": 0.5}
+
+    boxes = [{"id": i, "image": f"{i}.jpg", "expression": "the dog", "box": [0, 0, 10, 10]} for i in range(2)]
+    refs = _write(tmp_path / "refcoco.json", boxes)
+    perfect = _write(tmp_path / "perfect.json", [{"id": i, "box": [0, 0, 10, 10]} for i in range(2)])
+    assert _score(tmp_path, "refcoco", perfect, refs)["metrics"] == {"accuracy@0.5": 1.0, "mean_iou": 1.0}
+    # [0, 0, 10, 5] covers half the truth: IoU 0.5 (a hit); [5, 0, 15, 10]: 50 / 150 = 1/3 (a miss)
+    mixed = _write(
+        tmp_path / "mixed.json",
+        [{"id": 0, "box": [0, 0, 10, 5]}, {"question_id": 1, "text": "[5, 0, 15, 10]"}],
+    )
+    metrics = _score(tmp_path, "refcoco", mixed, refs)["metrics"]
+    assert metrics["accuracy@0.5"] == 0.5 and metrics["mean_iou"] == pytest.approx((0.5 + 1 / 3) / 2)
+
+
+def test_score_coco_captions(tmp_path: Path) -> None:
+    refs = _write(
+        tmp_path / "captions.json",
+        {
+            "images": [{"id": 1}, {"id": 2}],
+            "annotations": [
+                {"image_id": 1, "id": 10, "caption": "a dog runs on the grass"},
+                {"image_id": 1, "id": 11, "caption": "a brown dog playing outside"},
+                {"image_id": 2, "id": 12, "caption": "two people ride bikes down a street"},
+            ],
+        },
+    )
+    said = {1: "a dog runs on the grass", 2: "two people ride bikes down a street"}
+    perfect = _write(tmp_path / "perfect.json", [{"image_id": i, "caption": c} for i, c in said.items()])
+    result = _score(tmp_path, "coco_captions", perfect, refs)
+    assert "CIDEr" in result["scale"]
+    for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L"):
+        assert result["metrics"][name] == pytest.approx(1.0, abs=1e-6), name
+    # one image, one reference of 5 words, one word changed: unigrams 4/5, bigrams 2/4, no brevity penalty
+    one = _write(tmp_path / "one.json", {"annotations": [{"image_id": 1, "caption": "a dog runs on grass"}]})
+    cat = _write(tmp_path / "cat.json", [{"image_id": 1, "caption": "a cat runs on grass"}])
+    metrics = _score(tmp_path, "coco_captions", cat, one)["metrics"]
+    assert metrics["Bleu_1"] == pytest.approx(0.8, abs=1e-6)
+    assert metrics["Bleu_2"] == pytest.approx(0.4**0.5, abs=1e-6)
+
+
+def test_score_refuses_bad_files(tmp_path: Path) -> None:
+    refs = _write(tmp_path / "refs.json", [{"question_id": 1, "answer": "A"}])
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"question_id": 1,\n "prediction": "A"')
+    proc = run_cli(
+        "eval",
+        "score",
+        "multiple_choice",
+        "--predictions",
+        str(broken),
+        "--references",
+        str(refs),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "broken.json: not valid JSON at line 2" in proc.stderr
+    extra = _write(tmp_path / "extra.json", [{"question_id": i, "prediction": "A"} for i in (1, 1, 5)])
+    proc = run_cli(
+        "eval",
+        "score",
+        "multiple_choice",
+        "--predictions",
+        str(extra),
+        "--references",
+        str(refs),
+        cwd=tmp_path,
+    )
+    assert (
+        proc.returncode == 2
+        and "several predictions (1)" in proc.stderr
+        and "does not have (5)" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_eval_help_lists_subcommands_and_keeps_the_evaluation(tmp_path: Path) -> None:
+    listed = run_cli("eval", "--help", cwd=tmp_path, check=True).stdout
+    assert all(name in listed for name in ("score", "compare", "run"))
+    assert "--predictions" in run_cli("eval", "score", "--help", cwd=tmp_path, check=True).stdout
+    refused = run_cli("eval", "data_split=val", cwd=tmp_path)  # an override first: still the evaluation
+    assert refused.returncode == 2 and "give an eval recipe (-c), a run directory (--run)" in refused.stderr
+
+
+def test_compare_two_evaluations(tiny_run: dict[str, Any], tmp_path: Path) -> None:
+    cwd, run_dir = tiny_run["cwd"], tiny_run["run_dir"]
+    only_zeroshot = tmp_path / "zeroshot-only"
+    run_cli(
+        "eval",
+        "--run",
+        str(run_dir),
+        f"output={only_zeroshot}",
+        "tasks=[{kind: zeroshot}]",
+        cwd=cwd,
+        check=True,
+    )
+    plot = tmp_path / "compare.png"
+    proc = run_cli(
+        "eval",
+        "compare",
+        str(run_dir),
+        str(only_zeroshot),
+        "--format",
+        "json",
+        "--plot",
+        str(plot),
+        cwd=cwd,
+        check=True,
+    )
+    result = last_json(proc.stdout)
+    rows = {row["name"]: row for row in result["metrics"]}
+    first, second = str(run_dir), str(only_zeroshot)
+    saved = json.loads((run_dir / "eval" / "zeroshot.json").read_text())["metrics"]
+    assert rows["zeroshot.top1"]["shared"] and rows["zeroshot.top1"]["values"][first] == saved["top1"]
+    assert (
+        rows["zeroshot.top1"]["values"][second]
+        == json.loads((only_zeroshot / "zeroshot.json").read_text())["metrics"]["top1"]
+    )
+    assert not rows["retrieval.image_to_text_R@1"]["shared"]
+    assert rows["retrieval.image_to_text_R@1"]["values"][second] is None
+    assert "zeroshot.seconds" not in rows
+    cost = {row["name"]: row["values"] for row in result["cost"]}
+    measured = json.loads((run_dir / "actual.json").read_text())["wall_seconds"] / 3600
+    assert cost["actual.wall_hours"] == {first: pytest.approx(measured), second: pytest.approx(measured)}
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size[0] > 0
+
+    table = run_cli(
+        "eval", "compare", str(run_dir), str(only_zeroshot), "--format", "csv", cwd=cwd, check=True
+    )
+    parsed = list(csv.reader(io.StringIO(table.stdout)))
+    assert parsed[0] == ["metric", "shared", first, second]
+    assert next(r for r in parsed if r[0].startswith("retrieval."))[:2] == [
+        "retrieval.image_to_text_R@1",
+        "false",
+    ]
+
+    refused = run_cli("eval", "compare", str(run_dir), str(tmp_path / "nothing"), cwd=cwd)
+    assert refused.returncode == 2 and "nothing is not a folder" in refused.stderr
+    assert f"vlmforge eval --run {tmp_path / 'nothing'}" in refused.stderr
