@@ -189,24 +189,54 @@ def test_eval_help_lists_subcommands_and_keeps_the_evaluation(tmp_path: Path) ->
     assert refused.returncode == 2 and "give an eval recipe (-c), a run directory (--run)" in refused.stderr
 
 
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _predictions_agree_with_metrics(folder: Path) -> None:
+    """Each task's per-item predictions give back its metrics."""
+    metrics = {
+        p.stem: json.loads(p.read_text())["metrics"] for p in folder.glob("*.json") if p.stem != "summary"
+    }
+    zeroshot = _lines(folder / "zeroshot.predictions.jsonl")
+    assert len(zeroshot) == metrics["zeroshot"]["samples"]
+    hits = [row["label"] == row["predicted"] for row in zeroshot]
+    assert sum(hits) / len(hits) == pytest.approx(metrics["zeroshot"]["top1"])
+    assert sum(row["label"] in row["top5"] for row in zeroshot) / len(hits) == pytest.approx(
+        metrics["zeroshot"]["top5"]
+    )
+    probe = _lines(folder / "linear_probe.predictions.jsonl")
+    assert sum(r["label"] == r["predicted"] for r in probe) / len(probe) == pytest.approx(
+        metrics["linear_probe"]["top1"]
+    )
+    compositional = _lines(folder / "compositional.predictions.jsonl")
+    won = [
+        all(p is None or row["caption_score"] > p for p in row["perturbed_scores"].values())
+        for row in compositional
+        if any(p is not None for p in row["perturbed_scores"].values())
+    ]
+    assert len(won) == metrics["compositional"]["images"]
+    assert sum(won) / len(won) == pytest.approx(metrics["compositional"]["accuracy"])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["tasks"]) == set(metrics)
+    for name in ("zeroshot.confusion.png", "zeroshot.per_class.png"):
+        with Image.open(folder / name) as image:
+            assert image.format == "PNG"
+    assert not (folder / "retrieval.recall.png").exists()
+
+
 def test_compare_two_evaluations(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     cwd, run_dir = tiny_run["cwd"], tiny_run["run_dir"]
-    only_zeroshot = tmp_path / "zeroshot-only"
-    run_cli(
-        "eval",
-        "--run",
-        str(run_dir),
-        f"output={only_zeroshot}",
-        "tasks=[{kind: zeroshot}]",
-        cwd=cwd,
-        check=True,
-    )
+    tasks = "tasks=[{kind: zeroshot}, {kind: compositional}, {kind: linear_probe, max_train_samples: 300}]"
+    other_tasks = tmp_path / "other-tasks"
+    run_cli("eval", "--run", str(run_dir), f"output={other_tasks}", tasks, cwd=cwd, check=True)
+    _predictions_agree_with_metrics(other_tasks)
     plot = tmp_path / "compare.png"
     proc = run_cli(
         "eval",
         "compare",
         str(run_dir),
-        str(only_zeroshot),
+        str(other_tasks),
         "--format",
         "json",
         "--plot",
@@ -216,14 +246,14 @@ def test_compare_two_evaluations(tiny_run: dict[str, Any], tmp_path: Path) -> No
     )
     result = last_json(proc.stdout)
     rows = {row["name"]: row for row in result["metrics"]}
-    first, second = str(run_dir), str(only_zeroshot)
+    first, second = str(run_dir), str(other_tasks)
     saved = json.loads((run_dir / "eval" / "zeroshot.json").read_text())["metrics"]
     assert rows["zeroshot.top1"]["shared"] and rows["zeroshot.top1"]["values"][first] == saved["top1"]
     assert (
         rows["zeroshot.top1"]["values"][second]
-        == json.loads((only_zeroshot / "zeroshot.json").read_text())["metrics"]["top1"]
+        == json.loads((other_tasks / "zeroshot.json").read_text())["metrics"]["top1"]
     )
-    assert not rows["retrieval.image_to_text_R@1"]["shared"]
+    assert not rows["retrieval.image_to_text_R@1"]["shared"] and not rows["compositional.accuracy"]["shared"]
     assert rows["retrieval.image_to_text_R@1"]["values"][second] is None
     assert "zeroshot.seconds" not in rows
     cost = {row["name"]: row["values"] for row in result["cost"]}
@@ -232,9 +262,7 @@ def test_compare_two_evaluations(tiny_run: dict[str, Any], tmp_path: Path) -> No
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.size[0] > 0
 
-    table = run_cli(
-        "eval", "compare", str(run_dir), str(only_zeroshot), "--format", "csv", cwd=cwd, check=True
-    )
+    table = run_cli("eval", "compare", str(run_dir), str(other_tasks), "--format", "csv", cwd=cwd, check=True)
     parsed = list(csv.reader(io.StringIO(table.stdout)))
     assert parsed[0] == ["metric", "shared", first, second]
     assert next(r for r in parsed if r[0].startswith("retrieval."))[:2] == [
