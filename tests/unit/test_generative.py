@@ -272,3 +272,26 @@ def test_captioning_max_length_must_fit_the_context(tiny_coca) -> None:
     context = EvalContext(model, tokenizer, 16, val, 64, image_features=torch.zeros(len(val), 1))
     with pytest.raises(UserError, match="max_length 16"):
         captioning(context, CaptioningTask(max_length=16))
+
+
+def test_captioning_returns_coco_keys_and_every_prediction(
+    tiny_coca, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from vlmforge.config.schema import CaptioningTask
+    from vlmforge.data.sources import train_val_split
+    from vlmforge.evaluate.captioning import captioning
+    from vlmforge.evaluate.tasks import EvalContext
+
+    monkeypatch.setattr(caption_metrics, "meteor_unavailable_reason", lambda: "not needed here")
+    recipe, model, tokenizer, _, _ = tiny_coca
+    _, val = train_val_split(recipe.data)
+    few = val.subset(np.arange(5), "few")
+    context = EvalContext(model, tokenizer, 16, few, 2, image_features=torch.zeros(len(few), 1))
+    metrics = captioning(context, CaptioningTask(method="greedy", max_length=6, examples=2))
+    assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr", "METEOR_unavailable"} <= set(metrics)
+    predictions = metrics["predictions"]
+    assert [p["image"] for p in predictions] == [few.key(i) for i in range(5)]
+    assert all(p["references"] == few.captions_of(i) for i, p in enumerate(predictions))
+    assert [e["caption"] for e in metrics["examples"]] == [predictions[i]["caption"] for i in (0, 2)]
