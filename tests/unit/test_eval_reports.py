@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 from PIL import Image
+from typer.testing import CliRunner
 
 from vlmforge.errors import UserError, UserErrors
 from vlmforge.evaluate.item_predictions import first_hit_ranks, recall_at, retrieval_rows, zero_shot_rows
@@ -19,6 +21,7 @@ from vlmforge.evaluate.score_readers import read_document, read_records
 from vlmforge.evaluate.scoring import match_ids, score
 from vlmforge.planning.accelerators import load_catalog
 from vlmforge.verbs.eval_compare import run_cost
+from vlmforge_cli.common import DefaultCommandGroup
 
 
 def _zero_shot_metrics(classes: int, images: int = 12) -> dict:
@@ -162,3 +165,23 @@ def test_run_cost_planned_and_measured(tmp_path: Path) -> None:
     assert cost["actual.wall_hours"] == 1.5 and cost["actual.gpu_hours"] == 12.0
     assert cost["actual.usd"] == pytest.approx(12.0 * price)
     assert set(run_cost(None).values()) == {None}
+
+
+def test_default_command_group_sends_other_first_arguments_to_the_default_command() -> None:
+    group = typer.Typer(cls=DefaultCommandGroup, help="the group")
+
+    @group.command("run")
+    def run(overrides: list[str] | None = typer.Argument(None), flag: str = "-") -> None:
+        print("run", overrides, flag)
+
+    @group.command("score")
+    def score(task: str) -> None:
+        print("score", task)
+
+    runner = CliRunner()
+    assert runner.invoke(group, ["a=b", "--flag", "x"]).output == "run ['a=b'] x\n"
+    assert runner.invoke(group, ["--flag", "y", "score"]).output == "run ['score'] y\n"
+    assert runner.invoke(group, []).output == "run None -\n"
+    assert runner.invoke(group, ["score", "pope"]).output == "score pope\n"
+    listed = runner.invoke(group, ["--help"]).output
+    assert "the group" in listed and "score" in listed
