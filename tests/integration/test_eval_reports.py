@@ -3,8 +3,8 @@
 Expected values are worked by hand from each benchmark's published definition: VQA v2 accuracy as
 GT-Vision-Lab/VQA vqaEval.py defines it (per question, min(1, matching other annotators / 3) averaged over
 the 10 leave-one-out subsets); POPE's accuracy/precision/recall/F1 with "yes" positive (AoiDragon/POPE
-evaluate.py); corpus BLEU-n (Papineni et al. 2002) of one caption against one reference; RefCOCO
-accuracy@0.5 and IoU of axis-aligned boxes."""
+evaluate.py); RefCOCO accuracy@0.5 and IoU of axis-aligned boxes. Captions identical to a reference score
+1 on BLEU and ROUGE-L (the caption metrics themselves are tested against pycocoevalcap in their own tests)."""
 
 from __future__ import annotations
 
@@ -139,12 +139,6 @@ def test_score_coco_captions(tmp_path: Path) -> None:
     assert "CIDEr" in result["scale"]
     for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L"):
         assert result["metrics"][name] == pytest.approx(1.0, abs=1e-6), name
-    # one image, one reference of 5 words, one word changed: unigrams 4/5, bigrams 2/4, no brevity penalty
-    one = _write(tmp_path / "one.json", {"annotations": [{"image_id": 1, "caption": "a dog runs on grass"}]})
-    cat = _write(tmp_path / "cat.json", [{"image_id": 1, "caption": "a cat runs on grass"}])
-    metrics = _score(tmp_path, "coco_captions", cat, one)["metrics"]
-    assert metrics["Bleu_1"] == pytest.approx(0.8, abs=1e-6)
-    assert metrics["Bleu_2"] == pytest.approx(0.4**0.5, abs=1e-6)
 
 
 def test_score_refuses_bad_files(tmp_path: Path) -> None:
