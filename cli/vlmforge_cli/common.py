@@ -10,9 +10,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from vlmforge.errors import UserError, UserErrors
 from vlmforge.storage import DiskFull, disk_full
@@ -30,6 +32,29 @@ recipes_app = typer.Typer(
 app.add_typer(recipes_app, name="recipes")
 data_app = typer.Typer(help="Check data sources before a run.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group whose first argument, when it names none of its commands (an option, a key=value
+    override, nothing), goes to its default command: ``vlmforge eval --run DIR`` is ``vlmforge eval run
+    --run DIR`` while ``vlmforge eval score ...`` runs ``score``; ``--help`` first shows the group's help."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        asks_help = bool(args) and args[0] in ctx.help_option_names
+        if not asks_help and (not args or args[0] not in self.commands):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=DefaultCommandGroup,
+    help="Evaluate a run or an exported model (vlmforge eval --run DIR | --model DIR --data digits | -c "
+    "eval.yaml key=value: the default command, see vlmforge eval run --help), score predictions made "
+    "elsewhere (eval score) or compare evaluated runs (eval compare).",
+)
+app.add_typer(eval_app, name="eval")
 
 err = Console(stderr=True, emoji=False)  # ":name:" in a path or key stays text
 # Piped output is not cut to 80 columns: tables stay readable in logs and files.

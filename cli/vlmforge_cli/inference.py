@@ -20,6 +20,7 @@ from vlmforge_cli.common import (
     app,
     emit,
     err,
+    eval_app,
     fail,
     guarded,
     load,
@@ -34,7 +35,7 @@ EVAL_DATA = {
 }
 
 
-@app.command("eval")
+@eval_app.command("run")
 def evaluate(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Eval recipe YAML.")] = None,
     run_dir: Annotated[

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from vlmforge.errors import UserError, raise_all
 from vlmforge_cli import (
+    eval_reports,  # noqa: F401  (registers eval score, eval compare)
     inference,  # noqa: F401  (registers pretrain, finetune, align, then eval, predict)
     interop,  # noqa: F401  (registers export)
 )

@@ -40,6 +40,11 @@ def test_finetune_then_align_from_the_cli(tmp_path: Path) -> None:
     assert held_out["dpo_loss"] < math.log(2) - 0.02
     assert held_out["reward_accuracy"] > 0.5 and held_out["reward_margin"] > 0
     assert held_out["policy_prefers_chosen"] > held_out["reference_prefers_chosen"]
+    pairs = [json.loads(line) for line in (run_dir / "eval" / "preference.predictions.jsonl").open()]
+    margins = [pair["chosen_reward"] - pair["rejected_reward"] for pair in pairs]
+    assert sum(margins) / len(margins) == pytest.approx(held_out["reward_margin"], abs=1e-5)
+    assert sum(m > 0 for m in margins) / len(margins) == pytest.approx(held_out["reward_accuracy"])
+    assert "predictions" not in held_out
     for name in (
         "result.json",
         "actual.json",

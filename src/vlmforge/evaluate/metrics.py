@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -99,9 +100,10 @@ def linear_probe_accuracy(
     test_labels: torch.Tensor,
     c: float = 1.0,
     max_iter: int = 1000,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Multinomial logistic regression on frozen features, standardised with the training statistics
-    (the linear probe of Radford et al. 2021 §3.2; MAE's probe normalises features the same way, §4)."""
+    (the linear probe of Radford et al. 2021 §3.2; MAE's probe normalises features the same way, §4);
+    ``predicted``: its class for each test feature."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -111,6 +113,7 @@ def linear_probe_accuracy(
     return {
         "top1": float(probe.score(test_features.numpy(), test_labels.numpy())),
         "train_top1": float(probe.score(train_features.numpy(), train_labels.numpy())),
+        "predicted": probe.predict(test_features.numpy()).tolist(),
     }
 
 

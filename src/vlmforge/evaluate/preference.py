@@ -10,6 +10,8 @@ import torch
 
 from vlmforge.config.schema import PreferenceTask
 from vlmforge.errors import UserError
+from vlmforge.evaluate.item_predictions import preference_rows
+from vlmforge.evaluate.results import PREDICTIONS
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,12 @@ def preference(context: Any, task: PreferenceTask) -> dict[str, Any]:
             logps[name].append(sequence_logps(scorer, batch).view(2, -1))  # [chosen, rejected] x pairs
     policy, ref = torch.cat(logps["policy"], 1), torch.cat(logps["reference"], 1)
     terms = preference_loss(policy[0], policy[1], ref[0], ref[1], reference.beta)
+    rewards = reference.beta * (policy - ref)  # [chosen, rejected] x pairs, as preference_loss scales them
     return {
         "reward_accuracy": float(terms["reward_accuracy"]),
         "reward_margin": float(terms["reward_margin"]),
         "dpo_loss": float(terms["loss"]),
         "policy_prefers_chosen": float((policy[0] > policy[1]).float().mean()),
         "reference_prefers_chosen": float((ref[0] > ref[1]).float().mean()),
+        PREDICTIONS: preference_rows(rewards[0], rewards[1]),
     }

@@ -1,5 +1,6 @@
-"""What an evaluation returns and writes: ``eval/<task>.json`` in the run directory (or in the given
-output folder)."""
+"""What an evaluation returns and writes into the run directory's ``eval/`` (or the given output folder):
+``<task>.json`` (its metrics), ``<task>.predictions.jsonl`` (one line per evaluated item, for the tasks
+that keep them), ``summary.json`` (every task's scalar metrics) and the task's plots (``plots``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,25 @@ from typing import Any
 
 from vlmforge.config.schema import EvalTask, PretrainRecipe, TrainingRecipe, default_tasks_for, eval_tasks_for
 from vlmforge.errors import UserError
-from vlmforge.storage import write_json
+from vlmforge.storage import json_text, read_json, write_json, write_text
+
+PREDICTIONS = "predictions"  # a task's metrics key for its per-item predictions (a list of dicts)
+SUMMARY = "summary.json"
+
+
+def without_predictions(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{task: metrics} without each task's per-item predictions: what result.json, ``<task>.json`` and
+    ``vlmforge eval --format json`` keep."""
+    return {task: {k: v for k, v in found.items() if k != PREDICTIONS} for task, found in metrics.items()}
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A task's single-valued metrics (numbers, strings, booleans): what summary.json keeps."""
+    return {key: value for key, value in metrics.items() if isinstance(value, int | float | str | bool)}
+
+
+def predictions_path(folder: Path, task: str) -> Path:
+    return folder / f"{task}.{PREDICTIONS}.jsonl"
 
 
 @dataclass
@@ -24,18 +43,22 @@ class EvalResult:
     def folder(self) -> Path:
         return self.output if self.output is not None else self.run_dir / "eval"
 
-    def to_json(self) -> dict[str, Any]:
+    def header(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
             "checkpoint": str(self.checkpoint),
             "data": self.data,
             "output": str(self.folder),
-            "metrics": self.metrics,
         }
 
+    def to_json(self) -> dict[str, Any]:
+        return self.header() | {"metrics": without_predictions(self.metrics)}
+
     def write(self) -> None:
-        """``<folder>/<task>.json``: one file per task, each with the run (or model), weights and data
-        named."""
+        """Per task, ``<task>.json`` (the run or model, weights and data named) and, where it kept them,
+        ``<task>.predictions.jsonl`` and its plots; then ``summary.json``."""
+        from vlmforge.evaluate.plots import write_plots
+
         out = self.folder
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -43,9 +66,34 @@ class EvalResult:
             raise UserError(
                 f"cannot write results to {out}: permission denied", hint="give --output DIR"
             ) from None
-        header = {k: v for k, v in self.to_json().items() if k != "metrics"}
+        header, stored = self.header(), without_predictions(self.metrics)
         for task, metrics in self.metrics.items():
-            write_json(out / f"{task}.json", header | {"metrics": metrics})
+            write_json(out / f"{task}.json", header | {"metrics": stored[task]})
+            rows = metrics.get(PREDICTIONS)
+            predictions_path(out, task).unlink(missing_ok=True)  # an earlier evaluation's items
+            if rows is not None:
+                write_text(predictions_path(out, task), "".join(json_text(row) + "\n" for row in rows))
+            write_plots(task, metrics, out)
+        write_json(out / SUMMARY, self.summary())
+
+    def summary(self) -> dict[str, Any]:
+        """{run_dir, checkpoint, data, tasks: {task: scalar metrics}}: this evaluation's tasks, with those
+        of an earlier evaluation of the same weights on the same data already in the folder."""
+        header = {"run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint), "data": self.data}
+        earlier = _read_summary(self.folder / SUMMARY)
+        same = all(earlier.get(key) == value for key, value in header.items())
+        tasks = dict(earlier.get("tasks", {})) if same else {}
+        tasks |= {task: scalar_metrics(metrics) for task, metrics in self.metrics.items()}
+        return header | {"tasks": tasks}
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    """An earlier summary.json, or {} (none, or one that cannot be read: it is rewritten)."""
+    try:
+        found = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def default_tasks(recipe: TrainingRecipe) -> list[EvalTask]:

@@ -29,6 +29,7 @@ from vlmforge.data.perturb import PERTURBATIONS, attribute_words, perturb
 from vlmforge.data.tokenizers import TextTokenizer
 from vlmforge.errors import UserError
 from vlmforge.evaluate.captioning import captioning
+from vlmforge.evaluate.item_predictions import compositional_rows, probe_rows, retrieval_rows, zero_shot_rows
 from vlmforge.evaluate.metrics import (
     compositional_accuracy,
     linear_probe_accuracy,
@@ -37,6 +38,7 @@ from vlmforge.evaluate.metrics import (
     zero_shot_classifier,
 )
 from vlmforge.evaluate.preference import PreferenceReference, preference
+from vlmforge.evaluate.results import PREDICTIONS
 from vlmforge.evaluate.vqa import Prompter, vqa
 
 
@@ -157,9 +159,11 @@ def zero_shot(context: EvalContext, task: ZeroShotTask) -> dict[str, Any]:
     classes = len(data.classnames or [])
     classifier = zero_shot_classifier(prompt_features.view(classes, len(templates), -1))
     ks = (1, 5) if classes > 5 else (1,)
-    metrics: dict[str, Any] = topk_accuracy(context.image_features @ classifier, labels, ks)
+    logits = context.image_features @ classifier
+    metrics: dict[str, Any] = topk_accuracy(logits, labels, ks)
     metrics["classes"] = classes
     metrics["templates"] = len(templates)
+    metrics[PREDICTIONS] = zero_shot_rows(logits, labels, data.classnames or [])
     return metrics
 
 
@@ -178,8 +182,10 @@ def retrieval(context: EvalContext, task: RetrievalTask) -> dict[str, Any]:
     if match == "auto":
         match = "label" if data.labels is not None else "pair"
     groups = _labels(data, "label-matched retrieval") if match == "label" else torch.arange(len(data))
-    metrics: dict[str, Any] = retrieval_recall(context.image_features, text_features, groups, groups, task.ks)
+    images = context.image_features
+    metrics: dict[str, Any] = retrieval_recall(images, text_features, groups, groups, task.ks)
     metrics["match"] = match
+    metrics[PREDICTIONS] = retrieval_rows(images, text_features, groups, groups, max(task.ks))
     return metrics
 
 
@@ -210,7 +216,11 @@ def compositional(context: EvalContext, task: CompositionalTask) -> dict[str, An
     rows = valid.nonzero()[:, 0]
     perturbed_scores[valid] = (images[rows] * text_features[len(captions) :]).sum(dim=1)
     caption_scores = (images * text_features[: len(captions)]).sum(dim=1)
-    return compositional_accuracy(caption_scores, perturbed_scores, valid, task.perturbations)
+    metrics: dict[str, Any] = compositional_accuracy(
+        caption_scores, perturbed_scores, valid, task.perturbations
+    )
+    metrics[PREDICTIONS] = compositional_rows(caption_scores, perturbed_scores, valid, task.perturbations)
+    return metrics
 
 
 def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
@@ -229,16 +239,13 @@ def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
     features, kept, dropped = encode_images(context.model, subset, context.batch_size)
     if dropped:
         subset = subset.subset(np.asarray(kept), "readable")
+    labels = _labels(data, "linear_probe")
     metrics: dict[str, Any] = linear_probe_accuracy(
-        features,
-        _labels(subset, "linear_probe"),
-        context.image_features,
-        _labels(data, "linear_probe"),
-        task.C,
-        task.max_iter,
+        features, _labels(subset, "linear_probe"), context.image_features, labels, task.C, task.max_iter
     )
     metrics["train_samples"] = len(subset)
     metrics["classes"] = len(data.classnames or [])
+    metrics[PREDICTIONS] = probe_rows(labels.tolist(), metrics.pop("predicted"))
     return metrics
 
 

@@ -41,7 +41,7 @@ def run(
         split_conversations,
         template_texts,
     )
-    from vlmforge.evaluate.results import EvalResult
+    from vlmforge.evaluate.results import EvalResult, without_predictions
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.llava import vocab_size_for, write_run_config
     from vlmforge.runs.preflight import preflight
@@ -111,10 +111,11 @@ def run(
         assert init is not None
         model = llava_model(recipe.model, tokenizer, init)  # as `vlmforge eval` loads it
         with torch.no_grad():
-            metrics["eval"] = evaluate_model(
+            evaluated = evaluate_model(
                 recipe.model, model, tokenizer, recipe.model.max_text_tokens, last_val, list(recipe.eval)
             )
-        EvalResult(run_dir, init, last_val.name, metrics["eval"]).write()
+        EvalResult(run_dir, init, last_val.name, evaluated).write()
+        metrics["eval"] = without_predictions(evaluated)
     final = init if status == "completed" else _checkpoint_of(stages[stage.name])
     if "stopped" in stages[stage.name]:
         metrics["stopped"] = {"stage": stage.name, **stages[stage.name]["stopped"]}

@@ -31,7 +31,7 @@ def run(
     from vlmforge.data.accounting import DataOverBudget, budget_error, over_budget
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import save_tokenizer
-    from vlmforge.evaluate.results import EvalResult
+    from vlmforge.evaluate.results import EvalResult, without_predictions
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.runs.plots import draw_plots
     from vlmforge.runs.preflight import preflight
@@ -107,10 +107,11 @@ def run(
         assert ckpt is not None
         model = model_for_eval(recipe, module, tokenizer.vocab_size, ckpt)
         with torch.no_grad():
-            metrics["eval"] = evaluate_model(
+            evaluated = evaluate_model(
                 recipe.model, model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
             )
-        EvalResult(run_dir, ckpt, val_set.name, metrics["eval"]).write()
+        EvalResult(run_dir, ckpt, val_set.name, evaluated).write()
+        metrics["eval"] = without_predictions(evaluated)
     result = RunResult(run_dir, status, trainer.global_step, ckpt, resumed_from, metrics)
     result.write()
     return result
