@@ -10,6 +10,7 @@ import torch
 from vlmforge.config.load import load_recipe
 from vlmforge.config.shipped import find_recipe
 from vlmforge.errors import UserError
+from vlmforge.evaluate import caption_metrics
 from vlmforge.evaluate.caption_metrics import bleu, caption_scores, cider_d
 from vlmforge.generate import (
     Decoding,
@@ -191,14 +192,16 @@ def test_bleu_on_hand_computed_examples() -> None:
     papineni = bleu(
         words("the the the the the the the"), [words("the cat is on the mat", "there is a cat on the mat")]
     )
-    assert papineni["bleu1"] == pytest.approx(2 / 7) and papineni["bleu2"] == 0.0
+    # no matching bigram: the COCO evaluation's smoothing (1e-15 / 1e-9) leaves a tiny BLEU-2, not 0
+    assert papineni["Bleu_1"] == pytest.approx(2 / 7) and 0 < papineni["Bleu_2"] < 1e-6
     # p1 = 6/6, p2 = 2/5 (cat sat, sat on): BLEU-2 = sqrt(0.4)
-    assert bleu(words("a cat sat on the mat"), [words("the cat sat on a mat")])["bleu2"] == pytest.approx(
+    assert bleu(words("a cat sat on the mat"), [words("the cat sat on a mat")])["Bleu_2"] == pytest.approx(
         math.sqrt(0.4)
     )
     short = bleu(words("the cat"), [words("the cat is on the mat")])  # brevity penalty exp(1 - 6/2)
-    assert short["bleu1"] == pytest.approx(math.exp(-2)) and short["bleu2"] == pytest.approx(math.exp(-2))
-    assert short["bleu3"] == 0.0  # no trigram at all: no smoothing
+    assert short["Bleu_1"] == pytest.approx(math.exp(-2)) and short["Bleu_2"] == pytest.approx(math.exp(-2))
+    # no trigram at all: p3 = (0 + 1e-15) / (0 + 1e-9), COCO's smoothing
+    assert short["Bleu_3"] == pytest.approx(math.exp(-2) * (1e-15 / 1e-9) ** (1 / 3))
 
 
 def test_bleu_matches_torchmetrics_on_a_corpus() -> None:
@@ -211,7 +214,7 @@ def test_bleu_matches_torchmetrics_on_a_corpus() -> None:
     ]
     ours = bleu([c.split() for c in candidates], [[r.split() for r in refs] for refs in references])
     theirs = float(text.bleu_score(candidates, references, n_gram=4))
-    assert ours["bleu4"] == pytest.approx(theirs, abs=1e-6) and theirs > 0
+    assert ours["Bleu_4"] == pytest.approx(theirs, abs=1e-6) and theirs > 0
 
 
 def test_cider_d_on_hand_computed_examples() -> None:
@@ -227,10 +230,11 @@ def test_cider_d_on_hand_computed_examples() -> None:
     assert cider_d(words("x y", "z w"), [words("a b"), words("c d")]) == 0.0
 
 
-def test_caption_scores_tokenise_like_coco() -> None:
+def test_caption_scores_tokenise_like_coco(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(caption_metrics, "meteor_unavailable_reason", lambda: "not needed here")
     scores = caption_scores(["A handwritten seven ."], [["a handwritten seven.", "the number seven."]])
-    assert set(scores) == {"bleu1", "bleu2", "bleu3", "bleu4", "cider_d"}
-    assert scores["bleu1"] == pytest.approx(1.0)
+    assert set(scores) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR_unavailable", "ROUGE_L", "CIDEr"}
+    assert scores["Bleu_1"] == pytest.approx(1.0) and scores["ROUGE_L"] == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------------------------ recipes and eval
@@ -268,3 +272,26 @@ def test_captioning_max_length_must_fit_the_context(tiny_coca) -> None:
     context = EvalContext(model, tokenizer, 16, val, 64, image_features=torch.zeros(len(val), 1))
     with pytest.raises(UserError, match="max_length 16"):
         captioning(context, CaptioningTask(max_length=16))
+
+
+def test_captioning_returns_coco_keys_and_every_prediction(
+    tiny_coca, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from vlmforge.config.schema import CaptioningTask
+    from vlmforge.data.sources import train_val_split
+    from vlmforge.evaluate.captioning import captioning
+    from vlmforge.evaluate.tasks import EvalContext
+
+    monkeypatch.setattr(caption_metrics, "meteor_unavailable_reason", lambda: "not needed here")
+    recipe, model, tokenizer, _, _ = tiny_coca
+    _, val = train_val_split(recipe.data)
+    few = val.subset(np.arange(5), "few")
+    context = EvalContext(model, tokenizer, 16, few, 2, image_features=torch.zeros(len(few), 1))
+    metrics = captioning(context, CaptioningTask(method="greedy", max_length=6, examples=2))
+    assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr", "METEOR_unavailable"} <= set(metrics)
+    predictions = metrics["predictions"]
+    assert [p["image"] for p in predictions] == [few.key(i) for i in range(5)]
+    assert all(p["references"] == few.captions_of(i) for i, p in enumerate(predictions))
+    assert [e["caption"] for e in metrics["examples"]] == [predictions[i]["caption"] for i in (0, 2)]

@@ -66,8 +66,11 @@ class VqaTask(Section):
 
 
 class CaptioningTask(Section):
-    """Caption each image with the model's decoder; score BLEU-4 (Papineni et al. 2002) and CIDEr-D
-    (Vedantam et al. 2015) against all of the image's captions. Generative models only."""
+    """Caption each image with the model's decoder and score the captions against all of the image's
+    captions as the COCO caption evaluation (pycocoevalcap) does: its PTB tokenisation, Bleu_1..Bleu_4,
+    METEOR (only with the captions extra and Java installed), ROUGE_L and CIDEr (CIDEr-D); SPICE is not
+    computed (it downloads models). Every image's caption goes to eval/captioning.predictions.jsonl.
+    Generative models only."""
 
     kind: Literal["captioning"] = "captioning"
     method: Literal["greedy", "beam"] = Field("beam", description="Decoding: greedy or beam search.")

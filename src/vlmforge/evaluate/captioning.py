@@ -53,7 +53,9 @@ def coca_captions(
 @torch.no_grad()
 def captioning(context: Any, task: CaptioningTask) -> dict[str, Any]:
     """Caption every image with the project's decoding and score the captions against all of the image's
-    reference captions. Only generative models reach here (``config.evaluation.EVAL_TASKS``)."""
+    reference captions with the COCO caption evaluation's metrics (``caption_metrics.caption_scores``); every
+    image's caption and references are returned under "predictions". Only generative models reach here
+    (``config.evaluation.EVAL_TASKS``)."""
     from vlmforge.evaluate.caption_metrics import caption_scores
 
     data, tokenizer = context.data, context.tokenizer
@@ -73,5 +75,9 @@ def captioning(context: Any, task: CaptioningTask) -> dict[str, Any]:
     shown = sorted({i * len(data) // task.examples for i in range(task.examples)})  # spread over the data
     metrics["examples"] = [
         {"key": data.key(i), "caption": captions[i], "reference": references[i][0]} for i in shown
+    ]
+    metrics["predictions"] = [
+        {"image": data.key(i), "caption": caption, "references": list(refs)}
+        for i, (caption, refs) in enumerate(zip(captions, references, strict=True))
     ]
     return metrics
