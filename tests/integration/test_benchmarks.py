@@ -285,4 +285,6 @@ def test_karpathy_captioning_writes_coco_results(coca_run: Path, tmp_path: Path)
     expected = caption_scores(
         [p["caption"] for p in predictions], [sentences[p["image_id"]] for p in predictions]
     )
-    assert {k: captioned[k] for k in expected} == pytest.approx(expected)
+    numeric = {k: v for k, v in expected.items() if isinstance(v, float)}
+    assert numeric and {k: captioned[k] for k in numeric} == pytest.approx(numeric)
+    assert all(captioned[k] == v for k, v in expected.items() if k not in numeric)
