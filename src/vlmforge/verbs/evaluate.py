@@ -62,8 +62,8 @@ def _evaluate_benchmarks(recipe: EvalRecipe) -> EvalResult:
     """Benchmark tasks on one model, loaded once: a run directory or an exported folder. Every problem
     the recipe and the benchmarks' paths have is reported before the model loads; results go to the
     run's (or model folder's) ``eval/`` unless ``output`` says otherwise."""
-    from vlmforge.evaluate.benchmarks import model_kind, path_problems, run_benchmark, task_problems
-    from vlmforge.interop.inference import load_for_inference
+    from vlmforge.evaluate.benchmarks import path_problems, run_benchmark, task_problems
+    from vlmforge.interop.inference import load_for_inference, model_kind
 
     tasks = list(recipe.tasks or [])
     source = recipe.source
