@@ -84,6 +84,29 @@ def load_for_inference(path: Path, device: str = "cpu") -> InferenceModel:
     return loaded
 
 
+def model_kind(path: Path) -> str | None:
+    """The kind of the model at ``path`` from its config files, without loading weights (None: not
+    known before loading; ``load_for_inference`` says why)."""
+    from vlmforge.config.load import read_yaml
+    from vlmforge.config.schema import recipe_verb
+    from vlmforge.storage import read_json
+
+    try:
+        if (path / "recipe.yaml").is_file():
+            recipe = read_yaml(path / "recipe.yaml")
+            if recipe_verb(recipe) in ("finetune", "align"):
+                return "llava"
+            return str(recipe["model"]["kind"])
+        if (path / OPEN_CLIP_CONFIG).is_file():
+            config = read_json(path / OPEN_CLIP_CONFIG)["model_cfg"]
+            return "coca" if "multimodal_cfg" in config else "clip"  # siglip runs the tasks clip runs
+        if (path / HF_CONFIG).is_file():
+            return str(read_json(path / HF_CONFIG)["model_type"])
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
 # ------------------------------------------------------------------------------------------- runs
 def load_run(run_dir: Path, device: torch.device) -> InferenceModel:
     from vlmforge.runs.artifacts import run_verb
