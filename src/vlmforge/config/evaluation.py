@@ -8,6 +8,14 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from vlmforge.config.base import Section, Seed
+from vlmforge.config.benchmarks_llava import (
+    LLAVA_BENCHMARK_KINDS,
+    MmbenchTask,
+    PopeTask,
+    RefCocoTask,
+    ScienceQaTask,
+    VqaV2Task,
+)
 from vlmforge.config.llava import LlavaModel
 from vlmforge.config.models import PERTURBATION_KINDS, ModelConfig, Perturbation
 
@@ -108,7 +116,12 @@ EvalTask = Annotated[
     | CaptioningTask
     | LinearProbeTask
     | VqaTask
-    | PreferenceTask,
+    | PreferenceTask
+    | VqaV2Task
+    | PopeTask
+    | MmbenchTask
+    | ScienceQaTask
+    | RefCocoTask,
     Field(discriminator="kind"),
 ]
 
@@ -131,7 +144,7 @@ EVAL_TASKS: dict[str, tuple[str, ...]] = {
     "coca": (*EMBEDDING_TASKS[:3], "captioning", "linear_probe"),
     "masked": ("linear_probe",),
     "flava": EMBEDDING_TASKS,
-    "llava": ("vqa", "preference"),
+    "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS),
 }
 
 

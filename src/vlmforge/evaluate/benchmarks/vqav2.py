@@ -1,0 +1,123 @@
+"""VQAv2 (Goyal et al. 2017) from the official question and annotation JSON files and the COCO image
+folder; scored with the VQA accuracy of the official evaluation script, or written as the submission
+file of the evaluation server when no annotations are given (test-dev)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlmforge.config.benchmarks_llava import VqaV2Task
+from vlmforge.errors import UserError
+from vlmforge.evaluate.benchmarks.answering import generate_answers, question_prompt
+from vlmforge.evaluate.benchmarks.files import read_json
+from vlmforge.interop.inference_model import InferenceModel
+
+# test-dev is a subset of test2015: its questions file says "test-dev2015", its images are named test2015
+IMAGE_SUBTYPES = {"test-dev2015": "test2015"}
+
+
+@dataclass(frozen=True)
+class VqaQuestion:
+    question_id: int
+    image: Path
+    question: str
+
+
+@dataclass(frozen=True)
+class VqaReference:
+    answers: list[str]  # the ten human answers
+    answer_type: str  # yes/no, number or other
+
+
+def image_name(subtype: str, image_id: int) -> str:
+    """COCO's file name of ``image_id`` in the questions' ``data_subtype``."""
+    return f"COCO_{IMAGE_SUBTYPES.get(subtype, subtype)}_{image_id:012d}.jpg"
+
+
+def read_questions(path: Path, images: Path) -> list[VqaQuestion]:
+    """The questions of an official questions file, each with its COCO image under ``images``."""
+    document = read_json(path, "VQAv2 questions file")
+    if not isinstance(document, dict) or not isinstance(document.get("questions"), list):
+        raise UserError(f"{path}: needs a 'questions' list", hint="give the official questions JSON")
+    subtype = document.get("data_subtype")
+    if not isinstance(subtype, str):
+        raise UserError(f"{path}: needs 'data_subtype' (e.g. val2014), which names the image files")
+    questions = []
+    for n, entry in enumerate(document["questions"]):
+        fields = entry if isinstance(entry, dict) else {}
+        qid, image_id, text = fields.get("question_id"), fields.get("image_id"), fields.get("question")
+        if not (isinstance(qid, int) and isinstance(image_id, int) and isinstance(text, str)):
+            raise UserError(
+                f"{path}: questions[{n}] needs question_id (int), image_id (int) and question (text)"
+            )
+        questions.append(VqaQuestion(qid, images / image_name(subtype, image_id), text))
+    return questions
+
+
+def read_annotations(path: Path) -> dict[int, VqaReference]:
+    """question_id -> the human answers and answer type of an official annotations file."""
+    document = read_json(path, "VQAv2 annotations file")
+    if not isinstance(document, dict) or not isinstance(document.get("annotations"), list):
+        raise UserError(f"{path}: needs an 'annotations' list", hint="give the official annotations JSON")
+    references = {}
+    for n, entry in enumerate(document["annotations"]):
+        fields = entry if isinstance(entry, dict) else {}
+        answers = fields.get("answers")
+        if not isinstance(fields.get("question_id"), int) or not isinstance(answers, list) or not answers:
+            raise UserError(
+                f"{path}: annotations[{n}] needs question_id (int) and a non-empty 'answers' list"
+            )
+        texts = [a.get("answer") if isinstance(a, dict) else None for a in answers]
+        if not all(isinstance(t, str) for t in texts):
+            raise UserError(f"{path}: annotations[{n}].answers: every answer needs an 'answer' text")
+        references[fields["question_id"]] = VqaReference(texts, str(fields.get("answer_type", "other")))
+    return references
+
+
+def references_for(questions: Sequence[VqaQuestion], references: dict[int, VqaReference], path: Path) -> None:
+    """Every question must have its annotation."""
+    absent = [q.question_id for q in questions if q.question_id not in references]
+    if absent:
+        raise UserError(
+            f"{path}: no annotation for {len(absent)} question(s), e.g. question_id {absent[0]}",
+            hint="give the annotations file of the same split as the questions",
+        )
+
+
+def score(predictions: Sequence[str], references: Sequence[VqaReference]) -> dict[str, float]:
+    """VQA accuracy overall and per answer type (``evaluate.vqa_accuracy.vqa_score``)."""
+    from vlmforge.evaluate.vqa_accuracy import vqa_score
+
+    return vqa_score(
+        list(predictions), [r.answers for r in references], answer_types=[r.answer_type for r in references]
+    )
+
+
+def submission(question_ids: Sequence[int], answers: Sequence[str]) -> list[dict[str, Any]]:
+    """The evaluation server's results format: [{question_id, answer}]."""
+    return [{"question_id": q, "answer": a} for q, a in zip(question_ids, answers, strict=True)]
+
+
+def run(model: InferenceModel, task: VqaV2Task, batch_size: int) -> dict[str, Any]:
+    questions = read_questions(task.questions, task.images)[: task.max_samples]
+    references = read_annotations(task.annotations) if task.annotations else None
+    if references is not None and task.annotations is not None:
+        references_for(questions, references, task.annotations)
+    prompts = [question_prompt(q.question, task.prompt_suffix) for q in questions]
+    answers = generate_answers(model, prompts, [q.image for q in questions], batch_size, task.max_new_tokens)
+    answered = [(q, a.text) for q, a in zip(questions, answers, strict=True) if a is not None]
+    predictions = [{"question_id": q.question_id, "question": q.question, "answer": a} for q, a in answered]
+    result: dict[str, Any] = {"questions": len(answered), "dropped": len(questions) - len(answered)}
+    if references is None:
+        return {
+            **result,
+            "submission": submission([q.question_id for q, _ in answered], [a for _, a in answered]),
+            "predictions": predictions,
+        }
+    used = [references[q.question_id] for q, _ in answered]
+    for prediction, reference in zip(predictions, used, strict=True):
+        prediction["references"] = reference.answers
+    return {**result, **score([a for _, a in answered], used), "predictions": predictions}
