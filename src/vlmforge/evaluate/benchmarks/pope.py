@@ -45,10 +45,10 @@ def read_pope(path: Path, images: Path) -> list[PopeQuestion]:
 
 
 def score(answers: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """POPE's metrics of free-text answers read as yes or no (``choice_metrics.pope_answer``)."""
-    from vlmforge.evaluate.choice_metrics import pope_answer, pope_metrics
+    """POPE's metrics of free-text answers, each read as yes or no (``choice_metrics.pope_metrics``)."""
+    from vlmforge.evaluate.choice_metrics import pope_metrics
 
-    return pope_metrics([pope_answer(a) for a in answers], list(labels))
+    return pope_metrics(list(answers), list(labels))
 
 
 def run_file(
