@@ -102,22 +102,27 @@ def submission(question_ids: Sequence[int], answers: Sequence[str]) -> list[dict
 
 
 def run(model: InferenceModel, task: VqaV2Task, batch_size: int) -> dict[str, Any]:
+    """Answers scored (or, without annotations, written for submission) after the normalisation the
+    evaluation server applies (LLaVA-1.5 submits them so: convert_vqav2_for_submission.py)."""
+    from vlmforge.evaluate.vqa_accuracy import normalize_vqa_answer
+
     questions = read_questions(task.questions, task.images)[: task.max_samples]
     references = read_annotations(task.annotations) if task.annotations else None
     if references is not None and task.annotations is not None:
         references_for(questions, references, task.annotations)
     prompts = [question_prompt(q.question, task.prompt_suffix) for q in questions]
-    answers = generate_answers(model, prompts, [q.image for q in questions], batch_size, task.max_new_tokens)
-    answered = [(q, a.text) for q, a in zip(questions, answers, strict=True) if a is not None]
-    predictions = [{"question_id": q.question_id, "question": q.question, "answer": a} for q, a in answered]
+    outputs = generate_answers(model, prompts, [q.image for q in questions], batch_size, task.max_new_tokens)
+    answered = [(q, o.text) for q, o in zip(questions, outputs, strict=True) if o is not None]
+    answers = [normalize_vqa_answer(text) for _, text in answered]
+    predictions = [
+        {"question_id": q.question_id, "question": q.question, "output": text, "answer": answer}
+        for (q, text), answer in zip(answered, answers, strict=True)
+    ]
     result: dict[str, Any] = {"questions": len(answered), "dropped": len(questions) - len(answered)}
     if references is None:
-        return {
-            **result,
-            "submission": submission([q.question_id for q, _ in answered], [a for _, a in answered]),
-            "predictions": predictions,
-        }
+        ids = [q.question_id for q, _ in answered]
+        return {**result, "submission": submission(ids, answers), "predictions": predictions}
     used = [references[q.question_id] for q, _ in answered]
     for prediction, reference in zip(predictions, used, strict=True):
         prediction["references"] = reference.answers
-    return {**result, **score([a for _, a in answered], used), "predictions": predictions}
+    return {**result, **score(answers, used), "predictions": predictions}
