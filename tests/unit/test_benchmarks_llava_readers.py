@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.llava_benchmark_files import jpeg_bytes, write_mmbench, write_pope, write_scienceqa, write_vqav2
+from tests.llava_benchmark_files import (
+    jpeg_bytes,
+    write_mmbench,
+    write_pope,
+    write_refcoco,
+    write_scienceqa,
+    write_vqav2,
+)
 from vlmforge.config.benchmarks_llava import OPTION_LETTER
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.multiple_choice import (
@@ -18,6 +25,7 @@ from vlmforge.evaluate.benchmarks.multiple_choice import (
     read_scienceqa,
 )
 from vlmforge.evaluate.benchmarks.pope import read_pope
+from vlmforge.evaluate.benchmarks.refcoco import read_refcoco
 from vlmforge.evaluate.benchmarks.vqav2 import image_name, read_annotations, read_questions, references_for
 
 
@@ -147,3 +155,23 @@ def test_scienceqa_malformed(tmp_path: Path) -> None:
         UserError, match=r"pid_splits\.json: 1 id\(s\) of 'test' not in problems\.json, e\.g\. 77"
     ):
         read_scienceqa(files["problems"], files["splits"], "test", files["images"])
+
+
+def test_refcoco_list(tmp_path: Path) -> None:
+    path = write_refcoco(tmp_path)
+    items = read_refcoco(path, tmp_path)
+    assert [i.expression for i in items] == ["the cat's face", "the coffee cup"]
+    assert items[1].box == (4.0, 14.0, 44.0, 50.0)  # [x, y, w, h] -> [x1, y1, x2, y2]
+    assert all(i.image.is_file() for i in items)
+
+
+def test_refcoco_malformed(tmp_path: Path) -> None:
+    path = write_refcoco(tmp_path)
+    refs = json.loads(path.read_text())
+    refs[1]["box"] = [4, 14, 0, 36]
+    path.write_text(json.dumps(refs))
+    with pytest.raises(UserError, match=r"refs\.json: entry 1: 'box' must be \[x, y, w, h\]"):
+        read_refcoco(path, tmp_path)
+    path.write_text(json.dumps([{"image": "cat.jpg", "box": [1, 2, 3, 4]}]))
+    with pytest.raises(UserError, match=r"refs\.json: entry 0 needs 'image' and 'expression'"):
+        read_refcoco(path, tmp_path)
