@@ -58,7 +58,7 @@ def evaluated(llava_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     output = root / "eval"
     recipe = _recipe(root / "eval.yaml", llava_run, output, tasks)
     proc = run_cli("eval", "-c", str(recipe), "--format", "json", cwd=root, check=True)
-    return {"result": last_json(proc.stdout), "output": output}
+    return {"result": last_json(proc.stdout), "output": output, "tasks": tasks}
 
 
 def test_vqav2_scored_and_submitted(evaluated: dict[str, Any]) -> None:
@@ -121,3 +121,22 @@ def test_malformed_benchmark_file_is_a_user_error(llava_run: Path, tmp_path: Pat
     proc = run_cli("eval", "-c", str(recipe), cwd=tmp_path)
     assert proc.returncode == 2
     assert "coco_pope_adversarial.json" in proc.stderr and "label must be 'yes' or 'no'" in proc.stderr
+
+
+def test_transformers_export_answers_as_the_run(
+    llava_run: Path, evaluated: dict[str, Any], tmp_path: Path
+) -> None:
+    """The run exported as a transformers LLaVA folder (``model:``) gives POPE the run's answers."""
+    import torch
+
+    from vlmforge.interop.hf_llava import export
+
+    folder = tmp_path / "hf"
+    export(llava_run, folder, None, torch.float32)
+    pope = next(task for task in evaluated["tasks"] if task["kind"] == "pope")
+    recipe = {"model": str(folder), "output": str(tmp_path / "eval"), "batch_size": 4, "tasks": [pope]}
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe, default=str))))
+    run_cli("eval", "-c", str(tmp_path / "eval.yaml"), "--format", "json", cwd=tmp_path, check=True)
+    exported = _lines(tmp_path / "eval" / "pope.predictions.jsonl")
+    from_run = _lines(evaluated["output"] / "pope.predictions.jsonl")
+    assert [p["answer"] for p in exported] == [p["answer"] for p in from_run] and len(exported) == 5
