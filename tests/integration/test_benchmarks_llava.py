@@ -132,6 +132,7 @@ def test_transformers_export_answers_as_the_run(
     from vlmforge.interop.hf_llava import export
 
     folder = tmp_path / "hf"
+    folder.mkdir()
     export(llava_run, folder, None, torch.float32)
     pope = next(task for task in evaluated["tasks"] if task["kind"] == "pope")
     recipe = {"model": str(folder), "output": str(tmp_path / "eval"), "batch_size": 4, "tasks": [pope]}
