@@ -64,7 +64,7 @@ def evaluated(llava_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 def test_vqav2_scored_and_submitted(evaluated: dict[str, Any]) -> None:
     metrics, output = evaluated["result"]["metrics"], evaluated["output"]
     scored = metrics["vqav2"]
-    assert scored["samples"] == 3 and scored["dropped"] == 0
+    assert scored["samples"] == 3 and "dropped" not in scored
     assert {"accuracy", "accuracy_yes_no", "accuracy_number", "accuracy_other"} <= set(scored)
     assert all(0.0 <= v <= 1.0 for v in _fractions(scored))
     predictions = _lines(output / "vqav2.predictions.jsonl")
@@ -79,8 +79,12 @@ def test_vqav2_scored_and_submitted(evaluated: dict[str, Any]) -> None:
 def test_pope_per_file_and_mean(evaluated: dict[str, Any]) -> None:
     pope = evaluated["result"]["metrics"]["pope"]
     adversarial, random = pope["files"]["coco_pope_adversarial"], pope["files"]["coco_pope_random"]
-    assert (adversarial["samples"], adversarial["dropped"]) == (3, 0)
+    assert adversarial["samples"] == 3 and "dropped" not in adversarial
     assert (random["samples"], random["dropped"]) == (2, 1)  # the corrupt image
+    assert (
+        random["dropped_examples"][0]["key"] == "3"
+        and random["dropped_examples"][0]["reason"] == "decode_error"
+    )
     assert pope["accuracy"] == pytest.approx((adversarial["accuracy"] + random["accuracy"]) / 2)
     assert all(0.0 <= v <= 1.0 for v in _fractions(pope))
     predictions = _lines(evaluated["output"] / "pope.predictions.jsonl")
@@ -107,7 +111,7 @@ def test_multiple_choice(evaluated: dict[str, Any]) -> None:
 
 def test_refcoco_boxes(evaluated: dict[str, Any]) -> None:
     refcoco = evaluated["result"]["metrics"]["refcoco"]
-    assert refcoco["samples"] == 2 and refcoco["dropped"] == 0
+    assert refcoco["samples"] == 2 and "dropped" not in refcoco
     assert 0.0 <= refcoco["accuracy@0.5"] <= 1.0 and 0.0 <= refcoco["mean_iou"] <= 1.0
     predictions = _lines(evaluated["output"] / "refcoco.predictions.jsonl")
     assert predictions[0]["box"] == [20.0, 6.0, 50.0, 34.0] and "predicted_box" in predictions[0]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlmforge.data.accounting import Drop
 from vlmforge.data.conversations import IMAGE
 from vlmforge.interop.inference_model import InferenceModel
 
@@ -27,32 +28,43 @@ def question_prompt(question: str, suffix: str) -> str:
     return f"{IMAGE}\n{question}" + (f"\n{suffix}" if suffix else "")
 
 
-def read_image(source: ImageSource) -> Any | None:
-    """The image as RGB, or None when it is missing or cannot be decoded."""
+@dataclass(frozen=True)
+class Asked:
+    key: str  # names the item where its image is dropped
+    prompt: str  # ``question_prompt``'s layout
+    image: ImageSource
+
+
+def read_image(asked: Asked, source: str) -> Any:
+    """The item's image as RGB, or the ``Drop`` that says why it cannot be read (``source``: the
+    benchmark file the item comes from)."""
     from vlmforge.data.images import ImageError, decode_rgb
 
     try:
-        return decode_rgb(source)
-    except ImageError:
-        return None
+        return decode_rgb(asked.image)
+    except ImageError as exc:  # also a file that cannot be opened
+        return Drop(source, asked.key, exc.reason, exc.detail)
 
 
 def generate_answers(
     model: InferenceModel,
-    prompts: Sequence[str],
-    images: Sequence[ImageSource],
+    asked: Sequence[Asked],
+    source: str,
     batch_size: int,
     max_new_tokens: int,
     prepare: Prepare | None = None,
-) -> list[Answer | None]:
-    """One greedy answer per prompt (``evaluate.vqa.answer``), None where the image is unreadable."""
+) -> list[Answer | Drop]:
+    """One greedy answer per item (``evaluate.vqa.answer``), or the ``Drop`` of its unreadable image."""
     from vlmforge.evaluate.vqa import answer
 
-    answers: list[Answer | None] = []
-    for start in range(0, len(prompts), batch_size):
-        read = [read_image(source) for source in images[start : start + batch_size]]
+    out: list[Answer | Drop] = []
+    for start in range(0, len(asked), batch_size):
+        chunk = asked[start : start + batch_size]
+        read = [read_image(item, source) for item in chunk]
         batch = [
-            (prompt, image) for prompt, image in zip(prompts[start:], read, strict=False) if image is not None
+            (item.prompt, image)
+            for item, image in zip(chunk, read, strict=True)
+            if not isinstance(image, Drop)
         ]
         texts = (
             answer(
@@ -67,5 +79,7 @@ def generate_answers(
             else []
         )
         done = iter(texts)
-        answers += [None if image is None else Answer(next(done).strip(), image.size) for image in read]
-    return answers
+        out += [
+            image if isinstance(image, Drop) else Answer(next(done).strip(), image.size) for image in read
+        ]
+    return out

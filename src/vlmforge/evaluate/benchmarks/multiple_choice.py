@@ -13,7 +13,13 @@ from typing import Any
 
 from vlmforge.config.benchmarks_llava import MmbenchTask, ScienceQaTask
 from vlmforge.errors import UserError
-from vlmforge.evaluate.benchmarks.answering import ImageSource, generate_answers, question_prompt
+from vlmforge.evaluate.benchmarks.answering import (
+    Answer,
+    Asked,
+    ImageSource,
+    generate_answers,
+    question_prompt,
+)
 from vlmforge.evaluate.benchmarks.files import read_json, read_tsv
 from vlmforge.interop.inference_model import InferenceModel
 
@@ -183,20 +189,23 @@ def rounds(question: ChoiceQuestion, circular: bool) -> list[tuple[list[str], in
 def run_questions(
     model: InferenceModel,
     questions: Sequence[ChoiceQuestion],
+    source: Path,
     circular: bool,
     suffix: str,
     new: int,
     batch_size: int,
 ) -> dict[str, Any]:
     """Ask every question (each rotation with circular), read a letter from each answer, and score."""
+    from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.choice_metrics import parse_choice
 
     asked = [(q, r, options, a) for q in questions for r, (options, a) in enumerate(rounds(q, circular))]
-    prompts = [choice_prompt(q, options, suffix) for q, _, options, _ in asked]
-    answers = generate_answers(model, prompts, [q.image for q, *_ in asked], batch_size, new)
-    predictions, scored = [], []
-    for (question, round_index, options, answer), output in zip(asked, answers, strict=True):
-        if output is None:
+    prompts = [Asked(q.key, choice_prompt(q, options, suffix), q.image) for q, _, options, _ in asked]
+    outputs = generate_answers(model, prompts, str(source), batch_size, new)
+    predictions, scored, drops = [], [], {}
+    for (question, round_index, options, answer), output in zip(asked, outputs, strict=True):
+        if not isinstance(output, Answer):
+            drops[question.key] = output  # once per question, not per rotation
             continue
         letters = LETTERS[: len(options)]
         letter = parse_choice(output.text, letters, options)
@@ -214,8 +223,7 @@ def run_questions(
         )
         if truth is not None:
             scored.append(Scored(question.key, round_index, question.category, letter, truth))
-    answered = len({p["index"] for p in predictions})
-    result = {"questions": answered, "dropped": len(questions) - answered}
+    result = {"samples": len({p["index"] for p in predictions}), **drop_counts(list(drops.values()))}
     return {**result, **(score(scored, circular) if scored else {}), "predictions": predictions}
 
 
@@ -225,9 +233,13 @@ def run_mmbench(model: InferenceModel, task: MmbenchTask, batch_size: int) -> di
         raise UserError(
             f"{task.path}: circular needs the 'answer' column", hint="set circular: false for a test split"
         )
-    return run_questions(model, questions, task.circular, task.prompt_suffix, task.max_new_tokens, batch_size)
+    return run_questions(
+        model, questions, task.path, task.circular, task.prompt_suffix, task.max_new_tokens, batch_size
+    )
 
 
 def run_scienceqa(model: InferenceModel, task: ScienceQaTask, batch_size: int) -> dict[str, Any]:
     questions = read_scienceqa(task.problems, task.splits, task.split, task.images)[: task.max_samples]
-    return run_questions(model, questions, False, task.prompt_suffix, task.max_new_tokens, batch_size)
+    return run_questions(
+        model, questions, task.problems, False, task.prompt_suffix, task.max_new_tokens, batch_size
+    )

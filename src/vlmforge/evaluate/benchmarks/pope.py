@@ -10,7 +10,7 @@ from typing import Any
 
 from vlmforge.config.benchmarks_llava import PopeTask
 from vlmforge.errors import UserError
-from vlmforge.evaluate.benchmarks.answering import generate_answers, question_prompt
+from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
 from vlmforge.evaluate.benchmarks.files import read_jsonl
 from vlmforge.interop.inference_model import InferenceModel
 
@@ -55,12 +55,16 @@ def run_file(
     model: InferenceModel, task: PopeTask, path: Path, batch_size: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and predictions of one question file."""
+    from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.choice_metrics import pope_answer
 
     questions = read_pope(path, task.images)[: task.max_samples]
-    prompts = [question_prompt(q.text, task.prompt_suffix) for q in questions]
-    answers = generate_answers(model, prompts, [q.image for q in questions], batch_size, task.max_new_tokens)
-    answered = [(q, a.text) for q, a in zip(questions, answers, strict=True) if a is not None]
+    asked = [
+        Asked(str(q.question_id), question_prompt(q.text, task.prompt_suffix), q.image) for q in questions
+    ]
+    outputs = generate_answers(model, asked, str(path), batch_size, task.max_new_tokens)
+    answered = [(q, o.text) for q, o in zip(questions, outputs, strict=True) if isinstance(o, Answer)]
+    drops = [o for o in outputs if not isinstance(o, Answer)]
     predictions = [
         {
             "file": path.name,
@@ -74,7 +78,7 @@ def run_file(
         for q, a in answered
     ]
     metrics = score([a for _, a in answered], [q.label for q, _ in answered]) if answered else {}
-    return {**metrics, "questions": len(answered), "dropped": len(questions) - len(answered)}, predictions
+    return {**metrics, "samples": len(answered), **drop_counts(drops)}, predictions
 
 
 def run(model: InferenceModel, task: PopeTask, batch_size: int) -> dict[str, Any]:

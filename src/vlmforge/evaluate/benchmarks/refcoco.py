@@ -13,7 +13,7 @@ from typing import Any
 
 from vlmforge.config.benchmarks_llava import RefCocoTask
 from vlmforge.errors import UserError
-from vlmforge.evaluate.benchmarks.answering import generate_answers, question_prompt
+from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
 from vlmforge.evaluate.benchmarks.files import read_json
 from vlmforge.interop.inference_model import InferenceModel
 
@@ -87,22 +87,22 @@ def score(predicted: Sequence[Box | None], truth: Sequence[Box], threshold: floa
 
 
 def run(model: InferenceModel, task: RefCocoTask, batch_size: int) -> dict[str, Any]:
+    from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.grounding_metrics import box_iou, parse_box
 
     items = read_refcoco(task.path, task.images or task.path.parent)[: task.max_samples]
     fill = tuple(round(channel * 255) for channel in model.transform.mean)
-    prompts = [question_prompt(task.prompt.format(item.expression), "") for item in items]
-    answers = generate_answers(
-        model,
-        prompts,
-        [i.image for i in items],
-        batch_size,
-        task.max_new_tokens,
-        lambda im: pad_to_square(im, fill),
+    asked = [
+        Asked(str(n), question_prompt(task.prompt.format(item.expression), ""), item.image)
+        for n, item in enumerate(items)
+    ]
+    outputs = generate_answers(
+        model, asked, str(task.path), batch_size, task.max_new_tokens, lambda im: pad_to_square(im, fill)
     )
+    drops = [output for output in outputs if not isinstance(output, Answer)]
     predictions, predicted, truth = [], [], []
-    for item, output in zip(items, answers, strict=True):
-        if output is None:
+    for item, output in zip(items, outputs, strict=True):
+        if not isinstance(output, Answer):
             continue
         fractions = parse_box(output.text)
         box = None if fractions is None else from_square_fractions(fractions, output.size)
@@ -119,9 +119,4 @@ def run(model: InferenceModel, task: RefCocoTask, batch_size: int) -> dict[str, 
             }
         )
     metrics = score(predicted, truth, task.threshold) if truth else {}
-    return {
-        **metrics,
-        "expressions": len(truth),
-        "dropped": len(items) - len(truth),
-        "predictions": predictions,
-    }
+    return {**metrics, "samples": len(truth), **drop_counts(drops), "predictions": predictions}

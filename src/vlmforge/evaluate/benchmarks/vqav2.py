@@ -11,7 +11,7 @@ from typing import Any
 
 from vlmforge.config.benchmarks_llava import VqaV2Task
 from vlmforge.errors import UserError
-from vlmforge.evaluate.benchmarks.answering import generate_answers, question_prompt
+from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
 from vlmforge.evaluate.benchmarks.files import read_json
 from vlmforge.interop.inference_model import InferenceModel
 
@@ -104,21 +104,25 @@ def submission(question_ids: Sequence[int], answers: Sequence[str]) -> list[dict
 def run(model: InferenceModel, task: VqaV2Task, batch_size: int) -> dict[str, Any]:
     """Answers scored (or, without annotations, written for submission) after the normalisation the
     evaluation server applies (LLaVA-1.5 submits them so: convert_vqav2_for_submission.py)."""
+    from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.vqa_accuracy import normalize_vqa_answer
 
     questions = read_questions(task.questions, task.images)[: task.max_samples]
     references = read_annotations(task.annotations) if task.annotations else None
     if references is not None and task.annotations is not None:
         references_for(questions, references, task.annotations)
-    prompts = [question_prompt(q.question, task.prompt_suffix) for q in questions]
-    outputs = generate_answers(model, prompts, [q.image for q in questions], batch_size, task.max_new_tokens)
-    answered = [(q, o.text) for q, o in zip(questions, outputs, strict=True) if o is not None]
+    asked = [
+        Asked(str(q.question_id), question_prompt(q.question, task.prompt_suffix), q.image) for q in questions
+    ]
+    outputs = generate_answers(model, asked, str(task.questions), batch_size, task.max_new_tokens)
+    answered = [(q, o.text) for q, o in zip(questions, outputs, strict=True) if isinstance(o, Answer)]
+    drops = [o for o in outputs if not isinstance(o, Answer)]
     answers = [normalize_vqa_answer(text) for _, text in answered]
     predictions = [
         {"question_id": q.question_id, "question": q.question, "output": text, "answer": answer}
         for (q, text), answer in zip(answered, answers, strict=True)
     ]
-    result: dict[str, Any] = {"questions": len(answered), "dropped": len(questions) - len(answered)}
+    result: dict[str, Any] = {"samples": len(answered), **drop_counts(drops)}
     if references is None:
         ids = [q.question_id for q, _ in answered]
         return {**result, "submission": submission(ids, answers), "predictions": predictions}
