@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 from pathlib import Path
@@ -105,20 +106,22 @@ MMBENCH_HEADER = (
 
 
 def write_mmbench(root: Path) -> Path:
-    """An MMBench dev TSV: 3 questions (one with three options, one without a hint, one whose image is
+    """An MMBench dev TSV as pandas writes it (``to_csv(sep="\\t")``: a field with a newline or a quote is
+    quoted): 3 questions (one with three options and a two-line hint, one without a hint, one whose image is
     the index of the row holding it, as VLMEvalKit's TSVs store repeated images)."""
     cat, cup = (base64.b64encode(jpeg_bytes(n)).decode() for n in ("chelsea", "coffee"))
     rows = [
         ("10", "What animal is shown?", "nan", "dog", "cat", "bird", "fish", "B", "image_topic", cat, "src",
          "coarse_perception", "nan", "dev"),
-        ("11", "What is in the cup?", "The photo was taken at breakfast.", "tea", "coffee", "milk", "", "B",
-         "object_localization", cup, "src", "fine-grained_perception", "nan", "dev"),
+        ("11", "What is in the \"cup\"?", "The photo was taken at breakfast.\nIt is hot.", "tea", "coffee",
+         "milk", "", "B", "object_localization", cup, "src", "fine-grained_perception", "nan", "dev"),
         ("12", "What color is the animal?", "nan", "orange", "green", "blue", "purple", "A", "image_topic",
          "10", "src", "coarse_perception", "nan", "dev"),
     ]  # fmt: skip
     path = root / "MMBench_DEV_EN.tsv"
     root.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join("\t".join(r) for r in (MMBENCH_HEADER, *rows)) + "\n", encoding="utf-8")
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle, delimiter="\t", lineterminator="\n").writerows([MMBENCH_HEADER, *rows])
     return path
 
 

@@ -99,7 +99,8 @@ def test_mmbench_tsv(tmp_path: Path) -> None:
     questions = read_mmbench(write_mmbench(tmp_path))
     assert [q.key for q in questions] == ["10", "11", "12"]
     assert questions[0].question == "What animal is shown?"  # "nan" hint left out
-    assert questions[1].question == "The photo was taken at breakfast.\nWhat is in the cup?"
+    # a quoted field keeps its newline and quotes, as pandas.read_table (LLaVA's reader) reads it
+    assert questions[1].question == 'The photo was taken at breakfast.\nIt is hot.\nWhat is in the "cup"?'
     assert questions[1].options == ["tea", "coffee", "milk"]  # up to the first empty option
     assert [q.answer for q in questions] == [1, 1, 0]
     assert [q.category for q in questions] == ["image_topic", "object_localization", "image_topic"]
@@ -115,7 +116,11 @@ def test_mmbench_prompt_is_llavas() -> None:
 
 def test_mmbench_malformed(tmp_path: Path) -> None:
     path = write_mmbench(tmp_path)
-    lines = path.read_text().splitlines()
+    text = path.read_text()
+    path.write_text(text.replace("\tA\timage_topic\t10\t", "\tE\timage_topic\t10\t"))
+    with pytest.raises(UserError, match=r"MMBench_DEV_EN\.tsv: line 5: answer 'E'"):  # row 11 spans lines 3-4
+        read_mmbench(path)
+    lines = text.splitlines()
     path.write_text("\n".join([lines[0], lines[1].replace("\tB\timage_topic", "\tE\timage_topic")]) + "\n")
     with pytest.raises(UserError, match=r"MMBench_DEV_EN\.tsv: line 2: answer 'E'"):
         read_mmbench(path)

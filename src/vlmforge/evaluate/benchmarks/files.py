@@ -40,7 +40,9 @@ def read_jsonl(path: Path, what: str) -> list[tuple[int, Any]]:
 
 
 def read_tsv(path: Path, what: str, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row by column name) for each row of a tab-separated file with a header line."""
+    """(first line, row by column name) for each row of a tab-separated file with a header line, quoted
+    as pandas writes it (a field holding a tab, newline or quote is quoted): MMBench's TSVs are written
+    and read (LLaVA's ``pd.read_table``) with pandas, and their hints can span lines."""
     _exists(path, what)
     csv.field_size_limit(2**31 - 1)  # base64 images are longer than csv's default field limit
     with path.open(encoding="utf-8", newline="") as handle:
@@ -48,4 +50,8 @@ def read_tsv(path: Path, what: str, required: tuple[str, ...]) -> list[tuple[int
         absent = [name for name in required if name not in (reader.fieldnames or [])]
         if absent:
             raise UserError(f"{path}: missing column(s) {', '.join(absent)}", hint=f"a {what} has {required}")
-        return [(reader.line_num, row) for row in reader]
+        rows, start = [], reader.line_num + 1
+        for row in reader:
+            rows.append((start, row))
+            start = reader.line_num + 1
+        return rows
