@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from vlmforge.config.base import Section, Seed
+from vlmforge.config.benchmarks import BenchmarkTask, ImageNetTask
 from vlmforge.config.benchmarks_llava import (
     LLAVA_BENCHMARK_KINDS,
     MmbenchTask,
@@ -117,6 +118,7 @@ EvalTask = Annotated[
     | LinearProbeTask
     | VqaTask
     | PreferenceTask
+    | ImageNetTask
     | VqaV2Task
     | PopeTask
     | MmbenchTask
@@ -137,13 +139,16 @@ def default_tasks_for(supported: tuple[str, ...]) -> list[ZeroShotTask | Retriev
 
 # The eval task kinds each model kind supports: models with an image and a text embedding rank captions;
 # CoCa also captions; a masked model without a text embedding is probed; LLaVA answers questions.
+# Benchmarks (config.benchmarks) are tasks too.
 EMBEDDING_TASKS = ("zeroshot", "retrieval", "compositional", "linear_probe")
+EMBEDDING_BENCHMARKS = ("imagenet",)
+COCA_TASKS = (*EMBEDDING_TASKS[:3], "captioning", "linear_probe")
 EVAL_TASKS: dict[str, tuple[str, ...]] = {
-    "clip": EMBEDDING_TASKS,
-    "siglip": EMBEDDING_TASKS,
-    "coca": (*EMBEDDING_TASKS[:3], "captioning", "linear_probe"),
+    "clip": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
+    "siglip": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
+    "coca": (*COCA_TASKS, *EMBEDDING_BENCHMARKS),
     "masked": ("linear_probe",),
-    "flava": EMBEDDING_TASKS,
+    "flava": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
     "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS),
 }
 
@@ -153,9 +158,15 @@ def eval_tasks_for(model: ModelConfig | LlavaModel) -> tuple[str, ...]:
 
 
 def check_eval_tasks(model: ModelConfig | LlavaModel, tasks: list[EvalTask]) -> None:
-    """Every task must be one the model's family can run."""
+    """Every task must be one the model's family can run, and no benchmark: those read their own files
+    and run with ``vlmforge eval`` on the trained run."""
     supported = eval_tasks_for(model)
     for task in tasks:
+        if isinstance(task, BenchmarkTask):
+            raise ValueError(
+                f"eval task {task.kind!r} is a benchmark: evaluate the trained run on it with vlmforge eval "
+                "(an eval recipe's tasks), not during training"
+            )
         if task.kind not in supported:
             raise ValueError(
                 f"eval task {task.kind!r} does not apply to model.kind {model.kind!r} "

@@ -159,10 +159,13 @@ class EvalRecipe(Section):
         None, description="Checkpoint file (default: the run's final checkpoint)."
     )
     data: EvalData | None = Field(
-        None, description="Data to evaluate on (default: the run's held-out split)."
+        None,
+        description="Data to evaluate on (default: the run's held-out split; benchmark tasks need none).",
     )
     tasks: list[EvalTask] | None = Field(
-        None, description="Evaluations to run (default: those of the run's recipe)."
+        None,
+        description="Evaluations to run (default: those of the run's recipe). Benchmarks (imagenet, ...) "
+        "read their own files, no data.",
     )
     data_split: Literal["all", "val"] = Field(
         "all",
@@ -173,6 +176,11 @@ class EvalRecipe(Section):
     seed: Seed = Field(0, description="Seed (evaluation is deterministic for a seed).")
     output: Path | None = Field(
         None, description="Folder for <task>.json (default: the run's or the model folder's eval/)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where benchmark tasks run (auto: the first GPU when there is one); tasks on data: run "
+        "on the CPU.",
     )
 
     @model_validator(mode="after")

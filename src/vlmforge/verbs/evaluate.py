@@ -1,5 +1,6 @@
 """`vlmforge eval`: evaluate a trained run, on its held-out split or on other data, or an exported model
-(open_clip local-dir, or a transformers folder: LLaVA, CLIP, SigLIP) on given data.
+(open_clip local-dir, or a transformers folder: LLaVA, CLIP, SigLIP) on given data; or either of them on
+standard benchmarks read from their own files (``config.benchmarks``), with no data.
 
 run directory -> its model and tokenizer (``runs.artifacts``) -> the data -> the tasks (those given,
 else the run recipe's, else its family's defaults) -> ``eval/<task>.json`` in the run directory.
@@ -26,9 +27,12 @@ def run(recipe: EvalRecipe) -> EvalResult:
     """Evaluate a trained run (or an exported model); writes ``eval/<task>.json`` into the run directory
     (or the model folder), or into ``output``."""
     from vlmforge.data.sources import build_eval_data, train_val_split
+    from vlmforge.evaluate.benchmarks import is_benchmark
     from vlmforge.interop.inference import is_exported_model
 
     torch.manual_seed(recipe.seed)
+    if any(is_benchmark(task) for task in recipe.tasks or []):
+        return _evaluate_benchmarks(recipe)
     if recipe.model is not None:
         if is_exported_model(recipe.model):
             return _evaluate_export(recipe)
@@ -52,6 +56,59 @@ def run(recipe: EvalRecipe) -> EvalResult:
     result = EvalResult(recipe.run, ckpt, data.name, metrics, recipe.output)
     result.write()
     return result
+
+
+def _evaluate_benchmarks(recipe: EvalRecipe) -> EvalResult:
+    """Benchmark tasks on one model, loaded once: a run directory or an exported folder. Every problem
+    the recipe and the benchmarks' paths have is reported before the model loads; results go to the
+    run's (or model folder's) ``eval/`` unless ``output`` says otherwise."""
+    from vlmforge.evaluate.benchmarks import model_kind, path_problems, run_benchmark, task_problems
+    from vlmforge.interop.inference import load_for_inference
+
+    tasks = list(recipe.tasks or [])
+    source = recipe.source
+    kind = model_kind(source)
+    known = task_problems(tasks, kind, source) if kind is not None else []
+    raise_all(benchmark_recipe_problems(recipe) + known + path_problems(tasks))
+    loaded = load_for_inference(source, recipe.device)
+    raise_all(task_problems(tasks, loaded.kind, source))
+    with torch.no_grad():
+        metrics = {task.result_name: run_benchmark(loaded, task, recipe.batch_size) for task in tasks}
+    data = "benchmarks: " + ", ".join(metrics)
+    result = EvalResult(source, loaded.weights, data, metrics, recipe.output or source / "eval")
+    result.write()
+    return result
+
+
+def benchmark_recipe_problems(recipe: EvalRecipe) -> list[UserError]:
+    """Benchmarks read their own files and evaluate the model's final weights: no data, no other tasks."""
+    from vlmforge.evaluate.benchmarks import is_benchmark
+
+    problems = []
+    others = [task.kind for task in recipe.tasks or [] if not is_benchmark(task)]
+    if others:
+        problems.append(
+            UserError(
+                f"tasks: {', '.join(others)} evaluate on data:, the other tasks are benchmarks (with their "
+                "own files)",
+                hint="evaluate the two in two eval recipes",
+            )
+        )
+    if recipe.data is not None:
+        problems.append(
+            UserError(
+                f"data.kind {recipe.data.kind!r}: benchmark tasks read their own files",
+                hint="leave data unset (the tasks name their files)",
+            )
+        )
+    if recipe.checkpoint is not None:
+        problems.append(
+            UserError(
+                "checkpoint: benchmarks evaluate a run's final weights (or an exported model)",
+                hint="leave checkpoint unset, or export that checkpoint's run and evaluate the export",
+            )
+        )
+    return problems
 
 
 # What each kind of run is evaluated on: the data kinds and the tasks it takes.
