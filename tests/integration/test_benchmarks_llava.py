@@ -27,8 +27,13 @@ def _recipe(path: Path, run_dir: Path, output: Path, tasks: list[dict[str, Any]]
     return path
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+def _predictions(output: Path, name: str) -> list[dict[str, Any]]:
+    """A task's per-item predictions: ``<name>.predictions.jsonl`` once results write them apart, until
+    then the result file's own."""
+    apart = output / f"{name}.predictions.jsonl"
+    if apart.is_file():
+        return [json.loads(line) for line in apart.read_text(encoding="utf-8").splitlines() if line]
+    return json.loads((output / f"{name}.json").read_text(encoding="utf-8"))["metrics"]["predictions"]
 
 
 def _fractions(metrics: dict[str, Any]) -> list[float]:
@@ -67,11 +72,11 @@ def test_vqav2_scored_and_submitted(evaluated: dict[str, Any]) -> None:
     assert scored["samples"] == 3 and "dropped" not in scored
     assert {"accuracy", "accuracy_yes_no", "accuracy_number", "accuracy_other"} <= set(scored)
     assert all(0.0 <= v <= 1.0 for v in _fractions(scored))
-    predictions = _lines(output / "vqav2.predictions.jsonl")
+    predictions = _predictions(output, "vqav2")
     assert [p["question_id"] for p in predictions] == [420, 421, 70]
     assert predictions[2]["references"] == ["1"] * 9 + ["one"]
     assert "accuracy" not in metrics["vqav2-testdev"]  # no annotations: answers only
-    submission = json.loads((output / "vqav2-testdev.submission.json").read_text())
+    submission = json.loads((output / "vqav2-testdev.json").read_text())["metrics"]["submission"]
     assert [s["question_id"] for s in submission] == [420, 421, 70]
     assert [s["answer"] for s in submission] == [p["answer"] for p in predictions]  # same greedy answers
 
@@ -87,7 +92,7 @@ def test_pope_per_file_and_mean(evaluated: dict[str, Any]) -> None:
     )
     assert pope["accuracy"] == pytest.approx((adversarial["accuracy"] + random["accuracy"]) / 2)
     assert all(0.0 <= v <= 1.0 for v in _fractions(pope))
-    predictions = _lines(evaluated["output"] / "pope.predictions.jsonl")
+    predictions = _predictions(evaluated["output"], "pope")
     assert len(predictions) == 5 and {p["prediction"] for p in predictions} <= {"yes", "no"}
 
 
@@ -99,7 +104,7 @@ def test_multiple_choice(evaluated: dict[str, Any]) -> None:
         "object_localization",
     }
     assert 0.0 <= mmbench["circular_accuracy"] <= mmbench["accuracy"] <= 1.0
-    rounds = _lines(output / "mmbench.predictions.jsonl")
+    rounds = _predictions(output, "mmbench")
     assert len(rounds) == 4 + 3 + 4  # one asking per rotation of each question's options
     assert [r["answer"] for r in rounds if r["index"] == "11"] == ["B", "A", "C"]  # "coffee" rotating
     scienceqa = metrics["scienceqa"]
@@ -113,7 +118,7 @@ def test_refcoco_boxes(evaluated: dict[str, Any]) -> None:
     refcoco = evaluated["result"]["metrics"]["refcoco"]
     assert refcoco["samples"] == 2 and "dropped" not in refcoco
     assert 0.0 <= refcoco["accuracy@0.5"] <= 1.0 and 0.0 <= refcoco["mean_iou"] <= 1.0
-    predictions = _lines(evaluated["output"] / "refcoco.predictions.jsonl")
+    predictions = _predictions(evaluated["output"], "refcoco")
     assert predictions[0]["box"] == [20.0, 6.0, 50.0, 34.0] and "predicted_box" in predictions[0]
 
 
@@ -142,6 +147,6 @@ def test_transformers_export_answers_as_the_run(
     recipe = {"model": str(folder), "output": str(tmp_path / "eval"), "batch_size": 4, "tasks": [pope]}
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe, default=str))))
     run_cli("eval", "-c", str(tmp_path / "eval.yaml"), "--format", "json", cwd=tmp_path, check=True)
-    exported = _lines(tmp_path / "eval" / "pope.predictions.jsonl")
-    from_run = _lines(evaluated["output"] / "pope.predictions.jsonl")
+    exported = _predictions(tmp_path / "eval", "pope")
+    from_run = _predictions(evaluated["output"], "pope")
     assert [p["answer"] for p in exported] == [p["answer"] for p in from_run] and len(exported) == 5

@@ -1,5 +1,7 @@
 """Recipe sections of the LLaVA-style benchmarks ``vlmforge eval`` reads from their public file layouts at a
-local path: VQAv2, POPE, MMBench, ScienceQA-IMG and RefCOCO-style referring boxes."""
+local path: VQAv2, POPE, MMBench, ScienceQA-IMG and RefCOCO-style referring boxes. ``max_samples`` (of
+``BenchmarkTask``) evaluates a fixed random subset: of each POPE file's questions, of MMBench's questions
+(all rotations of each), of the others' items."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from vlmforge.config.base import Section
+from vlmforge.config.benchmarks import BenchmarkTask
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's short-answer prompt
 OPTION_LETTER = (
@@ -17,7 +19,7 @@ OPTION_LETTER = (
 REFER_PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: {}"
 
 
-class VqaV2Task(Section):
+class VqaV2Task(BenchmarkTask):
     """VQAv2 (Goyal et al. 2017) from its official files: scored with the VQA accuracy of the official
     evaluation script when annotations are given, else (test-dev) written as the submission file."""
 
@@ -35,10 +37,9 @@ class VqaV2Task(Section):
     )
     prompt_suffix: str = Field(SHORT_ANSWER, description="Line appended to every question.")
     max_new_tokens: int = Field(16, ge=1, description="Longest generated answer, in tokens.")
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions.")
 
 
-class PopeTask(Section):
+class PopeTask(BenchmarkTask):
     """POPE object hallucination (Li et al. 2023): yes/no questions about objects, one file per sampling
     setting (adversarial, popular, random); metrics per file and their mean."""
 
@@ -51,7 +52,6 @@ class PopeTask(Section):
     images: Path = Field(description="Folder the files' 'image' names are relative to (COCO val2014/).")
     prompt_suffix: str = Field(SHORT_ANSWER, description="Line appended to every question.")
     max_new_tokens: int = Field(8, ge=1, description="Longest generated answer, in tokens.")
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions per file.")
 
     @field_validator("files")
     @classmethod
@@ -62,7 +62,7 @@ class PopeTask(Section):
         return files
 
 
-class MmbenchTask(Section):
+class MmbenchTask(BenchmarkTask):
     """MMBench (Liu et al. 2023) from its TSV (index, question, hint, A-D, answer, category, image as
     base64): multiple-choice accuracy, per category, and optionally CircularEval."""
 
@@ -75,10 +75,9 @@ class MmbenchTask(Section):
     )
     prompt_suffix: str = Field(OPTION_LETTER, description="Line appended to every question.")
     max_new_tokens: int = Field(8, ge=1, description="Longest generated answer, in tokens.")
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions.")
 
 
-class ScienceQaTask(Section):
+class ScienceQaTask(BenchmarkTask):
     """ScienceQA-IMG (Lu et al. 2022): the questions with an image, from problems.json; accuracy overall and
     per subject."""
 
@@ -91,10 +90,9 @@ class ScienceQaTask(Section):
     images: Path = Field(description="Image root holding <split>/<pid>/image.png.")
     prompt_suffix: str = Field(OPTION_LETTER, description="Line appended to every question.")
     max_new_tokens: int = Field(8, ge=1, description="Longest generated answer, in tokens.")
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many questions.")
 
 
-class RefCocoTask(Section):
+class RefCocoTask(BenchmarkTask):
     """Referring expression grounding, RefCOCO-style (Kazemzadeh et al. 2014; Yu et al. 2016): the model
     answers the box [x1, y1, x2, y2] of the region an expression describes, normalised to 0-1 over the
     image padded to a square (LLaVA-1.5's layout); accuracy@threshold IoU and mean IoU."""
@@ -109,7 +107,6 @@ class RefCocoTask(Section):
     prompt: str = Field(REFER_PROMPT, description="Question with '{}' for the expression.")
     threshold: float = Field(0.5, gt=0, le=1, description="IoU a predicted box needs to count as correct.")
     max_new_tokens: int = Field(32, ge=1, description="Longest generated answer, in tokens.")
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many expressions.")
 
     @field_validator("prompt")
     @classmethod

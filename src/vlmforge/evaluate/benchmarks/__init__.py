@@ -19,6 +19,11 @@ from vlmforge.errors import UserError
 
 BENCHMARKS: dict[str, str] = {
     "imagenet": "vlmforge.evaluate.benchmarks.imagenet:imagenet",
+    "vqav2": "vlmforge.evaluate.benchmarks.vqav2:run",
+    "pope": "vlmforge.evaluate.benchmarks.pope:run",
+    "mmbench": "vlmforge.evaluate.benchmarks.multiple_choice:run_mmbench",
+    "scienceqa": "vlmforge.evaluate.benchmarks.multiple_choice:run_scienceqa",
+    "refcoco": "vlmforge.evaluate.benchmarks.refcoco:run",
 }
 
 

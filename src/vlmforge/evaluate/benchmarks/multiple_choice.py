@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
+import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from vlmforge.evaluate.benchmarks.answering import (
     generate_answers,
     question_prompt,
 )
-from vlmforge.evaluate.benchmarks.files import read_json, read_tsv
+from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, read_text, require, subset
 from vlmforge.interop.inference_model import InferenceModel
 
 LETTERS = "ABCDE"
@@ -62,43 +65,63 @@ def _present(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in ABSENT
 
 
-def _decode(value: str, path: Path, line: int) -> bytes:
+def _decode(value: str, where: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise UserError(f"{path}: line {line}: column 'image' is not base64") from None
+        raise UserError(f"{where}: column 'image' is not base64") from None
 
 
-def read_mmbench(path: Path) -> list[ChoiceQuestion]:
-    """MMBench's TSV: options A-D up to the first empty one (as LLaVA's get_options), the hint before the
-    question, the image as base64 or (VLMEvalKit's TSVs) the index of the row holding the same image."""
-    rows = read_tsv(path, "MMBench TSV", MMBENCH_COLUMNS)
+def read_pandas_tsv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """(first line, row by column name) of a tab-separated file quoted as pandas writes it (a field with a
+    tab, newline or quote is quoted): MMBench's TSVs are written and read (LLaVA's ``pd.read_table``) with
+    pandas, and their hints can span lines, which ``layout.read_tsv`` (one row per line) does not take."""
+    text = read_text(path)  # a missing file or not UTF-8: the error names it
+    csv.field_size_limit(sys.maxsize)  # a cell holds a whole base64 image
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+    absent = [name for name in required if name not in (reader.fieldnames or [])]
+    if absent:
+        raise UserError(
+            f"{path}: no column {', '.join(absent)}", hint=f"an MMBench TSV has {', '.join(required)}"
+        )
+    rows, start = [], reader.line_num + 1
+    for row in reader:
+        rows.append((start, row))
+        start = reader.line_num + 1
+    return rows
+
+
+def mmbench_question(row: dict[str, str], image: str, where: str) -> ChoiceQuestion:
+    """One TSV row: options A-D up to the first empty one (LLaVA's get_options), the hint before the
+    question, the base64 image decoded."""
+    options = []
+    for letter in MMBENCH_OPTIONS:
+        if not _present(row.get(letter)):
+            break
+        options.append(str(row[letter]))
+    if len(options) < 2:
+        raise UserError(f"{where}: needs options A and B")
+    answer = row.get("answer")
+    if _present(answer) and answer not in MMBENCH_OPTIONS[: len(options)]:
+        raise UserError(f"{where}: answer {answer!r} is not one of its option letters")
+    hint = row.get("hint")
+    text = f"{hint}\n{row['question']}" if _present(hint) else str(row["question"])
+    index = MMBENCH_OPTIONS.index(answer) if answer and _present(answer) else None
+    return ChoiceQuestion(
+        row["index"], text, options, index, row.get("category") or "", _decode(image, where)
+    )
+
+
+def read_mmbench(path: Path, max_samples: int | None = None) -> list[ChoiceQuestion]:
+    """MMBench's TSV (``max_samples``: a fixed random subset of its questions); an image is base64 or
+    (VLMEvalKit's TSVs) the index of the row holding the same image."""
+    rows = read_pandas_tsv(path, MMBENCH_COLUMNS)
     encoded = {row["index"]: row["image"] for _, row in rows}
     questions = []
-    for line, row in rows:
-        options = []
-        for letter in MMBENCH_OPTIONS:
-            if not _present(row.get(letter)):
-                break
-            options.append(str(row[letter]))
-        if len(options) < 2:
-            raise UserError(f"{path}: line {line}: needs options A and B")
-        answer = row.get("answer")
-        if _present(answer) and answer not in MMBENCH_OPTIONS[: len(options)]:
-            raise UserError(f"{path}: line {line}: answer {answer!r} is not one of its option letters")
-        hint = row.get("hint")
-        text = f"{hint}\n{row['question']}" if _present(hint) else str(row["question"])
+    for n in subset(len(rows), max_samples):
+        line, row = rows[n]
         image = encoded.get(row["image"], row["image"]) if row["image"].isdigit() else row["image"]
-        questions.append(
-            ChoiceQuestion(
-                row["index"],
-                text,
-                options,
-                MMBENCH_OPTIONS.index(answer) if _present(answer) else None,
-                row.get("category") or "",
-                _decode(image, path, line),
-            )
-        )
+        questions.append(mmbench_question(row, image, f"{path}: line {line}"))
     return questions
 
 
@@ -106,7 +129,7 @@ def scienceqa_ids(problems: dict[str, Any], splits: Path | None, split: str) -> 
     """The problem ids of ``split``: pid_splits.json's list when given, else each problem's 'split'."""
     if splits is None:
         return [pid for pid, problem in problems.items() if problem.get("split") == split]
-    document = read_json(splits, "ScienceQA pid_splits.json")
+    document = read_json(splits, "ScienceQA's pid_splits.json ({split: [pid, ...]})")
     if not isinstance(document, dict) or not isinstance(document.get(split), list):
         known = ", ".join(document) if isinstance(document, dict) else "none"
         raise UserError(f"{splits}: no split {split!r} (splits: {known})", hint="set the task's split")
@@ -116,35 +139,37 @@ def scienceqa_ids(problems: dict[str, Any], splits: Path | None, split: str) -> 
     return [str(pid) for pid in document[split]]
 
 
-def scienceqa_question(pid: str, problem: Any, where: str, images: Path, split: str) -> ChoiceQuestion:
+def scienceqa_question(pid: str, problem: Any, where: str, image: Path) -> ChoiceQuestion:
     """One image problem, its hint as "Context: ..." (LLaVA's ScienceQA prompt)."""
-    choices, answer = problem.get("choices"), problem.get("answer")
-    if not isinstance(problem.get("question"), str) or not isinstance(choices, list) or len(choices) < 2:
-        raise UserError(f"{where}: needs 'question' (text) and at least two 'choices'")
-    if not isinstance(answer, int) or not 0 <= answer < len(choices) or len(choices) > len(LETTERS):
-        raise UserError(f"{where}: 'answer' must index its {len(choices)} choices (at most {len(LETTERS)})")
+    choices, answer = require(problem, "choices", list, where), require(problem, "answer", int, where)
+    question = require(problem, "question", str, where)
+    if not 2 <= len(choices) <= len(LETTERS) or not 0 <= answer < len(choices):
+        raise UserError(f"{where}: 'answer' must index its {len(choices)} choices (2 to {len(LETTERS)})")
     hint = str(problem.get("hint") or "").strip()
-    text = f"Context: {hint}\n{problem['question']}" if hint else problem["question"]
-    image = images / split / pid / str(problem["image"])
+    text = f"Context: {hint}\n{question}" if hint else question
     return ChoiceQuestion(
         pid, text, [str(c) for c in choices], answer, str(problem.get("subject", "")), image
     )
 
 
 def read_scienceqa(
-    problems_path: Path, splits: Path | None, split: str, images: Path
+    problems_path: Path, splits: Path | None, split: str, images: Path, max_samples: int | None = None
 ) -> list[ChoiceQuestion]:
-    """ScienceQA-IMG: the problems of ``split`` that have an image."""
-    problems = read_json(problems_path, "ScienceQA problems.json")
+    """ScienceQA-IMG: the problems of ``split`` that have an image (``max_samples``: a fixed random subset),
+    their images at ``<images>/<split>/<pid>/image.png``; every missing image is reported at once."""
+    problems = read_json(problems_path, "ScienceQA's problems.json ({pid: {question, choices, answer, ...}})")
     if not isinstance(problems, dict) or not all(isinstance(p, dict) for p in problems.values()):
         raise UserError(
             f"{problems_path}: expected an object {{pid: problem}}", hint="give ScienceQA's problems.json"
         )
-    chosen = [pid for pid in scienceqa_ids(problems, splits, split) if problems[pid].get("image")]
-    if not chosen:
+    with_image = [pid for pid in scienceqa_ids(problems, splits, split) if problems[pid].get("image")]
+    if not with_image:
         raise UserError(f"{problems_path}: no problem with an image in split {split!r}")
+    chosen = [with_image[i] for i in subset(len(with_image), max_samples)]
+    files = image_paths(images, [f"{split}/{pid}/{problems[pid]['image']}" for pid in chosen], problems_path)
     return [
-        scienceqa_question(pid, problems[pid], f"{problems_path}: {pid}", images, split) for pid in chosen
+        scienceqa_question(pid, problems[pid], f"{problems_path}: {pid}", file)
+        for pid, file in zip(chosen, files, strict=True)
     ]
 
 
@@ -228,7 +253,7 @@ def run_questions(
 
 
 def run_mmbench(model: InferenceModel, task: MmbenchTask, batch_size: int) -> dict[str, Any]:
-    questions = read_mmbench(task.path)[: task.max_samples]
+    questions = read_mmbench(task.path, task.max_samples)
     if task.circular and any(q.answer is None for q in questions):
         raise UserError(
             f"{task.path}: circular needs the 'answer' column", hint="set circular: false for a test split"
@@ -239,7 +264,7 @@ def run_mmbench(model: InferenceModel, task: MmbenchTask, batch_size: int) -> di
 
 
 def run_scienceqa(model: InferenceModel, task: ScienceQaTask, batch_size: int) -> dict[str, Any]:
-    questions = read_scienceqa(task.problems, task.splits, task.split, task.images)[: task.max_samples]
+    questions = read_scienceqa(task.problems, task.splits, task.split, task.images, task.max_samples)
     return run_questions(
         model, questions, task.problems, False, task.prompt_suffix, task.max_new_tokens, batch_size
     )

@@ -11,7 +11,7 @@ from typing import Any
 from vlmforge.config.benchmarks_llava import PopeTask
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
-from vlmforge.evaluate.benchmarks.files import read_jsonl
+from vlmforge.evaluate.benchmarks.layout import image_paths, read_jsonl, require, subset
 from vlmforge.interop.inference_model import InferenceModel
 
 LABELS = ("yes", "no")
@@ -26,22 +26,28 @@ class PopeQuestion:
     label: str  # yes or no
 
 
-def read_pope(path: Path, images: Path) -> list[PopeQuestion]:
-    """A POPE file's questions (JSON lines {question_id, image, text, label}), images under ``images``."""
-    questions = []
-    for line, row in read_jsonl(path, "POPE question file"):
-        fields = row if isinstance(row, dict) else {}
-        absent = [key for key in ("question_id", "image", "text", "label") if key not in fields]
-        if absent:
-            raise UserError(f"{path}: line {line} lacks {', '.join(absent)}", hint="POPE lines have all four")
-        if fields["label"] not in LABELS:
-            raise UserError(f"{path}: line {line}: label must be 'yes' or 'no', not {fields['label']!r}")
-        questions.append(
-            PopeQuestion(
-                fields["question_id"], images / str(fields["image"]), str(fields["text"]), fields["label"]
-            )
+def read_pope(path: Path, images: Path, max_samples: int | None = None) -> list[PopeQuestion]:
+    """A POPE file's questions (JSON lines {question_id, image, text, label}; ``max_samples``: a fixed random
+    subset), images under ``images``; every missing image is reported at once."""
+    rows = read_jsonl(path, "a POPE question file: one {question_id, image, text, label} per line")
+    if not rows:
+        raise UserError(
+            f"{path}: no questions", hint="give a POPE question file (e.g. coco_pope_random.json)"
         )
-    return questions
+    fields = []
+    for n in subset(len(rows), max_samples):
+        where = f"{path}, question {n + 1}"
+        label = require(rows[n], "label", str, where)
+        if label not in LABELS:
+            raise UserError(f"{where}: label must be 'yes' or 'no', not {label!r}")
+        qid = require(rows[n], "question_id", (int, str), where)
+        fields.append(
+            (qid, require(rows[n], "image", str, where), require(rows[n], "text", str, where), label)
+        )
+    files = image_paths(images, [image for _, image, _, _ in fields], path)
+    return [
+        PopeQuestion(q, file, text, label) for (q, _, text, label), file in zip(fields, files, strict=True)
+    ]
 
 
 def score(answers: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
@@ -58,7 +64,7 @@ def run_file(
     from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.choice_metrics import pope_answer
 
-    questions = read_pope(path, task.images)[: task.max_samples]
+    questions = read_pope(path, task.images, task.max_samples)
     asked = [
         Asked(str(q.question_id), question_prompt(q.text, task.prompt_suffix), q.image) for q in questions
     ]

@@ -14,7 +14,7 @@ from typing import Any
 from vlmforge.config.benchmarks_llava import RefCocoTask
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
-from vlmforge.evaluate.benchmarks.files import read_json
+from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, require, subset
 from vlmforge.interop.inference_model import InferenceModel
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
@@ -27,24 +27,30 @@ class Referring:
     box: Box  # x1, y1, x2, y2 in pixels
 
 
-def read_refcoco(path: Path, images: Path) -> list[Referring]:
-    """A JSON list of {image, expression, box: [x, y, w, h]} (pixels, COCO's box layout)."""
+def read_refcoco(path: Path, images: Path, max_samples: int | None = None) -> list[Referring]:
+    """A JSON list of {image, expression, box: [x, y, w, h]} (pixels, COCO's box layout; ``max_samples``:
+    a fixed random subset); every missing image is reported at once."""
     from vlmforge.evaluate.grounding_metrics import xywh_to_xyxy
 
-    entries = read_json(path, "referring expression file")
+    entries = read_json(path, "a JSON list of {image, expression, box: [x, y, w, h]} (pixels)")
     if not isinstance(entries, list) or not entries:
         raise UserError(f"{path}: expected a non-empty JSON list of {{image, expression, box}}")
-    items = []
-    for n, entry in enumerate(entries):
-        fields = entry if isinstance(entry, dict) else {}
-        box = fields.get("box")
-        if not isinstance(fields.get("image"), str) or not isinstance(fields.get("expression"), str):
-            raise UserError(f"{path}: entry {n} needs 'image' and 'expression' (text)")
-        numbers = isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
+    fields = []
+    for n in subset(len(entries), max_samples):
+        where = f"{path}: entry {n}"
+        image, expression = (
+            require(entries[n], "image", str, where),
+            require(entries[n], "expression", str, where),
+        )
+        box = require(entries[n], "box", list, where)
+        numbers = len(box) == 4 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
         if not numbers or box[2] <= 0 or box[3] <= 0:
-            raise UserError(f"{path}: entry {n}: 'box' must be [x, y, w, h] in pixels with w, h > 0")
-        items.append(Referring(images / fields["image"], fields["expression"], xywh_to_xyxy(box)))
-    return items
+            raise UserError(f"{where}: 'box' must be [x, y, w, h] in pixels with w, h > 0, not {box}")
+        fields.append((image, expression, xywh_to_xyxy(box)))
+    files = image_paths(images, [image for image, _, _ in fields], path)
+    return [
+        Referring(file, expression, box) for (_, expression, box), file in zip(fields, files, strict=True)
+    ]
 
 
 def padding(width: int, height: int) -> tuple[int, int, int]:
@@ -90,7 +96,7 @@ def run(model: InferenceModel, task: RefCocoTask, batch_size: int) -> dict[str, 
     from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.grounding_metrics import box_iou, parse_box
 
-    items = read_refcoco(task.path, task.images or task.path.parent)[: task.max_samples]
+    items = read_refcoco(task.path, task.images or task.path.parent, task.max_samples)
     fill = tuple(round(channel * 255) for channel in model.transform.mean)
     asked = [
         Asked(str(n), question_prompt(task.prompt.format(item.expression), ""), item.image)

@@ -12,7 +12,7 @@ from typing import Any
 from vlmforge.config.benchmarks_llava import VqaV2Task
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
-from vlmforge.evaluate.benchmarks.files import read_json
+from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, require, subset
 from vlmforge.interop.inference_model import InferenceModel
 
 # test-dev is a subset of test2015: its questions file says "test-dev2015", its images are named test2015
@@ -37,43 +37,38 @@ def image_name(subtype: str, image_id: int) -> str:
     return f"COCO_{IMAGE_SUBTYPES.get(subtype, subtype)}_{image_id:012d}.jpg"
 
 
-def read_questions(path: Path, images: Path) -> list[VqaQuestion]:
-    """The questions of an official questions file, each with its COCO image under ``images``."""
-    document = read_json(path, "VQAv2 questions file")
-    if not isinstance(document, dict) or not isinstance(document.get("questions"), list):
-        raise UserError(f"{path}: needs a 'questions' list", hint="give the official questions JSON")
-    subtype = document.get("data_subtype")
-    if not isinstance(subtype, str):
-        raise UserError(f"{path}: needs 'data_subtype' (e.g. val2014), which names the image files")
-    questions = []
-    for n, entry in enumerate(document["questions"]):
-        fields = entry if isinstance(entry, dict) else {}
-        qid, image_id, text = fields.get("question_id"), fields.get("image_id"), fields.get("question")
-        if not (isinstance(qid, int) and isinstance(image_id, int) and isinstance(text, str)):
-            raise UserError(
-                f"{path}: questions[{n}] needs question_id (int), image_id (int) and question (text)"
-            )
-        questions.append(VqaQuestion(qid, images / image_name(subtype, image_id), text))
-    return questions
+def read_questions(path: Path, images: Path, max_samples: int | None = None) -> list[VqaQuestion]:
+    """The questions of an official questions file (``max_samples``: a fixed random subset of them), each
+    with its COCO image under ``images``; every missing image is reported at once."""
+    document = read_json(
+        path, "the official VQAv2 questions JSON (v2_OpenEnded_mscoco_<subtype>_questions.json)"
+    )
+    entries = require(document, "questions", list, str(path))
+    subtype = require(document, "data_subtype", str, str(path))
+    fields = []
+    for n in subset(len(entries), max_samples):
+        where = f"{path}: questions[{n}]"
+        qid, image_id = (
+            require(entries[n], "question_id", int, where),
+            require(entries[n], "image_id", int, where),
+        )
+        fields.append((qid, image_id, require(entries[n], "question", str, where)))
+    files = image_paths(images, [image_name(subtype, image_id) for _, image_id, _ in fields], path)
+    return [VqaQuestion(qid, file, text) for (qid, _, text), file in zip(fields, files, strict=True)]
 
 
 def read_annotations(path: Path) -> dict[int, VqaReference]:
     """question_id -> the human answers and answer type of an official annotations file."""
-    document = read_json(path, "VQAv2 annotations file")
-    if not isinstance(document, dict) or not isinstance(document.get("annotations"), list):
-        raise UserError(f"{path}: needs an 'annotations' list", hint="give the official annotations JSON")
+    document = read_json(path, "the official VQAv2 annotations JSON (v2_mscoco_<subtype>_annotations.json)")
     references = {}
-    for n, entry in enumerate(document["annotations"]):
-        fields = entry if isinstance(entry, dict) else {}
-        answers = fields.get("answers")
-        if not isinstance(fields.get("question_id"), int) or not isinstance(answers, list) or not answers:
-            raise UserError(
-                f"{path}: annotations[{n}] needs question_id (int) and a non-empty 'answers' list"
-            )
-        texts = [a.get("answer") if isinstance(a, dict) else None for a in answers]
-        if not all(isinstance(t, str) for t in texts):
-            raise UserError(f"{path}: annotations[{n}].answers: every answer needs an 'answer' text")
-        references[fields["question_id"]] = VqaReference(texts, str(fields.get("answer_type", "other")))
+    for n, entry in enumerate(require(document, "annotations", list, str(path))):
+        where = f"{path}: annotations[{n}]"
+        answers = require(entry, "answers", list, where)
+        if not answers:
+            raise UserError(f"{where}: 'answers' is empty", hint="each question has its ten human answers")
+        texts = [require(answer, "answer", str, f"{where}.answers[{i}]") for i, answer in enumerate(answers)]
+        answer_type = entry.get("answer_type", "other")
+        references[require(entry, "question_id", int, where)] = VqaReference(texts, str(answer_type))
     return references
 
 
@@ -107,7 +102,7 @@ def run(model: InferenceModel, task: VqaV2Task, batch_size: int) -> dict[str, An
     from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.vqa_accuracy import normalize_vqa_answer
 
-    questions = read_questions(task.questions, task.images)[: task.max_samples]
+    questions = read_questions(task.questions, task.images, task.max_samples)
     references = read_annotations(task.annotations) if task.annotations else None
     if references is not None and task.annotations is not None:
         references_for(questions, references, task.annotations)
