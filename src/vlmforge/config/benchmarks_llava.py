@@ -21,7 +21,7 @@ REFER_PROMPT = "Please provide the bounding box coordinate of the region this se
 
 class VqaV2Task(BenchmarkTask):
     """VQAv2 (Goyal et al. 2017) from its official files: scored with the VQA accuracy of the official
-    evaluation script when annotations are given, else (test-dev) written as the submission file."""
+    evaluation script when annotations are given, else (test-dev) given as the submission list."""
 
     kind: Literal["vqav2"] = "vqav2"
     questions: Path = Field(
@@ -30,7 +30,8 @@ class VqaV2Task(BenchmarkTask):
     annotations: Path | None = Field(
         None,
         description="Official annotations JSON (v2_mscoco_<subtype>_annotations.json); none for test-dev: "
-        "answers are then written to <output>/vqav2.submission.json for the evaluation server.",
+        "the answers are then the result's metrics.submission (eval/<name>.json), a list in the evaluation "
+        "server's results format [{question_id, answer}].",
     )
     images: Path = Field(
         description="COCO image folder holding COCO_<data_subtype>_<image_id:012d>.jpg (e.g. val2014/)."

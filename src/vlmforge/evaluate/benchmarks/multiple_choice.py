@@ -253,6 +253,7 @@ def run_questions(
 
 
 def run_mmbench(model: InferenceModel, task: MmbenchTask, batch_size: int) -> dict[str, Any]:
+    """MMBench; a TSV without answers (a test split) gives predictions only."""
     questions = read_mmbench(task.path, task.max_samples)
     if task.circular and any(q.answer is None for q in questions):
         raise UserError(
@@ -264,6 +265,7 @@ def run_mmbench(model: InferenceModel, task: MmbenchTask, batch_size: int) -> di
 
 
 def run_scienceqa(model: InferenceModel, task: ScienceQaTask, batch_size: int) -> dict[str, Any]:
+    """ScienceQA-IMG, with accuracy per subject (natural, social, language science)."""
     questions = read_scienceqa(task.problems, task.splits, task.split, task.images, task.max_samples)
     return run_questions(
         model, questions, task.problems, False, task.prompt_suffix, task.max_new_tokens, batch_size

@@ -88,6 +88,7 @@ def run_file(
 
 
 def run(model: InferenceModel, task: PopeTask, batch_size: int) -> dict[str, Any]:
+    """Each file's metrics under ``files`` (by file name), and their mean over the files."""
     per_file, predictions = {}, []
     for path in task.files:
         per_file[path.stem], file_predictions = run_file(model, task, path, batch_size)

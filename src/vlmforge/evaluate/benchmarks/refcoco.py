@@ -93,6 +93,8 @@ def score(predicted: Sequence[Box | None], truth: Sequence[Box], threshold: floa
 
 
 def run(model: InferenceModel, task: RefCocoTask, batch_size: int) -> dict[str, Any]:
+    """Accuracy@threshold and mean IoU; each prediction holds the answer, the box it names in the image's
+    pixels (None when it names none) and its IoU with the true box."""
     from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.grounding_metrics import box_iou, parse_box
 

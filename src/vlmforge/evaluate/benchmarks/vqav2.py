@@ -1,6 +1,6 @@
 """VQAv2 (Goyal et al. 2017) from the official question and annotation JSON files and the COCO image
-folder; scored with the VQA accuracy of the official evaluation script, or written as the submission
-file of the evaluation server when no annotations are given (test-dev)."""
+folder; scored with the VQA accuracy of the official evaluation script, or, when no annotations are given
+(test-dev), answered in the evaluation server's results format."""
 
 from __future__ import annotations
 
@@ -97,8 +97,9 @@ def submission(question_ids: Sequence[int], answers: Sequence[str]) -> list[dict
 
 
 def run(model: InferenceModel, task: VqaV2Task, batch_size: int) -> dict[str, Any]:
-    """Answers scored (or, without annotations, written for submission) after the normalisation the
-    evaluation server applies (LLaVA-1.5 submits them so: convert_vqav2_for_submission.py)."""
+    """Answers normalised as the evaluation server does (LLaVA-1.5 submits them so:
+    convert_vqav2_for_submission.py), then scored; without annotations, given as ``submission``, the list
+    the server takes (its JSON is the ``submission`` of eval/<name>.json)."""
     from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.vqa_accuracy import normalize_vqa_answer
 
