@@ -58,8 +58,10 @@ class CompositionalTask(Section):
 
 
 class VqaTask(Section):
-    """Visual question answering: greedy answers to held-out questions, exact match after lower-casing and
-    stripping punctuation (the VQA accuracy of generative VLMs, one reference answer per question)."""
+    """Visual question answering: greedy answers to held-out questions, one reference answer each.
+    ``accuracy`` is VQA accuracy (Antol et al. 2015, the official VQA v2 answer normalisation: number words as
+    digits, articles and punctuation dropped, contractions spelled out), 1 for an answer equal to the
+    reference once both are normalised; ``exact_match`` only lower-cases and strips punctuation."""
 
     kind: Literal["vqa"] = "vqa"
     max_new_tokens: int = Field(16, ge=1, description="Longest generated answer, in tokens.")

@@ -1,5 +1,6 @@
 """Visual question answering for LLaVA models: greedy answers (transformers' ``generate``) to the first
-question of each held-out conversation, scored by exact match against the reference answer."""
+question of each held-out conversation, scored by VQA accuracy and exact match against its reference
+answer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from vlmforge.config.schema import VqaTask
 from vlmforge.evaluate.metrics import exact_match
+from vlmforge.evaluate.vqa_accuracy import vqa_accuracy, vqa_score
 
 SHOWN_EXAMPLES = 5
 Prompter = Callable[[str], list[int]]  # question -> the ids the model continues to answer it
@@ -76,7 +78,10 @@ def answer(
 
 
 def vqa(context: Any, task: VqaTask) -> dict[str, Any]:
-    """Exact-match accuracy of greedy answers on ``context.data`` (a ``ConversationSet``)."""
+    """Greedy answers on ``context.data`` (a ``ConversationSet``) scored against each question's one reference
+    answer: ``accuracy``, the VQA accuracy (``vqa_accuracy``: normalised answers equal), and ``exact_match``
+    (lower-cased, punctuation removed); ``predictions`` lists every question with its score, ``examples`` the
+    first few."""
     from vlmforge.data.conversations import IMAGE
 
     data = context.data
@@ -92,8 +97,16 @@ def vqa(context: Any, task: VqaTask) -> dict[str, Any]:
         )
         questions += [q.replace(IMAGE, "").strip() for q in asked]
         references += [turns[1][1] for turns in batch]
-    examples = [
-        {"question": q, "reference": r, "prediction": p.strip()}
-        for q, r, p in list(zip(questions, references, predictions, strict=True))[:SHOWN_EXAMPLES]
+    scored = [
+        {"question": q, "reference": r, "prediction": p.strip(), "score": vqa_accuracy(p, [r])}
+        for q, r, p in zip(questions, references, predictions, strict=True)
     ]
-    return {"accuracy": exact_match(predictions, references), "examples": examples}
+    examples = [
+        {key: row[key] for key in ("question", "reference", "prediction")} for row in scored[:SHOWN_EXAMPLES]
+    ]
+    return {
+        "accuracy": vqa_score(predictions, [[r] for r in references])["accuracy"],
+        "exact_match": exact_match(predictions, references),
+        "examples": examples,
+        "predictions": scored,
+    }
