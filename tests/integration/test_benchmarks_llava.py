@@ -78,7 +78,7 @@ def test_vqav2_scored_and_submitted(evaluated: dict[str, Any]) -> None:
     assert "accuracy" not in metrics["vqav2-testdev"]  # no annotations: answers only
     submission = json.loads((output / "vqav2-testdev.json").read_text())["metrics"]["submission"]
     assert [s["question_id"] for s in submission] == [420, 421, 70]
-    assert [s["answer"] for s in submission] == [p["answer"] for p in predictions]  # same greedy answers
+    assert [s["answer"] for s in submission] == [p["prediction"] for p in predictions]  # same answers
 
 
 def test_pope_per_file_and_mean(evaluated: dict[str, Any]) -> None:
@@ -149,4 +149,4 @@ def test_transformers_export_answers_as_the_run(
     run_cli("eval", "-c", str(tmp_path / "eval.yaml"), "--format", "json", cwd=tmp_path, check=True)
     exported = _predictions(tmp_path / "eval", "pope")
     from_run = _predictions(evaluated["output"], "pope")
-    assert [p["answer"] for p in exported] == [p["answer"] for p in from_run] and len(exported) == 5
+    assert [p["output"] for p in exported] == [p["output"] for p in from_run] and len(exported) == 5

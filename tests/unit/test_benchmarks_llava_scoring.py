@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from vlmforge.config.benchmarks_llava import SHORT_ANSWER
 from vlmforge.evaluate.benchmarks import multiple_choice, pope, refcoco, vqav2
+from vlmforge.evaluate.benchmarks.answering import question_prompt
 from vlmforge.evaluate.benchmarks.multiple_choice import Scored
 from vlmforge.evaluate.benchmarks.vqav2 import VqaReference
 
@@ -27,6 +29,14 @@ def test_vqav2_right_answers_score_one() -> None:
         "accuracy_number": 1.0,
     }
     assert vqav2.score(["blue", "no", "2"], references)["accuracy"] == 0.0
+
+
+def test_question_prompt_is_llavas() -> None:
+    # LLaVA-1.5's short-answer prompt (llava/eval/model_vqa_loader.py, VQAv2/POPE question files): the image
+    # first, the question, the instruction on its own line
+    expected = "<image>\nWhat is it?\nAnswer the question using a single word or phrase."
+    assert question_prompt("What is it?", SHORT_ANSWER) == expected
+    assert question_prompt("Where is the cat?", "") == "<image>\nWhere is the cat?"
 
 
 def test_vqav2_submission_is_the_servers_format() -> None:

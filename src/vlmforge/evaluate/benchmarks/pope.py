@@ -78,7 +78,7 @@ def run_file(
             "image": q.image.name,
             "question": q.text,
             "label": q.label,
-            "answer": a,
+            "output": a,
             "prediction": pope_answer(a),
         }
         for q, a in answered

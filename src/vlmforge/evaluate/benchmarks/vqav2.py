@@ -115,7 +115,7 @@ def run(model: InferenceModel, task: VqaV2Task, batch_size: int) -> dict[str, An
     drops = [o for o in outputs if not isinstance(o, Answer)]
     answers = [normalize_vqa_answer(text) for _, text in answered]
     predictions = [
-        {"question_id": q.question_id, "question": q.question, "output": text, "answer": answer}
+        {"question_id": q.question_id, "question": q.question, "output": text, "prediction": answer}
         for (q, text), answer in zip(answered, answers, strict=True)
     ]
     result: dict[str, Any] = {"samples": len(answered), **drop_counts(drops)}
