@@ -19,9 +19,11 @@ from tests.llava_benchmark_files import (
 from vlmforge.config.benchmarks_llava import OPTION_LETTER
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.multiple_choice import (
+    MMBENCH_COLUMNS,
     ChoiceQuestion,
     choice_prompt,
     read_mmbench,
+    read_pandas_tsv,
     read_scienceqa,
 )
 from vlmforge.evaluate.benchmarks.pope import read_pope
@@ -118,6 +120,15 @@ def test_mmbench_tsv(tmp_path: Path) -> None:
     assert [q.answer for q in questions] == [1, 1, 0]
     assert [q.category for q in questions] == ["image_topic", "object_localization", "image_topic"]
     assert questions[0].image == jpeg_bytes("chelsea") == questions[2].image  # row 12 names row 10's image
+
+
+def test_mmbench_tsv_reads_as_pandas_does(tmp_path: Path) -> None:
+    """LLaVA reads MMBench with ``pandas.read_table`` (llava/eval/model_vqa_mmbench.py): the same cells."""
+    import pandas
+
+    path = write_mmbench(tmp_path)
+    expected = pandas.read_table(path, dtype=str, keep_default_na=False).to_dict("records")
+    assert [row for _, row in read_pandas_tsv(path, MMBENCH_COLUMNS)] == expected
 
 
 def test_mmbench_prompt_is_llavas() -> None:
