@@ -29,7 +29,7 @@ from vlmforge.interop.inference_model import InferenceModel
 LETTERS = "ABCDE"
 MMBENCH_OPTIONS = "ABCD"
 MMBENCH_COLUMNS = ("index", "question", "A", "B", "image")
-ABSENT = ("", "nan", "none")  # how an empty option or hint reads in MMBench's TSV (pandas writes NaN)
+ABSENT = ("", "nan", "none")  # an empty option or hint, as LLaVA's is_none reads MMBench's TSV
 
 
 @dataclass(frozen=True)
