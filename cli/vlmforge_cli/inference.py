@@ -62,7 +62,8 @@ def evaluate(
 ) -> None:
     """Evaluate a trained run or an exported model: zero-shot, retrieval, compositionality, captioning,
     linear probe, visual question answering (LLaVA); or standard benchmarks read from their own files at
-    a local path (tasks of kind imagenet, ...: see `vlmforge recipes show eval/benchmarks`)."""
+    a local path (tasks of kind imagenet, karpathy_retrieval, karpathy_captioning, sugarcrepe, aro, ...:
+    see `vlmforge recipes show eval/benchmarks`)."""
     from vlmforge.verbs import evaluate as verb
 
     if run_dir is not None and model_dir is not None:

@@ -257,6 +257,11 @@ def _missing_paths(recipe: Any) -> list[str]:
     for where, data in sources:
         if data is not None and getattr(data, "path", None) is not None and not data.path.exists():
             notes.append(f"{where}.path {data.path} does not exist on this machine")
+    for task in getattr(recipe, "tasks", None) or []:  # benchmarks name their files
+        missing = {field: path for field, path in getattr(task, "paths", dict)().items() if not path.exists()}
+        notes += [
+            f"tasks: {task.result_name}.{f} {p} does not exist on this machine" for f, p in missing.items()
+        ]
     pretrained = getattr(getattr(recipe, "model", None), "pretrained", None)
     if pretrained is not None and not Path(pretrained).expanduser().exists():
         notes.append(

@@ -3,11 +3,12 @@ layout against torchvision's ImageFolder, and where benchmark tasks are accepted
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.benchmark_layouts import write_image_folder
+from tests.benchmark_layouts import write_aro, write_image_folder, write_karpathy, write_sugarcrepe
 from vlmforge.config.load import load_recipe
 from vlmforge.config.shipped import find_recipe
 from vlmforge.errors import UserError
@@ -139,3 +140,93 @@ def test_a_model_runs_only_its_kinds_benchmarks(tmp_path: Path) -> None:
     assert "'imagenet' does not apply to m, a llava model" in problems[0].message
     assert "two tasks write eval/imagenet.json" in problems[-1].message
     assert task_problems(list(recipe.tasks or [])[:1], "siglip", Path("m")) == []
+
+
+def test_karpathy_retrieval_protocol_matches_clip_benchmark() -> None:
+    """Five captions per image (the first five of images with six or seven): an image hits when any of its
+    captions is retrieved, a caption when its image is. Reference values: recall_at_k of
+    LAION-AI/CLIP_benchmark clip_benchmark/metrics/zeroshot_retrieval.py (commit 082089f5), run once on
+    these embeddings (numpy default_rng(7), as built below); its image_retrieval_recall is text->image."""
+    import numpy as np
+    import torch
+
+    from vlmforge.evaluate.benchmarks.karpathy import caption_owners, first_hit_ranks
+    from vlmforge.evaluate.metrics import retrieval_recall
+
+    rng = np.random.default_rng(7)
+    counts = [5, 5, 6, 5, 7, 5, 5, 5]
+    images = rng.standard_normal((len(counts), 16))
+    owner_all = [i for i, c in enumerate(counts) for _ in range(c)]
+    texts = 0.6 * images[owner_all] + rng.standard_normal((len(owner_all), 16))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    sentences = [[f"{i}/{j}" for j in range(c)] for i, c in enumerate(counts)]
+    row_of = {s: r for r, s in enumerate(s for image in sentences for s in image)}
+    kept, owners = caption_owners(sentences, 5)
+    assert len(kept) == 40 and owners.tolist() == [i for i in range(8) for _ in range(5)]
+    text_features = torch.tensor(texts[[row_of[s] for s in kept]], dtype=torch.float32)
+    image_features = torch.tensor(images, dtype=torch.float32)
+    recall = retrieval_recall(image_features, text_features, torch.arange(8), owners, (1, 2, 5))
+    reference = {"image_to_text": (0.625, 1.0, 1.0), "text_to_image": (0.725, 0.9, 1.0)}
+    for direction, values in reference.items():
+        for k, value in zip((1, 2, 5), values, strict=True):
+            assert recall[f"{direction}_R@{k}"] == pytest.approx(value)
+    ranks = first_hit_ranks(image_features @ text_features.T, owners[None, :] == torch.arange(8)[:, None])
+    assert [float((ranks <= k).float().mean()) for k in (1, 2, 5)] == pytest.approx(
+        reference["image_to_text"]
+    )
+    assert caption_owners(sentences, None)[0] == [s for image in sentences for s in image]
+
+
+def test_karpathy_split_files_read_coco_and_flickr_layouts(tmp_path: Path) -> None:
+    from vlmforge.config.benchmarks import KarpathyRetrievalTask
+    from vlmforge.evaluate.benchmarks.karpathy import read_karpathy
+
+    coco = write_karpathy(tmp_path / "coco", 8)
+    task = KarpathyRetrievalTask(annotations=coco, images=coco.parent)
+    images = read_karpathy(task)
+    assert [im.image_id for im in images] == list(range(1202, 1208))  # cocoid of the test images
+    assert images[0].picture.path == coco.parent / "val2014" / "COCO_val2014_000000001202.jpg"
+    raw = [s["raw"] for s in json.loads(coco.read_text())["images"][2]["sentences"]]
+    assert images[0].sentences == raw and len(raw) == 6
+    flickr = write_karpathy(tmp_path / "flickr", 8, coco=False)
+    task = KarpathyRetrievalTask(annotations=flickr, images=flickr.parent / "flickr30k-images", max_samples=3)
+    assert [im.picture.key for im in read_karpathy(task)] == [f"{2202 + k}.jpg" for k in subset(6, 3)]
+    assert [im.image_id for im in read_karpathy(task)] == [2 + k for k in subset(6, 3)]  # imgid
+    with pytest.raises(UserError, match="no image of split 'val' \\(it has test, train\\)"):
+        read_karpathy(KarpathyRetrievalTask(annotations=coco, images=coco.parent, split="val"))
+    with pytest.raises(UserError, match="6 of the 6 images"):
+        read_karpathy(KarpathyRetrievalTask(annotations=coco, images=tmp_path))
+    broken = json.loads(coco.read_text())
+    del broken["images"][3]["sentences"][1]["raw"]
+    coco.write_text(json.dumps(broken))
+    with pytest.raises(UserError, match=r"images\[3\]\.sentences\[1\]: no field 'raw'"):
+        read_karpathy(KarpathyRetrievalTask(annotations=coco, images=coco.parent))
+
+
+def test_sugarcrepe_and_aro_files_name_the_bad_item(tmp_path: Path) -> None:
+    from vlmforge.evaluate.benchmarks.pairs import read_aro, read_sugarcrepe
+
+    [replace_obj, _] = write_sugarcrepe(tmp_path, 4)
+    pairs = read_sugarcrepe(replace_obj, tmp_path / "val2017", None)
+    assert [p.group for p in pairs] == ["replace_obj"] * 4 and pairs[0].caption != pairs[0].negative
+    items = json.loads(replace_obj.read_text())
+    items["2"].pop("negative_caption")
+    replace_obj.write_text(json.dumps(items))
+    with pytest.raises(UserError, match=r"replace_obj\.json, item '2': no field 'negative_caption'"):
+        read_sugarcrepe(replace_obj, tmp_path / "val2017", None)
+    relation = write_aro(tmp_path / "aro", 3)
+    [first, *_] = read_aro(relation, tmp_path / "aro" / "images", None)
+    record = json.loads(relation.read_text())[0]
+    assert first.picture.box == (record["bbox_x"], record["bbox_y"], 32, 32) and first.group == "on"
+    attribution = write_aro(tmp_path / "aro", 3, attribution=True)
+    assert [p.group for p in read_aro(attribution, tmp_path / "aro" / "images", None)] == [
+        "white_small",
+        "small_white",
+        "white_small",
+    ]
+    records = json.loads(attribution.read_text())
+    records[1]["attributes"] = ["small"]
+    attribution.write_text(json.dumps(records))
+    with pytest.raises(UserError, match=r"item 1: field 'attributes' should be two attribute words"):
+        read_aro(attribution, tmp_path / "aro" / "images", None)

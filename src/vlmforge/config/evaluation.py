@@ -8,7 +8,14 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from vlmforge.config.base import Section, Seed
-from vlmforge.config.benchmarks import BenchmarkTask, ImageNetTask
+from vlmforge.config.benchmarks import (
+    AroTask,
+    BenchmarkTask,
+    ImageNetTask,
+    KarpathyCaptioningTask,
+    KarpathyRetrievalTask,
+    SugarCrepeTask,
+)
 from vlmforge.config.benchmarks_llava import (
     LLAVA_BENCHMARK_KINDS,
     MmbenchTask,
@@ -121,6 +128,10 @@ EvalTask = Annotated[
     | VqaTask
     | PreferenceTask
     | ImageNetTask
+    | KarpathyRetrievalTask
+    | KarpathyCaptioningTask
+    | SugarCrepeTask
+    | AroTask
     | VqaV2Task
     | PopeTask
     | MmbenchTask
@@ -141,14 +152,14 @@ def default_tasks_for(supported: tuple[str, ...]) -> list[ZeroShotTask | Retriev
 
 # The eval task kinds each model kind supports: models with an image and a text embedding rank captions;
 # CoCa also captions; a masked model without a text embedding is probed; LLaVA answers questions.
-# Benchmarks (config.benchmarks) are tasks too.
+# Benchmarks (config.benchmarks) are tasks too: most rank captions, Karpathy captioning captions.
 EMBEDDING_TASKS = ("zeroshot", "retrieval", "compositional", "linear_probe")
-EMBEDDING_BENCHMARKS = ("imagenet",)
+EMBEDDING_BENCHMARKS = ("imagenet", "karpathy_retrieval", "sugarcrepe", "aro")
 COCA_TASKS = (*EMBEDDING_TASKS[:3], "captioning", "linear_probe")
 EVAL_TASKS: dict[str, tuple[str, ...]] = {
     "clip": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
     "siglip": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
-    "coca": (*COCA_TASKS, *EMBEDDING_BENCHMARKS),
+    "coca": (*COCA_TASKS, *EMBEDDING_BENCHMARKS, "karpathy_captioning"),
     "masked": ("linear_probe",),
     "flava": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
     "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS),

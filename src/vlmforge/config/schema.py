@@ -164,8 +164,8 @@ class EvalRecipe(Section):
     )
     tasks: list[EvalTask] | None = Field(
         None,
-        description="Evaluations to run (default: those of the run's recipe). Benchmarks (imagenet, ...) "
-        "read their own files, no data.",
+        description="Evaluations to run (default: those of the run's recipe). Benchmarks (imagenet, "
+        "karpathy_retrieval, karpathy_captioning, sugarcrepe, aro, ...) read their own files, no data.",
     )
     data_split: Literal["all", "val"] = Field(
         "all",

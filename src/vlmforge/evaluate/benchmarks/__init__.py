@@ -19,6 +19,10 @@ from vlmforge.errors import UserError
 
 BENCHMARKS: dict[str, str] = {
     "imagenet": "vlmforge.evaluate.benchmarks.imagenet:imagenet",
+    "karpathy_retrieval": "vlmforge.evaluate.benchmarks.karpathy:karpathy_retrieval",
+    "karpathy_captioning": "vlmforge.evaluate.benchmarks.karpathy:karpathy_captioning",
+    "sugarcrepe": "vlmforge.evaluate.benchmarks.pairs:sugarcrepe",
+    "aro": "vlmforge.evaluate.benchmarks.pairs:aro",
     "vqav2": "vlmforge.evaluate.benchmarks.vqav2:run",
     "pope": "vlmforge.evaluate.benchmarks.pope:run",
     "mmbench": "vlmforge.evaluate.benchmarks.multiple_choice:run_mmbench",

@@ -4,7 +4,7 @@ L2-normalised image and text embeddings computed on the model's device, returned
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,27 @@ def read_picture(picture: Picture, benchmark: str, transform: Callable[[Any], to
     return transform(image)
 
 
+def picture_batches(
+    pictures: Sequence[Picture],
+    benchmark: str,
+    transform: Callable[[Any], torch.Tensor],
+    batch_size: int,
+    dropped: list[Drop],
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(positions in ``pictures``, their transformed images) per batch of readable pictures; the unreadable
+    ones are appended to ``dropped``."""
+    for start in range(0, len(pictures), batch_size):
+        positions, images = [], []
+        for i in range(start, min(start + batch_size, len(pictures))):
+            try:
+                images.append(read_picture(pictures[i], benchmark, transform))
+                positions.append(i)
+            except BadSample as bad:
+                dropped.append(bad.drop)
+        if images:
+            yield positions, torch.stack(images)
+
+
 @torch.no_grad()
 def image_features(
     model: Any, pictures: Sequence[Picture], benchmark: str, batch_size: int
@@ -50,21 +71,17 @@ def image_features(
     """[kept, dim] embeddings of the readable pictures, their positions in ``pictures``, and the drops.
     ``model``: an ``InferenceModel``."""
     feats, kept, dropped = [], [], []
-    for start in range(0, len(pictures), batch_size):
-        images = []
-        for i in range(start, min(start + batch_size, len(pictures))):
-            try:
-                images.append(read_picture(pictures[i], benchmark, model.transform))
-                kept.append(i)
-            except BadSample as bad:
-                dropped.append(bad.drop)
-        if images:
-            batch = torch.stack(images).to(model.device)
-            feats.append(model.model.encode_image(batch, normalize=True).float().cpu())
+    for positions, images in picture_batches(pictures, benchmark, model.transform, batch_size, dropped):
+        feats.append(model.model.encode_image(images.to(model.device), normalize=True).float().cpu())
+        kept += positions
     if not feats:
-        shown = "; ".join(str(d) for d in dropped[:3])
-        raise UserError(f"{benchmark}: none of the {len(pictures)} images can be read ({shown})")
+        raise none_readable(benchmark, len(pictures), dropped)
     return torch.cat(feats), kept, dropped
+
+
+def none_readable(benchmark: str, count: int, dropped: Sequence[Drop]) -> UserError:
+    shown = "; ".join(str(d) for d in dropped[:3])
+    return UserError(f"{benchmark}: none of the {count} images can be read ({shown})")
 
 
 @torch.no_grad()
