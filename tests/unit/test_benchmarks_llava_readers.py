@@ -204,3 +204,15 @@ def test_refcoco_malformed(tmp_path: Path) -> None:
     path.write_text(json.dumps([{"image": "cat.jpg", "box": [1, 2, 3, 4]}]))
     with pytest.raises(UserError, match=r"refs\.json: entry 0: no field 'expression'"):
         read_refcoco(path, tmp_path)
+
+
+def test_task_sections_refuse_what_cannot_run() -> None:
+    from pydantic import ValidationError
+
+    from vlmforge.config.benchmarks_llava import PopeTask, RefCocoTask
+
+    with pytest.raises(ValidationError, match="distinct names"):
+        PopeTask(files=[Path("a/coco_pope_random.json"), Path("b/coco_pope_random.json")], images=Path("i"))
+    with pytest.raises(ValidationError, match=r"exactly one '\{\}'"):
+        RefCocoTask(path=Path("refs.json"), prompt="Where is it?")
+    assert RefCocoTask(path=Path("refs.json")).prompt.format("the cat").endswith("describes: the cat")
