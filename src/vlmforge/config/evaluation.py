@@ -16,6 +16,14 @@ from vlmforge.config.benchmarks import (
     KarpathyRetrievalTask,
     SugarCrepeTask,
 )
+from vlmforge.config.benchmarks_llava import (
+    LLAVA_BENCHMARK_KINDS,
+    MmbenchTask,
+    PopeTask,
+    RefCocoTask,
+    ScienceQaTask,
+    VqaV2Task,
+)
 from vlmforge.config.llava import LlavaModel
 from vlmforge.config.models import PERTURBATION_KINDS, ModelConfig, Perturbation
 
@@ -127,7 +135,12 @@ EvalTask = Annotated[
     | KarpathyRetrievalTask
     | KarpathyCaptioningTask
     | SugarCrepeTask
-    | AroTask,
+    | AroTask
+    | VqaV2Task
+    | PopeTask
+    | MmbenchTask
+    | ScienceQaTask
+    | RefCocoTask,
     Field(discriminator="kind"),
 ]
 
@@ -153,7 +166,7 @@ EVAL_TASKS: dict[str, tuple[str, ...]] = {
     "coca": (*COCA_TASKS, *EMBEDDING_BENCHMARKS, "karpathy_captioning"),
     "masked": ("linear_probe",),
     "flava": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
-    "llava": ("vqa", "preference"),
+    "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS),
 }
 
 

@@ -23,6 +23,11 @@ BENCHMARKS: dict[str, str] = {
     "karpathy_captioning": "vlmforge.evaluate.benchmarks.karpathy:karpathy_captioning",
     "sugarcrepe": "vlmforge.evaluate.benchmarks.pairs:sugarcrepe",
     "aro": "vlmforge.evaluate.benchmarks.pairs:aro",
+    "vqav2": "vlmforge.evaluate.benchmarks.vqav2:run",
+    "pope": "vlmforge.evaluate.benchmarks.pope:run",
+    "mmbench": "vlmforge.evaluate.benchmarks.multiple_choice:run_mmbench",
+    "scienceqa": "vlmforge.evaluate.benchmarks.multiple_choice:run_scienceqa",
+    "refcoco": "vlmforge.evaluate.benchmarks.refcoco:run",
 }
 
 
