@@ -19,11 +19,18 @@ TEMPLATES = ["a photo of the number: {}.", "a handwritten {}."]
 
 
 def evaluate(cwd: Path, recipe: dict[str, Any], *args: str) -> dict[str, Any]:
-    """`vlmforge eval -c eval.yaml ARGS --format json` that must succeed: its JSON result."""
+    """`vlmforge eval -c eval.yaml ARGS --format json` that must succeed: its JSON result, each task's
+    metrics with the ``predictions`` read back from ``<output>/<task>.predictions.jsonl``."""
     (cwd / "eval.yaml").write_text(yaml.safe_dump(recipe))
-    return last_json(
+    result = last_json(
         run_cli("eval", "-c", "eval.yaml", *args, "--format", "json", cwd=cwd, check=True).stdout
     )
+    output = cwd / result["output"]
+    for task, metrics in result["metrics"].items():
+        assert "predictions" not in metrics  # never printed: written apart
+        lines = (output / f"{task}.predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        metrics["predictions"] = [json.loads(line) for line in lines if line]
+    return result
 
 
 @pytest.fixture(scope="module")

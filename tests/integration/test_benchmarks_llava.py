@@ -28,12 +28,10 @@ def _recipe(path: Path, run_dir: Path, output: Path, tasks: list[dict[str, Any]]
 
 
 def _predictions(output: Path, name: str) -> list[dict[str, Any]]:
-    """A task's per-item predictions: ``<name>.predictions.jsonl`` once results write them apart, until
-    then the result file's own."""
+    """A task's per-item predictions: ``<name>.predictions.jsonl`` (never in ``<name>.json``)."""
+    assert "predictions" not in json.loads((output / f"{name}.json").read_text(encoding="utf-8"))["metrics"]
     apart = output / f"{name}.predictions.jsonl"
-    if apart.is_file():
-        return [json.loads(line) for line in apart.read_text(encoding="utf-8").splitlines() if line]
-    return json.loads((output / f"{name}.json").read_text(encoding="utf-8"))["metrics"]["predictions"]
+    return [json.loads(line) for line in apart.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _fractions(metrics: dict[str, Any]) -> list[float]:
@@ -76,7 +74,8 @@ def test_vqav2_scored_and_submitted(evaluated: dict[str, Any]) -> None:
     assert [p["question_id"] for p in predictions] == [420, 421, 70]
     assert predictions[2]["references"] == ["1"] * 9 + ["one"]
     assert "accuracy" not in metrics["vqav2-testdev"]  # no annotations: answers only
-    submission = json.loads((output / "vqav2-testdev.json").read_text())["metrics"]["submission"]
+    assert "submission" not in json.loads((output / "vqav2-testdev.json").read_text())["metrics"]
+    submission = json.loads((output / "vqav2-testdev.submission.json").read_text())
     assert [s["question_id"] for s in submission] == [420, 421, 70]
     assert [s["answer"] for s in submission] == [p["prediction"] for p in predictions]  # same answers
 

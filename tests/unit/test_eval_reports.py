@@ -16,7 +16,7 @@ from vlmforge.errors import UserError, UserErrors
 from vlmforge.evaluate.item_predictions import first_hit_ranks, recall_at, retrieval_rows, zero_shot_rows
 from vlmforge.evaluate.metrics import retrieval_recall
 from vlmforge.evaluate.plots import MAX_PLOTTED_CLASSES, confusion_matrix, write_plots
-from vlmforge.evaluate.results import EvalResult, scalar_metrics, without_predictions
+from vlmforge.evaluate.results import EvalResult, scalar_metrics, without_item_lists
 from vlmforge.evaluate.score_readers import read_document, read_records
 from vlmforge.evaluate.scoring import match_ids, score
 from vlmforge.planning.accelerators import load_catalog
@@ -69,7 +69,7 @@ def test_a_task_evaluated_again_without_predictions_leaves_no_stale_files(tmp_pa
 
 def test_metric_helpers() -> None:
     metrics = {"t": {"top1": 0.5, "match": "pair", "predictions": [{"index": 0}], "by": {"a": 1}}}
-    assert without_predictions(metrics) == {"t": {"top1": 0.5, "match": "pair", "by": {"a": 1}}}
+    assert without_item_lists(metrics) == {"t": {"top1": 0.5, "match": "pair", "by": {"a": 1}}}
     assert scalar_metrics(metrics["t"]) == {"top1": 0.5, "match": "pair"}
 
 

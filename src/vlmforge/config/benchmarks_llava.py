@@ -30,8 +30,8 @@ class VqaV2Task(BenchmarkTask):
     annotations: Path | None = Field(
         None,
         description="Official annotations JSON (v2_mscoco_<subtype>_annotations.json); none for test-dev: "
-        "the answers are then the result's metrics.submission (eval/<name>.json), a list in the evaluation "
-        "server's results format [{question_id, answer}].",
+        "the answers are then written to eval/<name>.submission.json, a list in the evaluation server's "
+        "results format [{question_id, answer}].",
     )
     images: Path = Field(
         description="COCO image folder holding COCO_<data_subtype>_<image_id:012d>.jpg (e.g. val2014/)."

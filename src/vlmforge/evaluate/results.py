@@ -1,6 +1,8 @@
 """What an evaluation returns and writes into the run directory's ``eval/`` (or the given output folder):
 ``<task>.json`` (its metrics), ``<task>.predictions.jsonl`` (one line per evaluated item, for the tasks
-that keep them), ``summary.json`` (every task's scalar metrics) and the task's plots (``plots``)."""
+that keep them), ``<task>.submission.json`` (a benchmark's answers in its evaluation server's format, where
+it has no references here, e.g. VQAv2 test-dev), ``summary.json`` (every task's scalar metrics) and the
+task's plots (``plots``)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ from vlmforge.errors import UserError
 from vlmforge.storage import json_text, read_json, write_json, write_text
 
 PREDICTIONS = "predictions"  # a task's metrics key for its per-item predictions (a list of dicts)
+SUBMISSION = "submission"  # a task's answers as its evaluation server takes them (a JSON list)
 SUMMARY = "summary.json"
+ITEM_LISTS = (PREDICTIONS, SUBMISSION)  # kept out of <task>.json, written to files of their own
 
 
-def without_predictions(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{task: metrics} without each task's per-item predictions: what result.json, ``<task>.json`` and
-    ``vlmforge eval --format json`` keep."""
-    return {task: {k: v for k, v in found.items() if k != PREDICTIONS} for task, found in metrics.items()}
+def without_item_lists(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{task: metrics} without each task's per-item predictions and submission: what result.json,
+    ``<task>.json`` and ``vlmforge eval --format json`` keep."""
+    return {task: {k: v for k, v in found.items() if k not in ITEM_LISTS} for task, found in metrics.items()}
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +33,10 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def predictions_path(folder: Path, task: str) -> Path:
     return folder / f"{task}.{PREDICTIONS}.jsonl"
+
+
+def submission_path(folder: Path, task: str) -> Path:
+    return folder / f"{task}.{SUBMISSION}.json"
 
 
 @dataclass
@@ -52,11 +60,11 @@ class EvalResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return self.header() | {"metrics": without_predictions(self.metrics)}
+        return self.header() | {"metrics": without_item_lists(self.metrics)}
 
     def write(self) -> None:
         """Per task, ``<task>.json`` (the run or model, weights and data named) and, where it kept them,
-        ``<task>.predictions.jsonl`` and its plots; then ``summary.json``."""
+        ``<task>.predictions.jsonl``, ``<task>.submission.json`` and its plots; then ``summary.json``."""
         from vlmforge.evaluate.plots import write_plots
 
         out = self.folder
@@ -66,13 +74,16 @@ class EvalResult:
             raise UserError(
                 f"cannot write results to {out}: permission denied", hint="give --output DIR"
             ) from None
-        header, stored = self.header(), without_predictions(self.metrics)
+        header, stored = self.header(), without_item_lists(self.metrics)
         for task, metrics in self.metrics.items():
             write_json(out / f"{task}.json", header | {"metrics": stored[task]})
             rows = metrics.get(PREDICTIONS)
             predictions_path(out, task).unlink(missing_ok=True)  # an earlier evaluation's items
             if rows is not None:
                 write_text(predictions_path(out, task), "".join(json_text(row) + "\n" for row in rows))
+            submission_path(out, task).unlink(missing_ok=True)
+            if metrics.get(SUBMISSION) is not None:
+                write_json(submission_path(out, task), metrics[SUBMISSION])
             write_plots(task, metrics, out)
         write_json(out / SUMMARY, self.summary())
 

@@ -37,7 +37,7 @@ def run(
     from vlmforge.data.conversations import IMAGE, load_tokenizer, save_tokenizer
     from vlmforge.data.preferences import PreferenceSamples, split_preferences
     from vlmforge.evaluate.preference import PreferenceReference
-    from vlmforge.evaluate.results import EvalResult, without_predictions
+    from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.llava import vocab_size_for, write_run_config
     from vlmforge.runs.preflight import preflight
@@ -106,7 +106,7 @@ def run(
                 cfg, policy, tokenizer, cfg.max_text_tokens, val, list(recipe.eval), reference=reference
             )
         EvalResult(run_dir, weights, val.name, evaluated).write()
-        metrics["eval"] = without_predictions(evaluated)
+        metrics["eval"] = without_item_lists(evaluated)
     resumed_from = point.checkpoint if point else None
     result = RunResult(run_dir, status, outcome.get("steps", 0), weights, resumed_from, metrics)
     result.write()

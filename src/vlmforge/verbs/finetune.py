@@ -41,7 +41,7 @@ def run(
         split_conversations,
         template_texts,
     )
-    from vlmforge.evaluate.results import EvalResult, without_predictions
+    from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.llava import vocab_size_for, write_run_config
     from vlmforge.runs.preflight import preflight
@@ -115,7 +115,7 @@ def run(
                 recipe.model, model, tokenizer, recipe.model.max_text_tokens, last_val, list(recipe.eval)
             )
         EvalResult(run_dir, init, last_val.name, evaluated).write()
-        metrics["eval"] = without_predictions(evaluated)
+        metrics["eval"] = without_item_lists(evaluated)
     final = init if status == "completed" else _checkpoint_of(stages[stage.name])
     if "stopped" in stages[stage.name]:
         metrics["stopped"] = {"stage": stage.name, **stages[stage.name]["stopped"]}

@@ -31,7 +31,7 @@ def run(
     from vlmforge.data.accounting import DataOverBudget, budget_error, over_budget
     from vlmforge.data.sources import train_val_split
     from vlmforge.data.tokenizers import save_tokenizer
-    from vlmforge.evaluate.results import EvalResult, without_predictions
+    from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.runs.plots import draw_plots
     from vlmforge.runs.preflight import preflight
@@ -111,7 +111,7 @@ def run(
                 recipe.model, model, tokenizer, ctx, val_set, list(recipe.eval), train_data=train_set
             )
         EvalResult(run_dir, ckpt, val_set.name, evaluated).write()
-        metrics["eval"] = without_predictions(evaluated)
+        metrics["eval"] = without_item_lists(evaluated)
     result = RunResult(run_dir, status, trainer.global_step, ckpt, resumed_from, metrics)
     result.write()
     return result

@@ -99,7 +99,7 @@ def submission(question_ids: Sequence[int], answers: Sequence[str]) -> list[dict
 def run(model: InferenceModel, task: VqaV2Task, batch_size: int) -> dict[str, Any]:
     """Answers normalised as the evaluation server does (LLaVA-1.5 submits them so:
     convert_vqav2_for_submission.py), then scored; without annotations, given as ``submission``, the list
-    the server takes (its JSON is the ``submission`` of eval/<name>.json)."""
+    the server takes (written to eval/<name>.submission.json)."""
     from vlmforge.evaluate.benchmarks.features import drop_counts
     from vlmforge.evaluate.vqa_accuracy import normalize_vqa_answer
 
