@@ -83,7 +83,7 @@ def test_mlflow_is_a_file_store_in_the_run_unless_the_recipe_names_a_server(
     fake_mlflow: list[str], tmp_path: Path
 ) -> None:
     offline = load_recipe("pretrain", DEBUG_RECIPE, ["logger.kind=mlflow"])
-    (logger,) = build_loggers(offline.logger, tmp_path, "clip-tiny")
+    _csv, logger = build_loggers(offline.logger, tmp_path, "clip-tiny")
     assert fake_mlflow == [(tmp_path / "logs" / "mlflow").resolve().as_uri()]
     assert fake_mlflow[0].startswith("file:")
     assert logger._experiment_name == "vlmforge" and logger._run_name == "clip-tiny"
@@ -92,10 +92,11 @@ def test_mlflow_is_a_file_store_in_the_run_unless_the_recipe_names_a_server(
     assert fake_mlflow[-1] == "http://mlflow.internal:5000"
 
 
-def test_csv_and_none_loggers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overrides", [["logger=[{kind: none}, {kind: csv}]"], ["logger.kind=none"], []])
+def test_the_csv_logger_is_always_there_once(overrides: list[str], tmp_path: Path) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
-    recipe = load_recipe("pretrain", DEBUG_RECIPE, ["logger=[{kind: none}, {kind: csv}]"])
+    recipe = load_recipe("pretrain", DEBUG_RECIPE, overrides)
     (logger,) = build_loggers(recipe.logger, tmp_path, "clip-tiny")
     assert isinstance(logger, CSVLogger) and Path(logger.root_dir) == tmp_path / "logs" / "csv"
 

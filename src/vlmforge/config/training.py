@@ -254,7 +254,8 @@ class WandbLogger(Section):
 
 
 class CsvLogger(Section):
-    """Lightning's CSVLogger: <run_dir>/logs/csv/version_<N>/metrics.csv (a resumed run adds a version)."""
+    """Lightning's CSVLogger: <run_dir>/logs/csv/version_<N>/metrics.csv (a resumed run adds a version).
+    Always written, listed or not."""
 
     kind: Literal["csv"] = "csv"
 
@@ -301,8 +302,8 @@ Loggers = Annotated[
     AfterValidator(_kinds_unique),
 ]
 LOGGERS_HELP = (
-    "Where metrics go besides metrics.jsonl (always written): a list of logger sections (or one), each "
-    "none, csv, tensorboard, mlflow or wandb."
+    "Where metrics go besides metrics.jsonl and logs/csv (both always written): a list of logger sections "
+    "(or one), each none, csv, tensorboard, mlflow or wandb."
 )
 
 

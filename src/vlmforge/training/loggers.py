@@ -19,8 +19,11 @@ LOGS = "logs"  # <fit directory>/logs/<kind>/...
 
 def build_loggers(configs: list[LoggerConfig], directory: Path, name: str) -> list[Any]:
     """One Lightning logger per logger section (``none`` adds none), writing under ``directory/logs``;
-    ``name`` is the run's (a finetune stage's: run-stage)."""
+    ``name`` is the run's (a finetune stage's: run-stage). The CSV logger is always there: a file any
+    spreadsheet opens, next to metrics.jsonl, costs nothing."""
     check_loggers_installed(configs)
+    if not any(isinstance(config, CsvLogger) for config in configs):
+        configs = [CsvLogger(), *configs]
     logs = directory / LOGS
     return [logger for config in configs if (logger := _lightning_logger(config, logs, name)) is not None]
 
