@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmforge.runs.plots import (
+from vlmforge.training.plots import (
     draw_plots,
     eval_series,
     figures,

@@ -121,10 +121,10 @@ def fit_to_weights(
     also writes it (``outcome_name``), what was measured (``actual.json``) and ``plots/`` into
     ``directory``: a finetune stage's, or an align run's own."""
     from vlmforge.models.llava import plain_model, save_weights
-    from vlmforge.runs.plots import draw_plots
     from vlmforge.training.callbacks import AtomicCheckpoint
     from vlmforge.training.loggers import build_loggers
     from vlmforge.training.metrics_log import MetricsLog
+    from vlmforge.training.plots import draw_plots
     from vlmforge.training.trainer import build_trainer
 
     directory.mkdir(parents=True, exist_ok=True)

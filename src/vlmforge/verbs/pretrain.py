@@ -2,7 +2,7 @@
 
 data (accounted) -> plan + run dir (``runs.lifecycle``) -> module, tokenizer, callbacks and loggers
 (``training.fit``, ``training.loggers``; the eval tasks every ``train.eval_every_steps``) -> Trainer.fit
-(resumable) -> final checkpoint -> plots/ (``runs.plots``) -> evaluation on the held-out split.
+(resumable) -> final checkpoint -> plots/ (``training.plots``) -> evaluation on the held-out split.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ def run(
     from vlmforge.data.tokenizers import save_tokenizer
     from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
-    from vlmforge.runs.plots import draw_plots
     from vlmforge.runs.preflight import preflight
     from vlmforge.training.fit import build_training, fit_or_diverge, measure_fit, record_divergence
     from vlmforge.training.loggers import build_loggers
     from vlmforge.training.periodic_eval import PeriodicEval
+    from vlmforge.training.plots import draw_plots
     from vlmforge.training.trainer import build_trainer
 
     raise_all(preflight(recipe))

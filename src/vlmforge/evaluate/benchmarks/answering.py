@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmforge.data.accounting import Drop
 from vlmforge.data.conversations import IMAGE
-from vlmforge.interop.inference_model import InferenceModel
+
+if TYPE_CHECKING:  # for annotations only: the model handle lives in a layer above
+    from vlmforge.interop.inference_model import InferenceModel
 
 ImageSource = Path | bytes  # a file, or an image encoded in the benchmark's own file (MMBench's base64)
 Prepare = Callable[[Any], Any]  # PIL image -> PIL image, before the model's transform

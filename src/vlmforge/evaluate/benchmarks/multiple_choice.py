@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmforge.config.benchmarks_llava import MmbenchTask, ScienceQaTask
 from vlmforge.errors import UserError
@@ -24,7 +24,9 @@ from vlmforge.evaluate.benchmarks.answering import (
     question_prompt,
 )
 from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, read_text, require, subset
-from vlmforge.interop.inference_model import InferenceModel
+
+if TYPE_CHECKING:  # for annotations only: the model handle lives in a layer above
+    from vlmforge.interop.inference_model import InferenceModel
 
 LETTERS = "ABCDE"
 MMBENCH_OPTIONS = "ABCD"

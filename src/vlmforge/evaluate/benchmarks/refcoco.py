@@ -9,13 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmforge.config.benchmarks_llava import RefCocoTask
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
 from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, require, subset
-from vlmforge.interop.inference_model import InferenceModel
+
+if TYPE_CHECKING:  # for annotations only: the model handle lives in a layer above
+    from vlmforge.interop.inference_model import InferenceModel
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 

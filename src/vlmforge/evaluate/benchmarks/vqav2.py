@@ -7,13 +7,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmforge.config.benchmarks_llava import VqaV2Task
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
 from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, require, subset
-from vlmforge.interop.inference_model import InferenceModel
+
+if TYPE_CHECKING:  # for annotations only: the model handle lives in a layer above
+    from vlmforge.interop.inference_model import InferenceModel
 
 # test-dev is a subset of test2015: its questions file says "test-dev2015", its images are named test2015
 IMAGE_SUBTYPES = {"test-dev2015": "test2015"}

@@ -5,7 +5,7 @@ temperature, when recorded), ``throughput.png`` (samples/s) and ``eval-<task>.pn
 step wins. Missing, null and non-finite values are left out.
 
 Training verbs draw them when a fit ends (``draw_plots``, which only warns if drawing fails); redraw with
-``python -m vlmforge.runs.plots RUN_DIR``.
+``python -m vlmforge.training.plots RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def draw_plots(directory: Path) -> list[Path]:
     except Exception as error:  # the run's results are written: a figure is not worth failing it
         print(
             f"warning: plots of {directory} not drawn ({type(error).__name__}: {error}); "
-            f"redraw with `python -m vlmforge.runs.plots {directory}`",
+            f"redraw with `python -m vlmforge.training.plots {directory}`",
             file=sys.stderr,
             flush=True,
         )
@@ -171,9 +171,9 @@ def draw_plots(directory: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m vlmforge.runs.plots RUN_DIR...``: redraw; 2 on bad input, as the vlmforge command."""
+    """``python -m vlmforge.training.plots RUN_DIR...``: redraw; 2 on bad input, as the vlmforge command."""
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m vlmforge.runs.plots RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        print("usage: python -m vlmforge.training.plots RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 0 if argv else 2
     try:
         for run_dir in argv:
