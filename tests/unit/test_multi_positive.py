@@ -203,5 +203,11 @@ def test_recipe_switches_validate() -> None:
         load_recipe("pretrain", DEBUG_RECIPE, ["data.images_per_caption=4"])
     with pytest.raises(UserError, match="kind: clip"):
         load_recipe("pretrain", find_recipe("debug/siglip-tiny"), ["model.multi_positive=true"])
+    with pytest.raises(UserError, match="does not divide the micro-batch of 6"):
+        load_recipe(
+            "pretrain",
+            find_recipe("debug/clip-multipositive-tiny"),
+            ["data.batch_size=36", "train.micro_batch_size=6"],
+        )
     with pytest.raises(UserError, match="choose one"):
         load_recipe("pretrain", DEBUG_RECIPE, ["model.multi_positive=true", "model.hard_negatives={}"])

@@ -119,6 +119,12 @@ class PretrainRecipe(RunRecipe):
                 "data.images_per_caption > 1 puts images of one caption in a batch, which plain "
                 "contrastive losses would push apart: set model.kind: clip with model.multi_positive: true"
             )
+        micro = self.batch_plan().micro_batch
+        if micro % self.data.images_per_caption:
+            raise ValueError(
+                f"data.images_per_caption {self.data.images_per_caption} does not divide the micro-batch of "
+                f"{micro} per device: choose data.batch_size / train.micro_batch_size as its multiples"
+            )
         return self
 
     @model_validator(mode="after")
