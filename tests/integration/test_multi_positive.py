@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import pretrain_json, read_metrics
+from tests.conftest import pretrain_json, read_metrics, step_losses
 
 
 @pytest.mark.slow
@@ -21,3 +21,16 @@ def test_multi_positive_debug_recipe_trains_and_evaluates(tmp_path: Path) -> Non
     zeroshot = result["metrics"]["eval"]["zeroshot"]
     assert zeroshot["classes"] == 10 and zeroshot["top1"] > 0.1  # above chance on the held-out digits
     assert result["metrics"]["eval"]["retrieval"]["samples"] > 0
+
+
+@pytest.mark.slow
+def test_resumed_run_draws_the_same_grouped_batches(tmp_path: Path) -> None:
+    common = ["train.max_steps=20", "train.log_every_steps=1", "train.checkpoint.every_steps=10", "eval=[]"]
+    run_dir = tmp_path / pretrain_json(tmp_path, "debug/clip-multipositive-tiny", *common)["run_dir"]
+    uninterrupted = step_losses(run_dir)
+    checkpoint = run_dir / "checkpoints" / "step-00000010.ckpt"
+    resumed = pretrain_json(tmp_path, "debug/clip-multipositive-tiny", *common, "--resume", str(checkpoint))
+    assert resumed["steps"] == 20 and Path(resumed["resumed_from"]).name == checkpoint.name
+    again = step_losses(tmp_path / resumed["run_dir"])
+    for step in range(11, 21):  # same batches (runs of 4 per caption id) and weights after the resume
+        assert again[step] == pytest.approx(uninterrupted[step], abs=1e-5), step

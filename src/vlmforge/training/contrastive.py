@@ -77,12 +77,7 @@ class ContrastiveModule(TrainingModule):
             labels = self.labels(len(queries[0]))
             terms = negclip_loss(*queries, all_image, all_text, all_negative, logit_scale, labels)
         elif "caption_id" in batch:
-            all_image, all_text = self.gather(image_features, text_features)
-            ids, all_ids = batch["caption_id"], self.gather_ids(batch["caption_id"])
-            queries = (
-                (image_features, text_features, ids) if self.local_queries else (all_image, all_text, all_ids)
-            )
-            terms = multi_positive_loss(*queries[:2], all_image, all_text, logit_scale, queries[2], all_ids)
+            terms = self.multi_positive_terms(image_features, text_features, logit_scale, batch["caption_id"])
         elif bias:
             terms = siglip_loss(image_features, text_features, logit_scale, bias[0], self.objective)
             terms["logit_bias"] = bias[0].detach().reshape(())
@@ -93,6 +88,22 @@ class ContrastiveModule(TrainingModule):
             terms["loss"] = terms["loss"] + self.recipe.model.ssl.weight * terms["ssl"]
         terms["logit_scale"] = logit_scale.detach()
         return terms
+
+    def multi_positive_terms(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        ids: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """StableRep's loss over the gathered batch, caption ids gathered alongside the features."""
+        all_image, all_text = self.gather(image_features, text_features)
+        all_ids = self.gather_ids(ids)
+        if not self.local_queries:
+            image_features, text_features, ids = all_image, all_text, all_ids
+        return multi_positive_loss(
+            image_features, text_features, all_image, all_text, logit_scale, ids, all_ids
+        )
 
     def ssl_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """SLIP: NT-Xent between the projected embeddings of two augmented views of every image."""
