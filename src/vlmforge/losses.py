@@ -64,6 +64,30 @@ def negclip_loss(
     }
 
 
+def multi_positive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    all_image: torch.Tensor,
+    all_text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    caption_ids: torch.Tensor,
+    all_caption_ids: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Symmetric cross-entropy H(p, softmax(logits)) where p spreads each query's mass equally over every
+    gathered sample of the other modality sharing its caption id (StableRep, Tian et al. 2023, eq. 2;
+    the image-text term of the official ``MultiPosConLossMM``). With distinct ids it is CLIP's InfoNCE.
+
+    Queries are this rank's features and ``caption_ids`` (or all of them); ``all_*`` the N gathered ones.
+    ``positives`` is the mean number of positives a query has among the N.
+    """
+    matches = (caption_ids[:, None] == all_caption_ids[None, :]).to(image_features.dtype)  # [queries, N]
+    target = matches / matches.sum(1, keepdim=True)  # every query matches at least its own pair
+    image_to_text = logit_scale * image_features @ all_text.T
+    text_to_image = logit_scale * text_features @ all_image.T
+    contrastive = (F.cross_entropy(image_to_text, target) + F.cross_entropy(text_to_image, target)) / 2
+    return {"loss": contrastive, "contrastive": contrastive, "positives": matches.sum(1).mean().detach()}
+
+
 def nt_xent_loss(
     view1: torch.Tensor,
     view2: torch.Tensor,

@@ -28,6 +28,12 @@ class DataBase(Section):
         description="Stop when the samples dropped (unreadable, unpaired, bad caption, too small) exceed "
         "this fraction of the source: those rejected when it is opened plus those dropped in one epoch.",
     )
+    images_per_caption: int = Field(
+        1,
+        ge=1,
+        description="Batches built of runs of this many images sharing a caption id (a folder's caption_id "
+        "column, else the same captions), positives of each other under model.multi_positive (StableRep).",
+    )
 
 
 class DigitsData(DataBase):
@@ -60,7 +66,7 @@ class FolderFields(Section):
     path: Path = Field(description="Folder holding the images and the captions file.")
     captions: str = Field(
         "captions.jsonl",
-        description="Captions file inside `path`: .jsonl or .csv with image, caption[, label].",
+        description="Captions file inside `path`: .jsonl or .csv with image, caption[, label, caption_id].",
     )
     allow_outside: bool = Field(
         False,

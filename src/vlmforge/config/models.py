@@ -110,6 +110,11 @@ class ClipModel(Section):
         None, description="NegCLIP: add a reordered copy of every caption to the image->text softmax."
     )
     ssl: SslConfig | None = Field(None, description="SLIP: add a SimCLR term on two augmented image views.")
+    multi_positive: bool = Field(
+        False,
+        description="StableRep's multi-positive loss: every image and caption in the batch sharing a caption "
+        "id is a positive (pair with data.images_per_caption > 1).",
+    )
 
     @model_validator(mode="after")
     def _arch_or_towers(self) -> ClipModel:
@@ -121,6 +126,8 @@ class ClipModel(Section):
         error = self.arch and arch_error(self.arch, open_clip_architectures())
         if error:
             raise ValueError(error)
+        if self.multi_positive and self.hard_negatives is not None:
+            raise ValueError("multi_positive and hard_negatives are separate losses: choose one")
         return self
 
 
@@ -138,6 +145,8 @@ class SigLipModel(ClipModel):
     def _softmax_negatives(self) -> SigLipModel:
         if self.hard_negatives is not None:
             raise ValueError("hard_negatives extend the softmax (InfoNCE) loss: use them with kind: clip")
+        if self.multi_positive:
+            raise ValueError("multi_positive spreads a softmax target over positives: use it with kind: clip")
         return self
 
 

@@ -112,6 +112,22 @@ class PretrainRecipe(RunRecipe):
         return self
 
     @model_validator(mode="after")
+    def _grouped_batches_have_positives(self) -> PretrainRecipe:
+        grouped = self.data.images_per_caption > 1
+        if grouped and not (type(self.model) is ClipModel and self.model.multi_positive):
+            raise ValueError(
+                "data.images_per_caption > 1 puts images of one caption in a batch, which plain "
+                "contrastive losses would push apart: set model.kind: clip with model.multi_positive: true"
+            )
+        micro = self.batch_plan().micro_batch
+        if micro % self.data.images_per_caption:
+            raise ValueError(
+                f"data.images_per_caption {self.data.images_per_caption} does not divide the micro-batch of "
+                f"{micro} per device: choose data.batch_size / train.micro_batch_size as its multiples"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _eval_tasks_apply(self) -> PretrainRecipe:
         if "eval" not in self.model_fields_set:  # set directly: assigning would re-run the validators
             self.__dict__["eval"] = default_tasks_for(eval_tasks_for(self.model))

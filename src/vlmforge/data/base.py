@@ -34,6 +34,7 @@ class ImageTextSet:
     indices: np.ndarray = field(default=None)  # type: ignore[assignment]
     fingerprint: str = ""
     rejected: list[Drop] = field(default_factory=list)
+    caption_keys: list[str] | None = None  # per key: samples sharing one share a caption (multi-positive)
 
     def __post_init__(self) -> None:
         if self.indices is None:
@@ -66,6 +67,7 @@ class ImageTextSet:
             indices=self.indices[np.asarray(indices, dtype=np.int64)],
             fingerprint=self.fingerprint,
             rejected=self.rejected,
+            caption_keys=self.caption_keys,
         )
 
     @property

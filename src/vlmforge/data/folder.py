@@ -1,4 +1,5 @@
-"""A folder of images + captions file (.jsonl or .csv): ``image``, ``caption``, optional ``label``.
+"""A folder of images + captions file (.jsonl or .csv): ``image``, ``caption``, optional ``label`` and
+``caption_id``.
 
 Rows are kept, or dropped and counted like a tar's bad samples: a line that is not UTF-8 as
 ``bad_caption``, an image path that leads outside the folder (absolute, '..', a symlink out) as
@@ -91,7 +92,23 @@ def folder_set(cfg: FolderData) -> ImageTextSet:
         classnames=classnames,
         fingerprint=fingerprint_bytes(index.captions.read_bytes(), listing.encode()),
         rejected=index.dropped,
+        caption_keys=_caption_keys(rows, index.captions),
     )
+
+
+def _caption_keys(rows: list[CaptionRow], source: Path) -> list[str] | None:
+    """The optional ``caption_id`` column: rows sharing a value show the same caption (all rows or none)."""
+    raw = [row.extra.get("caption_id") for row in rows]
+    given = [v is not None and v != "" for v in raw]
+    if not any(given):
+        return None
+    if not all(given):
+        missing = next(row.line for row, has in zip(rows, given, strict=True) if not has)
+        raise UserError(
+            f"{source}: line {missing} has no caption_id while other rows have one",
+            hint="give every row a caption_id, or none (then rows with the same caption share one)",
+        )
+    return [str(v) for v in raw]
 
 
 def _labels(

@@ -71,10 +71,14 @@ class GlobalBatchSampler:
     def __len__(self) -> int:
         return self.steps_per_epoch * self.accumulate
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The sample indices of ``epoch`` in the order they are cut into global batches."""
+        return epoch_permutation(self.n, self.seed, epoch)
+
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         epoch = self.epoch
         start = self.resume.micro_batch if self.resume and self.resume.epoch == epoch else 0
-        order = epoch_permutation(self.n, self.seed, epoch)
+        order = self.epoch_order(epoch)
         for position in range(start, len(self)):
             step, accum = divmod(position, self.accumulate)
             chunk = accum * self.world_size + self.rank
@@ -95,8 +99,16 @@ class _EpochHandle:
 class CaptionedImages(torch.utils.data.Dataset):
     """Training samples: image + one caption, chosen per (seed, epoch, sample) so runs are reproducible."""
 
-    def __init__(self, data: ImageTextSet, tokenizer: TextTokenizer, context_length: int, seed: int) -> None:
+    def __init__(
+        self,
+        data: ImageTextSet,
+        tokenizer: TextTokenizer,
+        context_length: int,
+        seed: int,
+        caption_ids: np.ndarray | None = None,
+    ) -> None:
         self.data, self.tokenizer, self.context_length, self.seed = data, tokenizer, context_length, seed
+        self.caption_ids = caption_ids  # set: every sample carries ``caption_id`` (multi-positive losses)
         self.with_images = True  # False when the loader decodes images itself (FFCV)
         self._token_cache: dict[str, torch.Tensor] = {}
         self._draws: tuple[int, np.ndarray] | None = None
@@ -147,7 +159,9 @@ class CaptionedImages(torch.utils.data.Dataset):
 
     def _item(self, epoch: int, position: int, index: int, used: int, dropped: list) -> dict[str, object]:
         caption = self.caption(epoch, used)
-        return {
+        # a substitute brings its own caption, hence its own id: it is a positive only of what it shows
+        grouped = {} if self.caption_ids is None else {"caption_id": torch.tensor(self.caption_ids[used])}
+        return grouped | {
             "caption": caption,
             "text": self._tokens(caption),
             "index": index,

@@ -1,5 +1,5 @@
 """LightningModule for contrastive pretraining: CLIP (InfoNCE), SigLIP (sigmoid), FLIP (patch masking), with
-optional NegCLIP hard-negative captions and a SLIP self-supervised term."""
+optional NegCLIP hard-negative captions, a SLIP self-supervised term, or StableRep's multi-positive loss."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from vlmforge.config.schema import SigLipModel
-from vlmforge.losses import clip_loss, negclip_loss, nt_xent_loss, siglip_loss
+from vlmforge.data.loader import GlobalBatchSampler
+from vlmforge.losses import clip_loss, multi_positive_loss, negclip_loss, nt_xent_loss, siglip_loss
 from vlmforge.training.module import TrainingModule
 from vlmforge.training.sharding import clamp_parameter_
 
@@ -18,7 +19,21 @@ MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature so logits stay <=
 
 class ContrastiveModule(TrainingModule):
     """Trains an open_clip CLIP with the InfoNCE (CLIP) or sigmoid (SigLIP) loss, plus the optional NegCLIP
-    hard negatives (``model.hard_negatives``) and SLIP term (``model.ssl``)."""
+    hard negatives (``model.hard_negatives``) and SLIP term (``model.ssl``), or with StableRep's
+    multi-positive loss over caption ids (``model.multi_positive``)."""
+
+    def batch_sampler(self) -> GlobalBatchSampler:
+        """With ``data.images_per_caption`` k > 1: micro-batches of whole runs of k images per caption id."""
+        per_caption = self.recipe.data.images_per_caption
+        if per_caption == 1:
+            return super().batch_sampler()
+        from vlmforge.data.grouping import GroupedBatchSampler
+
+        batch = self.settings.batch
+        ids = self.train_data.caption_ids  # type: ignore[union-attr]
+        return GroupedBatchSampler(
+            ids, per_caption, batch.global_batch, batch.micro_batch, **self.sampler_placement()
+        )
 
     def setup(self, stage: str) -> None:
         """The loss module for this rank (open_clip's, which gathers features across ranks); with hard
@@ -61,6 +76,8 @@ class ContrastiveModule(TrainingModule):
             queries = (image_features, text_features) if self.local_queries else (all_image, all_text)
             labels = self.labels(len(queries[0]))
             terms = negclip_loss(*queries, all_image, all_text, all_negative, logit_scale, labels)
+        elif "caption_id" in batch:
+            terms = self.multi_positive_terms(image_features, text_features, logit_scale, batch["caption_id"])
         elif bias:
             terms = siglip_loss(image_features, text_features, logit_scale, bias[0], self.objective)
             terms["logit_bias"] = bias[0].detach().reshape(())
@@ -71,6 +88,22 @@ class ContrastiveModule(TrainingModule):
             terms["loss"] = terms["loss"] + self.recipe.model.ssl.weight * terms["ssl"]
         terms["logit_scale"] = logit_scale.detach()
         return terms
+
+    def multi_positive_terms(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        ids: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """StableRep's loss over the gathered batch, caption ids gathered alongside the features."""
+        all_image, all_text = self.gather(image_features, text_features)
+        all_ids = self.gather_ids(ids)
+        if not self.local_queries:
+            image_features, text_features, ids = all_image, all_text, all_ids
+        return multi_positive_loss(
+            image_features, text_features, all_image, all_text, logit_scale, ids, all_ids
+        )
 
     def ssl_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """SLIP: NT-Xent between the projected embeddings of two augmented views of every image."""
@@ -122,6 +155,16 @@ class ContrastiveModule(TrainingModule):
                 parts[self.global_rank] = local
             gathered = torch.cat(parts)
         return list(gathered.split(widths, dim=1))
+
+    def gather_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Every rank's caption ids, side by side in the order ``gather`` puts their features."""
+        if self.trainer.world_size == 1:
+            return ids
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(ids) for _ in range(self.trainer.world_size)]
+        dist.all_gather(parts, ids)
+        return torch.cat(parts)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # FLIP: the last `unmasked_tuning_steps` optimizer steps see every patch. Derived from the step,

@@ -36,6 +36,7 @@ class Training:
 def build_training(recipe: PretrainRecipe, train_set: Any, run_dir: Path, loggers: list[Any]) -> Training:
     """The module (tokenizer built on the training captions and the zero-shot prompts) and callbacks of a
     pretrain run writing into ``run_dir``."""
+    from vlmforge.data.grouping import caption_ids
     from vlmforge.data.loader import CaptionedImages
     from vlmforge.data.tokenizers import build_tokenizer
     from vlmforge.families import family_for
@@ -53,7 +54,9 @@ def build_training(recipe: PretrainRecipe, train_set: Any, run_dir: Path, logger
             hint=f"set data.image_size={model_side}",
         )
     ctx = family.models.context_length(recipe.model, module.model)
-    module.train_data = CaptionedImages(train_set, tokenizer, ctx, recipe.seed)
+    grouped = getattr(recipe.model, "multi_positive", False)
+    ids = caption_ids(train_set) if grouped else None
+    module.train_data = CaptionedImages(train_set, tokenizer, ctx, recipe.seed, ids)
     checkpoint = recipe.train.checkpoint
     accounting = DataAccounting(train_set, recipe.data.max_bad_fraction, run_dir / "metrics.jsonl")
     metrics_log = MetricsLog(

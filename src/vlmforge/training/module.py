@@ -104,17 +104,27 @@ class TrainingModule(pl.LightningModule, metaclass=abc.ABCMeta):
         if self.recipe.train.compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay those of the eager model
 
-    def train_dataloader(self) -> torch.utils.data.DataLoader:
-        assert self.train_data is not None, f"{type(self).__name__} was built without training data"
-        sampler = GlobalBatchSampler(
+    def batch_sampler(self) -> GlobalBatchSampler:
+        """This rank's micro-batches of sample keys, resuming at the checkpoint's data position."""
+        return GlobalBatchSampler(
             len(self.train_data),  # type: ignore[arg-type]
             self.settings.batch.global_batch,
             self.settings.batch.micro_batch,
-            rank=self.global_rank,
-            world_size=self.trainer.world_size,
-            seed=self.recipe.seed,
-            resume=self._resume_position,
+            **self.sampler_placement(),
         )
+
+    def sampler_placement(self) -> dict[str, Any]:
+        """Where a sampler stands: this rank among all, the run's seed, the data position to resume at."""
+        return {
+            "rank": self.global_rank,
+            "world_size": self.trainer.world_size,
+            "seed": self.recipe.seed,
+            "resume": self._resume_position,
+        }
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        assert self.train_data is not None, f"{type(self).__name__} was built without training data"
+        sampler = self.batch_sampler()
         workers = self.settings.num_workers
         data = getattr(self.recipe, "data", None)
         if isinstance(data, FfcvData):  # FFCV decodes the images of the sampler's micro-batches
