@@ -74,14 +74,31 @@ def _lines(chars: np.ndarray, min_chars: int) -> list[Box]:
     lines = []
     for members in groups.values():
         b = chars[members]
-        typical = float(np.median(b[:, 3]))
         x0, y0 = b[:, 0].min(), b[:, 1].min()
         x1, y1 = (b[:, 0] + b[:, 2]).max(), (b[:, 1] + b[:, 3]).max()
-        if y1 - y0 > 2.2 * typical or x1 - x0 < 2 * typical:
-            continue
-        if _distinct_in_x(b) >= min_chars:
+        if x1 - x0 >= 2 * np.median(b[:, 3]) and is_text_line(b) and _distinct_in_x(b) >= min_chars:
             lines.append((int(x0), int(y0), int(x1), int(y1)))
     return sorted(lines)
+
+
+def baseline_residuals(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tops and bottoms of character boxes (rows x, y, w, h, ...) measured from the least-squares line
+    through their bottoms against their centres: a straight, possibly slanted, baseline."""
+    centre, top, bottom = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1], boxes[:, 1] + boxes[:, 3]
+    slope, offset = np.polyfit(centre, bottom, 1) if np.ptp(centre) > 0 else (0.0, float(np.median(bottom)))
+    fitted = slope * centre + offset
+    return top - fitted, bottom - fitted
+
+
+def is_text_line(boxes: np.ndarray, max_height: float = 2.2, max_baseline_spread: float = 0.08) -> bool:
+    """Characters of a printed line sit on one straight baseline (the line verification of Neumann and
+    Matas 2010, "A method for text localization and recognition in real-world images"): the median
+    distance of the bottoms from the fitted baseline is under ``max_baseline_spread`` of the typical
+    height, and the line, measured across its baseline, is under ``max_height`` typical heights."""
+    typical = float(np.median(boxes[:, 3]))
+    tops, bottoms = baseline_residuals(boxes)
+    spread = float(np.median(np.abs(bottoms - np.median(bottoms))))
+    return bool(bottoms.max() - tops.min() <= max_height * typical and spread <= max_baseline_spread * typical)
 
 
 def _distinct_in_x(boxes: np.ndarray) -> int:
