@@ -98,7 +98,7 @@ def shipped_text_step() -> Any:
     from vlmforge.config.load import load_recipe
     from vlmforge.config.shipped import find_recipe
 
-    recipe = load_recipe(find_recipe("curate/datacomp-metaclip"), [])
+    recipe = load_recipe("curate", find_recipe("curate/datacomp-metaclip"))
     return next(step for step in recipe.steps if step.kind == "text_spotting")
 
 
@@ -108,8 +108,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rows = labelled_images(args.seed)
-    detectors: dict[str, Any] = {f"mser_min_chars_{n}": MserDetector(min_chars=n) for n in (2, 3, 4)}
-    detectors["mser_max_side_768"] = MserDetector(max_side=768)
+    detectors: dict[str, Any] = {f"mser_min_chars_{n}": MserDetector(min_chars=n) for n in (3, 4, 5)}
+    detectors["mser_min_chars_4_max_side_768"] = MserDetector(min_chars=4, max_side=768)
     if not args.no_ocr:
         detectors["ocr"] = OcrDetector()
     results = {}
@@ -126,10 +126,17 @@ def main() -> None:
         "check": confusion(check, shipped_areas, step.max_text_area),
     }
     print("shipped recipe on the check half:", shipped["check"])
-    size = {"text_dominated": sum(r.label == TEXT for r in rows), "natural": sum(r.label != TEXT for r in rows)}
+    size = {
+        "text_dominated": sum(r.label == TEXT for r in rows),
+        "natural": sum(r.label != TEXT for r in rows),
+    }
     path = write_result(
         "text_spotting",
-        {"seed": args.seed, "images": size, "targets": {"text_drop": TARGET_DROP, "natural_keep": TARGET_KEEP}}
+        {
+            "seed": args.seed,
+            "images": size,
+            "targets": {"text_drop": TARGET_DROP, "natural_keep": TARGET_KEEP},
+        }
         | {"shipped_recipe": shipped, "detectors": results},
     )
     print("wrote", path)

@@ -17,13 +17,14 @@ import numpy as np
 
 TEXT = "text"
 NATURAL = "natural"
-WORDS = (
+PHRASES = (
     "summer sale today only grand opening free entry live music night market best coffee in town "
     "welcome home new arrivals fresh bread open late concert tickets available now limited offer "
     "city marathon register online join the club save the date annual meeting chapter one the last "
     "journey stories of the sea a novel when cats rule the world keep calm and carry on quarterly "
     "results revenue growth agenda introduction methods conclusion questions thank you"
-).split()
+)
+WORDS = PHRASES.split()
 PHOTO_NAMES = (
     "astronaut", "brick", "camera", "cat", "clock", "coffee", "coins", "colorwheel", "grass", "gravel",
     "horse", "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket", "china", "flower",
@@ -151,7 +152,9 @@ def meme(rng: np.random.Generator) -> object:
     width, height = photo.size
     face = font(1, max(18, width // 9))
     for y in (4, height // 3, height - height // 3):
-        draw.text((6, y), _phrase(rng, 2).upper(), font=face, fill="white", stroke_width=2, stroke_fill="black")
+        draw.text(
+            (6, y), _phrase(rng, 2).upper(), font=face, fill="white", stroke_width=2, stroke_fill="black"
+        )
     return photo
 
 
@@ -215,7 +218,9 @@ def labelled_images(seed: int = 0, per_kind: int = 12) -> list[LabelledImage]:
         for kind, make in GENERATORS.items()
         for i in range(per_kind)
     ]
-    rows += [LabelledImage(n, TEXT, Image.fromarray(getattr(skimage.data, n)()).convert("RGB")) for n in ("page",)]
+    rows += [
+        LabelledImage(n, TEXT, Image.fromarray(getattr(skimage.data, n)()).convert("RGB")) for n in ("page",)
+    ]
     for name in PHOTO_NAMES:
         rows += [LabelledImage(label, NATURAL, image) for label, image in variants(name, rng)]
         rows.append(LabelledImage(f"{name}-watermark", NATURAL, watermarked(name, rng)))
