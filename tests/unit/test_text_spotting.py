@@ -9,7 +9,13 @@ import pytest
 from tests.text_images import NATURAL, TEXT, labelled_images, split_halves
 from vlmforge.config.load import load_recipe
 from vlmforge.config.shipped import find_recipe
-from vlmforge.curate.textdetect import baseline_residuals, build_detector, is_text_line, text_area
+from vlmforge.curate.textdetect import (
+    baseline_residuals,
+    build_detector,
+    is_text_line,
+    side_by_side,
+    text_area,
+)
 
 
 def boxes_on(slope: float, bottoms_jitter: list[float]) -> np.ndarray:
@@ -42,6 +48,19 @@ def test_a_line_taller_than_its_characters_is_not_text() -> None:
     boxes[2, 1] -= 40  # one region reaching far above the line
     boxes[2, 3] += 40
     assert not is_text_line(boxes)
+
+
+def test_solid_blobs_are_not_a_text_line() -> None:
+    boxes = boxes_on(0.0, [0, 0, 0, 0, 0])
+    boxes[:, 4] = 5  # strokes 10 px wide in 12 px wide regions: bricks, not letters
+    assert not is_text_line(boxes)
+
+
+def test_nested_regions_of_one_glyph_count_once() -> None:
+    glyphs = boxes_on(0.0, [0, 0, 0])
+    nested = glyphs[1] + np.array([1, 1, -2, -2, 0])  # MSER's inner region of the middle glyph
+    found = side_by_side(np.vstack([glyphs, nested]))
+    np.testing.assert_array_equal(found[:, 0], [0, 16, 32])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ detector (EasyOCR: CRAFT, Baek et al. 2019, + a CRNN recogniser) also reads the 
 
 MSER: maximally stable extremal regions (Matas et al. 2002) as character candidates, kept when their
 stroke width is near-constant (distance transform along the stroke ridge, as in the stroke width
-transform of Epshtein et al. 2010), then chained into lines of similar height, baseline and stroke."""
+transform of Epshtein et al. 2010), then chained into lines of similar height, baseline and stroke;
+a line counts as text when its regions sit on one straight (possibly slanted) baseline with thin strokes,
+which textures (grass, gravel, brick) rarely do."""
 
 from __future__ import annotations
 
@@ -93,12 +95,12 @@ def baseline_residuals(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def is_text_line(
     regions: np.ndarray, max_height: float = 2.2, max_baseline_spread: float = 0.08, max_stroke: float = 0.5
 ) -> bool:
-    """Character regions (rows x, y, w, h, stroke half-width) of a printed line sit on one straight baseline, as
-    in the line verification of Neumann and Matas 2010 ("A method for text localization and recognition
-    in real-world images"): the bottoms' median distance from the fitted baseline is under
+    """Character regions (rows x, y, w, h, stroke half-width) of a printed line sit on one straight
+    baseline, as in the line verification of Neumann and Matas 2010 ("A method for text localization and
+    recognition in real-world images"): the bottoms' median distance from the fitted baseline is under
     ``max_baseline_spread`` of the typical height, and the line, measured across its baseline, is under
-    ``max_height`` typical heights. Their strokes are thin (Epshtein et al. 2010): the median stroke
-    is under ``max_stroke`` of the glyph's width, which solid blobs (bricks, pebbles) exceed."""
+    ``max_height`` typical heights. Their strokes are thin (Epshtein et al. 2010): the median stroke is
+    under ``max_stroke`` of the region's width, which solid blobs (bricks, pebbles) exceed."""
     typical = float(np.median(regions[:, 3]))
     tops, bottoms = baseline_residuals(regions)
     spread = float(np.median(np.abs(bottoms - np.median(bottoms))))
