@@ -4,7 +4,9 @@ detector (EasyOCR: CRAFT, Baek et al. 2019, + a CRNN recogniser) also reads the 
 
 MSER: maximally stable extremal regions (Matas et al. 2002) as character candidates, kept when their
 stroke width is near-constant (distance transform along the stroke ridge, as in the stroke width
-transform of Epshtein et al. 2010), then chained into lines of similar height, baseline and stroke."""
+transform of Epshtein et al. 2010), then chained into lines of similar height, baseline and stroke;
+a line counts as text when its regions sit on one straight (possibly slanted) baseline with thin strokes,
+which textures (grass, gravel, brick) rarely do."""
 
 from __future__ import annotations
 
@@ -74,26 +76,50 @@ def _lines(chars: np.ndarray, min_chars: int) -> list[Box]:
     lines = []
     for members in groups.values():
         b = chars[members]
-        typical = float(np.median(b[:, 3]))
         x0, y0 = b[:, 0].min(), b[:, 1].min()
         x1, y1 = (b[:, 0] + b[:, 2]).max(), (b[:, 1] + b[:, 3]).max()
-        if y1 - y0 > 2.2 * typical or x1 - x0 < 2 * typical:
-            continue
-        if _distinct_in_x(b) >= min_chars:
+        if x1 - x0 >= 2 * np.median(b[:, 3]) and len(side_by_side(b)) >= min_chars and is_text_line(b):
             lines.append((int(x0), int(y0), int(x1), int(y1)))
     return sorted(lines)
 
 
-def _distinct_in_x(boxes: np.ndarray) -> int:
-    """Characters side by side (nested MSER regions of one glyph count once)."""
-    count, right = 0, -np.inf
-    for x, _, w, *_ in boxes[np.argsort(boxes[:, 0], kind="stable")]:
-        if x >= right - 0.2 * w:
-            count += 1
-            right = x + w
+def baseline_residuals(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tops and bottoms of character boxes (rows x, y, w, h, ...) measured from the least-squares line
+    through their bottoms against their centres: a straight, possibly slanted, baseline."""
+    centre, top, bottom = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1], boxes[:, 1] + boxes[:, 3]
+    slope, offset = np.polyfit(centre, bottom, 1) if np.ptp(centre) > 0 else (0.0, float(np.median(bottom)))
+    fitted = slope * centre + offset
+    return top - fitted, bottom - fitted
+
+
+def is_text_line(
+    regions: np.ndarray, max_height: float = 2.2, max_baseline_spread: float = 0.08, max_stroke: float = 0.5
+) -> bool:
+    """Character regions (rows x, y, w, h, stroke half-width) of a printed line sit on one straight
+    baseline, as in the line verification of Neumann and Matas 2010 ("A method for text localization and
+    recognition in real-world images"): the bottoms' median distance from the fitted baseline is under
+    ``max_baseline_spread`` of the typical height, and the line, measured across its baseline, is under
+    ``max_height`` typical heights. Their strokes are thin (Epshtein et al. 2010): the median stroke is
+    under ``max_stroke`` of the region's width, which solid blobs (bricks, pebbles) exceed."""
+    typical = float(np.median(regions[:, 3]))
+    tops, bottoms = baseline_residuals(regions)
+    spread = float(np.median(np.abs(bottoms - np.median(bottoms))))
+    stroke = float(np.median(2 * regions[:, 4] / regions[:, 2]))
+    straight = bottoms.max() - tops.min() <= max_height * typical and spread <= max_baseline_spread * typical
+    return bool(straight and stroke <= max_stroke)
+
+
+def side_by_side(boxes: np.ndarray) -> np.ndarray:
+    """One box per character, left to right: nested MSER regions of one glyph (boxes overlapping the
+    previous one by more than a fifth of their width) are folded into the first."""
+    kept, right = [], -np.inf
+    for row in boxes[np.argsort(boxes[:, 0], kind="stable")]:
+        if row[0] >= right - 0.2 * row[2]:
+            kept.append(row)
+            right = row[0] + row[2]
         else:
-            right = max(right, x + w)
-    return count
+            right = max(right, row[0] + row[2])
+    return np.array(kept).reshape(-1, boxes.shape[1])
 
 
 def mser_detector(cfg: MserDetector) -> Detector:
