@@ -69,10 +69,13 @@ def encode_images(
 def encode_texts(
     model: torch.nn.Module, tokenizer: TextTokenizer, texts: list[str], context_length: int, batch_size: int
 ) -> torch.Tensor:
+    """[texts, dim] L2-normalised embeddings (on the CPU) of ``texts`` tokenised to ``context_length``,
+    computed on the model's device."""
+    device = next(model.parameters()).device
     feats = []
     for start in range(0, len(texts), batch_size):
         tokens = tokenizer(texts[start : start + batch_size], context_length)
-        feats.append(model.encode_text(tokens, normalize=True).float())
+        feats.append(model.encode_text(tokens.to(device), normalize=True).float().cpu())
     return torch.cat(feats)
 
 

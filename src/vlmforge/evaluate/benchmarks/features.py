@@ -84,16 +84,6 @@ def none_readable(benchmark: str, count: int, dropped: Sequence[Drop]) -> UserEr
     return UserError(f"{benchmark}: none of the {count} images can be read ({shown})")
 
 
-@torch.no_grad()
-def text_features(model: Any, texts: Sequence[str], batch_size: int) -> torch.Tensor:
-    """[texts, dim] embeddings of ``texts``, tokenised to the model's context length."""
-    feats = []
-    for start in range(0, len(texts), batch_size):
-        tokens = model.tokenizer(list(texts[start : start + batch_size]), model.context_length)
-        feats.append(model.model.encode_text(tokens.to(model.device), normalize=True).float().cpu())
-    return torch.cat(feats)
-
-
 def drop_counts(dropped: Sequence[Drop]) -> dict[str, Any]:
     """What a result says of the unreadable images: how many, and the first few."""
     if not dropped:

@@ -19,9 +19,9 @@ from vlmforge.evaluate.benchmarks.features import (
     image_features,
     none_readable,
     picture_batches,
-    text_features,
 )
 from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, require, subset
+from vlmforge.evaluate.tasks import encode_texts
 
 LAYOUT = (
     'a Karpathy split file: {"images": [{"filename", "split", "sentences": [{"raw"}], "cocoid" | "imgid"}]}'
@@ -102,7 +102,9 @@ def karpathy_retrieval(model: Any, task: KarpathyRetrievalTask, batch_size: int)
         model, [im.picture for im in images], str(task.images), batch_size
     )
     texts, text_groups = caption_owners([images[i].sentences for i in kept], task.captions_per_image)
-    captions_features = text_features(model, texts, batch_size)
+    captions_features = encode_texts(
+        model.model, model.tokenizer, list(texts), model.context_length, batch_size
+    )
     metrics: dict[str, Any] = retrieval_recall(
         features, captions_features, torch.arange(len(kept)), text_groups, task.ks
     )

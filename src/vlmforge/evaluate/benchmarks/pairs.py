@@ -14,8 +14,9 @@ import torch
 
 from vlmforge.config.benchmarks import AroTask, SugarCrepeTask
 from vlmforge.errors import UserError
-from vlmforge.evaluate.benchmarks.features import Picture, drop_counts, image_features, text_features
+from vlmforge.evaluate.benchmarks.features import Picture, drop_counts, image_features
 from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, require, subset
+from vlmforge.evaluate.tasks import encode_texts
 
 SUGARCREPE = "a SugarCrepe file: a JSON object {id: {filename, caption, negative_caption}}"
 ARO = "an ARO file: a JSON list of {image_path, bbox_x, bbox_y, bbox_w, bbox_h, true_caption, false_caption}"
@@ -53,7 +54,7 @@ def score_pairs(
     evaluated = [i for i, pair in enumerate(pairs) if position[pair.picture] in row_of]
     images = features[[row_of[position[pairs[i].picture]] for i in evaluated]]
     texts = [pairs[i].caption for i in evaluated] + [pairs[i].negative for i in evaluated]
-    embedded = text_features(model, texts, batch_size)
+    embedded = encode_texts(model.model, model.tokenizer, list(texts), model.context_length, batch_size)
     count = len(evaluated)
     return evaluated, (images * embedded[:count]).sum(1), (images * embedded[count:]).sum(1), dropped
 
