@@ -101,14 +101,37 @@ class LoraAdapters(Section):
     )
 
 
+class MaplMapper(Section):
+    """MAPL's mapping network (Mañas et al. 2023, mair-lab/mapl ``MappingNetwork``): the visual features
+    projected down to ``width``, followed by ``queries`` learned constant tokens, a pre-norm transformer
+    encoder over both, and the constant tokens' outputs projected up to the LLM width — a fixed, small
+    number of image tokens whatever the encoder's patch count."""
+
+    queries: int = Field(32, ge=1, description="Learned query tokens = image tokens the LLM reads.")
+    width: int = Field(256, ge=8, description="Hidden width of the mapper's transformer.")
+    layers: int = Field(4, ge=1, description="Transformer encoder layers.")
+    heads: int = Field(8, ge=1, description="Attention heads (must divide width).")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> MaplMapper:
+        if self.width % self.heads:
+            raise ValueError(f"mapper width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+
 class LlavaModel(Section):
     """LLaVA: a frozen CLIP vision encoder, a projector into the LLM's embedding space and a causal LLM
     (Liu et al. 2023; LLaVA-1.5: mlp2x_gelu projector), on transformers' LlavaForConditionalGeneration."""
 
     kind: Literal["llava"] = "llava"
     vision: ClipVisionEncoder = Field(default_factory=ClipVisionEncoder, description="Vision encoder.")
-    projector: Literal["linear", "mlp2x_gelu"] = Field(
-        "mlp2x_gelu", description="Vision-to-LLM projector: one linear layer (LLaVA) or linear-GELU-linear."
+    projector: Literal["linear", "mlp2x_gelu", "mapl"] = Field(
+        "mlp2x_gelu",
+        description="Vision-to-LLM projector: one linear map per patch (LLaVA; LiMBeR's linear map), "
+        "linear-GELU-linear (LLaVA-1.5) or MAPL's mapper (learned query tokens, see `mapper`).",
+    )
+    mapper: MaplMapper = Field(
+        default_factory=MaplMapper, description="MAPL mapper sizes (used with projector: mapl)."
     )
     vision_feature_layer: int = Field(
         -2, description="Hidden layer of the vision encoder fed to the projector (LLaVA: the penultimate)."
@@ -129,7 +152,10 @@ class LlavaModel(Section):
 
     @property
     def image_tokens(self) -> int:
-        """Visual tokens per image: one per patch (the class token is dropped, LLaVA's 'default')."""
+        """Visual tokens per image: MAPL's query tokens, else one per patch (the class token is dropped,
+        LLaVA's 'default')."""
+        if self.projector == "mapl":
+            return self.mapper.queries
         return (self.vision.image_size // self.vision.patch_size) ** 2
 
     def without_pretrained(self) -> LlavaModel:

@@ -15,6 +15,7 @@ import torch
 
 from vlmforge.config.llava import LlavaModel
 from vlmforge.errors import UserError, missing_extra
+from vlmforge.models.llava_projectors import custom_projector
 from vlmforge.storage import write_text, writing
 
 PROJECTOR = "model.multi_modal_projector."
@@ -30,6 +31,8 @@ IGNORE_INDEX = -100  # label of tokens that carry no loss (prompts, image tokens
 # name transformers does not know, `from_pretrained` stops with this message instead of loading the rest
 # and initialising the projector at random. `vlmforge.interop.hf_llava` exports such runs exactly.
 UNLOADABLE_LINEAR = "vlmforge-linear-projector: export the run to load it with transformers"
+# The same for MAPL's mapper, which has no transformers counterpart at all (export refuses it too).
+UNLOADABLE_MAPL = "vlmforge-mapl-projector: load the run with vlmforge (transformers has no MAPL mapper)"
 CONFIG = "config.json"
 
 
@@ -45,8 +48,8 @@ def transformers_module() -> Any:
 
 def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:
     """The transformers ``LlavaConfig`` of the recipe's sizes, images scattered into ``image_id`` (the
-    tokenizer's ``<image>``). Training replaces the projector of the ``linear`` one by ``LinearProjector``
-    (``_random_model``); its activation here, the identity, is the exported model's (``interop.hf_llava``)."""
+    tokenizer's ``<image>``). Training replaces the ``linear`` and ``mapl`` projectors
+    (``custom_projector``); the ``linear`` one's activation here, the identity, is what export writes."""
     tf = transformers_module()
     vision = tf.CLIPVisionConfig(
         hidden_size=cfg.vision.width,
@@ -90,17 +93,6 @@ def planned_image_id(cfg: LlavaModel, vocab_size: int) -> int:
     return BUILT_IMAGE_ID if cfg.tokenizer.kind != "pretrained" else vocab_size - 1
 
 
-class LinearProjector(torch.nn.Module):
-    """LLaVA's original projector: one linear map from vision width to LLM width."""
-
-    def __init__(self, vision_width: int, llm_width: int) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(vision_width, llm_width)
-
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.linear(image_features)
-
-
 def build_model(
     cfg: LlavaModel, vocab_size: int, device: str = "cpu", image_id: int | None = None
 ) -> torch.nn.Module:
@@ -117,8 +109,9 @@ def _random_model(cfg: LlavaModel, vocab_size: int, device: str, image_id: int) 
     tf = transformers_module()
     with torch.device(device):
         model = tf.LlavaForConditionalGeneration(hf_config(cfg, vocab_size, image_id))
-        if cfg.projector == "linear":
-            model.model.multi_modal_projector = LinearProjector(cfg.vision.width, cfg.llm.hidden_size)
+        projector = custom_projector(cfg)
+        if projector is not None:
+            model.model.multi_modal_projector = projector
     return model
 
 
@@ -135,8 +128,8 @@ def write_run_config(folder: Path, cfg: LlavaModel, vocab_size: int, image_id: i
     fails loudly where there are none (a run root, an unfinished stage) or where they are not in its
     layout (the linear projector), instead of falling back to its default 7B configuration."""
     config = hf_config(cfg, vocab_size, image_id)
-    if cfg.projector == "linear":
-        config.projector_hidden_act = UNLOADABLE_LINEAR
+    if cfg.projector in ("linear", "mapl"):
+        config.projector_hidden_act = UNLOADABLE_LINEAR if cfg.projector == "linear" else UNLOADABLE_MAPL
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / CONFIG, config.to_json_string())
 
