@@ -29,9 +29,9 @@ class FinetuneStage(Section):
     """One stage of `vlmforge finetune`: it starts from the previous stage's weights."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Stage name: its files go to <run>/stages/<name>/.")
-    trainable: Literal["projector", "projector+llm", "lora", "projector+lora"] = Field(
+    trainable: Literal["projector", "projector+llm", "lora", "projector+lora", "adapter"] = Field(
         description="What trains; the rest is frozen (the vision encoder always is). 'lora': only the "
-        "adapters of model.lora."
+        "adapters of model.lora; 'adapter': model.adapter's prompts and the LLM's biases, scales and norms."
     )
     data: ConversationSource = Field(description="The stage's conversations, chosen by kind.")
     template: Literal["plain", "chat"] = Field(
@@ -98,6 +98,8 @@ class FinetuneRecipe(RunRecipe):
             split_batch(stage.batch_size, micro, self.world_size, f"stages[{i}].")
             if "lora" in stage.trainable and self.model.lora is None:
                 raise ValueError(f"stage {stage.name!r} trains LoRA adapters: set model.lora")
+            if stage.trainable == "adapter" and self.model.adapter is None:
+                raise ValueError(f"stage {stage.name!r} trains LLaMA-Adapter prompts: set model.adapter")
         if any(task.kind == "preference" for task in self.eval):
             raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
         _no_periodic_eval(self.train, "finetune")

@@ -119,6 +119,14 @@ class MaplMapper(Section):
         return self
 
 
+class LlamaAdapter(Section):
+    """LLaMA-Adapter V2-style adapters (Gao et al. 2023): zero-init gated prompts in the top blocks, plus
+    the LLM's biases, per-output scales and norm gains, trained by stages with ``trainable: adapter``."""
+
+    prompt_length: int = Field(10, ge=1, description="Learned prompt tokens per adapted block.")
+    layers: int = Field(30, ge=1, description="Adapted blocks from the top (LLaMA-Adapter: 30 of 32).")
+
+
 class LlavaModel(Section):
     """LLaVA: a frozen CLIP vision encoder, a projector into the LLM's embedding space and a causal LLM
     (Liu et al. 2023; LLaVA-1.5: mlp2x_gelu projector), on transformers' LlavaForConditionalGeneration."""
@@ -142,6 +150,11 @@ class LlavaModel(Section):
         2048, ge=4, description="Text tokens per sample after truncation (image tokens come on top)."
     )
     lora: LoraAdapters | None = Field(None, description="Adapters, for stages with trainable: lora.")
+    adapter: LlamaAdapter | None = Field(
+        None,
+        description="LLaMA-Adapter V2-style prompts and bias/scale tuning, for stages with trainable: "
+        "adapter (part of the model once set: the LLM gets zero-initialised biases).",
+    )
     pretrained: str | None = Field(
         None,
         description="A whole LLaVA to start from, loaded when training only: a transformers "
@@ -176,6 +189,8 @@ class LlavaModel(Section):
                 f"vision_feature_layer {self.vision_feature_layer} is outside the {states} hidden states "
                 f"of a {self.vision.layers}-layer encoder"
             )
+        if self.adapter is not None and self.adapter.layers > self.llm.layers:
+            raise ValueError(f"adapter.layers {self.adapter.layers} exceeds the LLM's {self.llm.layers}")
         longest = self.image_tokens + self.max_text_tokens
         if longest > self.llm.max_position_embeddings:
             raise ValueError(

@@ -111,7 +111,7 @@ def export_source(run_dir: Path, stage: str | None) -> ExportSource:
     if verb == "finetune":
         recipe = load_recipe("finetune", run_dir / "recipe.yaml")
         assert isinstance(recipe, FinetuneRecipe)
-        _refuse_mapl(recipe.model, run_dir)
+        _refuse_custom(recipe.model, run_dir)
         chosen = _finished_stage(run_dir, recipe, stage)
         data = chosen.data
         return ExportSource(
@@ -161,7 +161,7 @@ def _align_source(run_dir: Path, stage: str | None) -> ExportSource:
         )
     recipe = load_recipe("align", run_dir / "recipe.yaml")
     assert isinstance(recipe, AlignRecipe) and recipe.model is not None  # the run saves its model section
-    _refuse_mapl(recipe.model, run_dir)
+    _refuse_custom(recipe.model, run_dir)
     if not stage_completed(run_dir, ALIGN_TRAINING):
         raise UserError(
             f"{run_dir}: the alignment has not finished, there are no weights to export",
@@ -178,8 +178,15 @@ def _align_source(run_dir: Path, stage: str | None) -> ExportSource:
     )
 
 
-def _refuse_mapl(model: Any, run_dir: Path) -> None:
-    """transformers' LLaVA has no MAPL mapper (query tokens + transformer): an export would not load."""
+def _refuse_custom(model: Any, run_dir: Path) -> None:
+    """transformers' LLaVA has no MAPL mapper (query tokens + transformer) and no LLaMA-Adapter prompts:
+    an export would not load."""
+    if model.adapter is not None:
+        raise UserError(
+            f"{run_dir} has LLaMA-Adapter prompts (model.adapter), which transformers' "
+            "LlavaForConditionalGeneration cannot hold: there is no transformers format to export it to",
+            hint="use the run folder with `vlmforge eval` / `vlmforge predict`, or tune with lora to export",
+        )
     if model.projector == "mapl":
         raise UserError(
             f"{run_dir} uses the MAPL projector, which transformers' LlavaForConditionalGeneration cannot "

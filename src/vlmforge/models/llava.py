@@ -8,6 +8,7 @@ the plain model when the stage hands its weights to the next one (``plain_model`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 
 from vlmforge.config.llava import LlavaModel
 from vlmforge.errors import UserError, missing_extra
+from vlmforge.models import llava_adapter
 from vlmforge.models.llava_projectors import custom_projector
 from vlmforge.storage import write_text, writing
 
@@ -24,6 +26,7 @@ TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
     "projector+llm": (PROJECTOR, "model.language_model.", "lm_head."),
     "lora": (),
     "projector+lora": (PROJECTOR,),
+    "adapter": (),  # llava_adapter.trainable_name decides
 }
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompts, image tokens, padding)
 # The projector activation a run folder's config.json names for the `linear` projector. Its weights there
@@ -33,6 +36,7 @@ IGNORE_INDEX = -100  # label of tokens that carry no loss (prompts, image tokens
 UNLOADABLE_LINEAR = "vlmforge-linear-projector: export the run to load it with transformers"
 # The same for MAPL's mapper, which has no transformers counterpart at all (export refuses it too).
 UNLOADABLE_MAPL = "vlmforge-mapl-projector: load the run with vlmforge (transformers has no MAPL mapper)"
+UNLOADABLE_ADAPTER = "vlmforge-llama-adapter: load the run with vlmforge (transformers has no such prompts)"
 CONFIG = "config.json"
 
 
@@ -71,6 +75,8 @@ def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:
         rope_theta=cfg.llm.rope_theta,
         rms_norm_eps=cfg.llm.rms_norm_eps,
         tie_word_embeddings=False,
+        attention_bias=cfg.adapter is not None,  # LLaMA-Adapter V2's bias tuning: zero-initialised
+        mlp_bias=cfg.adapter is not None,
     )
     return tf.LlavaConfig(
         vision_config=vision,
@@ -112,7 +118,19 @@ def _random_model(cfg: LlavaModel, vocab_size: int, device: str, image_id: int) 
         projector = custom_projector(cfg)
         if projector is not None:
             model.model.multi_modal_projector = projector
+        if cfg.adapter is not None:
+            llava_adapter.install_prompts(model, cfg)
+    if cfg.adapter is not None:
+        _zero_llm_biases(model)
     return model
+
+
+def _zero_llm_biases(model: torch.nn.Module) -> None:
+    """Bias tuning starts from the LLM as it is: every added bias zero (transformers' init may not be)."""
+    with torch.no_grad():
+        for name, param in model.model.language_model.named_parameters():
+            if name.endswith(".bias") and not param.is_meta:
+                param.zero_()
 
 
 def trained_model(cfg: LlavaModel, vocab_size: int, image_id: int, weights: Path) -> torch.nn.Module:
@@ -130,6 +148,8 @@ def write_run_config(folder: Path, cfg: LlavaModel, vocab_size: int, image_id: i
     config = hf_config(cfg, vocab_size, image_id)
     if cfg.projector in ("linear", "mapl"):
         config.projector_hidden_act = UNLOADABLE_LINEAR if cfg.projector == "linear" else UNLOADABLE_MAPL
+    if cfg.adapter is not None:
+        config.projector_hidden_act = UNLOADABLE_ADAPTER
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / CONFIG, config.to_json_string())
 
@@ -235,6 +255,11 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 # ----------------------------------------------------------------------------------------- stages
 def prepare_stage(model: torch.nn.Module, cfg: LlavaModel, trainable: str) -> torch.nn.Module:
     """Freeze everything but what the stage trains; wrap with peft LoRA adapters for LoRA stages."""
+    if trainable == "adapter":
+        llava_adapter.add_scales(model)
+        for name, param in model.named_parameters():
+            param.requires_grad_(llava_adapter.trainable_name(name))
+        return model
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith(TRAINABLE_PREFIXES[trainable]))
     if "lora" not in trainable:
@@ -262,9 +287,11 @@ def prepare_stage(model: torch.nn.Module, cfg: LlavaModel, trainable: str) -> to
 
 
 def plain_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The LLaVA model without peft wrappers: LoRA updates merged into the base weights."""
+    """The LLaVA model without peft wrappers or stage-only scales: LoRA updates and LLaMA-Adapter scales
+    merged into the base weights."""
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
+    llava_adapter.merge_scales(model)
     return model
 
 
@@ -306,7 +333,8 @@ def load_pretrained_towers(model: torch.nn.Module, cfg: LlavaModel) -> None:
         head = state.pop("lm_head.weight")
         body = {k.removeprefix("model."): v for k, v in state.items()}
         body["embed_tokens.weight"] = _grow_rows(body["embed_tokens.weight"], model.lm_head.weight.shape[0])
-        _copy_state(model.model.language_model, body, "model.llm.pretrained")
+        fresh = llava_adapter.added_by_adapter if cfg.adapter is not None else None
+        _copy_state(model.model.language_model, body, "model.llm.pretrained", fresh)
         with torch.no_grad():
             model.lm_head.weight.copy_(_grow_rows(head, model.lm_head.weight.shape[0]))
 
@@ -356,7 +384,17 @@ def _grow_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([weight, extra])
 
 
-def _copy_state(module: torch.nn.Module, state: dict[str, torch.Tensor], field: str) -> None:
+def _copy_state(
+    module: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    field: str,
+    fresh: Callable[[str], bool] | None = None,
+) -> None:
+    """Load ``state`` strictly, except for parameters ``fresh`` says the source cannot have (they keep
+    their initial values)."""
+    if fresh is not None:
+        kept = {name: value for name, value in module.state_dict().items() if fresh(name)}
+        state = {**kept, **state}
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -1,5 +1,6 @@
-"""MAPL's mapper as a LLaVA projector: its shape and token count, what the planner counts, a finetune from
-the CLI with frozen parts unchanged, and the export it refuses."""
+"""LLaVA variants beyond LLaVA-1.5: MAPL's mapper as the projector (its shape and token count, what the
+planner counts) and LLaMA-Adapter stages, each finetuned from the CLI with the frozen parts unchanged and
+the transformers export they cannot have refused."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from vlmforge.errors import UserError
 pytest.importorskip("transformers")
 
 MAPL = find_recipe("debug/llava-mapl-tiny")
+ADAPTER = find_recipe("debug/llava-adapter-tiny")
 LLAVA = find_recipe("debug/llava-tiny")
 
 
@@ -76,3 +78,30 @@ def test_mapl_finetunes_from_the_cli_and_refuses_transformers_export(tmp_path: P
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "MAPL" in refused.stderr and "Traceback" not in refused.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_adapter_stage_trains_only_adapters_from_the_cli(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    short = ("stages.0.max_steps=2", "stages.1.max_steps=4", "stages.2.max_steps=6", "eval=[]")
+    proc = run_cli("finetune", "-c", str(ADAPTER), *short, "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stage instruct: adapter" in proc.stderr
+    run_dir = tmp_path / last_json(proc.stdout)["run_dir"]
+    before = load_file(run_dir / "stages" / "caption" / "model.safetensors")
+    after = load_file(run_dir / "stages" / "instruct" / "model.safetensors")
+    assert before.keys() == after.keys()  # the stage's scales were folded away
+    frozen = [
+        n for n in before if "vision_tower." in n or "multi_modal_projector." in n or "embed_tokens" in n
+    ]
+    assert all(torch.equal(before[n], after[n]) for n in [*frozen, "lm_head.weight"])
+    gates = [n for n in before if n.endswith("adaption.gate")]
+    assert gates and all(not torch.equal(before[n], after[n]) for n in gates)
+    # a frozen linear map changes only by its folded per-output scale: each row a multiple of the old one
+    name = "model.language_model.layers.0.mlp.down_proj.weight"
+    ratio = after[name] / before[name]
+    assert not torch.equal(before[name], after[name])
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4)
+
+    refused = run_cli("export", str(run_dir), "--format", "hf", "-o", str(tmp_path / "hf"), cwd=tmp_path)
+    assert refused.returncode == 2 and "LLaMA-Adapter" in refused.stderr, refused.stderr[-2000:]
