@@ -30,14 +30,20 @@ class TextFilters(Section):
     """Word count, character and word n-gram repetition, special characters and stop words (ROOTS /
     OBELICS text filters), at one level: a paragraph or the whole document."""
 
-    min_words: int = Field(4, ge=0)
-    max_words: int = Field(1_000, ge=1)
-    character_repetition_length: int = Field(10, ge=1)
-    max_character_repetition: float = Field(0.1, ge=0, le=1)
-    word_repetition_length: int = Field(5, ge=1)
-    max_word_repetition: float = Field(0.1, ge=0, le=1)
-    max_special_characters: float = Field(0.3, ge=0, le=1)
-    min_stop_words: float = Field(0.3, ge=0, le=1)
+    min_words: int = Field(4, ge=0, description="Fail with fewer words.")
+    max_words: int = Field(1_000, ge=1, description="Fail with more words.")
+    character_repetition_length: int = Field(10, ge=1, description="n of the character n-grams.")
+    max_character_repetition: float = Field(
+        0.1, ge=0, le=1, description="Fail above this share of the most repeated character n-grams."
+    )
+    word_repetition_length: int = Field(5, ge=1, description="n of the word n-grams.")
+    max_word_repetition: float = Field(
+        0.1, ge=0, le=1, description="Fail above this share of word n-grams that occur more than once."
+    )
+    max_special_characters: float = Field(
+        0.3, ge=0, le=1, description="Fail above this share of punctuation, digit and space characters."
+    )
+    min_stop_words: float = Field(0.3, ge=0, le=1, description="Fail below this share of stop words.")
 
 
 def _document_text() -> TextFilters:
@@ -65,5 +71,7 @@ class DocumentCuration(Section):
         le=1,
         description="Drop a document this similar (MinHash Jaccard of word 5-grams) to an earlier kept one.",
     )
-    minhash_permutations: int = Field(128, ge=16, le=1024)
+    minhash_permutations: int = Field(
+        128, ge=16, le=1024, description="Hash functions of a MinHash signature."
+    )
     minhash_bands: int = Field(32, ge=1, description="LSH bands of the MinHash signature.")
