@@ -60,9 +60,12 @@ class DocumentCuration(Section):
     """Image filters, paragraph filters, document filters, then dedup of documents, in that order."""
 
     seed: int = Field(0, ge=0, description="Seed of the MinHash permutations.")
-    images: ImageFilters = Field(default_factory=ImageFilters)
-    paragraphs: TextFilters = Field(default_factory=TextFilters)
-    document: TextFilters = Field(default_factory=_document_text)
+    images: ImageFilters = Field(default_factory=ImageFilters, description="Filters of each image.")
+    paragraphs: TextFilters = Field(default_factory=TextFilters, description="Filters of each paragraph.")
+    document: TextFilters = Field(
+        default_factory=_document_text,
+        description="Filters of the text left in a document (OBELICS' doc level).",
+    )
     min_images: int = Field(1, ge=0, description="Drop documents left with fewer images.")
     max_images: int = Field(30, ge=1, description="Drop documents with more images.")
     near_duplicate_jaccard: float = Field(
