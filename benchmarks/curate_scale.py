@@ -1,10 +1,10 @@
 """How curation grows with the pool: samples/s and peak memory of `vlmforge curate` (cheap steps + exact and
 near dedup, local engine) on generated pools of small images, one fresh process per pool size.
 
-Each pool: 32x32 PNG images (a random 4x4 pattern upscaled, so perceptual hashes differ), 1% exact
-copies and 1% brightened copies of earlier images, templated captions of varied length; WebDataset
-shards of ``--shard-size`` samples. Measured per size: seconds of each pass, end-to-end samples/s, peak
-RSS of the driver and of the largest worker (``resource.getrusage``), and the Python/numpy peak of the
+Each pool: 32x32 PNG images (a random 8x8 pattern of 4-pixel blocks: no two are perceptual duplicates),
+1% exact copies and 1% brightened copies of earlier images, templated captions of varied length; shards
+of ``--shard-size`` samples. Measured per size: seconds of each pass, end-to-end samples/s, peak RSS of
+the driver and of the largest worker (``resource.getrusage``), and the Python/numpy peak of the
 decide pass alone (``tracemalloc``, a second decide over the saved measurements).
 
     OMP_NUM_THREADS=1 python benchmarks/curate_scale.py [--sizes 10000 30000 100000] [--workers 2]
@@ -60,8 +60,8 @@ def make_pool(root: Path, samples: int, shard_size: int, seed: int = 0) -> list[
     shards, members = [], []
     for n in range(samples):
         if n < originals:
-            small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-            array = np.repeat(np.repeat(small, 8, axis=0), 8, axis=1)  # 32x32 blocks
+            small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            array = np.repeat(np.repeat(small, 4, axis=0), 4, axis=1)  # 4-pixel blocks: hashes differ
             if len(kept_arrays) < 1000:
                 kept_arrays.append(array)
         else:
