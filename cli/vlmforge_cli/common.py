@@ -56,6 +56,15 @@ eval_app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 
+
+curate_app = typer.Typer(
+    cls=DefaultCommandGroup,
+    help="Curate an image-text pool (vlmforge curate -c recipe.yaml: the default command, see vlmforge "
+    "curate run --help), or sample a curation for human labelling and measure each filter against the "
+    "labels (curate annotate).",
+)
+app.add_typer(curate_app, name="curate")
+
 err = Console(stderr=True, emoji=False)  # ":name:" in a path or key stays text
 # Piped output is not cut to 80 columns: tables stay readable in logs and files.
 out = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)

@@ -18,6 +18,8 @@ from rich.markup import escape
 
 from vlmforge.errors import UserError, raise_all
 from vlmforge_cli import (
+    curate_annotate,  # noqa: F401  (registers curate annotate export, curate annotate import)
+    curate_documents,  # noqa: F401  (registers curate documents, assign-images, demo-documents)
     eval_reports,  # noqa: F401  (registers eval score, eval compare)
     inference,  # noqa: F401  (registers pretrain, finetune, align, then eval, predict)
     interop,  # noqa: F401  (registers export)
@@ -30,6 +32,7 @@ from vlmforge_cli.common import (
     PrintConfigOpt,
     RecipeOpt,
     app,
+    curate_app,
     data_app,
     emit,
     err,
@@ -44,7 +47,7 @@ from vlmforge_cli.common import (
 
 
 # ------------------------------------------------------------------------------------- other verbs
-@app.command()
+@curate_app.command("run")
 def curate(
     config: RecipeOpt,
     overrides: OverridesArg = None,
