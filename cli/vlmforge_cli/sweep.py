@@ -102,7 +102,7 @@ def sweep(
         )
     )
     if fmt is OutputFormat.table:
-        plan_table(err if not plan_only else out, planned)
+        plan_table(out, planned)
     if plan_only:
         emit(fmt, planned.to_json(), lambda: None)
         return

@@ -111,6 +111,7 @@ def prepare(
     points = expand(axes, *(sample or (None, 0)))
     base = load_recipe(verb, recipe_path, base_overrides)
     sweep_dir = (out or base.output_dir / "sweeps" / base.name).resolve()
+    check_same_sweep(sweep_dir, identity(config, base_overrides, points))
     recipes = _load_children(verb, recipe_path, base_overrides, points, base.name, sweep_dir)
     if here:
         _preflight_children(recipes, points)
@@ -234,18 +235,13 @@ def emit_slurm(sweep: Sweep, target: Path | None = None, overwrite: bool = False
 
 
 def _adopt_record(sweep: Sweep) -> None:
-    """Refuse a sweep directory recording another grid; read each child's state from its newest run
-    directory (what a previous attempt, here or under SLURM, left)."""
-    check_same_sweep(sweep.sweep_dir, identity(sweep.config, sweep.base_overrides, _points(sweep)))
+    """Each child's state from its newest run directory (what a previous attempt, here or under SLURM,
+    left); ``prepare`` has refused a sweep directory that records another grid."""
     for child in sweep.children:
         run_dir = newest_run(sweep.sweep_dir, child.name)
         if run_dir is not None:
             child.run_dir = str(run_dir)
             child.status, child.metrics = recorded_outcome(run_dir)
-
-
-def _points(sweep: Sweep) -> list[list[str]]:
-    return [child.overrides for child in sweep.children]
 
 
 def run(sweep: Sweep) -> str:
