@@ -48,8 +48,13 @@ def run_recipe_process(verb: str, recipe_path: Path, log_path: Path) -> str:
     Returns the outcome: completed, diverged, interrupted, preempted or failed."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        # its own process group: a Ctrl-C at the terminal reaches it once, through this process (a
+        # second SIGINT would abort it without a checkpoint)
         child = subprocess.Popen(
-            train_command(verb, recipe_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            train_command(verb, recipe_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
         )
         with _forwarding_signals(child):
             assert child.stdout is not None
