@@ -35,7 +35,7 @@ class Child:
     index: int
     name: str
     overrides: list[str]
-    status: str = "pending"  # pending | completed | preempted | interrupted | diverged | failed
+    status: str = "pending"  # pending | running | completed | preempted | interrupted | diverged | failed
     run_dir: str | None = None
     plan: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)

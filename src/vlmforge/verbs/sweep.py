@@ -259,6 +259,8 @@ def run(sweep: Sweep) -> str:
             continue
         child.note = _start_note(sweep.sweep_dir, child)
         _say(f"sweep child {child.index} ({child.name}) {' '.join(child.overrides)}: {child.note}")
+        child.status = "running"  # what sweep.json says while it trains (a later invocation reads run dirs)
+        write_json(record, sweep.to_json())
         status = run_recipe_process(training_verb_of(recipe), path, sweep.sweep_dir / f"{child.name}.log")
         run_dir = newest_run(sweep.sweep_dir, child.name)
         child.run_dir = str(run_dir) if run_dir else None
