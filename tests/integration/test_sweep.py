@@ -44,7 +44,10 @@ def test_plan_only_prints_each_child_and_the_total(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flag", "named"),
     [
-        ("optim.lr=[1e-3,fast]", ["sweep child 2", "sweep child 3", "optim.lr", "'fast'"]),
+        (
+            "optim.lr=[1e-3,fast]",
+            ["sweep children 2, 3 (2 of them; child 2: optim.lr=fast seed=0)", "optim.lr", "'fast'"],
+        ),
         ("optim.lrate=[1,2]", ["lrate", "lr"]),
     ],
 )

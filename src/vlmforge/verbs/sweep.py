@@ -111,8 +111,8 @@ def prepare(
     points = expand(axes, *(sample or (None, 0)))
     base = load_recipe(verb, recipe_path, base_overrides)
     sweep_dir = (out or base.output_dir / "sweeps" / base.name).resolve()
-    check_same_sweep(sweep_dir, identity(config, base_overrides, points))
     recipes = _load_children(verb, recipe_path, base_overrides, points, base.name, sweep_dir)
+    check_same_sweep(sweep_dir, identity(config, base_overrides, points))
     if here:
         _preflight_children(recipes, points)
     children = [
@@ -141,32 +141,46 @@ def _load_children(
     verb: str, path: Path, base: list[str], points: list[list[str]], name: str, sweep_dir: Path
 ) -> list[TrainingRecipe]:
     """Every child's validated recipe, named ``<name>-NNN`` and training under the sweep directory."""
-    recipes, problems = [], []
+    recipes, failed = [], []
     for index, point in enumerate(points):
         try:
             recipe = load_recipe(verb, path, [*base, *point])
         except UserError as error:
-            problems.append(_about_child(index, point, error))
+            failed.append((index, point, error))
             continue
         recipes.append(recipe.model_copy(update={"name": child_name(name, index), "output_dir": sweep_dir}))
-    raise_all(problems)
+    raise_all(_about_children(failed))
     return recipes
 
 
 def _preflight_children(recipes: list[TrainingRecipe], points: list[list[str]]) -> None:
     from vlmforge.runs.preflight import preflight
 
-    raise_all(
-        [
-            _about_child(index, point, problem)
-            for index, (recipe, point) in enumerate(zip(recipes, points, strict=True))
-            for problem in preflight(recipe)
-        ]
-    )
+    failed = [
+        (index, point, problem)
+        for index, (recipe, point) in enumerate(zip(recipes, points, strict=True))
+        for problem in preflight(recipe)
+    ]
+    raise_all(_about_children(failed))
 
 
-def _about_child(index: int, point: list[str], error: UserError) -> UserError:
-    return UserError(f"sweep child {index} ({' '.join(point)}): {error.message}", hint=error.hint)
+def _about_children(failed: list[tuple[int, list[str], UserError]]) -> list[UserError]:
+    """One error per distinct problem, naming the children that have it (the first one's overrides in
+    full): a grid of a hundred children with one bad value still fits on a screen."""
+    groups: dict[tuple[str, str | None], list[tuple[int, list[str]]]] = {}
+    for index, point, error in failed:
+        groups.setdefault((error.message, error.hint), []).append((index, point))
+    problems = []
+    for (message, hint), children in groups.items():
+        first_index, first_point = children[0]
+        if len(children) == 1:
+            who = f"sweep child {first_index} ({' '.join(first_point)})"
+        else:
+            shown = ", ".join(str(i) for i, _ in children[:10]) + (", ..." if len(children) > 10 else "")
+            first = f"child {first_index}: {' '.join(first_point)}"
+            who = f"sweep children {shown} ({len(children)} of them; {first})"
+        problems.append(UserError(f"{who}: {message}", hint=hint))
+    return problems
 
 
 def plan_child(recipe: TrainingRecipe, accelerator: str) -> dict[str, Any]:
