@@ -23,6 +23,7 @@ from vlmforge_cli import (
     eval_reports,  # noqa: F401  (registers eval score, eval compare)
     inference,  # noqa: F401  (registers pretrain, finetune, align, then eval, predict)
     interop,  # noqa: F401  (registers export)
+    sweep,  # noqa: F401  (registers sweep)
 )
 from vlmforge_cli.common import (
     EXIT_DATA_OVER_BUDGET,

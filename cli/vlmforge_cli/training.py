@@ -73,15 +73,7 @@ def pretrain(
         print_config(recipe)
         return
     if emit_launch is not None:
-        from vlmforge.launch import emit_launch as write_launch
-
-        target = launch_file or Path(f"{recipe.name}-{emit_launch}.sh")
-        script, resolved = guarded(lambda: write_launch(recipe, emit_launch, target, force))
-        emit(
-            fmt,
-            {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
-            lambda: err.print(f"wrote {escape(str(script))} (recipe: {escape(str(resolved))})"),
-        )
+        write_launch_script(recipe, emit_launch, launch_file, force, fmt)
         return
     if emit_config is EmitKind.deepspeed_config:
         emit_deepspeed(recipe, launch_file, fmt, force)
@@ -94,6 +86,21 @@ def pretrain(
 
     emit(fmt, result.to_json(), lambda: pretrain_summary(out, result))
     exit_unless_completed(result)
+
+
+def write_launch_script(
+    recipe: Any, kind: str, launch_file: Path | None, force: bool, fmt: OutputFormat
+) -> None:
+    """``--emit-launch torchrun|slurm``: the launch script and the resolved recipe beside it."""
+    from vlmforge.launch import emit_launch as write_launch
+
+    target = launch_file or Path(f"{recipe.name}-{kind}.sh")
+    script, resolved = guarded(lambda: write_launch(recipe, kind, target, force))
+    emit(
+        fmt,
+        {"launch_script": str(script), "recipe": str(resolved), "metrics": {}},
+        lambda: err.print(f"wrote {escape(str(script))} (recipe: {escape(str(resolved))})"),
+    )
 
 
 ResumeStagedOpt = Annotated[
@@ -116,9 +123,13 @@ EmitFileOpt = Annotated[
     Path | None,
     typer.Option(
         "--launch-file",
-        help="Where --emit writes (default: ./<name>-deepspeed.json; with several stages, one file each "
-        "with -<stage> before .json).",
+        help="Where --emit-launch / --emit write (default: ./<name>-<kind>.sh, ./<name>-deepspeed.json; "
+        "with several stages, one DeepSpeed file each with -<stage> before .json).",
     ),
+]
+EmitLaunchOpt = Annotated[
+    str | None,
+    typer.Option(help="Write a torchrun or slurm launch script for this recipe (nodes x devices) and exit."),
 ]
 
 
@@ -128,6 +139,7 @@ def finetune(
     overrides: OverridesArg = None,
     resume: ResumeStagedOpt = "never",
     yes: YesOpt = False,
+    emit_launch: EmitLaunchOpt = None,
     emit_config: EmitOpt = None,
     launch_file: EmitFileOpt = None,
     force: ForceOpt = False,
@@ -140,7 +152,16 @@ def finetune(
     projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
     costing more than plan.confirm_above_usd asks before it starts."""
     _train_llava(
-        "finetune", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file, force
+        "finetune",
+        config,
+        overrides,
+        resume,
+        yes,
+        fmt,
+        show_config,
+        (emit_launch, emit_config),
+        launch_file,
+        force,
     )
 
 
@@ -150,6 +171,7 @@ def align(
     overrides: OverridesArg = None,
     resume: ResumeStagedOpt = "never",
     yes: YesOpt = False,
+    emit_launch: EmitLaunchOpt = None,
     emit_config: EmitOpt = None,
     launch_file: EmitFileOpt = None,
     force: ForceOpt = False,
@@ -162,7 +184,18 @@ def align(
     The finetune run named by from_run is both the starting policy and the frozen reference. The plan
     for the devices in use is printed first; on a terminal, a run costing more than
     plan.confirm_above_usd asks before it starts."""
-    _train_llava("align", config, overrides, resume, yes, fmt, show_config, emit_config, launch_file, force)
+    _train_llava(
+        "align",
+        config,
+        overrides,
+        resume,
+        yes,
+        fmt,
+        show_config,
+        (emit_launch, emit_config),
+        launch_file,
+        force,
+    )
 
 
 def _train_llava(
@@ -173,17 +206,22 @@ def _train_llava(
     yes: bool,
     fmt: OutputFormat,
     show_config: bool,
-    emit_config: EmitKind | None,
+    emits: tuple[str | None, EmitKind | None],
     launch_file: Path | None,
     force: bool,
 ) -> None:
-    """finetune or align: load, run, render (the two share their options and their summary)."""
+    """finetune or align: load, run, render (the two share their options and their summary). ``emits``:
+    the --emit-launch and --emit choices."""
     import importlib
 
     verb = importlib.import_module(f"vlmforge.verbs.{verb_name}")
     recipe = guarded(lambda: load(verb_name, config, overrides))
     if show_config:
         print_config(recipe)
+        return
+    emit_launch, emit_config = emits
+    if emit_launch is not None:
+        write_launch_script(recipe, emit_launch, launch_file, force, fmt)
         return
     if emit_config is EmitKind.deepspeed_config:
         emit_deepspeed(recipe, launch_file, fmt, force)

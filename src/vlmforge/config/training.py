@@ -173,6 +173,14 @@ class DeviceConfig(Section):
         "scaler (CUDA GPUs only).",
     )
     compile: bool = Field(False, description="torch.compile the model: slower start, usually faster steps.")
+    attention: Literal["sdpa", "eager", "flash"] = Field(
+        "sdpa",
+        description="Attention kernel: sdpa (torch picks the fastest that runs), eager (plain math, for "
+        "debugging and exact comparisons) or flash (FlashAttention: torch's kernel, on CPU or CUDA GPUs "
+        "of compute capability 8.0+, or the flash-attn package when installed; other GPUs are refused). "
+        "transformers models get it as attn_implementation, open_clip towers through "
+        "torch.nn.attention.sdpa_kernel.",
+    )
     micro_batch_size: int | None = Field(
         None,
         ge=1,

@@ -20,6 +20,7 @@ import torch
 from vlmforge.config.schema import BatchPlan, FfcvData, OptimConfig, PretrainRecipe, TrainingRecipe
 from vlmforge.data.loader import DataPosition, GlobalBatchSampler, collate
 from vlmforge.families import family_for
+from vlmforge.models.attention import attention_kernels, use_attention
 from vlmforge.training.deepspeed_config import adamw_class
 from vlmforge.training.schedule import SCHEDULES
 from vlmforge.training.sharding import as_root_forward, promote_scalar_parameters, shard_fsdp2
@@ -59,6 +60,7 @@ class TrainingModule(pl.LightningModule, metaclass=abc.ABCMeta):
         self.settings = settings or FitSettings.of(recipe)  # type: ignore[arg-type]
         self.vocab_size = vocab_size
         self.model = family_for(recipe.model).models.build_model(recipe.model, vocab_size)
+        use_attention(self.model, recipe.train.attention)
         # 0-d parameters (open_clip's logit scale) become shape [1]: FSDP and ZeRO shard along dim 0
         promote_scalar_parameters(self.model)
         self._configured = False
@@ -164,7 +166,8 @@ class TrainingModule(pl.LightningModule, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        terms = self.objective_terms(batch)
+        with attention_kernels(self.recipe.train.attention):
+            terms = self.objective_terms(batch)
         self.last_terms = {k: v.detach() for k, v in terms.items()}
         self.data_position = DataPosition(int(batch["epoch"]), int(batch["position"]) + 1)
         if self.recipe.train.record_sample_ids:

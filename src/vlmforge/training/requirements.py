@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from vlmforge.config.schema import DeepSpeedStrategy, FSDPStrategy, LoggerConfig, TrainingRecipe
 from vlmforge.errors import UserError, missing_extra
+from vlmforge.models.attention import attention_problem
 
 # logger kind -> the package it imports, installed by the extra of the same name
 LOGGER_PACKAGES = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
@@ -45,6 +46,9 @@ def check_runnable(recipe: TrainingRecipe) -> None:
             "train.strategy.cpu_offload moves shards from GPU to CPU memory: a CPU run has none to move",
             hint="set train.strategy.cpu_offload=false",
         )
+    attention = attention_problem(train.attention, cpu)
+    if attention is not None:
+        raise attention
 
 
 def check_loggers_installed(loggers: list[LoggerConfig]) -> None:
