@@ -121,7 +121,9 @@ def plan(
     ] = None,
     published: Annotated[
         Path | None,
-        typer.Option(help="Predict the runs in a published-runs CSV and compare with their figures."),
+        typer.Option(
+            help="Predict the runs in a published-runs CSV ('bundled': the calibration set) and compare."
+        ),
     ] = None,
     refit: Annotated[
         Path | None,

@@ -211,12 +211,14 @@ def describe(fitted: dict[str, Any]) -> str:
         ]
         note = "yes" if row["used_for_fit"] else f"no (bound {row['bound']})"
         if row["predicted_accel_hours"] is None and row["predicted_samples_per_device_hour"]:
-            note += f"; samples_seen blank: {row['predicted_samples_per_device_hour']:,.0f} samples/device-hour"
-        lines.append(f"{row['name'][:50]:50} {cells[0]:>10} {cells[1]:>10} {cells[2]:>6} {cells[3]:>6}  {note}")
-    lines.append(
-        f"leave-one-out over {fitted['runs_used']} runs: median "
-        f"{fitted['leave_one_out_median_abs_pct_error']:.1f}%, max {fitted['leave_one_out_max_abs_pct_error']:.1f}%"
-    )
+            note += (
+                f"; samples_seen blank: {row['predicted_samples_per_device_hour']:,.0f} samples/device-hour"
+            )
+        lines.append(
+            f"{row['name'][:50]:50} {cells[0]:>10} {cells[1]:>10} {cells[2]:>6} {cells[3]:>6}  {note}"
+        )
+    median, worst = fitted["leave_one_out_median_abs_pct_error"], fitted["leave_one_out_max_abs_pct_error"]
+    lines.append(f"leave-one-out over {fitted['runs_used']} runs: median {median:.1f}%, max {worst:.1f}%")
     return "\n".join(lines)
 
 

@@ -160,7 +160,7 @@ QFORMER_PARAMS = 1.88e8
 
 @functools.lru_cache(maxsize=64)
 def open_clip_params(arch: str, trained: str) -> float:
-    """Trainable parameters of an open_clip model (all, or the text tower alone when ``trained`` is 'text')."""
+    """Trainable parameters of an open_clip model (the text tower alone when ``trained`` is 'text')."""
     import open_clip
 
     from vlmforge.models.contrastive import quiet_random_init

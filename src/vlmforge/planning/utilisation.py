@@ -40,6 +40,7 @@ class RunShape:
     trainable_params: float
     sharded: bool  # FSDP FULL_SHARD / ZeRO-3 (parameters gathered every step) rather than DDP
     bandwidth_gb_s: float  # per device, on the slowest link the collective crosses
+    accumulate: int = 1  # micro-batches per step: sharded training gathers parameters for each
 
     @property
     def steps(self) -> float:
@@ -92,7 +93,8 @@ def sharded_seconds(param_count: float, devices: int, bandwidth_gb_s: float) -> 
 def communication_seconds(shape: RunShape) -> float:
     """Gradient (and, sharded, parameter) traffic of one optimizer step, before any overlap."""
     if shape.sharded:
-        return sharded_seconds(shape.trainable_params, shape.devices, shape.bandwidth_gb_s)
+        gathers = sharded_seconds(shape.trainable_params, shape.devices, shape.bandwidth_gb_s)
+        return gathers * shape.accumulate
     return allreduce_seconds(shape.trainable_params * GRADIENT_BYTES, shape.devices, shape.bandwidth_gb_s)
 
 
