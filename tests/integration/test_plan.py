@@ -11,7 +11,7 @@ from tests.conftest import last_json, run_cli
 from vlmforge.config.load import load_recipe
 from vlmforge.config.shipped import find_recipe
 from vlmforge.planning.calibrate import calibrate
-from vlmforge.planning.prior import BUNDLED_RUNS
+from vlmforge.planning.prior import BUNDLED_RUNS, load_time_model
 from vlmforge.verbs import plan
 
 WIDTH, LAYERS, SIDE, PATCH, CTX = 256, 4, 64, 8, 32
@@ -91,9 +91,17 @@ def test_calibration_times_real_steps_and_feeds_later_plans(
     result = plan.run(recipe, ["a100-80gb", "h100-sxm"], [1])
     assert result.calibrations == {"a100-80gb": 0.5}
     rows = {row.accelerator: row for row in result.rows}
-    expected = result.total_flops / (0.5 * 156e12 * 3600)  # A100 TF32 peak, fp32 recipe
-    assert rows["a100-80gb"].accel_hours == pytest.approx(expected)
-    assert rows["h100-sxm"].accel_hours == pytest.approx(result.total_flops / (result.mfu * 494e12 * 3600))
+    model = load_time_model()
+    steps = result.samples_seen / recipe.batch_plan().global_batch
+
+    def one_gpu_hours(mfu: float, peak: float) -> float:  # one GPU: no communication
+        per_step = (
+            recipe.batch_plan().global_batch * result.flops_per_sample / (peak * mfu) + model.per_step_s
+        )
+        return steps * per_step / 3600 + model.per_run_h
+
+    assert rows["a100-80gb"].accel_hours == pytest.approx(one_gpu_hours(0.5, 156e12))  # A100 TF32, fp32
+    assert rows["h100-sxm"].accel_hours == pytest.approx(one_gpu_hours(result.mfu, 494e12))
 
 
 def test_refit_learns_utilisation_from_finished_runs(tiny_run: dict, tmp_path: Path) -> None:
