@@ -318,7 +318,11 @@ def data_check(
         return data
 
     report = guarded(lambda: check_source(source()))
+    from vlmforge.planning.bottleneck import record_decode_rate
     from vlmforge_cli.render import data_check_table
+
+    if report.images_per_s > 0:  # plans compare the images/s each GPU needs with this rate
+        record_decode_rate(report.images_per_s)
 
     emit(fmt, report.to_json(), lambda: data_check_table(out, report.to_json()))
     if report.over_budget:

@@ -222,7 +222,7 @@ def plan_table(console: Console, result: Any) -> None:
     console.print(table)
     if result.no_pick_reason:
         console.print(f"[yellow]no pick:[/] {escape(result.no_pick_reason)}", soft_wrap=True, highlight=False)
-    picked = {result.pick: "pick (cheapest within 1.25x the fastest time)"}
+    picked = {result.pick: "pick (fastest within 1.25x the lowest cost)"}
     for index, label in picked.items():
         if index is not None:
             row = result.rows[index]

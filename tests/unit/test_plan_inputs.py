@@ -221,7 +221,7 @@ def test_published_rows_without_a_prediction_say_why(tmp_path: Path) -> None:
             [
                 {"name": "tpu", "accel": "tpu-v9"},
                 {"name": "mystery", "vision_arch": "MysteryNet"},
-                {"name": "unpublished", "accel_hours": ""},
+                {"name": "unpublished", "accel_hours": "", "wall_hours": ""},  # wall x count would do
                 {"name": "uncounted", "accel_count": "", "accel_hours": ""},
             ],
         )

@@ -12,7 +12,7 @@ import pytest
 from vlmforge.config.load import load_recipe
 from vlmforge.config.shipped import find_recipe
 from vlmforge.planning.accelerators import load_catalog
-from vlmforge.planning.bottleneck import bottleneck, loader_images_per_s_per_gpu, pick
+from vlmforge.planning.bottleneck import bottleneck, loader_images_per_s_per_gpu, pick, record_decode_rate
 from vlmforge.planning.prior import BUNDLED_RUNS, load_prior, load_time_model, read_runs
 from vlmforge.planning.published import resolve_runs_path
 from vlmforge.planning.utilisation import (
@@ -151,10 +151,10 @@ def test_leave_one_out_statistics_match_a_recomputation() -> None:
 
 
 # --------------------------------------------------------------------------------- pick, bottleneck
-def test_pick_is_the_cheapest_within_the_slack_of_the_fastest() -> None:
-    wall, usd = [10.0, 1.2, 1.0, 20.0], [5.0, 8.0, 30.0, 1.0]
-    assert pick(wall, usd, [0, 1, 2, 3]) == 1  # 1.2 h is within 1.25 x 1.0 h and cheaper than 1.0 h
-    assert pick(wall, usd, [0, 3]) == 0
+def test_pick_is_the_fastest_within_the_slack_of_the_cheapest() -> None:
+    wall, usd = [10.0, 2.0, 1.0, 20.0], [5.0, 6.0, 30.0, 4.9]
+    assert pick(wall, usd, [0, 1, 2, 3]) == 1  # $6 is within 1.25 x $4.9 and the fastest such
+    assert pick(wall, usd, [0, 2, 3]) == 0
     assert pick(wall, usd, []) is None
 
 
@@ -185,8 +185,8 @@ def test_loader_rate_comes_from_a_recorded_measurement_or_the_default(tmp_path: 
         3600.0,
         "default (300 images/s per core)",
     )
-    recorded = tmp_path / "decode_rate.json"
-    recorded.write_text(json.dumps({"images_per_s": 100}))
+    recorded = record_decode_rate(100.0, tmp_path / "decode_rate.json")
+    assert json.loads(recorded.read_text()) == {"images_per_s": 100.0}
     rate, source = loader_images_per_s_per_gpu(recorded)
     assert rate == 1200.0 and "measured" in source
 

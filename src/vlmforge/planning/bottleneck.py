@@ -22,13 +22,23 @@ COMM_BOUND_SHARE = 0.3
 # (AWS p5.48xlarge: 192 vCPUs = 96 cores for 8 GPUs).
 DEFAULT_IMAGES_PER_S_PER_CORE = 300.0
 DEFAULT_CORES_PER_GPU = 12
-# Pick: the cheapest configuration whose wall-clock time is within this factor of the fastest one.
+# Pick: the fastest configuration costing at most this factor times the cheapest one.
 PICK_SLACK = 1.25
 
 
 def decode_rate_file() -> Path:
     root = Path(os.environ.get("VLMFORGE_CACHE", Path.home() / ".cache" / "vlmforge"))
     return root / "decode_rate.json"
+
+
+def record_decode_rate(images_per_s: float, path: Path | None = None) -> Path:
+    """Save the one-process decode rate ``vlmforge data check`` measured here, for later plans."""
+    path = path or decode_rate_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"images_per_s": images_per_s}) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def loader_images_per_s_per_gpu(path: Path | None = None) -> tuple[float, str]:
@@ -63,10 +73,10 @@ def bottleneck(
 
 
 def pick(wall_hours: Sequence[float], usd: Sequence[float], candidates: Sequence[int]) -> int | None:
-    """Index of the cheapest candidate finishing within PICK_SLACK x the fastest candidate's time
-    (ties: the faster one); None when there is no candidate."""
+    """Index of the fastest candidate costing at most PICK_SLACK x the cheapest candidate (ties: the
+    cheaper one); None when there is no candidate."""
     if not candidates:
         return None
-    fastest = min(wall_hours[i] for i in candidates)
-    near = [i for i in candidates if wall_hours[i] <= PICK_SLACK * fastest]
-    return min(near, key=lambda i: (usd[i], wall_hours[i]))
+    cheapest = min(usd[i] for i in candidates)
+    affordable = [i for i in candidates if usd[i] <= PICK_SLACK * cheapest]
+    return min(affordable, key=lambda i: (wall_hours[i], usd[i]))

@@ -6,7 +6,7 @@ for a model of this size (or the one measured here by --calibrate), plus exposed
 communication over the accelerator's links, plus fixed per-step and per-run overheads;
 memory per GPU = model states by strategy + activations measured on the real model (planning/memory.py).
 For each accelerator x count, the cheapest layout that fits: strategy, micro-batch, accumulation; each row
-names what bounds it (planning/bottleneck.py). The pick: the cheapest row within 1.25x the fastest one.
+names what bounds it (planning/bottleneck.py). The pick: the fastest row costing at most 1.25x the cheapest.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class PlanResult:
     calibrations: dict[str, float] = field(default_factory=dict)  # accelerator -> calibrated MFU used
     cheapest: int | None = None
     fastest: int | None = None
-    pick: int | None = None  # the cheapest row within 1.25x the fastest one's wall-clock time
+    pick: int | None = None  # the fastest row costing at most 1.25x the cheapest one
     loader_images_per_s_per_gpu: float = 0.0
     loader_rate_source: str = ""
     stages: list[PhaseCost] = field(default_factory=list)  # a finetune recipe's stages, in order

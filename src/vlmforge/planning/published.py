@@ -110,7 +110,9 @@ def compare_row(row: CsvRow, catalog: dict[str, Accelerator], model: TimeModel) 
     error = abs(predicted[0] - published) / published * 100
     if not entry["scored"]:
         return entry | {"abs_pct_error": error, "note": f"bound {entry['bound']}: shown, not scored"}
-    return entry | {"abs_pct_error": error, "note": "; ".join(run.assumptions)}
+    if run.assumptions:
+        return entry | {"abs_pct_error": error, "note": "; ".join(run.assumptions)}
+    return entry | {"abs_pct_error": error}
 
 
 def resolve_runs_path(path: Path) -> Path:
