@@ -64,7 +64,7 @@ def planned_total_gb(name: str, micro_batch: int | None) -> tuple[Any, Any, int,
     """(recipe on one GPU, its costliest phase, micro-batch, planned GB per GPU), counted on meta."""
     from vlmforge.config.load import load_recipe
     from vlmforge.config.shipped import find_recipe
-    from vlmforge.planning.layouts import recipe_memory
+    from vlmforge.planning.fits import recipe_memory
     from vlmforge.planning.phases import phase_cost, phases
 
     recipe = load_recipe("pretrain", find_recipe(name), list(ONE_GPU))

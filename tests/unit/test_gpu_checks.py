@@ -54,6 +54,7 @@ def test_without_cuda_it_refuses_and_writes_nothing(
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_planned_memory_of_a_debug_recipe_is_near_the_measured_peak(gpu_checks: ModuleType) -> None:
     from vlmforge.planning.calibrate import time_training_steps
 

@@ -230,7 +230,7 @@ def test_published_rows_without_a_prediction_say_why(tmp_path: Path) -> None:
     assert "'tpu-v9' is not in the accelerator catalog" in rows["tpu"]["note"]
     assert "'MysteryNet'" in rows["mystery"]["note"]
     assert rows["unpublished"]["note"] == "no published accel_hours to compare with"
-    assert "accel_count blank: 8 assumed" in rows["uncounted"]["assumptions"]  # stated, never NaN
+    assert "accel_count blank: 128 assumed" in rows["uncounted"]["assumptions"]  # 32768 / 256
     assert report["metrics"]["rows_compared"] == 1
     _strict(json.dumps(report, allow_nan=False))  # no NaN arises: the JSON output is strict
 
