@@ -125,7 +125,9 @@ def plan(
     ] = None,
     published: Annotated[
         Path | None,
-        typer.Option(help="Predict the runs in a published-runs CSV and compare with their figures."),
+        typer.Option(
+            help="Predict the runs in a published-runs CSV ('bundled': the calibration set) and compare."
+        ),
     ] = None,
     refit: Annotated[
         Path | None,
@@ -320,7 +322,11 @@ def data_check(
         return data
 
     report = guarded(lambda: check_source(source()))
+    from vlmforge.planning.bottleneck import record_decode_rate
     from vlmforge_cli.render import data_check_table
+
+    if report.images_per_s > 0:  # plans compare the images/s each GPU needs with this rate
+        record_decode_rate(report.images_per_s)
 
     emit(fmt, report.to_json(), lambda: data_check_table(out, report.to_json()))
     if report.over_budget:

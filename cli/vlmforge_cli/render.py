@@ -166,6 +166,11 @@ def plan_table(console: Console, result: Any) -> None:
         f"{result.samples_seen:,} samples = {result.total_flops:.3e} FLOPs; "
         f"utilisation prior ({result.family}) {result.mfu:.1%} of peak ({result.precision})"
     )
+    console.print(
+        f"data loader: {result.loader_images_per_s_per_gpu:,.0f} images/s per GPU "
+        f"({result.loader_rate_source})",
+        highlight=False,
+    )
     for stage in result.stages:
         console.print(
             f"  stage {escape(stage.name)}: {stage.flops_per_sample / 1e9:,.2f} GFLOPs per sample x "
@@ -176,15 +181,31 @@ def plan_table(console: Console, result: Any) -> None:
     for name, mfu in result.calibrations.items():
         console.print(f"{name}: calibrated utilisation {mfu:.1%} used instead of the prior")
     table = Table(title="plan")
-    columns = ("accelerator", "GPUs", "wall h", "GPU h", "USD", "GB/GPU", "strategy", "micro×acc", "pick")
+    columns = (
+        "accelerator",
+        "GPUs",
+        "wall h",
+        "GPU h",
+        "USD",
+        "GB/GPU",
+        "strategy",
+        "micro×acc",
+        "bound",
+        "pick",
+    )
+    left = ("accelerator", "strategy", "bound", "pick")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("accelerator", "strategy", "pick") else "right")
+        table.add_column(column, justify="left" if column in left else "right")
     for i, row in enumerate(result.rows):
         if not row.fits:
             cells = [row.accelerator, str(row.count), "-", "-", "-", f"/{row.capacity_gb:.0f}"]
-            table.add_row(*cells, "[red]does not fit[/]", "-", escape(row.reason))
+            table.add_row(*cells, "[red]does not fit[/]", "-", "memory", escape(row.reason))
             continue
-        picks = (("[green]cheapest[/]", result.cheapest), ("[cyan]fastest[/]", result.fastest))
+        picks = (
+            ("[bold green]pick[/]", result.pick),
+            ("[green]cheapest[/]", result.cheapest),
+            ("[cyan]fastest[/]", result.fastest),
+        )
         table.add_row(
             row.accelerator,
             str(row.count),
@@ -195,14 +216,13 @@ def plan_table(console: Console, result: Any) -> None:
             row.strategy,
             " / ".join(f"{st['micro_batch']}×{st['accumulate']}" for st in row.stages)
             or f"{row.micro_batch}×{row.accumulate}",
+            row.bottleneck or "-",
             " ".join(label for label, index in picks if index == i),
         )
     console.print(table)
     if result.no_pick_reason:
         console.print(f"[yellow]no pick:[/] {escape(result.no_pick_reason)}", soft_wrap=True, highlight=False)
-    picked = {result.cheapest: "cheapest", result.fastest: "fastest"}
-    if result.cheapest == result.fastest:
-        picked = {result.cheapest: "cheapest and fastest"}
+    picked = {result.pick: "pick (fastest within 1.25x the lowest cost)"}
     for index, label in picked.items():
         if index is not None:
             row = result.rows[index]
@@ -243,7 +263,10 @@ def published_table(console: Console, report: dict[str, Any]) -> None:
     metrics = report["metrics"]
     median = metrics["median_abs_pct_error"]
     if median is not None:
-        console.print(f"median absolute error: {median:.1f}% over {metrics['rows_compared']} runs")
+        console.print(
+            f"absolute error: median {median:.1f}%, max {metrics['max_abs_pct_error']:.1f}% over "
+            f"{metrics['rows_compared']} scored runs (bound 'unreliable' or 'claim': shown, not scored)"
+        )
     if metrics.get("rows_skipped"):
         console.print(
             f"[yellow]{metrics['rows_skipped']} row(s) skipped[/] for unusable numbers (see their notes); "

@@ -129,7 +129,9 @@ def test_published_rows_with_unusable_numbers_are_skipped_with_their_reason(tmp_
     )
     assert by_name["nan samples"]["note"] == "skipped (line 4): samples_seen 'NaN' is not a finite number"
     assert by_name["zero gpus"]["note"] == "skipped (line 5): accel_count 0 must be above 0"
-    assert by_name["no count"]["predicted_wall_hours"] is None
+    no_count = by_name["no count"]  # the count is assumed (global batch / 256) and said so, never NaN
+    assert no_count["assumptions"] == ["accel_count blank: 128 assumed"]
+    assert no_count["predicted_wall_hours"] == pytest.approx(no_count["predicted_accel_hours"] / 128)
     assert report["metrics"]["rows_skipped"] == 3 and report["metrics"]["rows_compared"] == 2
     assert report["metrics"]["median_abs_pct_error"] == pytest.approx(by_name[base["name"]]["abs_pct_error"])
     table = run_cli("plan", "--published", str(path), cwd=tmp_path, check=True)

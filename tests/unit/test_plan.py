@@ -170,10 +170,11 @@ def test_cost_and_time_scale_as_expected() -> None:
     result = plan.run(_recipe(), ["a100-80gb", "h100-sxm"], [1, 8])
     rows = {(r.accelerator, r.count): r for r in result.rows}
     one, eight = rows[("a100-80gb", 1)], rows[("a100-80gb", 8)]
-    assert eight.wall_hours == pytest.approx(one.wall_hours / 8)
-    assert eight.usd == pytest.approx(one.usd)
+    # compute splits over 8 GPUs; gradient all-reduce and per-step overhead do not, so 8 GPUs cost more
+    assert one.wall_hours / 8 < eight.wall_hours < one.wall_hours
+    assert eight.usd > one.usd
     assert rows[("h100-sxm", 1)].wall_hours < one.wall_hours
-    assert result.cheapest is not None and result.fastest is not None
+    assert result.cheapest is not None and result.fastest is not None and result.pick is not None
 
 
 def test_impossible_plan_is_reported_not_crashed(tmp_path: Path) -> None:
@@ -192,7 +193,7 @@ def test_bundled_prior_matches_a_fresh_fit() -> None:
 
     fresh = fit_bundled()
     stored = load_prior()
-    assert fresh["mfu"] == pytest.approx(stored["mfu"], rel=1e-4)
+    assert fresh["parameters"] == pytest.approx(stored["parameters"], rel=1e-3, abs=1e-9)
     assert fresh["leave_one_out_median_abs_pct_error"] <= 25  # the planner's accuracy goal on published runs
 
 

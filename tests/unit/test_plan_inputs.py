@@ -21,7 +21,7 @@ from vlmforge.errors import UserError, UserErrors
 from vlmforge.planning.accelerators import load_catalog
 from vlmforge.planning.csvfile import read_csv
 from vlmforge.planning.estimate import PlanRow, limit_problems, no_pick_reason
-from vlmforge.planning.prior import BUNDLED_RUNS, PublishedRun, load_prior, predict_hours, read_runs
+from vlmforge.planning.prior import BUNDLED_RUNS, read_runs, run_shape
 from vlmforge.planning.published import compare_published
 from vlmforge.verbs import evaluate, plan
 from vlmforge_cli.render import plan_table, published_table
@@ -221,7 +221,7 @@ def test_published_rows_without_a_prediction_say_why(tmp_path: Path) -> None:
             [
                 {"name": "tpu", "accel": "tpu-v9"},
                 {"name": "mystery", "vision_arch": "MysteryNet"},
-                {"name": "unpublished", "accel_hours": ""},
+                {"name": "unpublished", "accel_hours": "", "wall_hours": ""},  # wall x count would do
                 {"name": "uncounted", "accel_count": "", "accel_hours": ""},
             ],
         )
@@ -230,16 +230,21 @@ def test_published_rows_without_a_prediction_say_why(tmp_path: Path) -> None:
     assert "'tpu-v9' is not in the accelerator catalog" in rows["tpu"]["note"]
     assert "'MysteryNet'" in rows["mystery"]["note"]
     assert rows["unpublished"]["note"] == "no published accel_hours to compare with"
-    assert rows["uncounted"]["predicted_wall_hours"] is None  # was NaN: no accelerator count, no wall hours
+    assert "accel_count blank: 128 assumed" in rows["uncounted"]["assumptions"]  # 32768 / 256
     assert report["metrics"]["rows_compared"] == 1
     _strict(json.dumps(report, allow_nan=False))  # no NaN arises: the JSON output is strict
 
 
-def test_a_run_without_an_accelerator_count_predicts_no_wall_hours() -> None:
+def test_a_run_without_an_accelerator_count_or_batch_states_what_is_assumed() -> None:
     accel = load_catalog()["a100-40gb"]
-    run = PublishedRun({"family": "contrastive", "accel_count": ""}, 1e9, 1e18, accel, None)
-    predicted = predict_hours(run, load_prior()["mfu"])
-    assert predicted is not None and predicted[0] > 0 and predicted[1] is None
+    shape, assumed = run_shape(
+        {"accel_count": "", "global_batch": "", "samples_seen": "1e6"}, 1e9, 1e8, accel
+    )
+    assert (shape.devices, shape.global_batch) == (8, 8 * 256)
+    assert assumed == ["accel_count blank: 8 assumed", "global_batch blank: 2048 assumed"]
+    shape, _ = run_shape({"accel_count": "", "global_batch": "32768"}, 1e9, 1e8, accel)
+    assert shape.devices == 128  # 256 samples per device
+    assert shape.bandwidth_gb_s == accel.inter_node_gb_s  # 128 devices span nodes
 
 
 # ------------------------------------------------------------------------- the suggested command

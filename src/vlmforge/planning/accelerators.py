@@ -11,6 +11,9 @@ from vlmforge.errors import UserError, raise_all
 from vlmforge.planning.csvfile import CsvRow, number_problem, read_csv
 
 BUNDLED = Path(__file__).with_name("accelerators.csv")
+# A user catalog without bandwidth columns: PCIe Gen4 x16 inside a node, 100 Gb/s per 8-GPU node across.
+DEFAULT_INTRA_NODE_GB_S = 32.0
+DEFAULT_INTER_NODE_GB_S = 1.5625
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,13 @@ class Accelerator:
     usd_per_hour: float
     price_date: str
     price_source: str
+    intra_node_gb_s: float = DEFAULT_INTRA_NODE_GB_S
+    inter_node_gb_s: float = DEFAULT_INTER_NODE_GB_S
+    devices_per_node: int = 8
+
+    def bandwidth_gb_s(self, devices: int) -> float:
+        """Per-device bandwidth of the slowest link a collective over ``devices`` crosses."""
+        return self.intra_node_gb_s if devices <= self.devices_per_node else self.inter_node_gb_s
 
     def peak_flops(self, precision: str) -> float:
         """Peak FLOP/s for a recipe precision ('32', 'bf16-mixed', '16-mixed')."""
@@ -40,6 +50,12 @@ NUMERIC_COLUMNS = {
     "memory_gb": (True, "the device's memory in GB, above 0"),
     "usd_per_hour": (False, "the price of one device for one hour, 0 or more (0: hardware you own)"),
 }
+# optional columns: checked (above 0) when a row gives them
+BANDWIDTH_COLUMNS = {
+    "intra_node_gb_s": "one-direction GB/s per device inside a node, above 0",
+    "inter_node_gb_s": "one-direction GB/s per device across nodes, above 0",
+    "devices_per_node": "devices sharing the fast intra-node links, above 0",
+}
 CATALOG_HINT = "use the columns of the bundled catalog (vlmforge/planning/accelerators.csv)"
 
 
@@ -49,6 +65,10 @@ def row_problems(path: Path, row: CsvRow) -> list[UserError]:
     problems = [] if row.cells["name"] else [UserError(f"{where}, column name: is empty", CATALOG_HINT)]
     for column, (positive, meaning) in NUMERIC_COLUMNS.items():
         problem = number_problem(row.cells[column], positive)
+        if problem is not None:
+            problems.append(UserError(f"{where}, column {column}: {problem}", hint=f"{column}: {meaning}"))
+    for column, meaning in BANDWIDTH_COLUMNS.items():
+        problem = number_problem(row.cells[column], True) if row.cells.get(column) else None
         if problem is not None:
             problems.append(UserError(f"{where}, column {column}: {problem}", hint=f"{column}: {meaning}"))
     return problems
@@ -67,6 +87,9 @@ def accelerator(row: CsvRow) -> Accelerator:
         usd_per_hour=float(cells["usd_per_hour"]),
         price_date=cells.get("price_date", ""),
         price_source=cells.get("price_source", ""),
+        intra_node_gb_s=float(cells.get("intra_node_gb_s") or DEFAULT_INTRA_NODE_GB_S),
+        inter_node_gb_s=float(cells.get("inter_node_gb_s") or DEFAULT_INTER_NODE_GB_S),
+        devices_per_node=int(float(cells.get("devices_per_node") or 8)),
     )
 
 

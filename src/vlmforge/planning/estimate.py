@@ -1,9 +1,12 @@
 """The plan of a recipe: every accelerator x GPU count with hours, dollars, GB per GPU and the layout
 that fits, and the estimate every training verb prints (and saves as ``plan.json``) before it starts.
 
-time = FLOPs per sample (counted on the recipe's real model) x samples seen / (GPUs x peak x MFU prior);
+time: the fitted time model (planning/utilisation.py): compute at the utilisation the published runs show
+for a model of this size (or the one measured here by --calibrate), plus exposed gradient / parameter
+communication over the accelerator's links, plus fixed per-step and per-run overheads;
 memory per GPU = model states by strategy + activations measured on the real model (planning/memory.py).
-For each accelerator x count, the cheapest configuration that fits: strategy, micro-batch, accumulation.
+For each accelerator x count, the cheapest layout that fits: strategy, micro-batch, accumulation; each row
+names what bounds it (planning/bottleneck.py). The pick: the fastest row costing at most 1.25x the cheapest.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Any
 from vlmforge.config.schema import AlignRecipe, FinetuneRecipe, TrainingRecipe
 from vlmforge.errors import UserError, raise_all
 from vlmforge.planning.accelerators import Accelerator, load_catalog, lookup, present_accelerator
+from vlmforge.planning.bottleneck import bottleneck, loader_images_per_s_per_gpu, pick
 from vlmforge.planning.calibrate import calibration_key, load_calibrations
 from vlmforge.planning.layouts import Layout, choose
 from vlmforge.planning.phases import PhaseCost, family_of, recipe_model_costs
-from vlmforge.planning.prior import load_prior
+from vlmforge.planning.prior import load_time_model
+from vlmforge.planning.utilisation import RunShape, TimeModel, step_time, utilisation
 
 DEFAULT_ACCELERATORS = ("a100-40gb", "a100-80gb", "h100-sxm")
 DEFAULT_COUNTS = (1, 8, 64)
@@ -42,6 +47,9 @@ class PlanRow:
     usd: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)  # per phase when there are several
     recipe_overrides: str | None = None  # the recipe settings that train this row's layout, when one does
+    bottleneck: str | None = None  # compute, memory, communication or data loader (the dominant stage's)
+    step_seconds: float | None = None  # the dominant stage's predicted optimizer step
+    comm_seconds: float | None = None  # of which exposed communication
 
 
 @dataclass
@@ -54,11 +62,14 @@ class PlanResult:
     total_flops: float
     mfu: float
     precision: str
-    mfu_source: str = "published-runs prior"
+    mfu_source: str = "time model fitted on published runs"
     rows: list[PlanRow] = field(default_factory=list)
     calibrations: dict[str, float] = field(default_factory=dict)  # accelerator -> calibrated MFU used
     cheapest: int | None = None
     fastest: int | None = None
+    pick: int | None = None  # the fastest row costing at most 1.25x the cheapest one
+    loader_images_per_s_per_gpu: float = 0.0
+    loader_rate_source: str = ""
     stages: list[PhaseCost] = field(default_factory=list)  # a finetune recipe's stages, in order
     no_pick_reason: str | None = None  # why there is no cheapest/fastest pick, when there is none
 
@@ -86,8 +97,9 @@ def plan_recipe(
     samples = sum(c.samples for c in costs)
     total = sum(c.total_flops for c in costs)
     family = family_of(recipe)
-    prior = load_prior()["mfu"]
-    mfu = prior.get(family, prior["*"])
+    model = load_time_model()
+    main_cost = max(costs, key=lambda cost: cost.total_flops)
+    mfu = utilisation(model, main_cost.flops_per_sample)
     precision = recipe.train.precision
     verb = (
         "finetune"
@@ -99,18 +111,22 @@ def plan_recipe(
     result = PlanResult(verb, recipe.name, family, total / samples, samples, total, mfu, precision)
     if isinstance(recipe, FinetuneRecipe):
         result.stages = costs
+    result.loader_images_per_s_per_gpu, result.loader_rate_source = loader_images_per_s_per_gpu()
     calibrated = load_calibrations()
     for accel in chosen:
         measured = calibrated.get(calibration_key(accel.name, precision, family))
-        accel_mfu = float(measured["measured_mfu"]) if measured else mfu  # type: ignore[arg-type]
-        if measured:
+        accel_mfu = float(measured["measured_mfu"]) if measured else None  # type: ignore[arg-type]
+        if accel_mfu is not None:
             result.calibrations[accel.name] = accel_mfu
         for count in counts:
-            result.rows.append(_plan_row(accel, count, costs, precision, accel_mfu, len(costs) > 1))
+            context = RowContext(model, precision, accel_mfu, result.loader_images_per_s_per_gpu)
+            result.rows.append(_plan_row(accel, count, costs, context, len(costs) > 1))
     feasible = [i for i, row in enumerate(result.rows) if _within(row, budget_usd, deadline_hours)]
     if feasible:
         result.cheapest = min(feasible, key=lambda i: (result.rows[i].usd, result.rows[i].wall_hours))
         result.fastest = min(feasible, key=lambda i: (result.rows[i].wall_hours, result.rows[i].usd))
+        wall = [row.wall_hours for row in result.rows]
+        result.pick = pick(wall, [row.usd for row in result.rows], feasible)
     else:
         result.no_pick_reason = no_pick_reason(result.rows, budget_usd, deadline_hours)
     return result
@@ -180,17 +196,49 @@ def no_pick_reason(rows: list[PlanRow], budget_usd: float | None, deadline_hours
     )
 
 
+@dataclass(frozen=True)
+class RowContext:
+    model: TimeModel
+    precision: str
+    calibrated_mfu: float | None  # measured here by --calibrate; replaces the fitted utilisation
+    loader_images_per_s: float  # per GPU
+
+
+def stage_shape(
+    accel: Accelerator, count: int, cost: PhaseCost, layout: Layout, micro: int, precision: str
+) -> RunShape:
+    """A planned stage as the time model sees it (recomputation counted in its FLOPs)."""
+    accumulate = cost.global_batch // (micro * count)
+    return RunShape(
+        flops_per_sample=cost.flops_per_sample * layout.compute_factor,
+        samples=cost.samples,
+        global_batch=cost.global_batch,
+        devices=count,
+        peak_flops=accel.peak_flops(precision),
+        trainable_params=cost.trainable_params,
+        sharded=layout.strategy in SHARDED_LAYOUTS,
+        bandwidth_gb_s=accel.bandwidth_gb_s(count),
+        accumulate=accumulate,
+    )
+
+
+SHARDED_LAYOUTS = ("fsdp", "fsdp-hybrid", "zero3")  # parameters gathered for every micro-batch
+
+
 def _plan_row(
-    accel: Accelerator, count: int, costs: list[PhaseCost], precision: str, mfu: float, staged: bool
+    accel: Accelerator, count: int, costs: list[PhaseCost], context: RowContext, staged: bool
 ) -> PlanRow:
     stages: list[dict[str, Any]] = []
     for cost in costs:
-        outcome = choose(accel, count, cost, precision)
+        outcome = choose(accel, count, cost, context.precision)
         if isinstance(outcome, str):
             reason = f"stage {cost.name}: {outcome}" if staged else outcome
             return PlanRow(accel.name, count, False, reason, capacity_gb=accel.memory_gb)
         layout, micro, accumulate, gb = outcome
-        hours = cost.total_flops * layout.compute_factor / (mfu * accel.peak_flops(precision) * 3600)
+        shape = stage_shape(accel, count, cost, layout, micro, context.precision)
+        step = step_time(context.model, shape, context.calibrated_mfu)
+        wall = shape.steps * step.total_s / 3600
+        memory_limited = accumulate > 1 or layout.checkpointing or layout.offload
         stages.append(
             {
                 "name": cost.name,
@@ -199,12 +247,17 @@ def _plan_row(
                 "micro_batch": micro,
                 "accumulate": accumulate,
                 "gb_per_gpu": round(gb, 2),
-                "accel_hours": hours,
-                "wall_hours": hours / count,
+                "step_seconds": step.total_s,
+                "comm_seconds": step.comm_s,
+                "bottleneck": bottleneck(
+                    step, cost.global_batch / count, memory_limited, context.loader_images_per_s
+                ),
+                "accel_hours": wall * count,
+                "wall_hours": wall,
             }
         )
     main = max(stages, key=lambda stage: stage["accel_hours"])  # the stage that dominates the time
-    accel_hours = sum(stage["accel_hours"] for stage in stages)
+    wall_hours = sum(stage["wall_hours"] for stage in stages) + context.model.per_run_h
     return PlanRow(
         accel.name,
         count,
@@ -215,13 +268,16 @@ def _plan_row(
         accumulate=main["accumulate"],
         gb_per_gpu=max(stage["gb_per_gpu"] for stage in stages),
         capacity_gb=accel.memory_gb,
-        wall_hours=accel_hours / count,
-        accel_hours=accel_hours,
-        usd=accel_hours * accel.usd_per_hour,
+        wall_hours=wall_hours,
+        accel_hours=wall_hours * count,
+        usd=wall_hours * count * accel.usd_per_hour,
         stages=stages if staged else [],
         recipe_overrides=_staged_overrides(layout, count, stages)
         if staged
         else layout.recipe_overrides(count, micro),
+        bottleneck=main["bottleneck"],
+        step_seconds=main["step_seconds"],
+        comm_seconds=main["comm_seconds"],
     )
 
 
@@ -252,6 +308,7 @@ def pre_run_estimate(recipe: TrainingRecipe) -> dict[str, Any]:
         "samples_seen": result.samples_seen,
         "total_flops": result.total_flops,
         "mfu_prior": result.mfu,
+        "bottleneck": row.bottleneck,
         "fits": row.fits,
         "reason": row.reason,
         "wall_hours": row.wall_hours,
@@ -277,5 +334,5 @@ def describe_estimate(estimate: dict[str, Any]) -> str:
     return head + (
         f"; about {estimate['wall_hours']:,.3g} h, ${estimate['usd']:,.0f}, "
         f"{estimate['gb_per_gpu']:.1f} GB/GPU"
-        f" ({estimate['accelerator']}, prior MFU {estimate['mfu_prior']:.0%})"
+        f" ({estimate['accelerator']}, prior MFU {estimate['mfu_prior']:.0%}, {estimate['bottleneck']}-bound)"
     )

@@ -1,64 +1,60 @@
-"""Achievable utilisation (MFU) fitted on published training runs, and predictions for any such run.
+"""The time model (``planning/utilisation.py``) fitted on published training runs, and its predictions.
 
-MFU = training FLOPs / (accelerator-hours x 3600 x peak FLOP/s). Training FLOPs = FLOPs per sample
-(counted on the real open_clip architecture at the run's resolution, text length and masking; LLMs by
-6·N·D) x samples seen. The prior is the median MFU of the runs of the same family (all runs if the
-family has none); leave-one-out error says how well it predicts a run it was not fitted on.
+Every row of the published-runs CSV becomes a ``RunShape``: FLOPs per sample counted on the real
+architecture (``planning/runflops.py``), samples, global batch, accelerator count and peak, trainable
+parameters (what the gradient all-reduce moves) and whether training had to be sharded (model states of
+16 bytes per trainable parameter over half the device memory). Rows whose ``bound`` is 'unreliable' or
+'claim' are predicted but neither fitted nor scored. ``python -m vlmforge.planning.prior`` refits,
+prints the parameters and the leave-one-out table, and rewrites ``prior.json`` (what plans use).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from vlmforge.errors import UserError
 from vlmforge.planning.accelerators import Accelerator, load_catalog
 from vlmforge.planning.csvfile import CsvRow, read_csv
-from vlmforge.planning.flops import count_on_meta
+from vlmforge.planning.runflops import number, row_flops_per_sample, row_trainable_params
+from vlmforge.planning.utilisation import (
+    PARAMETER_NAMES,
+    RunShape,
+    TimeModel,
+    abs_pct_error,
+    accelerator_hours,
+    fit,
+    leave_one_out,
+    step_time,
+)
 
-BUNDLED_RUNS = Path(__file__).with_name("published_runs.csv")
-PRIOR_FILE = Path(__file__).with_name("prior.json")  # the fitted prior vlmforge plans with
+BUNDLED_RUNS = Path(__file__).with_name("published_runs.csv")  # == published_runs_calibration.csv
+PRIOR_FILE = Path(__file__).with_name("prior.json")  # the fitted model vlmforge plans with
 REQUIRED_COLUMNS = ("name", "family", "vision_arch", "samples_seen", "accel", "accel_count")
 EXCLUDED_BOUNDS = {"unreliable", "claim"}
-# Parameters of the LLMs that appear in LLaVA-style runs (model cards / papers).
-LLM_PARAMS = {
-    "llama-7b": 6.74e9,
-    "llama-13b": 13.0e9,
-    "vicuna-7b": 6.74e9,
-    "vicuna-13b": 13.0e9,
-    "llama-2-7b": 6.74e9,
-    "llama-2-13b": 13.0e9,
-    "mistral-7b": 7.24e9,
-    "yi-34b": 34.4e9,
-    "flan-t5-xl": 2.85e9,
-    "flan-t5-xxl": 11.1e9,
-    "mobilellama-1.4b": 1.36e9,
-    "mobilellama-2.7b": 2.7e9,
-    "qwen-7b": 7.7e9,
-    "phi-2": 2.7e9,
-}
-# Text tokens per sample when a run does not state them: LLaVA stage-1 caption pairs are short, stage-2
-# conversations long (LLaVA-1.5 data: ~60 and ~500 tokens on average).
-DEFAULT_TEXT_TOKENS = {"projector": 64, "other": 512}
+RUNS_HINT = "use the columns of the bundled published_runs.csv (in vlmforge/planning/)"
+# What a row that does not say is assumed to have: one 8-device node, 256 samples per device per step.
+DEFAULT_DEVICES = 8
+DEFAULT_PER_DEVICE_BATCH = 256
+SHARDED_STATE_FRACTION = 0.5  # model states (16 B/param) above this share of memory: FSDP / ZeRO-3
 
 
 @dataclass
 class PublishedRun:
     row: dict[str, str]
     flops_per_sample: float | None
-    total_flops: float | None
     accelerator: Accelerator | None
-    mfu: float | None
+    shape: RunShape | None
+    published_hours: float | None
+    samples_known: bool
+    assumptions: list[str] = field(default_factory=list)
 
-
-RUNS_HINT = "use the columns of the bundled published_runs.csv (in vlmforge/planning/)"
+    @property
+    def total_flops(self) -> float | None:
+        return self.shape.flops_per_sample * self.shape.samples if self.shape and self.samples_known else None
 
 
 def read_runs(path: Path) -> list[CsvRow]:
@@ -66,129 +62,55 @@ def read_runs(path: Path) -> list[CsvRow]:
     return read_csv(path, "published runs file", REQUIRED_COLUMNS, RUNS_HINT)
 
 
-def number(value: str | None) -> float | None:
-    """A CSV cell as a float; blank, unparseable, NaN or infinite -> None."""
-    try:
-        parsed = float(value) if value else None
-    except ValueError:
-        return None
-    return parsed if parsed is not None and math.isfinite(parsed) else None
+def published_hours(row: dict[str, str]) -> float | None:
+    """accel_hours, or wall_hours x accel_count when only those are given."""
+    hours = number(row.get("accel_hours"))
+    wall, count = number(row.get("wall_hours")), number(row.get("accel_count"))
+    return hours if hours is not None else (wall * count if wall and count else None)
 
 
-@functools.lru_cache(maxsize=256)
-def open_clip_flops(
-    arch: str, image_size: int | None, text_len: int | None, kept: float, trained: str
-) -> float:
-    """Training FLOPs for one image-text sample through an open_clip model (meta device)."""
-    import open_clip
-
-    kwargs: dict[str, Any] = {"device": "meta"}
-    if image_size:
-        kwargs["force_image_size"] = image_size
-    if text_len:
-        kwargs["force_context_length"] = text_len
-    if kept < 1:
-        kwargs["force_patch_dropout"] = 1 - kept
-
-    def build() -> torch.nn.Module:
-        from vlmforge.models.contrastive import quiet_random_init
-
-        with quiet_random_init():
-            model = open_clip.create_model(arch, pretrained=None, **kwargs)
-        if trained == "text":  # locked-image tuning: the image tower is frozen
-            for param in model.visual.parameters():
-                param.requires_grad_(False)
-        return model
-
-    def step(model: torch.nn.Module) -> torch.Tensor:
-        size = model.visual.image_size
-        side = size[0] if isinstance(size, tuple | list) else size
-        image = torch.empty(1, 3, side, side, device="meta")
-        text = torch.zeros(1, text_len or model.context_length, dtype=torch.long, device="meta")
-        out = model(image, text)
-        tensors = out.values() if isinstance(out, dict) else out
-        return sum(t.float().sum() for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point())
-
-    return float(count_on_meta(build, step).train)
+def is_sharded(trainable_params: float, accel: Accelerator) -> bool:
+    """Would plain data parallelism overflow: AdamW states of 16 B per parameter (ZeRO §3) vs memory."""
+    return trainable_params * 16 > SHARDED_STATE_FRACTION * accel.memory_gb * 1e9
 
 
-@functools.lru_cache(maxsize=64)
-def open_clip_image_forward_flops(arch: str, image_size: int | None) -> float:
-    import open_clip
-
-    kwargs: dict[str, Any] = {"device": "meta"}
-    if image_size:
-        kwargs["force_image_size"] = image_size
-
-    def build() -> torch.nn.Module:
-        from vlmforge.models.contrastive import quiet_random_init
-
-        with quiet_random_init():
-            return open_clip.create_model(arch, pretrained=None, **kwargs).visual
-
-    def step(visual: torch.nn.Module) -> torch.Tensor:
-        size = visual.image_size
-        side = size[0] if isinstance(size, tuple | list) else size
-        with torch.no_grad():
-            return visual(torch.empty(1, 3, side, side, device="meta")).sum()
-
-    return float(count_on_meta(build, step).forward)
-
-
-def _arch(name: str) -> str:
-    return name.replace("(frozen)", "").split("+")[0].strip().split(" ")[0]
-
-
-def _image_tokens(description: str, arch: str, image_size: int | None) -> int:
-    """Visual tokens fed to the LLM: one per patch, 32 learned queries behind a Q-Former (BLIP-2), a
-    quarter of the patches behind MobileVLM's LDP projector (2x2 pooling)."""
-    if "q-former" in description.lower():
-        return 32
-    parts = arch.split("-")
-    patch = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 14
-    tokens = ((image_size or 224) // patch) ** 2
-    return tokens // 4 if "ldp" in description.lower() else tokens
-
-
-def row_flops_per_sample(row: dict[str, str]) -> float | None:
-    """FLOPs per training sample for a published-run row, or None when its model cannot be counted."""
-    from vlmforge.config.schema import open_clip_architectures
-
-    known = open_clip_architectures()
-    arch = _arch(row.get("vision_arch", ""))
-    image_size = int(number(row.get("image_res", "")) or 0) or None
-    trained = row.get("trained", "") or "all"
-    llm = _arch(row.get("llm_arch", "")).lower()
-    if llm:
-        if llm not in LLM_PARAMS or arch not in known:
-            return None
-        tokens = _image_tokens(row.get("vision_arch", ""), arch, image_size) + (
-            number(row.get("text_len", ""))
-            or DEFAULT_TEXT_TOKENS["projector" if trained == "projector" else "other"]
-        )
-        llm_trained = "llm" in trained
-        # forward 2·N·T; backward 4·N·T when the LLM trains, 2·N·T (activation grads only) when frozen
-        llm_flops = (6 if llm_trained else 4) * LLM_PARAMS[llm] * tokens
-        return open_clip_image_forward_flops(arch, image_size) + llm_flops
-    if arch not in known or trained not in ("all", "text"):
-        return None
-    text_len = int(number(row.get("text_len", "")) or 0) or None
-    kept = number(row.get("kept_patch_fraction", "")) or 1.0
-    return open_clip_flops(arch, image_size, text_len, kept, trained)
+def run_shape(
+    row: dict[str, str], flops: float, trainable: float, accel: Accelerator
+) -> tuple[RunShape, list[str]]:
+    """The row as the time model sees it, with what had to be assumed (stated, never hidden)."""
+    assumed = []
+    devices = number(row.get("accel_count"))
+    batch = number(row.get("global_batch"))
+    if devices is None:
+        devices = max(DEFAULT_DEVICES, round((batch or 0) / DEFAULT_PER_DEVICE_BATCH / 8) * 8)
+        assumed.append(f"accel_count blank: {devices:g} assumed")
+    if batch is None:
+        batch = devices * DEFAULT_PER_DEVICE_BATCH
+        assumed.append(f"global_batch blank: {batch:g} assumed")
+    samples = number(row.get("samples_seen"))
+    shape = RunShape(
+        flops_per_sample=flops,
+        samples=samples if samples else batch,
+        global_batch=batch,
+        devices=int(devices),
+        peak_flops=accel.peak_flops("bf16-mixed"),
+        trainable_params=trainable,
+        sharded=is_sharded(trainable, accel),
+        bandwidth_gb_s=accel.bandwidth_gb_s(int(devices)),
+    )
+    return shape, assumed
 
 
 def evaluate_row(row: dict[str, str], catalog: dict[str, Accelerator]) -> PublishedRun:
-    """A published run's FLOPs, accelerator and measured MFU (None where the row does not say)."""
+    """A published run as the time model sees it (``shape`` None when its model or device is unknown)."""
     flops = row_flops_per_sample(row)
-    samples = number(row.get("samples_seen", ""))
+    trainable = row_trainable_params(row)
     accel = catalog.get(row.get("accel", "").lower())
-    total = flops * samples if flops and samples else None
-    hours = number(row.get("accel_hours", ""))
-    wall, count = number(row.get("wall_hours", "")), number(row.get("accel_count", ""))
-    if hours is None and wall and count:
-        hours = wall * count
-    mfu = total / (hours * 3600 * accel.peak_flops("bf16-mixed")) if total and hours and accel else None
-    return PublishedRun(row, flops, total, accel, mfu)
+    samples_known = bool(number(row.get("samples_seen")))
+    if flops is None or trainable is None or accel is None:
+        return PublishedRun(row, flops, accel, None, published_hours(row), samples_known)
+    shape, assumed = run_shape(row, flops, trainable, accel)
+    return PublishedRun(row, flops, accel, shape, published_hours(row), samples_known, assumed)
 
 
 def evaluate_rows(
@@ -198,66 +120,113 @@ def evaluate_rows(
     return [evaluate_row(row, catalog) for row in rows]
 
 
-def usable_for_fit(run: PublishedRun) -> bool:
-    """Runs with a measured MFU that is physically possible (0 < MFU <= 1) and a trustworthy bound."""
-    return run.mfu is not None and 0 < run.mfu <= 1 and run.row.get("bound", "") not in EXCLUDED_BOUNDS
+def used_for_fit(run: PublishedRun) -> bool:
+    """A run that can be predicted, reports its hours and whose bound is trusted."""
+    return (
+        run.shape is not None
+        and run.samples_known
+        and run.published_hours is not None
+        and run.row.get("bound", "") not in EXCLUDED_BOUNDS
+    )
 
 
-def fit_prior(runs: list[PublishedRun]) -> dict[str, float]:
-    """Median MFU per family, plus '*' for all families together."""
-    usable = [r for r in runs if usable_for_fit(r)]
-    if not usable:
-        raise UserError("no usable published runs to fit the utilisation prior on")
-    prior = {"*": statistics.median(r.mfu for r in usable)}  # type: ignore[misc]
-    for family in {r.row["family"] for r in usable}:
-        prior[family] = statistics.median(r.mfu for r in usable if r.row["family"] == family)  # type: ignore[misc]
-    return prior
-
-
-def predict_hours(run: PublishedRun, prior: dict[str, float]) -> tuple[float, float | None] | None:
-    """(accelerator-hours, wall-clock hours) predicted for a run from its FLOPs and the prior; wall-clock
-    hours are None when the run does not give its accelerator count."""
-    if run.total_flops is None or run.accelerator is None:
+def predict_hours(run: PublishedRun, model: TimeModel) -> tuple[float, float] | None:
+    """(accelerator-hours, wall-clock hours) predicted for a run; None when it cannot be predicted."""
+    if run.shape is None or not run.samples_known:
         return None
-    mfu = prior.get(run.row.get("family", ""), prior["*"])
-    accel_hours = run.total_flops / (mfu * run.accelerator.peak_flops("bf16-mixed") * 3600)
-    count = number(run.row.get("accel_count", ""))
-    return accel_hours, (accel_hours / count if count and count > 0 else None)
+    hours = accelerator_hours(model, run.shape)
+    return hours, hours / run.shape.devices
 
 
-def leave_one_out(runs: list[PublishedRun]) -> list[float]:
-    """Absolute % error of accelerator-hours for each usable run, predicted by a prior fitted without it."""
-    errors = []
-    for i, run in enumerate(runs):
-        if not usable_for_fit(run):
-            continue
-        others = [r for j, r in enumerate(runs) if j != i]
-        predicted = predict_hours(run, fit_prior(others))
-        actual = run.total_flops / (run.mfu * run.accelerator.peak_flops("bf16-mixed") * 3600)  # type: ignore[operator,union-attr]
-        if predicted is not None:
-            errors.append(abs(predicted[0] - actual) / actual * 100)
-    return errors
+def samples_per_device_hour(run: PublishedRun, model: TimeModel) -> float | None:
+    """Predicted training throughput per device (the prediction for a run that does not give samples)."""
+    if run.shape is None:
+        return None
+    per_step = step_time(model, run.shape).total_s
+    return run.shape.global_batch / run.shape.devices / per_step * 3600
+
+
+def fit_runs(runs: list[PublishedRun]) -> tuple[TimeModel, list[PublishedRun]]:
+    used = [run for run in runs if used_for_fit(run)]
+    if len(used) <= len(PARAMETER_NAMES):
+        raise UserError(f"only {len(used)} usable published runs: too few to fit the time model")
+    return fit([r.shape for r in used], [r.published_hours for r in used]), used  # type: ignore[misc]
+
+
+def _table_row(run: PublishedRun, model: TimeModel, loo: float | None) -> dict[str, Any]:
+    predicted = predict_hours(run, model)
+    published = run.published_hours
+    entry: dict[str, Any] = {
+        "name": run.row.get("name"),
+        "bound": run.row.get("bound"),
+        "used_for_fit": used_for_fit(run),
+        "published_accel_hours": published,
+        "predicted_accel_hours": predicted[0] if predicted else None,
+        "abs_pct_error": abs_pct_error(predicted[0], published) if predicted and published else None,
+        "leave_one_out_abs_pct_error": loo,
+        "predicted_samples_per_device_hour": samples_per_device_hour(run, model),
+        "assumptions": run.assumptions,
+        "shape": asdict(run.shape) if run.shape else None,
+    }
+    return entry
 
 
 def fit_bundled() -> dict[str, Any]:
-    """The prior fitted on the bundled published runs, with its leave-one-out error."""
+    """The time model fitted on the bundled published runs, with every run's prediction and its
+    leave-one-out error (runs not used for the fit are predicted by the full fit and not scored)."""
     runs = evaluate_rows([row.cells for row in read_runs(BUNDLED_RUNS)])
-    errors = leave_one_out(runs)
+    model, used = fit_runs(runs)
+    errors = leave_one_out([r.shape for r in used], [r.published_hours for r in used])  # type: ignore[misc]
+    loo = {id(run): error for run, error in zip(used, errors, strict=True)}
     return {
-        "source": "published_runs.csv (see published_runs_README.md): median MFU per family",
-        "mfu": {k: round(v, 6) for k, v in sorted(fit_prior(runs).items())},
-        "runs_used": sum(usable_for_fit(r) for r in runs),
-        "leave_one_out_median_abs_pct_error": round(statistics.median(errors), 2),
-        "leave_one_out_max_abs_pct_error": round(max(errors), 2),
+        "source": "published_runs.csv (= published_runs_calibration.csv; see published_runs_README.md)",
+        "parameters": dict(zip(PARAMETER_NAMES, model.vector(), strict=True)),
+        "runs_used": len(used),
+        "leave_one_out_median_abs_pct_error": statistics.median(errors),
+        "leave_one_out_max_abs_pct_error": max(errors),
+        "runs": [_table_row(run, model, loo.get(id(run))) for run in runs],
     }
 
 
-if __name__ == "__main__":  # regenerate planning/prior.json after editing published_runs.csv
-    import json
-
-    Path(__file__).with_name("prior.json").write_text(json.dumps(fit_bundled(), indent=2) + "\n")
-
-
 def load_prior() -> dict[str, Any]:
-    """The fitted prior (``prior.json``): MFU per published-runs family, ``*`` for any other."""
+    """The fitted time model and its evaluation on the published runs (``prior.json``)."""
     return json.loads(PRIOR_FILE.read_text(encoding="utf-8"))
+
+
+def load_time_model() -> TimeModel:
+    parameters = load_prior()["parameters"]
+    return TimeModel.from_vector([parameters[name] for name in PARAMETER_NAMES])
+
+
+def describe(fitted: dict[str, Any]) -> str:
+    """The fitted parameters and the per-run table, as ``python -m vlmforge.planning.prior`` prints them."""
+    lines = [f"{name} = {value:.6g}" for name, value in fitted["parameters"].items()]
+    lines.append(f"{'run':50} {'published':>10} {'predicted':>10} {'err%':>6} {'LOO%':>6}  fit")
+    for row in fitted["runs"]:
+        cells = [
+            _fmt(row["published_accel_hours"]),
+            _fmt(row["predicted_accel_hours"]),
+            _fmt(row["abs_pct_error"]),
+            _fmt(row["leave_one_out_abs_pct_error"]),
+        ]
+        note = "yes" if row["used_for_fit"] else f"no (bound {row['bound']})"
+        if row["predicted_accel_hours"] is None and row["predicted_samples_per_device_hour"]:
+            note += (
+                f"; samples_seen blank: {row['predicted_samples_per_device_hour']:,.0f} samples/device-hour"
+            )
+        lines.append(
+            f"{row['name'][:50]:50} {cells[0]:>10} {cells[1]:>10} {cells[2]:>6} {cells[3]:>6}  {note}"
+        )
+    median, worst = fitted["leave_one_out_median_abs_pct_error"], fitted["leave_one_out_max_abs_pct_error"]
+    lines.append(f"leave-one-out over {fitted['runs_used']} runs: median {median:.1f}%, max {worst:.1f}%")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+if __name__ == "__main__":  # refit after editing published_runs.csv; rewrites planning/prior.json
+    result = fit_bundled()
+    PRIOR_FILE.write_text(json.dumps(result, indent=2) + "\n")
+    print(describe(result))

@@ -1,7 +1,7 @@
-"""`vlmforge plan --published FILE.csv`: predict the runs of a published-runs CSV with the fitted prior and
-compare with the figures they report. A row with an unusable number (negative, zero, NaN, infinite, not a
-number) is skipped with its reason and never enters the median error; a row that cannot be predicted says
-why."""
+"""`vlmforge plan --published FILE.csv` (or `--published bundled`): predict the runs of a published-runs CSV
+with the fitted time model and compare with the figures they report. A row with an unusable number
+(negative, zero, NaN, infinite, not a number) is skipped with its reason and never enters the median error;
+a row that cannot be predicted says why."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from typing import Any
 from vlmforge.planning.accelerators import Accelerator, load_catalog
 from vlmforge.planning.csvfile import CsvRow, number_problem
 from vlmforge.planning.prior import (
-    LLM_PARAMS,
+    BUNDLED_RUNS,
+    EXCLUDED_BOUNDS,
     PublishedRun,
     evaluate_row,
-    load_prior,
-    number,
+    load_time_model,
     predict_hours,
     read_runs,
+    samples_per_device_hour,
 )
+from vlmforge.planning.runflops import LLM_PARAMS, number
+from vlmforge.planning.utilisation import TimeModel
 
 # Numeric columns of a published run, checked when given: each above 0 (and at most this, when not None).
 NUMERIC_COLUMNS: dict[str, float | None] = {
@@ -55,8 +58,8 @@ def no_prediction_reason(run: PublishedRun) -> str:
             f"model not recognised (vision_arch {row.get('vision_arch', '')!r}, trained "
             f"{row.get('trained', '') or 'all'!r}{known_llm}): no FLOP count, no prediction"
         )
-    if not number(row.get("samples_seen")):
-        return "samples_seen is blank: no FLOP total, no prediction"
+    if run.shape is None and run.accelerator is not None:
+        return "trained parameters unknown for this model: no prediction"
     return (
         f"accel {row.get('accel', '')!r} is not in the accelerator catalog: no prediction "
         "(add it with --catalog FILE.csv)"
@@ -76,38 +79,59 @@ def _entry(row: CsvRow) -> dict[str, Any]:
         "published_wall_hours": number(cells.get("wall_hours")),
         "predicted_accel_hours": None,
         "predicted_wall_hours": None,
+        "bound": cells.get("bound"),
+        "scored": cells.get("bound") not in EXCLUDED_BOUNDS,
     }
 
 
-def compare_row(row: CsvRow, catalog: dict[str, Accelerator], prior: dict[str, float]) -> dict[str, Any]:
-    """One published run: its prediction and absolute % error, or a note saying why there is none."""
+def compare_row(row: CsvRow, catalog: dict[str, Accelerator], model: TimeModel) -> dict[str, Any]:
+    """One published run: its prediction and absolute % error, or a note saying why there is none.
+    A run whose bound is 'unreliable' or 'claim' is predicted and shown but not scored."""
     entry = _entry(row)
     problems = row_problems(row.cells)
     if problems:
         return entry | {"skipped": True, "note": f"skipped (line {row.line}): " + "; ".join(problems)}
     run = evaluate_row(row.cells, catalog)
     entry["flops_per_sample"] = run.flops_per_sample
-    predicted = predict_hours(run, prior)
+    entry["assumptions"] = run.assumptions
+    throughput = samples_per_device_hour(run, model)
+    entry["predicted_samples_per_device_hour"] = throughput
+    predicted = predict_hours(run, model)
     if predicted is None:
+        if throughput is not None:
+            note = f"samples_seen blank: predicted {throughput:,.0f} samples per device-hour"
+            return entry | {"note": note}
         return entry | {"note": no_prediction_reason(run)}
     entry["predicted_accel_hours"], entry["predicted_wall_hours"] = predicted
-    published = entry["published_accel_hours"]
+    published = entry["published_accel_hours"] or run.published_hours
+    entry["published_accel_hours"] = published
     if published is None:
         return entry | {"note": "no published accel_hours to compare with"}
-    return entry | {"abs_pct_error": abs(predicted[0] - published) / published * 100}
+    error = abs(predicted[0] - published) / published * 100
+    if not entry["scored"]:
+        return entry | {"abs_pct_error": error, "note": f"bound {entry['bound']}: shown, not scored"}
+    if run.assumptions:
+        return entry | {"abs_pct_error": error, "note": "; ".join(run.assumptions)}
+    return entry | {"abs_pct_error": error}
+
+
+def resolve_runs_path(path: Path) -> Path:
+    """``bundled`` names the calibration set that ships with vlmforge."""
+    return BUNDLED_RUNS if str(path) == "bundled" else path
 
 
 def compare_published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
     """Predicted accelerator-hours and wall-clock hours for every row of a published-runs CSV, next to
-    the published figures, with the median absolute % error over the valid rows that have both."""
-    prior = load_prior()["mfu"]
+    the published figures, with the median and largest absolute % error over the scored rows."""
+    model = load_time_model()
     catalog = load_catalog(catalog_path)
-    rows = [compare_row(row, catalog, prior) for row in read_runs(path)]
-    errors = [row["abs_pct_error"] for row in rows if "abs_pct_error" in row]
+    rows = [compare_row(row, catalog, model) for row in read_runs(resolve_runs_path(path))]
+    errors = [row["abs_pct_error"] for row in rows if "abs_pct_error" in row and row["scored"]]
     return {
         "rows": rows,
         "metrics": {
             "median_abs_pct_error": statistics.median(errors) if errors else None,
+            "max_abs_pct_error": max(errors) if errors else None,
             "rows_compared": len(errors),
             "rows_skipped": sum(bool(row.get("skipped")) for row in rows),
             "rows": len(rows),

@@ -57,7 +57,8 @@ def published(path: Path, catalog_path: Path | None = None) -> dict[str, Any]:
 
 
 def plot(result: PlanResult, path: Path) -> Path:
-    """Cost vs wall-clock time, one line per accelerator through its GPU counts (log-log PNG)."""
+    """Cost vs wall-clock time, one line per accelerator through its GPU counts (log-log PNG); a star marks
+    the pick (the fastest configuration costing at most 1.25x the cheapest)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,6 +78,11 @@ def plot(result: PlanResult, path: Path) -> Path:
                 xytext=(4, 4),
                 fontsize=8,
             )
+    if result.pick is not None:
+        chosen = result.rows[result.pick]
+        axis.scatter(
+            [chosen.wall_hours], [chosen.usd], s=160, marker="*", color="black", zorder=3, label="pick"
+        )
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("wall-clock hours")

@@ -1,0 +1,159 @@
+"""Training time of a run: compute at a fitted utilisation + exposed communication + fixed overheads.
+
+Per optimizer step, on each of N devices::
+
+    step_s = batch x FLOPs per sample / (N x peak x MFU) + exposed x comm_s + per_step_s
+    wall_h = steps x step_s / 3600 + per_run_h;   accelerator-hours = N x wall_h
+
+MFU grows with the FLOPs of one sample (larger matrices keep the tensor cores busier):
+``MFU = min(MFU_CAP, mfu_at_1tflop x (FLOPs per sample / 1e12) ** mfu_exponent)``. The communication
+is the data-parallel gradient all-reduce (ring: 2(N-1)/N x bytes / bandwidth, Patarasuk & Yuan 2009) or,
+for fully sharded training, parameter all-gathers in forward and backward plus the gradient
+reduce-scatter (3(N-1)/N x bytes / bandwidth, ZeRO-3, Rajbhandari et al. 2020, §7.2); ``exposed`` is the
+fraction of it not hidden behind the backward pass. The five parameters are fitted on published runs
+(``planning/prior.py``) by least squares on log accelerator-hours.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MFU_CAP = 0.75  # no published dense training run sustains more; keeps extrapolation to huge models sane
+GRADIENT_BYTES = 4  # mixed precision (autocast) keeps fp32 gradients: the all-reduce moves 4 B/parameter
+SHARDED_BYTES = 2  # FSDP/ZeRO-3 gather 16-bit parameters and reduce-scatter 16-bit gradients
+PARAMETER_NAMES = ("log_mfu_at_1tflop", "mfu_exponent", "exposed_comm", "per_step_s", "per_run_h")
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What the time model needs to know about a training run (or one phase of a plan)."""
+
+    flops_per_sample: float
+    samples: float
+    global_batch: float
+    devices: int
+    peak_flops: float  # per device, at the run's precision
+    trainable_params: float
+    sharded: bool  # FSDP FULL_SHARD / ZeRO-3 (parameters gathered every step) rather than DDP
+    bandwidth_gb_s: float  # per device, on the slowest link the collective crosses
+    accumulate: int = 1  # micro-batches per step: sharded training gathers parameters for each
+
+    @property
+    def steps(self) -> float:
+        return self.samples / self.global_batch
+
+
+@dataclass(frozen=True)
+class TimeModel:
+    log_mfu_at_1tflop: float
+    mfu_exponent: float
+    exposed_comm: float
+    per_step_s: float
+    per_run_h: float
+
+    @classmethod
+    def from_vector(cls, values: Sequence[float]) -> TimeModel:
+        return cls(*(float(v) for v in values))
+
+    def vector(self) -> list[float]:
+        return [getattr(self, name) for name in PARAMETER_NAMES]
+
+
+@dataclass(frozen=True)
+class StepTime:
+    compute_s: float
+    comm_s: float  # exposed communication only
+    overhead_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + self.comm_s + self.overhead_s
+
+
+def allreduce_seconds(payload_bytes: float, devices: int, bandwidth_gb_s: float) -> float:
+    """Ring all-reduce of ``payload_bytes`` over ``devices``: each sends and receives 2(N-1)/N of it
+    (Patarasuk & Yuan 2009, 'Bandwidth optimal all-reduce algorithms')."""
+    if devices <= 1:
+        return 0.0
+    return 2 * (devices - 1) / devices * payload_bytes / (bandwidth_gb_s * 1e9)
+
+
+def sharded_seconds(param_count: float, devices: int, bandwidth_gb_s: float) -> float:
+    """FSDP / ZeRO-3 per step: all-gather parameters in forward and in backward, reduce-scatter gradients,
+    each moving (N-1)/N of the 16-bit model (ZeRO, Rajbhandari et al. 2020, §7.2: 1.5x DDP's volume)."""
+    if devices <= 1:
+        return 0.0
+    return 3 * (devices - 1) / devices * param_count * SHARDED_BYTES / (bandwidth_gb_s * 1e9)
+
+
+def communication_seconds(shape: RunShape) -> float:
+    """Gradient (and, sharded, parameter) traffic of one optimizer step, before any overlap."""
+    if shape.sharded:
+        gathers = sharded_seconds(shape.trainable_params, shape.devices, shape.bandwidth_gb_s)
+        return gathers * shape.accumulate
+    return allreduce_seconds(shape.trainable_params * GRADIENT_BYTES, shape.devices, shape.bandwidth_gb_s)
+
+
+def utilisation(model: TimeModel, flops_per_sample: float) -> float:
+    """Achievable MFU for a model of this size: a power law in FLOPs per sample, capped at MFU_CAP."""
+    scale = max(flops_per_sample, 1.0) / 1e12
+    return min(MFU_CAP, math.exp(model.log_mfu_at_1tflop) * scale**model.mfu_exponent)
+
+
+def step_time(model: TimeModel, shape: RunShape, mfu: float | None = None) -> StepTime:
+    """One optimizer step on each device; ``mfu`` (a measured calibration) replaces the fitted one."""
+    used = mfu if mfu is not None else utilisation(model, shape.flops_per_sample)
+    compute = shape.global_batch * shape.flops_per_sample / (shape.devices * shape.peak_flops * used)
+    return StepTime(compute, model.exposed_comm * communication_seconds(shape), model.per_step_s)
+
+
+def wall_hours(model: TimeModel, shape: RunShape, mfu: float | None = None) -> float:
+    return shape.steps * step_time(model, shape, mfu).total_s / 3600 + model.per_run_h
+
+
+def accelerator_hours(model: TimeModel, shape: RunShape, mfu: float | None = None) -> float:
+    return shape.devices * wall_hours(model, shape, mfu)
+
+
+# ------------------------------------------------------------------------------------------- fitting
+START = TimeModel(math.log(0.25), 0.1, 0.5, 0.1, 0.05)
+LOWER = (math.log(0.01), -0.5, 0.0, 0.0, 0.0)
+UPPER = (math.log(MFU_CAP), 0.5, 1.0, 5.0, 2.0)
+
+
+def log_residuals(model: TimeModel, shapes: Sequence[RunShape], hours: Sequence[float]) -> np.ndarray:
+    predicted = np.array([accelerator_hours(model, shape) for shape in shapes])
+    return np.log(predicted) - np.log(np.asarray(hours, dtype=float))
+
+
+def fit(shapes: Sequence[RunShape], hours: Sequence[float]) -> TimeModel:
+    """Least squares on log accelerator-hours (every run weighs the same whatever its size), with a
+    soft-L1 loss so one misreported run cannot drag the others (scipy.optimize.least_squares)."""
+    from scipy.optimize import least_squares
+
+    solution = least_squares(
+        lambda x: log_residuals(TimeModel.from_vector(x), shapes, hours),
+        START.vector(),
+        bounds=(LOWER, UPPER),
+        loss="soft_l1",
+        f_scale=0.2,
+    )
+    return TimeModel.from_vector(solution.x)
+
+
+def abs_pct_error(predicted: float, actual: float) -> float:
+    return abs(predicted - actual) / actual * 100
+
+
+def leave_one_out(shapes: Sequence[RunShape], hours: Sequence[float]) -> list[float]:
+    """Absolute % error of each run's accelerator-hours predicted by a model fitted without it."""
+    errors = []
+    for i, shape in enumerate(shapes):
+        others = [j for j in range(len(shapes)) if j != i]
+        model = fit([shapes[j] for j in others], [hours[j] for j in others])
+        errors.append(abs_pct_error(accelerator_hours(model, shape), hours[i]))
+    return errors
