@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vlmforge.config.schema import RECIPES, Section
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
+from vlmforge.config.schema import RECIPES, Section, recipe_class
 from vlmforge.errors import UserError
 
 RecipeT = TypeVar("RecipeT", bound=Section)
@@ -166,9 +167,9 @@ def load_recipe(
     verb: str, path: Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
 ) -> Section:
     """Read ``path`` (or start from ``base``), apply overrides and validate as the ``verb``'s recipe."""
-    cls = RECIPES[verb]
     data = read_yaml(path) if path is not None else dict(base or {})
     data = apply_overrides(data, overrides or [])
+    cls = recipe_class(verb, data)
     return validate_recipe(cls, data, str(path) if path is not None else "recipe")
 
 
@@ -179,6 +180,8 @@ def dump_recipe(recipe: BaseModel) -> str:
 
 # -------------------------------------------------------------------------------- error formatting
 def _verb_of(cls: type) -> str:
+    if cls is ContrastiveFinetuneRecipe:  # the finetune verb's second recipe model
+        return "finetune"
     return next((verb for verb, model in RECIPES.items() if model is cls), cls.__name__)
 
 

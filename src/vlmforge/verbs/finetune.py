@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.artifacts import llava_model, stage_completed, stage_dir
@@ -28,9 +29,16 @@ from vlmforge.storage import WEIGHTS, read_json, write_json
 
 @records_disk_full
 def run(
-    recipe: FinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
+    recipe: FinetuneRecipe | ContrastiveFinetuneRecipe,
+    resume: str = "never",
+    confirm: Callable[[str], bool] | None = None,
 ) -> RunResult | None:
-    """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks."""
+    """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks. A recipe
+    with a ``method`` tunes a contrastive model instead (``verbs.finetune_contrastive``)."""
+    if isinstance(recipe, ContrastiveFinetuneRecipe):
+        from vlmforge.verbs import finetune_contrastive
+
+        return finetune_contrastive.run(recipe, resume, confirm)
     import torch
 
     from vlmforge.data.conversations import (
