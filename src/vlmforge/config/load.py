@@ -239,8 +239,16 @@ def _child(node: Any, key: str) -> Any:
     field = node.model_fields[key]
     found = _models_in(field.annotation)
     if field.discriminator and isinstance(found, type):  # a one-member tagged union still has a tag in loc
-        return {found.model_fields["kind"].default: found}
+        return dict.fromkeys(_tags(found), found)
     return found
+
+
+def _tags(model: type[BaseModel]) -> list[str]:
+    """The values of a tagged-union member's tag field (``kind``, or ``method`` for finetuning methods)."""
+    for key in ("kind", "method"):
+        if key in model.model_fields:
+            return list(typing.get_args(model.model_fields[key].annotation))
+    return []
 
 
 def _models_in(annotation: Any) -> Any:
@@ -253,8 +261,8 @@ def _models_in(annotation: Any) -> Any:
         for model in models:
             if isinstance(model, dict):
                 flat.update(model)
-            elif "kind" in model.model_fields:
-                flat[model.model_fields["kind"].default] = model
+            elif _tags(model):
+                flat.update(dict.fromkeys(_tags(model), model))
             else:
                 return model  # Optional[Model]
         return flat or None

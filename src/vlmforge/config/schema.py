@@ -48,7 +48,6 @@ from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
 from vlmforge.config.finetune import AlignRecipe, FinetuneRecipe, FinetuneStage  # noqa: F401  (re-exported)
 from vlmforge.config.llava import BpeTokenizer, LlavaModel  # noqa: F401  (re-exported)
 from vlmforge.config.masked_models import FlavaModel  # noqa: F401  (re-exported)
-from vlmforge.config.peft import ContrastiveFinetuneRecipe
 from vlmforge.config.models import (  # noqa: F401  (re-exported)
     ClipModel,
     CoCaModel,
@@ -57,6 +56,7 @@ from vlmforge.config.models import (  # noqa: F401  (re-exported)
     SigLipModel,
     SslConfig,
 )
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
 from vlmforge.config.towers import (  # noqa: F401  (re-exported)
     OpenClipTokenizer,
     TextTower,

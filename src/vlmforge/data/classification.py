@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlmforge.config.peft import ClassFolders, ClassificationData, DigitsClasses
+from vlmforge.config.peft import ClassificationData, DigitsClasses
 from vlmforge.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -61,7 +61,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     kept, held = [], []
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
-        count = int(round(fraction * len(members)))
+        count = round(fraction * len(members))
         count = min(max(count, 1 if len(members) > 1 else 0), len(members) - 1)
         held.append(members[:count])
         kept.append(members[count:])

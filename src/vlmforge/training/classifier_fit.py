@@ -48,7 +48,7 @@ def fit_classifier(
     device: torch.device,
     log: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
-    """Minimise cross-entropy of ``classifier(images)`` for ``steps`` steps; returns the last loss and time."""
+    """Minimise the cross-entropy of ``classifier(images)``; returns the last loss and the time."""
     torch.manual_seed(seed)
     optimizer = optimizer_for(classifier, optim)
     schedule = SCHEDULES[optim.schedule]

@@ -121,8 +121,6 @@ def _linear_probe(
     run_dir: Path,
     device: torch.device,
 ) -> dict[str, Any]:
-    from safetensors.torch import save_file
-
     from vlmforge.evaluate.probe_sweep import choose_c, fitted_probe
     from vlmforge.models.peft.classifier import share_line, trainable_share
     from vlmforge.training.classifier_fit import predict
@@ -143,7 +141,7 @@ def _linear_probe(
     test_x, test_y = predict(embed, splits.test, batch, device)
     chosen = choose_c(train_x, train_y, cfg.c_values, cfg.validation_fraction, cfg.max_iter, recipe.seed)
     probe = fitted_probe(train_x, train_y, chosen["c"], cfg.max_iter)
-    save_file(probe, str(run_dir / WEIGHTS))
+    _save(probe, run_dir / WEIGHTS)
     logits = test_x @ probe["weight"].T + probe["bias"]
     top1 = float((logits.argmax(dim=1) == test_y).float().mean())
     return {"top1": top1, "trainable": share, "linear_probe": chosen}
@@ -204,7 +202,7 @@ def _wise_ft(
     device: torch.device,
     run_dir: Path,
 ) -> dict[str, Any]:
-    """Accuracy along WiSE-FT's line between the zero-shot and finetuned weights; leaves the finetuned ones."""
+    """Accuracy along WiSE-FT's line from the zero-shot to the finetuned weights (left finetuned)."""
     from vlmforge.models.peft.wise_ft import interpolate, load_state, trainable_state
     from vlmforge.training.classifier_fit import accuracy
 

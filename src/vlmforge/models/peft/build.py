@@ -69,7 +69,7 @@ def _coop(
         words = int(init[0].argmax()) - 1  # tokens between the start and end tokens
         if words != cfg.context_tokens:
             raise UserError(
-                f"method.init {cfg.init!r} is {words} tokens but method.context_tokens is {cfg.context_tokens}",
+                f"method.init {cfg.init!r} is {words} tokens, method.context_tokens {cfg.context_tokens}",
                 hint=f"set method.context_tokens={words}",
             )
     return CoOpClassifier(clip, tokens, cfg, init)
