@@ -35,7 +35,10 @@ class ClassificationBase(Section):
         "default: every training image.",
     )
     val_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Held-out test fraction (stratified, fixed, independent of seed)."
+        0.2,
+        gt=0,
+        lt=1,
+        description="Held-out test fraction: the fixed stratified split a pretrain on this data holds out.",
     )
     templates: list[str] | None = Field(
         None, description="Zero-shot prompt templates with one '{}' (default: the starting model's)."

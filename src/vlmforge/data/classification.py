@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from vlmforge.config.peft import ClassificationData, DigitsClasses
+from vlmforge.data.digits import CLASSNAMES as DIGIT_NAMES
 from vlmforge.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-SPLIT_SEED = 0  # the held-out split is the same for every recipe seed, so runs compare on one test set
 
 
 @dataclass(frozen=True)
@@ -87,46 +87,48 @@ def few_shot(labels: np.ndarray, shots: int, seed: int, classnames: list[str]) -
 
 
 def classification_splits(cfg: ClassificationData, image: ImageFormat, seed: int) -> ClassificationSplits:
-    """The recipe's training and test images, in the starting model's image format."""
+    """The recipe's training and test images, in the starting model's image format. The test split is
+    the one a pretrain run on the same data holds out (``data.base.split_indices``): a digits run's
+    held-out images stay unseen here."""
+    from vlmforge.data.base import split_indices
+
     if isinstance(cfg, DigitsClasses):
-        pool, classnames = _digits(cfg, image), None
-        test = None
+        pool, test = _digits(image), None
+        names = [DIGIT_NAMES[d] for d in cfg.classes or range(10)]
     else:
-        pool, classnames = _class_folders(cfg.path, cfg.classnames, image, "data.path")
+        pool, names = _class_folders(cfg.path, cfg.classnames, image, "data.path")
         test = (
             _class_folders(cfg.test_path, cfg.classnames, image, "data.test_path")[0]
             if cfg.test_path
             else None
         )
-    names = classnames or _digit_names(cfg)
     if test is None:
-        kept, held = stratified_split(pool.labels, cfg.val_fraction, SPLIT_SEED)
+        kept, held = split_indices(len(pool), pool.labels, cfg.val_fraction)
         train, test = pool.subset(kept), pool.subset(held)
     else:
         train = pool
+    if isinstance(cfg, DigitsClasses) and cfg.classes:
+        train, test = _only(train, cfg.classes), _only(test, cfg.classes)
     if cfg.shots is not None:
         train = train.subset(few_shot(train.labels, cfg.shots, seed, names))
     return ClassificationSplits(train, test, names)
 
 
-def _digit_names(cfg: ClassificationData) -> list[str]:
-    from vlmforge.data.digits import CLASSNAMES
+def _only(images: LabelledImages, classes: list[int]) -> LabelledImages:
+    """The images of ``classes``, relabelled 0.. in their order."""
+    relabel = np.full(10, -1)
+    relabel[classes] = np.arange(len(classes))
+    kept = images.subset(np.flatnonzero(np.isin(images.labels, classes)))
+    return LabelledImages(kept.load, kept.sources, relabel[kept.labels].astype(np.int64))
 
-    assert isinstance(cfg, DigitsClasses)
-    return [CLASSNAMES[d] for d in cfg.classes or range(10)]
 
-
-def _digits(cfg: DigitsClasses, image: ImageFormat) -> LabelledImages:
+def _digits(image: ImageFormat) -> LabelledImages:
     from vlmforge.config.schema import DigitsData
     from vlmforge.data.digits import digits_set
 
     data = digits_set(DigitsData(image_size=image.size, mean=image.mean, std=image.std))
     assert data.labels is not None
-    classes = cfg.classes or list(range(10))
-    relabel = {digit: i for i, digit in enumerate(classes)}
-    sources = np.flatnonzero(np.isin(data.labels, classes))
-    labels = np.array([relabel[int(data.labels[i])] for i in sources], dtype=np.int64)
-    return LabelledImages(data.load_image, sources, labels)  # type: ignore[arg-type]
+    return LabelledImages(data.load_image, np.arange(len(data)), data.labels.astype(np.int64))  # type: ignore[arg-type]
 
 
 def _class_folders(

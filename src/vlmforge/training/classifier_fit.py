@@ -89,8 +89,19 @@ def predict(
     return torch.cat(outputs), torch.cat(labels)
 
 
-def accuracy(classifier: nn.Module, data: LabelledImages, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy of ``classifier`` on ``data``."""
+def accuracy(
+    classifier: nn.Module, data: LabelledImages, batch_size: int, device: torch.device
+) -> dict[str, Any]:
+    """Top-1 accuracy of ``classifier`` on ``data``, overall and per class (in label order)."""
     classifier.eval()
     logits, labels = predict(classifier, data, batch_size, device)
-    return float((logits.argmax(dim=1) == labels).float().mean())
+    return scores(logits, labels, int(logits.shape[1]))
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, Any]:
+    """{'top1': overall, 'per_class': [top-1 of each class's images, None for a class without any]}."""
+    hits = (logits.argmax(dim=1) == labels).float()
+    per_class = [
+        float(hits[labels == c].mean()) if bool((labels == c).any()) else None for c in range(classes)
+    ]
+    return {"top1": float(hits.mean()), "per_class": per_class}

@@ -75,8 +75,8 @@ def run(
     metrics = {
         "method": recipe.method.method,
         "start": str(start),
-        "zero_shot": {"top1": zero_shot},
-        "tuned": {"top1": outcome.pop("top1")},
+        "zero_shot": zero_shot,
+        "tuned": outcome.pop("scores"),
         "classification": {
             "classes": len(splits.classnames),
             "train_images": len(splits.train),
@@ -123,7 +123,7 @@ def _linear_probe(
 ) -> dict[str, Any]:
     from vlmforge.evaluate.probe_sweep import choose_c, fitted_probe
     from vlmforge.models.peft.classifier import share_line, trainable_share
-    from vlmforge.training.classifier_fit import predict
+    from vlmforge.training.classifier_fit import predict, scores
 
     classes = len(splits.classnames)
     share = trainable_share(clip)
@@ -143,8 +143,7 @@ def _linear_probe(
     probe = fitted_probe(train_x, train_y, chosen["c"], cfg.max_iter)
     _save(probe, run_dir / WEIGHTS)
     logits = test_x @ probe["weight"].T + probe["bias"]
-    top1 = float((logits.argmax(dim=1) == test_y).float().mean())
-    return {"top1": top1, "trainable": share, "linear_probe": chosen}
+    return {"scores": scores(logits, test_y, classes), "trainable": share, "linear_probe": chosen}
 
 
 def _trained(
@@ -182,7 +181,7 @@ def _trained(
     outcome: dict[str, Any] = {"trainable": share, "train": {"step": fit["steps"], **fit}}
     if isinstance(cfg, FullFinetune):
         outcome["wise_ft"] = _wise_ft(cfg, classifier, before, splits.test, batch, device, run_dir)
-    outcome["top1"] = accuracy(classifier, splits.test, batch, device)
+    outcome["scores"] = accuracy(classifier, splits.test, batch, device)
     _save(classifier.state_dict(), run_dir / WEIGHTS)
     return outcome
 
@@ -210,7 +209,7 @@ def _wise_ft(
     curve = []
     for alpha in cfg.alphas:
         load_state(classifier, interpolate(zero_shot, finetuned, alpha))
-        curve.append({"alpha": alpha, "top1": accuracy(classifier, test, batch, device)})
+        curve.append({"alpha": alpha, "top1": accuracy(classifier, test, batch, device)["top1"]})
     load_state(classifier, finetuned)
     best = max(curve, key=lambda row: (row["top1"], -abs(row["alpha"] - 0.5)))
     plot = _plot_curve(curve, run_dir / "plots" / "wise_ft.png")
