@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section, Seed
+from vlmforge.config.models import ClipModel, SigLipModel
 from vlmforge.config.training import DeviceConfig, OptimConfig, RunRecipe
 
 Shots = Literal[1, 2, 4, 8, 16]
@@ -78,6 +79,11 @@ class ClassFolders(ClassificationBase):
         None,
         description="Text file of class names, one line per class sub-folder in sorted order, either "
         "'name' or 'folder<TAB>name' (default: the folder names).",
+    )
+    classes: int | None = Field(
+        None,
+        ge=2,
+        description="Number of classes, for `vlmforge plan` where `path` is not (default: counted).",
     )
 
 
@@ -193,6 +199,12 @@ class ContrastiveFinetuneRecipe(RunRecipe):
         description="The starting model: a pretrain run directory, a folder of runs (its newest completed "
         "one), or an exported model folder (open_clip local-dir, transformers CLIP)."
     )
+    model: ClipModel | SigLipModel | None = Field(
+        None,
+        discriminator="kind",
+        description="The starting model's section, for `vlmforge plan` before init_from is on this machine "
+        "(tuning reads the model from init_from).",
+    )
     data: ClassificationData = Field(description="Labelled images, by kind: digits or class_folders.")
     method: MethodConfig = Field(description="What trains, by method.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and schedule.")
@@ -205,3 +217,22 @@ class ContrastiveFinetuneRecipe(RunRecipe):
                 "contrastive finetuning runs on one device: set train.devices and num_nodes to 1"
             )
         return self
+
+    @property
+    def planned_classes(self) -> int:
+        """Classes the classifier separates, known before the data is read where possible."""
+        if isinstance(self.data, DigitsClasses):
+            return len(self.data.classes or range(10))
+        if self.data.classes is not None:
+            return self.data.classes
+        if self.data.path.is_dir():
+            return sum(1 for p in self.data.path.iterdir() if p.is_dir())
+        raise ValueError(f"data.path {self.data.path} is not here: set data.classes to plan the recipe")
+
+    def planned_steps(self) -> int:
+        """Optimizer steps; the linear probe's one pass of feature extraction over the few-shot images."""
+        if isinstance(self.method, TrainedMethod):
+            return self.method.max_steps
+        if self.data.shots is None:
+            raise ValueError("the linear probe is planned from data.shots: set it to plan the recipe")
+        return -(-self.data.shots * self.planned_classes // self.data.batch_size)

@@ -47,6 +47,7 @@ def fit_classifier(
     seed: int,
     device: torch.device,
     log: Callable[[dict[str, Any]], None],
+    precision: str = "32",
 ) -> dict[str, Any]:
     """Minimise the cross-entropy of ``classifier(images)``; returns the last loss and the time."""
     torch.manual_seed(seed)
@@ -59,7 +60,9 @@ def fit_classifier(
     started, loss_value = time.perf_counter(), float("nan")
     for step, positions in enumerate(batches(len(train), batch_size, steps, seed)):
         images, labels = train.batch(positions)
-        loss = nn.functional.cross_entropy(classifier(images.to(device)), labels.to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            logits = classifier(images.to(device))
+        loss = nn.functional.cross_entropy(logits.float(), labels.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -176,7 +176,15 @@ def _trained(
 
         batch = recipe.data.batch_size
         fit = fit_classifier(
-            classifier, splits.train, batch, cfg.max_steps, recipe.optim, recipe.seed, device, write
+            classifier,
+            splits.train,
+            batch,
+            cfg.max_steps,
+            recipe.optim,
+            recipe.seed,
+            device,
+            write,
+            recipe.train.precision,
         )
     outcome: dict[str, Any] = {"trainable": share, "train": {"step": fit["steps"], **fit}}
     if isinstance(cfg, FullFinetune):

@@ -32,7 +32,8 @@ def method_classifier(
 ) -> ClipClassifier:
     """``clip`` (changed in place) wrapped by the method; only the method's parameters train."""
     torch.manual_seed(seed)
-    tokens = tokenizer(prompt_texts(classnames, templates), context_length)
+    device = next(clip.parameters()).device  # the meta device when the planner counts the method
+    tokens = tokenizer(prompt_texts(classnames, templates), context_length).to(device)
     if isinstance(cfg, FullFinetune):
         from vlmforge.models.peft.wise_ft import FullFinetuneClassifier
 
@@ -53,16 +54,22 @@ def method_classifier(
 
         return VptClassifier(clip, tokens, len(templates), cfg)
     assert isinstance(cfg, CoOp)
-    return _coop(cfg, clip, tokenizer, classnames, context_length)
+    return _coop(cfg, clip, tokenizer, classnames, context_length, device)
 
 
 def _coop(
-    cfg: CoOp, clip: nn.Module, tokenizer: Any, classnames: list[str], context_length: int
+    cfg: CoOp,
+    clip: nn.Module,
+    tokenizer: Any,
+    classnames: list[str],
+    context_length: int,
+    device: torch.device,
 ) -> ClipClassifier:
-    from vlmforge.models.peft.coop import CoOpClassifier, check_text_tower, coop_prompts
+    from vlmforge.models.peft.coop import CoOpClassifier, check_room, check_text_tower, coop_prompts
 
     check_text_tower(clip)
     tokens = tokenizer(coop_prompts(classnames, cfg.context_tokens), context_length)
+    check_room(tokens, cfg.context_tokens)
     init = None
     if cfg.init is not None:
         init = tokenizer([cfg.init], context_length)
@@ -72,4 +79,4 @@ def _coop(
                 f"method.init {cfg.init!r} is {words} tokens, method.context_tokens {cfg.context_tokens}",
                 hint=f"set method.context_tokens={words}",
             )
-    return CoOpClassifier(clip, tokens, cfg, init)
+    return CoOpClassifier(clip, tokens.to(device), cfg, None if init is None else init.to(device))

@@ -27,7 +27,6 @@ class CoOpClassifier(ClipClassifier):
     ) -> None:
         super().__init__(clip, prompt_tokens, templates=1)
         freeze(clip)
-        _check_room(prompt_tokens, cfg.context_tokens)
         width = clip.token_embedding.weight.shape[1]
         classes = prompt_tokens.shape[0]
         if init_tokens is not None:  # the init words' embeddings (CoOp: "a photo of a")
@@ -57,7 +56,7 @@ class CoOpClassifier(ClipClassifier):
         return normalize(self.prompt_features(), dim=-1)
 
 
-def _check_room(prompt_tokens: torch.Tensor, context_tokens: int) -> None:
+def check_room(prompt_tokens: torch.Tensor, context_tokens: int) -> None:
     """Each prompt must keep its class name and end token inside the context length."""
     ends = prompt_tokens.argmax(dim=-1)
     if int(ends.min()) <= context_tokens + 1:
