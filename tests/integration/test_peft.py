@@ -99,7 +99,7 @@ def test_lora_adapts_named_layers_of_both_towers(tiny_run: dict[str, Any], tmp_p
     _check_frozen_and_trained(result["run_dir"], _start_weights(tiny_run["run_dir"]), None)
     initial = load_file(str(result["run_dir"] / "initial.safetensors"))
     assert any(k.startswith("clip.visual.transformer.resblocks.0.mlp.c_fc.lora_A") for k in initial)
-    assert any(k.startswith("clip.transformer.resblocks.0.attn.out_proj.lora_B") for k in initial)
+    assert any(k.startswith("clip.transformer.resblocks.0.mlp.c_proj.lora_B") for k in initial)
     assert not any("ln_" in k or "token_embedding" in k for k in initial)
 
 

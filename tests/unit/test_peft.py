@@ -102,6 +102,13 @@ def test_lora_targets_only_the_chosen_tower() -> None:
     assert not re.fullmatch(pattern, "visual.transformer.resblocks.0.mlp.c_proj")
 
 
+def test_lora_refuses_attention_projections_multihead_attention_never_calls() -> None:
+    from vlmforge.models.peft.lora import add_lora
+
+    with pytest.raises(UserError, match="never calls"):
+        add_lora(_tiny_clip(), LoraFamily(method="lora", modules=["out_proj", "c_fc"]), seed=0)
+
+
 def test_wise_ft_interpolation_ends() -> None:
     zero, tuned = {"w": torch.zeros(3)}, {"w": torch.tensor([2.0, 4.0, -2.0])}
     assert torch.equal(interpolate(zero, tuned, 0.0)["w"], zero["w"])

@@ -16,8 +16,9 @@ from vlmforge.config.training import DeviceConfig, OptimConfig, RunRecipe
 
 Shots = Literal[1, 2, 4, 8, 16]
 Tower = Literal["visual", "text"]
-# open_clip's transformer blocks: attention output projection and the two MLP layers (nn.Linear each)
-DEFAULT_LORA_MODULES = ["out_proj", "c_fc", "c_proj"]
+# open_clip's transformer blocks: the two MLP layers (nn.MultiheadAttention reads its out_proj weight
+# directly, never calling the layer, so an adapter there would stay unused)
+DEFAULT_LORA_MODULES = ["c_fc", "c_proj"]
 
 
 def _templates_valid(value: list[str] | None) -> list[str] | None:

@@ -135,7 +135,10 @@ def contrastive_preflight(recipe: ContrastiveFinetuneRecipe) -> list[UserError]:
     problems = []
     if not recipe.init_from.exists():
         problems.append(
-            UserError(f"init_from: {recipe.init_from} does not exist", hint="run the pretrain first")
+            UserError(
+                f"init_from: {recipe.init_from} does not exist",
+                hint="give a pretrain run directory, a folder of runs or an exported model folder",
+            )
         )
     for field in ("path", "test_path"):
         path = getattr(recipe.data, field, None)

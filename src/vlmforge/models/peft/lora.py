@@ -33,6 +33,7 @@ def add_lora(clip: nn.Module, cfg: LoraFamily, seed: int) -> None:
             f"method {cfg.method} needs peft", hint="pip install 'vlmforge[llava]' (or pip install peft)"
         ) from None
     pattern = target_pattern(cfg)
+    check_called(clip, pattern)
     if cfg.method == "vera":
         config = VeraConfig(
             r=cfg.rank, target_modules=pattern, vera_dropout=cfg.dropout, projection_prng_key=seed
@@ -56,3 +57,21 @@ def add_lora(clip: nn.Module, cfg: LoraFamily, seed: int) -> None:
     marker = ADAPTER_MARKERS[cfg.method]
     for name, parameter in clip.named_parameters():
         parameter.requires_grad_(marker in name)
+
+
+def check_called(clip: nn.Module, pattern: str) -> None:
+    """Refuse layers whose forward is never called: nn.MultiheadAttention uses its ``out_proj`` weight
+    inside its own kernel, so an adapter wrapped around that layer would not change the output."""
+    import re
+
+    bypassed = [
+        f"{name}.out_proj"
+        for name, module in clip.named_modules()
+        if isinstance(module, nn.MultiheadAttention) and re.fullmatch(pattern, f"{name}.out_proj")
+    ]
+    if bypassed:
+        raise UserError(
+            f"method.modules matches attention output projections ({bypassed[0]}, ...) that "
+            "nn.MultiheadAttention never calls: an adapter there would stay unused",
+            hint="adapt the MLP layers c_fc, c_proj",
+        )

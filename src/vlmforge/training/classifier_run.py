@@ -1,14 +1,12 @@
-"""`vlmforge finetune` on a contrastive model: tune a CLIP for classification with the recipe's method.
+"""Tuning a contrastive model for classification, as `vlmforge finetune` runs a recipe with a ``method``:
+zero-shot accuracy of the untuned model -> the method (a linear probe, or a classifier trained with its
+parameters only; the trainable share printed first) -> its accuracy on the same test images (and WiSE-FT's
+curve for full finetuning).
 
-start model -> labelled images (held-out test split, few-shot training images) -> zero-shot accuracy of
-the untuned model -> the method (linear probe, or a classifier trained with its parameters only; the
-trainable share printed first) -> its accuracy on the same test images (and WiSE-FT's curve for full
-finetuning) -> run dir.
-
-Run directory: ``recipe.yaml``, ``manifest.json``, ``metrics.jsonl`` (training loss), ``model.safetensors``
-(the tuned classifier's state: the CLIP under ``clip.`` plus the method's tensors; a linear probe's
-``weight`` and ``bias`` on image embeddings), ``initial.safetensors`` (the method's new tensors before
-training), ``plots/wise_ft.png`` and ``result.json``.
+Files written into the run directory: ``metrics.jsonl`` (training loss), ``model.safetensors`` (the tuned
+classifier's state: the CLIP under ``clip.`` plus the method's tensors; a linear probe's ``weight`` and
+``bias`` on image embeddings), ``initial.safetensors`` (the method's new tensors before training) and
+``plots/wise_ft.png``.
 """
 
 from __future__ import annotations
@@ -16,65 +14,54 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vlmforge.config.peft import ContrastiveFinetuneRecipe, FullFinetune, LinearProbe, TrainedMethod
-from vlmforge.errors import UserError, raise_all
-from vlmforge.runs.lifecycle import RunResult
-from vlmforge.storage import WEIGHTS, is_completed, write_json
+from vlmforge.data.classification import ClassificationSplits
+from vlmforge.storage import WEIGHTS
 
 
-def run(
-    recipe: ContrastiveFinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
-) -> RunResult:
-    """Tune, evaluate against zero-shot, write the run directory; returns the result."""
-    from vlmforge.data.classification import ImageFormat, classification_splits
-    from vlmforge.interop.inference import load_for_inference, resolve_device
+@dataclass
+class StartModel:
+    """The untuned model: an open_clip-style CLIP (encode_image / encode_text) and how it reads text."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    context_length: int
+    templates: list[str]
+
+
+def tune(
+    recipe: ContrastiveFinetuneRecipe,
+    start: StartModel,
+    splits: ClassificationSplits,
+    run_dir: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Tune with the recipe's method; the metrics: zero-shot and tuned accuracy, trainable share, ..."""
     from vlmforge.models.peft.build import zero_shot_classifier
-    from vlmforge.runs.directory import manifest, prepare_run
-    from vlmforge.runs.preflight import preflight
     from vlmforge.training.classifier_fit import accuracy
 
-    del confirm  # one device, minutes: there is no cost to confirm
-    raise_all(preflight(recipe))
-    if resume != "never":
-        raise UserError("a contrastive finetune run is not resumed", hint="run it again without --resume")
-    device = resolve_device({"gpu": "cuda"}.get(recipe.train.accelerator, recipe.train.accelerator))
-    start = start_folder(recipe.init_from)
-    loaded = load_for_inference(start, str(device))
-    if not hasattr(loaded.model, "encode_image") or not hasattr(loaded.model, "encode_text"):
-        raise UserError(
-            f"init_from: {start} holds a {loaded.kind} model, not a contrastive one",
-            hint="start from a clip or siglip run, or an open_clip / transformers CLIP export",
-        )
-    transform = loaded.transform
-    image = ImageFormat(transform.size, tuple(transform.mean), tuple(transform.std))
-    splits = classification_splits(recipe.data, image, recipe.seed)
-    templates = recipe.data.templates or list(loaded.templates)
-    run_dir, _ = prepare_run(recipe, resume)
-    torch.manual_seed(recipe.seed)
-    write_json(run_dir / "manifest.json", manifest(recipe.seed, start.name, {"accelerator": str(device)}))
-
     batch = recipe.data.batch_size
-    clip, tokenizer, context = loaded.model, loaded.tokenizer, loaded.context_length
     zero_shot = accuracy(
-        zero_shot_classifier(clip, tokenizer, splits.classnames, templates, context),
+        zero_shot_classifier(
+            start.model, start.tokenizer, splits.classnames, start.templates, start.context_length
+        ),
         splits.test,
         batch,
         device,
     )
     started = time.perf_counter()
     if isinstance(recipe.method, LinearProbe):
-        outcome = _linear_probe(recipe.method, recipe, clip, splits, run_dir, device)
+        outcome = _linear_probe(recipe.method, recipe, start.model, splits, run_dir, device)
     else:
-        outcome = _trained(recipe.method, recipe, loaded, splits, templates, run_dir, device)
-    metrics = {
+        outcome = _trained(recipe.method, recipe, start, splits, run_dir, device)
+    return {
         "method": recipe.method.method,
-        "start": str(start),
         "zero_shot": zero_shot,
         "tuned": outcome.pop("scores"),
         "classification": {
@@ -86,38 +73,13 @@ def run(
         "seconds": round(time.perf_counter() - started, 3),
         **outcome,
     }
-    result = RunResult(
-        run_dir, "completed", outcome.get("train", {}).get("step", 0), run_dir / WEIGHTS, None, metrics
-    )
-    result.write()
-    return result
-
-
-def start_folder(path: Path) -> Path:
-    """``init_from``: a run directory or an exported model folder, or a folder of runs whose newest completed
-    one is taken."""
-    if not path.is_dir():
-        raise UserError(
-            f"init_from: {path} is not a directory", hint="give a pretrain run or an exported model"
-        )
-    from vlmforge.interop.inference import is_exported_model
-
-    if (path / "recipe.yaml").is_file() or is_exported_model(path):
-        return path
-    runs = sorted(p for p in path.iterdir() if p.is_dir() and is_completed(p))
-    if not runs:
-        raise UserError(
-            f"init_from: {path} is neither a run directory, an exported model nor a folder of completed runs",
-            hint="give runs/<name>/<timestamp>, runs/<name>, or a folder written by vlmforge export",
-        )
-    return runs[-1]
 
 
 def _linear_probe(
     cfg: LinearProbe,
     recipe: ContrastiveFinetuneRecipe,
     clip: torch.nn.Module,
-    splits: Any,
+    splits: ClassificationSplits,
     run_dir: Path,
     device: torch.device,
 ) -> dict[str, Any]:
@@ -149,9 +111,8 @@ def _linear_probe(
 def _trained(
     cfg: TrainedMethod,
     recipe: ContrastiveFinetuneRecipe,
-    loaded: Any,
-    splits: Any,
-    templates: list[str],
+    start: StartModel,
+    splits: ClassificationSplits,
     run_dir: Path,
     device: torch.device,
 ) -> dict[str, Any]:
@@ -160,9 +121,15 @@ def _trained(
     from vlmforge.models.peft.wise_ft import trainable_state
     from vlmforge.training.classifier_fit import accuracy, fit_classifier
 
-    base = {f"clip.{name}" for name, _ in loaded.model.named_parameters()}
+    base = {f"clip.{name}" for name, _ in start.model.named_parameters()}
     classifier = method_classifier(
-        cfg, loaded.model, loaded.tokenizer, splits.classnames, templates, loaded.context_length, recipe.seed
+        cfg,
+        start.model,
+        start.tokenizer,
+        splits.classnames,
+        start.templates,
+        start.context_length,
+        recipe.seed,
     ).to(device)
     share = trainable_share(classifier)
     print(share_line(share), file=sys.stderr, flush=True)
