@@ -167,3 +167,19 @@ def test_clip_adapter_blends_by_ratio() -> None:
     classifier.ratio = 1.0
     adapted = classifier.visual_adapter(clip.encode_image(images))
     assert torch.allclose(classifier.image_features(images), adapted)
+
+
+@pytest.mark.parametrize(("method", "marker"), [("dora", "lora_magnitude_vector"), ("vera", "vera_lambda_b")])
+def test_dora_and_vera_train_only_their_tensors(method: str, marker: str) -> None:
+    from vlmforge.models.peft.classifier import ClipClassifier, trainable_share
+    from vlmforge.models.peft.lora import add_lora
+
+    clip = _tiny_clip()
+    add_lora(clip, LoraFamily(method=method, towers=["visual", "text"], rank=2), seed=0)
+    trainable = [name for name, p in clip.named_parameters() if p.requires_grad]
+    assert any(marker in name for name in trainable)
+    assert all(".mlp.c_" in name for name in trainable)  # the default MLP layers only
+    classifier = ClipClassifier(clip, _tokens(2), 1)
+    classifier(torch.randn(2, 3, 16, 16)).sum().backward()
+    assert all(p.grad is None for name, p in clip.named_parameters() if name not in trainable)
+    assert 0 < trainable_share(classifier)["percent"] < 50

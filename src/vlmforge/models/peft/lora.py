@@ -48,11 +48,16 @@ def add_lora(clip: nn.Module, cfg: LoraFamily, seed: int) -> None:
         )
     torch.manual_seed(seed)
     try:
-        inject_adapter_in_model(config, clip)
+        if cfg.method == "vera":  # VeRA's shared random matrices live on its tuner, which adapts in place
+            from peft.tuners.vera import VeraModel
+
+            VeraModel(clip, config, "default")
+        else:
+            inject_adapter_in_model(config, clip)
     except ValueError as exc:  # peft: no module matched, or a matched one it cannot adapt
         raise UserError(
             f"method.modules {cfg.modules} in towers {cfg.towers}: {exc}",
-            hint="name linear layers of the blocks, e.g. out_proj, c_fc, c_proj",
+            hint="name linear layers of the blocks, e.g. c_fc, c_proj",
         ) from None
     marker = ADAPTER_MARKERS[cfg.method]
     for name, parameter in clip.named_parameters():
