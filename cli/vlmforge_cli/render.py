@@ -125,6 +125,13 @@ def finetune_summary(console: Console, result: Any, verb: str = "finetune") -> N
         console.print(f"weights: {escape(str(result.checkpoint))}")
     if "eval" in result.metrics:
         eval_table(console, result.metrics["eval"], title="held-out evaluation")
+    if "tuned" in result.metrics:  # a contrastive finetune: the method against the untuned model
+        metrics = result.metrics
+        console.print(
+            f"{escape(metrics['method'])}: top-1 {metrics['tuned']['top1']:.4f} on "
+            f"{metrics['classification']['test_images']:,} held-out images "
+            f"(zero-shot before tuning: {metrics['zero_shot']['top1']:.4f})"
+        )
 
 
 def recipes_table(console: Console, recipes: dict[str, Path], verbs: dict[str, str]) -> None:

@@ -162,7 +162,7 @@ def test_every_shipped_recipe_plans(name: str) -> None:
     assert [row.count for row in result.rows] == [8]  # the counts asked for
     if recipe_verb(read_yaml(path)) == "pretrain":  # samples seen: steps x global batch
         assert result.samples_seen == recipe.train.max_steps * recipe.data.batch_size
-    if name.startswith(("debug/", "demo/")):  # tiny models fit anywhere
+    if name.startswith(("debug/", "demo/")) and "method" not in read_yaml(path):  # tiny models fit anywhere
         assert all(row.fits for row in result.rows)
 
 

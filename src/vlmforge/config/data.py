@@ -49,6 +49,20 @@ class DigitsData(DataBase):
     templates: list[str] | None = Field(
         None, description="Caption templates with one '{}' for the class name; default: 6 built-in ones."
     )
+    classes: list[int] | None = Field(
+        None,
+        description="Digits kept (default: all ten): e.g. captions of half the classes, leaving the rest "
+        "unseen for zero-shot or few-shot tests.",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_digits(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (
+            not value or len(set(value)) != len(value) or not set(value) <= set(range(10))
+        ):
+            raise ValueError(f"classes {value} must be distinct digits 0..9")
+        return value
 
     @field_validator("templates")
     @classmethod

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vlmforge.config.schema import RECIPES, Section
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
+from vlmforge.config.schema import RECIPES, Section, recipe_class
 from vlmforge.errors import UserError
 
 RecipeT = TypeVar("RecipeT", bound=Section)
@@ -166,9 +167,9 @@ def load_recipe(
     verb: str, path: Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
 ) -> Section:
     """Read ``path`` (or start from ``base``), apply overrides and validate as the ``verb``'s recipe."""
-    cls = RECIPES[verb]
     data = read_yaml(path) if path is not None else dict(base or {})
     data = apply_overrides(data, overrides or [])
+    cls = recipe_class(verb, data)
     return validate_recipe(cls, data, str(path) if path is not None else "recipe")
 
 
@@ -179,6 +180,8 @@ def dump_recipe(recipe: BaseModel) -> str:
 
 # -------------------------------------------------------------------------------- error formatting
 def _verb_of(cls: type) -> str:
+    if cls is ContrastiveFinetuneRecipe:  # the finetune verb's second recipe model
+        return "finetune"
     return next((verb for verb, model in RECIPES.items() if model is cls), cls.__name__)
 
 
@@ -236,8 +239,16 @@ def _child(node: Any, key: str) -> Any:
     field = node.model_fields[key]
     found = _models_in(field.annotation)
     if field.discriminator and isinstance(found, type):  # a one-member tagged union still has a tag in loc
-        return {found.model_fields["kind"].default: found}
+        return dict.fromkeys(_tags(found), found)
     return found
+
+
+def _tags(model: type[BaseModel]) -> list[str]:
+    """The values of a tagged-union member's tag field (``kind``, or ``method`` for finetuning methods)."""
+    for key in ("kind", "method"):
+        if key in model.model_fields:
+            return list(typing.get_args(model.model_fields[key].annotation))
+    return []
 
 
 def _models_in(annotation: Any) -> Any:
@@ -250,8 +261,8 @@ def _models_in(annotation: Any) -> Any:
         for model in models:
             if isinstance(model, dict):
                 flat.update(model)
-            elif "kind" in model.model_fields:
-                flat[model.model_fields["kind"].default] = model
+            elif _tags(model):
+                flat.update(dict.fromkeys(_tags(model), model))
             else:
                 return model  # Optional[Model]
         return flat or None

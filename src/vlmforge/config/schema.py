@@ -56,6 +56,7 @@ from vlmforge.config.models import (  # noqa: F401  (re-exported)
     SigLipModel,
     SslConfig,
 )
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
 from vlmforge.config.towers import (  # noqa: F401  (re-exported)
     OpenClipTokenizer,
     TextTower,
@@ -226,7 +227,7 @@ class EvalRecipe(Section):
         return source
 
 
-TrainingRecipe = PretrainRecipe | FinetuneRecipe | AlignRecipe
+TrainingRecipe = PretrainRecipe | FinetuneRecipe | AlignRecipe | ContrastiveFinetuneRecipe
 
 RECIPES: dict[str, type[Section]] = {
     "pretrain": PretrainRecipe,
@@ -240,7 +241,9 @@ RECIPES: dict[str, type[Section]] = {
 def recipe_verb(data: dict[str, object]) -> str:
     """The verb a recipe mapping is written for: a curation has ``steps`` or an ``input`` pool, an
     evaluation names a ``run`` (or a ``model`` folder), a finetune has ``stages``, an alignment starts
-    ``from_run``; anything else is a pretrain recipe."""
+    ``from_run``, a contrastive finetune has a ``method``; anything else is a pretrain recipe."""
+    if "method" in data:
+        return "finetune"
     if "from_run" in data:
         return "align"
     if "steps" in data or "input" in data:
@@ -248,3 +251,11 @@ def recipe_verb(data: dict[str, object]) -> str:
     if "run" in data or isinstance(data.get("model"), str):  # a training recipe's model is a section
         return "eval"
     return "finetune" if "stages" in data else "pretrain"
+
+
+def recipe_class(verb: str, data: dict[str, object]) -> type[Section]:
+    """The model a ``verb`` recipe mapping validates against: a finetune recipe with a ``method`` tunes a
+    contrastive model, one with ``stages`` a LLaVA."""
+    if verb == "finetune" and "method" in data:
+        return ContrastiveFinetuneRecipe
+    return RECIPES[verb]

@@ -30,23 +30,26 @@ def digits_set(cfg: DigitsData) -> ImageTextSet:
     from sklearn.datasets import load_digits
 
     raw = load_digits()
-    pixels = torch.from_numpy(raw.images.astype(np.float32) / 16.0)  # [N, 8, 8] in [0, 1]
+    kept = np.flatnonzero(np.isin(raw.target, cfg.classes)) if cfg.classes else np.arange(len(raw.target))
+    pixels = torch.from_numpy(raw.images[kept].astype(np.float32) / 16.0)  # [N, 8, 8] in [0, 1]
     up = torch.nn.functional.interpolate(
         pixels[:, None], size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False
     )
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     images = ((up.expand(-1, 3, -1, -1) - mean) / std).contiguous()
-    labels = raw.target.astype(np.int64)
+    labels = raw.target[kept].astype(np.int64)
     templates = cfg.templates or TEMPLATES
     captions = [[t.format(CLASSNAMES[y]) for t in templates] for y in labels]
     return ImageTextSet(
         name="digits",
-        keys=[f"digits-{i:04d}" for i in range(len(labels))],
+        keys=[f"digits-{i:04d}" for i in kept],
         captions=captions,
         load_image=images.__getitem__,
         labels=labels,
         classnames=list(CLASSNAMES),
         prompts=tuple(templates),
-        fingerprint=fingerprint_bytes(raw.images.tobytes(), labels.tobytes(), "\n".join(templates).encode()),
+        fingerprint=fingerprint_bytes(
+            raw.images[kept].tobytes(), labels.tobytes(), "\n".join(templates).encode()
+        ),
     )

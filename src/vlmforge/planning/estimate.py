@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
 from vlmforge.config.schema import AlignRecipe, FinetuneRecipe, TrainingRecipe
 from vlmforge.errors import UserError, raise_all
 from vlmforge.planning.accelerators import Accelerator, load_catalog, lookup, present_accelerator
@@ -103,7 +104,7 @@ def plan_recipe(
     precision = recipe.train.precision
     verb = (
         "finetune"
-        if isinstance(recipe, FinetuneRecipe)
+        if isinstance(recipe, FinetuneRecipe | ContrastiveFinetuneRecipe)
         else "align"
         if isinstance(recipe, AlignRecipe)
         else "pretrain"

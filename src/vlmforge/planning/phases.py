@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vlmforge.config.peft import ContrastiveFinetuneRecipe, TrainedMethod
 from vlmforge.config.schema import (
     AlignRecipe,
     BatchPlan,
@@ -85,6 +86,8 @@ def planned_vocab_size(recipe: TrainingRecipe) -> int:
 def phases(recipe: TrainingRecipe) -> list[Phase]:
     """What the recipe trains, phase by phase, as models the planner can build on any device."""
     vocab = planned_vocab_size(recipe)
+    if isinstance(recipe, ContrastiveFinetuneRecipe):
+        return [_classifier_phase(recipe, vocab)]
     if isinstance(recipe, FinetuneRecipe):
         return [_stage_phase(recipe, stage, vocab) for stage in recipe.stages]
     if isinstance(recipe, AlignRecipe):
@@ -119,6 +122,56 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
         lambda m, batch: llava.synthetic_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
         recipe.batch_plan(stage, samples),
     )
+
+
+def _classifier_phase(recipe: ContrastiveFinetuneRecipe, vocab: int) -> Phase:
+    """One planned sample is one optimizer step: a batch of images and, when the text side trains, every
+    class prompt through the text tower (CoOp's cost grows with the classes, not the images)."""
+    import torch
+
+    from vlmforge.models.peft.build import method_classifier, zero_shot_classifier
+
+    cfg = planned_model(recipe).model_copy(update={"pretrained": None})
+    models = family_for(cfg).models
+    try:
+        names = [f"class {i}" for i in range(recipe.planned_classes)]
+        steps = recipe.planned_steps()
+    except ValueError as exc:
+        raise UserError(str(exc), hint="plan needs the class count and the training length") from None
+    templates = recipe.data.templates or ["{}"]
+    method = recipe.method
+
+    def build(device: str) -> torch.nn.Module:
+        clip = models.build_model(cfg, vocab, device=device)
+        context = models.context_length(cfg, clip)
+        tokenizer = _placeholder_tokenizer(vocab)
+        if isinstance(method, TrainedMethod):
+            classifier = method_classifier(method, clip, tokenizer, names, templates, context, recipe.seed)
+            return classifier.to(device)
+        return zero_shot_classifier(clip, tokenizer, names, templates, context)
+
+    def loss(model: torch.nn.Module, batch_steps: int) -> torch.Tensor:
+        side = models.image_size(cfg, model.clip)
+        device = _device_of(model)
+        images = torch.zeros(batch_steps * recipe.data.batch_size, 3, side, side, device=device)
+        labels = torch.zeros(images.shape[0], dtype=torch.long, device=device)
+        return torch.nn.functional.cross_entropy(model(images), labels)
+
+    return Phase(recipe.name, build, loss, BatchPlan.of(1, None, 1, steps, None, None, ""))
+
+
+def _placeholder_tokenizer(vocab: int) -> Callable[[list[str], int], Any]:
+    """Token ids shaped as a real tokenizer's (start, one id per word, end = the highest id) for counting."""
+    import torch
+
+    def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = min(len(text.split()), context_length - 2)
+            out[row, 0], out[row, 1 : 1 + words], out[row, 1 + words] = 1, 2, vocab - 1
+        return out
+
+    return tokenize
 
 
 def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:

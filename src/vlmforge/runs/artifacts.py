@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmforge.config.load import load_recipe, read_yaml
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
 from vlmforge.config.schema import (
     AlignRecipe,
     FinetuneRecipe,
@@ -172,7 +173,10 @@ def with_source_model(recipe: AlignRecipe) -> tuple[AlignRecipe, FinetunedRun]:
 
 
 def with_planned_model(recipe: TrainingRecipe) -> TrainingRecipe:
-    """The recipe the planner counts: an align recipe without a model section takes its from_run's."""
+    """The recipe the planner counts: an align recipe without a model section takes its from_run's, a
+    contrastive finetune its init_from run's."""
+    if isinstance(recipe, ContrastiveFinetuneRecipe) and recipe.model is None:
+        return recipe.model_copy(update={"model": start_model_section(recipe.init_from)})
     if not isinstance(recipe, AlignRecipe) or recipe.model is not None:
         return recipe
     if not recipe.from_run.exists():
@@ -181,6 +185,22 @@ def with_planned_model(recipe: TrainingRecipe) -> TrainingRecipe:
             hint="add the finetune run's model section to the recipe to plan it before the run exists",
         )
     return with_source_model(recipe)[0]
+
+
+def start_model_section(path: Path) -> Any:
+    """The model section of the pretrain run ``init_from`` names (a run, or a folder of runs: the newest
+    completed)."""
+    runs = [path] if (path / "recipe.yaml").is_file() else []
+    if not runs and path.is_dir():
+        runs = sorted(p for p in path.iterdir() if p.is_dir() and is_completed(p))[-1:]
+    if not runs or run_verb(runs[0]) != "pretrain":
+        raise UserError(
+            f"init_from {path} is not a pretrain run on this machine: cannot read its model section",
+            hint="add the starting model's section as `model:` to plan the recipe",
+        )
+    recipe = load_recipe("pretrain", runs[0] / "recipe.yaml")
+    assert isinstance(recipe, PretrainRecipe)
+    return recipe.model
 
 
 def load_aligned(run_dir: Path, weights: Path | None = None) -> tuple[Any, Any, Any, AlignRecipe, Path]:

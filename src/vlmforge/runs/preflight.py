@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from vlmforge.config.peft import ContrastiveFinetuneRecipe, LinearProbe, LoraFamily
 from vlmforge.config.schema import (
     AlignRecipe,
     FinetuneRecipe,
@@ -25,6 +26,8 @@ def preflight(recipe: TrainingRecipe) -> list[UserError]:
     model-dependent checks need the basics (packages, strategy, an align recipe's source run) first."""
     from vlmforge.training.requirements import check_loggers_installed, check_runnable
 
+    if isinstance(recipe, ContrastiveFinetuneRecipe):
+        return contrastive_preflight(recipe)
     basics = [lambda: check_loggers_installed(recipe.logger), lambda: check_runnable(recipe)]
     if isinstance(recipe, FinetuneRecipe | AlignRecipe):
         from vlmforge.models.llava import transformers_module
@@ -120,3 +123,36 @@ def check_memory(recipe: TrainingRecipe) -> None:
                 "train.activation_checkpointing=true, a sharding strategy, or more devices); "
                 "plan.check_memory=false starts anyway",
             )
+
+
+def contrastive_preflight(recipe: ContrastiveFinetuneRecipe) -> list[UserError]:
+    """A contrastive finetune's starting model and class folders exist, its method's package imports,
+    and a GPU is here when asked for."""
+    import importlib.util
+
+    import torch
+
+    problems = []
+    if not recipe.init_from.exists():
+        problems.append(
+            UserError(
+                f"init_from: {recipe.init_from} does not exist",
+                hint="give a pretrain run directory, a folder of runs or an exported model folder",
+            )
+        )
+    for field in ("path", "test_path"):
+        path = getattr(recipe.data, field, None)
+        if path is not None and not path.is_dir():
+            problems.append(
+                UserError(f"data.{field}: {path} is not a directory", hint="give a folder of class folders")
+            )
+    needs = {LinearProbe: ("sklearn", "scikit-learn"), LoraFamily: ("peft", "peft")}.get(type(recipe.method))
+    if needs and importlib.util.find_spec(needs[0]) is None:
+        problems.append(
+            UserError(f"method {recipe.method.method} needs {needs[1]}", hint=f"pip install {needs[1]}")
+        )
+    if recipe.train.accelerator == "gpu" and not torch.cuda.is_available():
+        problems.append(
+            UserError("train.accelerator: gpu, but no CUDA GPU is visible", hint="set train.accelerator: cpu")
+        )
+    return problems

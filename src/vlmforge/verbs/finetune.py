@@ -18,19 +18,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vlmforge.config.peft import ContrastiveFinetuneRecipe
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.errors import UserError, raise_all
 from vlmforge.runs.artifacts import llava_model, stage_completed, stage_dir
 from vlmforge.runs.directory import ResumePoint, manifest, resume_point_in
 from vlmforge.runs.lifecycle import RunResult, is_launched_worker, records_disk_full, start_run
-from vlmforge.storage import WEIGHTS, read_json, write_json
+from vlmforge.storage import WEIGHTS, is_completed, read_json, write_json
 
 
 @records_disk_full
 def run(
-    recipe: FinetuneRecipe, resume: str = "never", confirm: Callable[[str], bool] | None = None
+    recipe: FinetuneRecipe | ContrastiveFinetuneRecipe,
+    resume: str = "never",
+    confirm: Callable[[str], bool] | None = None,
 ) -> RunResult | None:
-    """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks."""
+    """Train every stage; returns the result on global rank 0 and ``None`` on the other ranks. A recipe
+    with a ``method`` tunes a contrastive model instead (``verbs.finetune_contrastive``)."""
+    if isinstance(recipe, ContrastiveFinetuneRecipe):  # one device, minutes: nothing to confirm
+        return _run_contrastive(recipe, resume)
     import torch
 
     from vlmforge.data.conversations import (
@@ -171,3 +177,61 @@ def _run_stage(
         f"stage {stage.name}: {stage.trainable}, {batch.max_steps} steps{note}",
         resume_from,
     )
+
+
+def _run_contrastive(recipe: ContrastiveFinetuneRecipe, resume: str) -> RunResult:
+    """Tune a contrastive model for classification (``training.classifier_run``): start model -> labelled
+    images (held-out test split, few-shot training images) -> tuned vs zero-shot -> run dir (the files of
+    ``training.classifier_run``, ``recipe.yaml``, ``manifest.json``, ``result.json``)."""
+    import torch
+
+    from vlmforge.data.classification import ImageFormat, classification_splits
+    from vlmforge.interop.inference import load_for_inference, resolve_device
+    from vlmforge.runs.directory import manifest, prepare_run
+    from vlmforge.runs.preflight import preflight
+    from vlmforge.training.classifier_run import StartModel, tune
+
+    raise_all(preflight(recipe))
+    if resume != "never":
+        raise UserError("a contrastive finetune run is not resumed", hint="run it again without --resume")
+    device = resolve_device({"gpu": "cuda"}.get(recipe.train.accelerator, recipe.train.accelerator))
+    start = start_folder(recipe.init_from)
+    loaded = load_for_inference(start, str(device))
+    if not hasattr(loaded.model, "encode_image") or not hasattr(loaded.model, "encode_text"):
+        raise UserError(
+            f"init_from: {start} holds a {loaded.kind} model, not a contrastive one",
+            hint="start from a clip or siglip run, or an open_clip / transformers CLIP export",
+        )
+    transform = loaded.transform
+    image = ImageFormat(transform.size, tuple(transform.mean), tuple(transform.std))
+    splits = classification_splits(recipe.data, image, recipe.seed)
+    templates = recipe.data.templates or list(loaded.templates)
+    run_dir, _ = prepare_run(recipe, resume)
+    torch.manual_seed(recipe.seed)
+    write_json(run_dir / "manifest.json", manifest(recipe.seed, start.name, {"accelerator": str(device)}))
+    model = StartModel(loaded.model, loaded.tokenizer, loaded.context_length, templates)
+    metrics = {"start": str(start), **tune(recipe, model, splits, run_dir, device)}
+    steps = metrics.get("train", {}).get("step", 0)
+    result = RunResult(run_dir, "completed", steps, run_dir / WEIGHTS, None, metrics)
+    result.write()
+    return result
+
+
+def start_folder(path: Path) -> Path:
+    """``init_from``: a run directory or an exported model folder, or a folder of runs whose newest completed
+    one is taken."""
+    if not path.is_dir():
+        raise UserError(
+            f"init_from: {path} is not a directory", hint="give a pretrain run or an exported model"
+        )
+    from vlmforge.interop.inference import is_exported_model
+
+    if (path / "recipe.yaml").is_file() or is_exported_model(path):
+        return path
+    runs = sorted(p for p in path.iterdir() if p.is_dir() and is_completed(p))
+    if not runs:
+        raise UserError(
+            f"init_from: {path} is neither a run directory, an exported model nor a folder of completed runs",
+            hint="give runs/<name>/<timestamp>, runs/<name>, or a folder written by vlmforge export",
+        )
+    return runs[-1]
