@@ -157,6 +157,7 @@ def _run_stage(
     """Train one stage; its outcome (rank 0 also writes the stage's weights, actual.json, result.json)."""
     from vlmforge.data.conversations import ConversationSamples
     from vlmforge.families import family_for
+    from vlmforge.models.peft.classifier import share_line, trainable_share
     from vlmforge.training.fit import fit_to_weights
     from vlmforge.training.module import FitSettings
 
@@ -168,13 +169,14 @@ def _run_stage(
         train, tokenizer, stage.template, cfg.image_tokens, tokens[0], cfg.max_text_tokens
     )
     note = f" from {resume_from}" if resume_from else (f" from {init.parent.name}" if init else "")
+    share = share_line(trainable_share(module.model))
     return fit_to_weights(
         recipe,
         module,
         directory,
         batch,
         f"{recipe.name}-{stage.name}",
-        f"stage {stage.name}: {stage.trainable}, {batch.max_steps} steps{note}",
+        f"stage {stage.name}: {stage.trainable}, {batch.max_steps} steps{note}; {share}",
         resume_from,
     )
 
