@@ -10,7 +10,6 @@ heads with their own temperature, and the two losses are averaged as in CLIP-roc
 from __future__ import annotations
 
 import math
-
 from typing import Literal
 
 from pydantic import Field, model_validator
