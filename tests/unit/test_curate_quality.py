@@ -56,7 +56,7 @@ def head_file(tmp_path_factory: pytest.TempPathFactory, scorer: dict[str, Path])
 
 
 def tiny_language_model(root: Path) -> Path:
-    """A 1-layer GPT-2 with a word-level tokenizer, random init, trained for 150 steps on template
+    """A 1-layer GPT-2 with a word-level tokenizer, random init, trained for 40 steps on template
     captions "<adjective> <thing> <place>" (a test fixture, not a useful language model)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -71,8 +71,8 @@ def tiny_language_model(root: Path) -> Path:
     config = GPT2Config(vocab_size=len(vocab), n_positions=16, n_embd=32, n_layer=1, n_head=2)
     model = GPT2LMHeadModel(config)
     ids = torch.tensor([[1, *tokenizer(s)["input_ids"]] for s in sentences])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(150):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(40):
         loss = model(input_ids=ids, labels=ids).loss
         optimizer.zero_grad()
         loss.backward()
@@ -155,7 +155,20 @@ def test_quality_steps_write_scores_filter_and_plot(
         assert np.isfinite(scores["text_quality.text_quality"])
 
 
-def test_bad_head_files_are_user_errors(tmp_path: Path) -> None:
+def test_bad_files_are_user_errors(tmp_path: Path) -> None:
+    from vlmforge.curate.preflight import step_checks
+    from vlmforge.curate.quality import load_language_model
+
+    recipe = make_recipe(
+        tmp_path,
+        {"kind": "webdataset", "shards": "x.tar"},
+        [{"kind": "text_quality", "model": str(tmp_path / "no-lm"), "threshold": -3.0}],
+    )
+    (check,) = step_checks(recipe.steps[0])
+    with pytest.raises(UserError, match=r"config\.json missing"):
+        check()
+    with pytest.raises(UserError, match=r"config\.json missing"):
+        load_language_model(tmp_path)
     with pytest.raises(UserError, match="file not found"):
         load_aesthetic_head(tmp_path / "missing.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")

@@ -144,15 +144,20 @@ def mean_token_logprob(model: Any, tokenizer: Any, texts: list[str], max_tokens:
     return scores
 
 
+def check_language_model(path: Path) -> None:
+    """The language model's folder holds a transformers config (checked without loading it)."""
+    if not (path / "config.json").is_file():
+        raise UserError(
+            f"text_quality.model: no transformers model folder at {path} (config.json missing)",
+            hint="give a local transformers causal-LM folder (config.json, weights, tokenizer files)",
+        )
+
+
 def load_language_model(path: Path) -> tuple[Any, Any]:
     """A local transformers causal LM and its tokenizer, offline, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not path.is_dir():
-        raise UserError(
-            f"text_quality.model: folder not found: {path}",
-            hint="give a local transformers causal-LM folder (config.json, weights, tokenizer files)",
-        )
+    check_language_model(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
