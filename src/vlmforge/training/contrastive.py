@@ -115,6 +115,7 @@ class ContrastiveModule(TrainingModule):
         cfg = self.recipe.model.augment
         assert cfg is not None
         views = cfg.strong_views
+        # view numbers 3 and up: their random streams differ from SLIP's views (0, 1) and the captions'
         weak = self.image_views(batch, cfg.weak, [3])
         image_features, text_features, logit_scale = self(weak, batch["text"])[:3]
         strong = self.image_views(batch, cfg.strong, range(4, 4 + views))
