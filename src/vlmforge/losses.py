@@ -88,6 +88,50 @@ def multi_positive_loss(
     return {"loss": contrastive, "contrastive": contrastive, "positives": matches.sum(1).mean().detach()}
 
 
+def cross_augmented_loss(
+    weak: tuple[torch.Tensor, torch.Tensor],
+    all_weak: tuple[torch.Tensor, torch.Tensor],
+    strong: tuple[list[torch.Tensor], list[torch.Tensor]],
+    all_strong: tuple[list[torch.Tensor], list[torch.Tensor]],
+    logit_scale: torch.Tensor,
+    strong_logit_scale: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float,
+) -> dict[str, torch.Tensor]:
+    """CLIP-rocket's loss (Fini et al. 2023, §3; ``CL2LLoss`` of facebookresearch/clip-rocket): InfoNCE on
+    the weak (image, text) views, and for each of the V x V pairings of a strong image view with a strong
+    caption view an InfoNCE with label smoothing at its own temperature; per direction the weak term and the
+    mean strong term are averaged with weights 1 and V, then the two directions are averaged.
+
+    ``weak``/``strong`` are this rank's queries (image, text), the strong ones a list of V views each;
+    ``all_*`` the N gathered keys; ``labels`` each query's index among the keys. Features are normalised
+    here. ``contrastive`` and ``augmented`` are the symmetric weak and strong terms."""
+    image, text = (F.normalize(f, dim=-1) for f in weak)
+    all_image, all_text = (F.normalize(f, dim=-1) for f in all_weak)
+    weak_i2t = F.cross_entropy(logit_scale * image @ all_text.T, labels)
+    weak_t2i = F.cross_entropy(logit_scale * text @ all_image.T, labels)
+    images, texts = ([F.normalize(f, dim=-1) for f in views] for views in strong)
+    all_images, all_texts = ([F.normalize(f, dim=-1) for f in views] for views in all_strong)
+
+    def mean_over_pairings(queries: list[torch.Tensor], keys: list[torch.Tensor]) -> torch.Tensor:
+        losses = [
+            F.cross_entropy(strong_logit_scale * q @ k.T, labels, label_smoothing=label_smoothing)
+            for q in queries
+            for k in keys
+        ]
+        return torch.stack(losses).mean()
+
+    strong_i2t, strong_t2i = mean_over_pairings(images, all_texts), mean_over_pairings(texts, all_images)
+    views = len(images)
+    i2t = (weak_i2t + views * strong_i2t) / (1 + views)
+    t2i = (weak_t2i + views * strong_t2i) / (1 + views)
+    return {
+        "loss": (i2t + t2i) / 2,
+        "contrastive": ((weak_i2t + weak_t2i) / 2).detach(),
+        "augmented": ((strong_i2t + strong_t2i) / 2).detach(),
+    }
+
+
 def nt_xent_loss(
     view1: torch.Tensor,
     view2: torch.Tensor,

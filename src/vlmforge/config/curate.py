@@ -19,6 +19,7 @@ from vlmforge.config.curate_models import (
     ScoringModel,
     TextDetector,
 )
+from vlmforge.config.curate_quality import AestheticScore, TextQuality
 from vlmforge.config.data import FolderFields, ShardPatterns
 
 CURATE_SCHEMA_VERSION = 1
@@ -298,11 +299,13 @@ CurateStep = Annotated[
     | DataCompImage
     | MetaClipBalance
     | Recaption
-    | CaptionAgreement,
+    | CaptionAgreement
+    | AestheticScore
+    | TextQuality,
     Field(discriminator="kind"),
 ]
 
-NEEDS_MODEL = ("clip_score", "embedding_dedup", "datacomp_image", "caption_agreement")
+NEEDS_MODEL = ("clip_score", "embedding_dedup", "datacomp_image", "caption_agreement", "aesthetic_score")
 
 
 def step_name(step: Any) -> str:
@@ -324,7 +327,7 @@ class FfcvOutput(Section):
 def runs_a_model(step: Any) -> bool:
     """The step runs torch: a scoring model, a captioner or an OCR text detector."""
     ocr = getattr(getattr(step, "detector", None), "kind", None) == "ocr"
-    return needs_model(step) or hasattr(step, "captioner") or ocr
+    return needs_model(step) or hasattr(step, "captioner") or ocr or step.kind == "text_quality"
 
 
 class CurateRecipe(Section):

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from vlmforge.config.augment import AugmentConfig
 from vlmforge.config.base import Section
 from vlmforge.config.masked_models import FlavaModel, MaskedModel
 from vlmforge.config.towers import (
@@ -115,6 +116,11 @@ class ClipModel(Section):
         description="StableRep's multi-positive loss: every image and caption in the batch sharing a caption "
         "id is a positive (pair with data.images_per_caption > 1).",
     )
+    augment: AugmentConfig | None = Field(
+        None,
+        description="CLIP-rocket: a weak view of each image for the contrastive loss, and strong image and "
+        "caption views scored against each other through separate heads.",
+    )
 
     @model_validator(mode="after")
     def _arch_or_towers(self) -> ClipModel:
@@ -128,6 +134,10 @@ class ClipModel(Section):
             raise ValueError(error)
         if self.multi_positive and self.hard_negatives is not None:
             raise ValueError("multi_positive and hard_negatives are separate losses: choose one")
+        if self.augment is not None and (self.multi_positive or self.hard_negatives is not None):
+            raise ValueError(
+                "augment adds CLIP-rocket's loss to plain InfoNCE: drop multi_positive/hard_negatives"
+            )
         return self
 
 
@@ -147,6 +157,8 @@ class SigLipModel(ClipModel):
             raise ValueError("hard_negatives extend the softmax (InfoNCE) loss: use them with kind: clip")
         if self.multi_positive:
             raise ValueError("multi_positive spreads a softmax target over positives: use it with kind: clip")
+        if self.augment is not None:
+            raise ValueError("augment follows CLIP-rocket's softmax (InfoNCE) losses: use it with kind: clip")
         return self
 
 

@@ -49,6 +49,14 @@ def step_checks(step: Any) -> list[Callable[[], object]]:
         found.append(lambda: check_detector(step.detector))
     if hasattr(step, "captioner"):
         found.append(lambda: check_captioner(step.captioner, f"{field}.captioner"))
+    if step.kind == "aesthetic_score":
+        from vlmforge.curate.quality import load_aesthetic_head
+
+        found.append(lambda: load_aesthetic_head(step.head))
+    if step.kind == "text_quality":
+        from vlmforge.curate.quality import check_language_model
+
+        found.append(lambda: check_language_model(step.model))
     return found
 
 

@@ -14,6 +14,7 @@ from vlmforge.curate.heuristics import (
     LanguageStep,
     RepeatedTokensStep,
 )
+from vlmforge.curate.quality import AestheticScoreStep, TextQualityStep
 from vlmforge.curate.recaption import CaptionAgreementStep, RecaptionStep
 from vlmforge.curate.sampling import DataCompImageStep, MetaClipBalanceStep
 from vlmforge.curate.scoring import ClipScoreStep, TextSpottingStep
@@ -37,6 +38,8 @@ STEPS: dict[str, type[Step]] = {
         MetaClipBalanceStep,
         RecaptionStep,
         CaptionAgreementStep,
+        AestheticScoreStep,
+        TextQualityStep,
     )
 }
 

@@ -25,7 +25,8 @@ from vlmforge.storage import write_json
 
 CONFIG = "open_clip_config.json"
 WEIGHTS = "open_clip_model.safetensors"
-TRAINING_ONLY = ("ssl_head.",)  # SLIP's projection MLP serves its training loss only
+# SLIP's projection MLP and CLIP-rocket's strong-view heads serve their training losses only
+TRAINING_ONLY = ("ssl_head.", "augment_heads.")
 
 
 def pretrain_run(run_dir: Path, stage: str | None, fmt: str) -> tuple[Any, Any, PretrainRecipe]:

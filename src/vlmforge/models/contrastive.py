@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from vlmforge.config.augment import AugmentConfig
 from vlmforge.config.schema import ClipModel, SigLipModel, SslConfig, TextTower, VisionTower
 from vlmforge.errors import UserError
 from vlmforge.models.transformers_clip import read_transformers_clip
@@ -40,6 +41,9 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
     if cfg.ssl is not None:  # after the pretrained weights: a CLIP checkpoint has no SLIP head
         with torch.device(device):
             model.ssl_head = ssl_head(cfg.ssl, embed_dim(cfg))
+    if cfg.augment is not None:
+        with torch.device(device):
+            model.augment_heads = AugmentHeads(cfg.augment, embed_dim(cfg))
     return model
 
 
@@ -81,6 +85,45 @@ def ssl_head(cfg: SslConfig, width: int) -> torch.nn.Sequential:
         nn.GELU(),
         nn.Linear(cfg.hidden_dim, cfg.out_dim),
     )
+
+
+def projection_mlp(width: int, hidden: int, out: int) -> torch.nn.Sequential:
+    """A 3-layer MLP, Linear-LayerNorm-ReLU twice then Linear (CLIP-rocket's and SLIP's heads, with LayerNorm
+    for their BatchNorm so the loss does not depend on how the batch is split over devices)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(width, hidden),
+        nn.LayerNorm(hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.LayerNorm(hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, out),
+    )
+
+
+def strong_view_head(cfg: AugmentConfig, width: int) -> torch.nn.Module:
+    """An MLP head, or a linear one that starts as the identity: the strong views then start out scored
+    in the contrastive embedding space, which lets tiny models learn from the first steps."""
+    if cfg.heads == "mlp":
+        return projection_mlp(width, cfg.hidden_dim, width)
+    head = torch.nn.Linear(width, width, bias=False)
+    torch.nn.init.eye_(head.weight)
+    return head
+
+
+class AugmentHeads(torch.nn.Module):
+    """CLIP-rocket's separate projectors for the strong views (Fini et al. 2023, §3): one MLP (or linear map)
+    per modality and a temperature of their own. They read the towers' embeddings, since open_clip's towers
+    apply their linear projection inside ``encode_image``/``encode_text``; CLIP-rocket's read the backbone
+    features."""
+
+    def __init__(self, cfg: AugmentConfig, width: int) -> None:
+        super().__init__()
+        self.image, self.text = (strong_view_head(cfg, width) for _ in range(2))
+        # shape [1]: sharded strategies cannot split a 0-d parameter (``training.sharding``)
+        self.logit_scale = torch.nn.Parameter(torch.full((1,), cfg.init_logit_scale))
 
 
 class quiet_random_init:
@@ -143,8 +186,9 @@ def text_cfg(tower: TextTower, vocab_size: int, **extra: object) -> object:
 def synthetic_loss(
     cfg: ClipModel, model: torch.nn.Module, batch_size: int, device: str, vocab_size: int
 ) -> torch.Tensor:
-    """Both towers on ``batch_size`` synthetic image-caption pairs (plus the hard-negative captions and the
-    two SLIP views with their head when the recipe has them), reduced to a scalar. (The B x B similarity
+    """Both towers on ``batch_size`` synthetic image-caption pairs (plus the hard-negative captions, the two
+    SLIP views with their head and CLIP-rocket's strong views with theirs when the recipe has them), reduced
+    to a scalar. (The B x B similarity
     matrices of the real losses are negligible per sample and left out.)"""
     side, ctx = image_size(cfg, model), context_length(cfg, model)
     captions = 2 * batch_size if cfg.hard_negatives is not None else batch_size
@@ -155,6 +199,14 @@ def synthetic_loss(
     if cfg.ssl is not None:
         views = torch.zeros(2 * batch_size, 3, side, side, device=device)
         total = total + model.ssl_head(model.encode_image(views)).sum()
+    if cfg.augment is not None:  # the strong views of every image and caption, through their heads
+        strong = cfg.augment.strong_views * batch_size
+        views = torch.zeros(strong, 3, side, side, device=device)
+        captions = torch.zeros(strong, ctx, dtype=torch.long, device=device)
+        heads = model.augment_heads
+        total = (
+            total + (heads.image(model.encode_image(views)) * heads.text(model.encode_text(captions))).sum()
+        )
     return total
 
 

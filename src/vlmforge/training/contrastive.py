@@ -1,16 +1,26 @@
 """LightningModule for contrastive pretraining: CLIP (InfoNCE), SigLIP (sigmoid), FLIP (patch masking), with
-optional NegCLIP hard-negative captions, a SLIP self-supervised term, or StableRep's multi-positive loss."""
+optional NegCLIP hard-negative captions, a SLIP self-supervised term, StableRep's multi-positive loss, or
+CLIP-rocket's cross-modal augmentation."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from vlmforge.config.augment import ImageAugment
 from vlmforge.config.schema import SigLipModel
 from vlmforge.data.loader import GlobalBatchSampler
-from vlmforge.losses import clip_loss, multi_positive_loss, negclip_loss, nt_xent_loss, siglip_loss
+from vlmforge.losses import (
+    clip_loss,
+    cross_augmented_loss,
+    multi_positive_loss,
+    negclip_loss,
+    nt_xent_loss,
+    siglip_loss,
+)
 from vlmforge.training.module import TrainingModule
 from vlmforge.training.sharding import clamp_parameter_
 
@@ -19,8 +29,9 @@ MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature so logits stay <=
 
 class ContrastiveModule(TrainingModule):
     """Trains an open_clip CLIP with the InfoNCE (CLIP) or sigmoid (SigLIP) loss, plus the optional NegCLIP
-    hard negatives (``model.hard_negatives``) and SLIP term (``model.ssl``), or with StableRep's
-    multi-positive loss over caption ids (``model.multi_positive``)."""
+    hard negatives (``model.hard_negatives``) and SLIP term (``model.ssl``), with StableRep's
+    multi-positive loss over caption ids (``model.multi_positive``), or with CLIP-rocket's weak and strong
+    views (``model.augment``)."""
 
     def batch_sampler(self) -> GlobalBatchSampler:
         """With ``data.images_per_caption`` k > 1: micro-batches of whole runs of k images per caption id."""
@@ -37,7 +48,8 @@ class ContrastiveModule(TrainingModule):
 
     def setup(self, stage: str) -> None:
         """The loss module for this rank (open_clip's, which gathers features across ranks); with hard
-        negatives, training samples also carry a negative caption (``vlmforge.data.perturb``)."""
+        negatives, training samples also carry a negative caption (``vlmforge.data.perturb``), with
+        CLIP-rocket's augmentation strong caption views (``vlmforge.data.text_augment``)."""
         from open_clip.loss import ClipLoss, SigLipLoss
 
         from vlmforge.data.loader import CaptionedImages
@@ -48,6 +60,12 @@ class ContrastiveModule(TrainingModule):
         if negatives is not None and isinstance(self.train_data, CaptionedImages):
             self.train_data = HardNegativeCaptions(  # type: ignore[assignment]
                 self.train_data, negatives.perturbations, attribute_words(negatives.attributes)
+            )
+        if cfg.augment is not None and isinstance(self.train_data, CaptionedImages):
+            from vlmforge.data.text_augment import AugmentedCaptions
+
+            self.train_data = AugmentedCaptions(  # type: ignore[assignment]
+                self.train_data, cfg.augment.text, cfg.augment.strong_views
             )
         if isinstance(cfg, SigLipModel):
             self.objective = SigLipLoss(
@@ -67,6 +85,8 @@ class ContrastiveModule(TrainingModule):
         return self.model(image, text)
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.recipe.model.augment is not None:
+            return self.augmented_terms(batch)
         negatives = batch.get("negative_text")
         text = batch["text"] if negatives is None else torch.cat([batch["text"], negatives])
         image_features, text_features, logit_scale, *bias = self(batch["image"], text)
@@ -88,6 +108,55 @@ class ContrastiveModule(TrainingModule):
             terms["loss"] = terms["loss"] + self.recipe.model.ssl.weight * terms["ssl"]
         terms["logit_scale"] = logit_scale.detach()
         return terms
+
+    def augmented_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """CLIP-rocket: the weak image view with the caption through the model, the strong image and caption
+        views through the separate heads, both InfoNCE losses over the gathered batch (plus SLIP's term)."""
+        cfg = self.recipe.model.augment
+        assert cfg is not None
+        views = cfg.strong_views
+        # view numbers 3 and up: their random streams differ from SLIP's views (0, 1) and the captions'
+        weak = self.image_views(batch, cfg.weak, [3])
+        image_features, text_features, logit_scale = self(weak, batch["text"])[:3]
+        strong = self.image_views(batch, cfg.strong, range(4, 4 + views))
+        captions = batch["augmented_text"].transpose(0, 1).flatten(0, 1)  # [views x B, context]
+        heads = self.model.augment_heads
+        strong_images = heads.image(self.model.encode_image(strong)).chunk(views)
+        strong_texts = heads.text(self.model.encode_text(captions)).chunk(views)
+        gathered = self.gather(image_features, text_features, *strong_images, *strong_texts)
+        weak_keys, strong_keys = (gathered[0], gathered[1]), (gathered[2 : 2 + views], gathered[2 + views :])
+        weak_queries, strong_queries = weak_keys, strong_keys
+        if self.local_queries:
+            weak_queries = (image_features, text_features)
+            strong_queries = (list(strong_images), list(strong_texts))
+        strong_scale = heads.logit_scale.exp()
+        labels = self.labels(len(weak_queries[0]))
+        terms = cross_augmented_loss(
+            weak_queries,
+            weak_keys,
+            strong_queries,
+            strong_keys,
+            logit_scale,
+            strong_scale,
+            labels,
+            cfg.label_smoothing,
+        )
+        if self.recipe.model.ssl is not None:
+            terms["ssl"] = self.ssl_loss(batch)
+            terms["loss"] = terms["loss"] + self.recipe.model.ssl.weight * terms["ssl"]
+        terms["logit_scale"] = logit_scale.detach()
+        terms["augmented_logit_scale"] = strong_scale.detach().reshape(())
+        return terms
+
+    def image_views(
+        self, batch: dict[str, torch.Tensor], cfg: ImageAugment, views: Sequence[int]
+    ) -> torch.Tensor:
+        """The batch's images under views ``views`` of augmentation ``cfg``, view after view."""
+        from vlmforge.training.augment import augment, view_params
+
+        data, epoch, indices = self.recipe.data, int(batch["epoch"]), batch["index"].tolist()
+        params = [view_params(cfg, self.recipe.seed, epoch, indices, v) for v in views]
+        return torch.cat([augment(batch["image"], p, data.mean, data.std) for p in params])
 
     def multi_positive_terms(
         self,
@@ -177,3 +246,5 @@ class ContrastiveModule(TrainingModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         clamp_parameter_(self.model.logit_scale, 0, MAX_LOGIT_SCALE)  # also DeepSpeed's fp32 copy
+        if self.recipe.model.augment is not None:  # CLIP-rocket clamps its second temperature alike
+            clamp_parameter_(self.model.augment_heads.logit_scale, 0, MAX_LOGIT_SCALE)
