@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -91,30 +90,6 @@ def compositional_accuracy(
         if valid[:, k].any():
             out[f"accuracy_{name}"] = float(wins[:, k][valid[:, k]].float().mean())
     return out
-
-
-def linear_probe_accuracy(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor,
-    test_labels: torch.Tensor,
-    c: float = 1.0,
-    max_iter: int = 1000,
-) -> dict[str, Any]:
-    """Multinomial logistic regression on frozen features, standardised with the training statistics
-    (the linear probe of Radford et al. 2021 §3.2; MAE's probe normalises features the same way, §4);
-    ``predicted``: its class for each test feature."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
-    probe.fit(train_features.numpy(), train_labels.numpy())
-    return {
-        "top1": float(probe.score(test_features.numpy(), test_labels.numpy())),
-        "train_top1": float(probe.score(train_features.numpy(), train_labels.numpy())),
-        "predicted": probe.predict(test_features.numpy()).tolist(),
-    }
 
 
 def normalize_answer(text: str) -> str:

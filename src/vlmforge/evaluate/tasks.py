@@ -32,7 +32,6 @@ from vlmforge.evaluate.captioning import captioning
 from vlmforge.evaluate.item_predictions import compositional_rows, probe_rows, retrieval_rows, zero_shot_rows
 from vlmforge.evaluate.metrics import (
     compositional_accuracy,
-    linear_probe_accuracy,
     retrieval_recall,
     topk_accuracy,
     zero_shot_classifier,
@@ -40,6 +39,7 @@ from vlmforge.evaluate.metrics import (
 from vlmforge.evaluate.preference import PreferenceReference, preference
 from vlmforge.evaluate.results import PREDICTIONS
 from vlmforge.evaluate.vqa import Prompter, vqa
+from vlmforge.models.linear_probe import linear_probe_accuracy
 
 
 @torch.no_grad()

@@ -83,7 +83,7 @@ def _linear_probe(
     run_dir: Path,
     device: torch.device,
 ) -> dict[str, Any]:
-    from vlmforge.evaluate.probe_sweep import choose_c, fitted_probe
+    from vlmforge.models.linear_probe import choose_c, fitted_probe
     from vlmforge.models.peft.classifier import share_line, trainable_share
     from vlmforge.training.classifier_fit import predict, scores
 

@@ -1,6 +1,6 @@
-"""The linear probe as a finetuning method: logistic regression on frozen image embeddings, its L2
-strength picked on a validation split of the training images (Radford et al. 2021, appendix A.3), then
-refit on every training image."""
+"""The linear probe: multinomial logistic regression on frozen image features — scored as an evaluation
+(``linear_probe_accuracy``) and used as a finetuning method, its L2 strength picked on a validation split
+of the training images (Radford et al. 2021, appendix A.3) and refit on every training image."""
 
 from __future__ import annotations
 
@@ -11,7 +11,30 @@ import torch
 
 from vlmforge.data.classification import stratified_split
 from vlmforge.errors import UserError
-from vlmforge.evaluate.metrics import linear_probe_accuracy
+
+
+def linear_probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    c: float = 1.0,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
+    """Multinomial logistic regression on frozen features, standardised with the training statistics
+    (the linear probe of Radford et al. 2021 §3.2; MAE's probe normalises features the same way, §4);
+    ``predicted``: its class for each test feature."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
+    probe.fit(train_features.numpy(), train_labels.numpy())
+    return {
+        "top1": float(probe.score(test_features.numpy(), test_labels.numpy())),
+        "train_top1": float(probe.score(train_features.numpy(), train_labels.numpy())),
+        "predicted": probe.predict(test_features.numpy()).tolist(),
+    }
 
 
 def choose_c(
