@@ -32,6 +32,7 @@ def test_run_scores_boxes_beside_the_baseline(grounding_run: dict[str, Any]) -> 
     assert metrics["samples"] == 24 and metrics["baseline_size_from"] == "train"
     for key in ("accuracy@0.5", "mean_iou", "baseline_accuracy@0.5", "baseline_mean_iou", "answered"):
         assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["evaluated"] == 24 and metrics["grid_accuracy@0.5"] > metrics["baseline_accuracy@0.5"]
     folder: Path = grounding_run["run_dir"] / "eval"
     rows = [json.loads(line) for line in (folder / "grounding.predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and all(len(row["box"]) == 4 for row in rows)

@@ -4,14 +4,17 @@ has their embedding and output rows."""
 from __future__ import annotations
 
 from vlmforge.config.load import load_recipe
+from vlmforge.config.schema import FinetuneRecipe
 from vlmforge.config.shipped import find_recipe
 from vlmforge.planning.phases import phases, planned_vocab_size
 
 WORD_VOCABULARY = 1000  # what planning assumes for a word vocabulary before the data is read
 
 
-def _recipe(*overrides: str):  # noqa: ANN202  (a FinetuneRecipe)
-    return load_recipe("finetune", find_recipe("debug/llava-grounding-tiny"), list(overrides))
+def _recipe(*overrides: str) -> FinetuneRecipe:
+    recipe = load_recipe("finetune", find_recipe("debug/llava-grounding-tiny"), list(overrides))
+    assert isinstance(recipe, FinetuneRecipe)
+    return recipe
 
 
 def test_location_tokens_are_planned() -> None:

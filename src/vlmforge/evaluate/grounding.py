@@ -99,6 +99,7 @@ def evaluate_boxes(
     size = mean_box_size(train if fitted else data)
     metrics: dict[str, Any] = grounding_scores(predicted, truth, sides, size, task.threshold)
     metrics["baseline_size_from"] = "train" if fitted else "eval"
+    metrics["evaluated"] = count
     metrics["answered"] = sum(box is not None for box in predicted) / count
     rows = []
     for i in range(count):
@@ -143,4 +144,19 @@ def llava_grounding(context: Any, task: GroundingTask) -> dict[str, Any]:
         )
         return [parse_box_answer(text, data.bins) for text in answers]
 
-    return evaluate_boxes(data, context.train_data, task, context.batch_size, predict)
+    metrics = evaluate_boxes(data, context.train_data, task, context.batch_size, predict)
+    return metrics | grid_ceiling(data, metrics["evaluated"], task.threshold)
+
+
+def grid_ceiling(data: ReferringSet, count: int, threshold: float) -> dict[str, float]:
+    """The scores of the true boxes written on the grid and read back (``grid_accuracy@<threshold>``,
+    ``grid_mean_iou``): the most location tokens on this grid can reach."""
+    from vlmforge.data.locations import box_to_cells, cells_to_box
+
+    truth = [data.box(i) for i in range(count)]
+    read_back = [cells_to_box(*box_to_cells(box, data.bins), data.bins) for box in truth]
+    sides = [data.side(i) for i in range(count)]
+    pixels = [in_pixels(box, side) for box, side in zip(read_back, sides, strict=True)]
+    true_pixels = [in_pixels(box, side) for box, side in zip(truth, sides, strict=True)]
+    scores = grounding_accuracy(pixels, true_pixels, threshold)  # type: ignore[arg-type]
+    return {f"grid_{key}": value for key, value in scores.items()}
