@@ -60,9 +60,8 @@ def canvas_set(cfg: ReferringCanvases, image_size: int) -> ReferringSet:
         pool = val_digits if is_held_out[n] else train_digits
         objects = _layout(cfg, rng, pool, names)
         target = int(rng.integers(len(objects)))
-        layouts.append(objects)
         expressions.append(_expression(objects, target, rng))
-        layouts[-1] = [objects[target], *(o for k, o in enumerate(objects) if k != target)]
+        layouts.append([objects[target], *(o for k, o in enumerate(objects) if k != target)])  # target first
     canvases = torch.from_numpy(np.stack([_render(objects, cfg.canvas_size, pixels) for objects in layouts]))
     resized = torch.nn.functional.interpolate(canvases, size=(image_size, image_size), mode="area")
     mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)

@@ -142,7 +142,9 @@ def referring_json(cfg: ReferringJsonData, image_size: int) -> ReferringSet:
     sizes: dict[Path, tuple[int, int]] = {}
     for file in files:
         try:
-            sizes.setdefault(file, Image.open(file).size)  # reads the header only
+            if file not in sizes:
+                with Image.open(file) as image:  # reads the header only
+                    sizes[file] = image.size
         except (OSError, UnidentifiedImageError):
             raise UserError(f"{file}: not a readable image", hint="replace or remove the entry") from None
     boxes = np.array(
