@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section, Seed
 
@@ -185,7 +185,71 @@ class DigitsConversations(ConversationDataBase):
     )
 
 
-ConversationSource = Annotated[LlavaJsonData | DigitsConversations, Field(discriminator="kind")]
+REFER_QUESTION = "Where is {}?"
+
+
+class ReferringFields(ConversationDataBase):
+    """Referring-expression conversations: the question, and the Kosmos-2 grid boxes are answered on."""
+
+    prompt: str = Field(REFER_QUESTION, description="Question with '{}' for the expression.")
+    location_bins: int = Field(
+        8,
+        ge=2,
+        le=64,
+        description="Side P of the grid boxes are quantised to (Kosmos-2: 32): answers are "
+        "<box><loc_a><loc_b></box> with a, b the cells of the top-left and bottom-right corners, and the "
+        "P*P location tokens are added to the vocabulary.",
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_slot(cls, prompt: str) -> str:
+        if prompt.count("{}") != 1:
+            raise ValueError("the prompt needs exactly one '{}', where the expression goes")
+        return prompt
+
+
+class ReferringJsonData(ReferringFields):
+    """RefCOCO-style referring expressions: a JSON list of {image, expression, box: [x, y, w, h]} (pixels,
+    COCO's layout, as the refcoco benchmark reads); images are padded to a square, then resized."""
+
+    kind: Literal["refcoco-json"] = "refcoco-json"
+    path: Path = Field(description="The JSON list of {image, expression, box}.")
+    image_folder: Path | None = Field(None, description="Folder of the images (default: the JSON's folder).")
+
+
+class ReferringCanvases(ReferringFields):
+    """Offline referring expressions: digits and coloured shapes pasted at random on a black canvas,
+    asked for by expressions such as "the seven on the left" or "the red square above the circle"."""
+
+    kind: Literal["referring-canvases"] = "referring-canvases"
+    count: int = Field(2000, ge=10, description="Canvases (one question each).")
+    canvas_size: int = Field(32, ge=16, le=512, description="Canvas side in pixels, before resizing.")
+    min_object: int = Field(8, ge=4, description="Smallest object side in pixels.")
+    max_object: int = Field(12, ge=4, description="Largest object side in pixels.")
+    max_objects: int = Field(3, ge=2, le=6, description="Most objects on one canvas (at least 2).")
+    objects: Literal["digits", "shapes", "both"] = Field("both", description="What is pasted.")
+    seed: Seed = Field(0, description="Seed of the layouts and expressions (not the run's seed).")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction of canvases (fixed split, independent of seed)."
+    )
+
+    @model_validator(mode="after")
+    def _objects_fit(self) -> ReferringCanvases:
+        if self.min_object > self.max_object:
+            raise ValueError(f"min_object {self.min_object} is larger than max_object {self.max_object}")
+        if self.max_object * 2 + 1 > self.canvas_size:
+            raise ValueError(
+                f"two objects of side {self.max_object} do not fit on a canvas of side {self.canvas_size}"
+            )
+        return self
+
+
+ConversationSource = Annotated[
+    LlavaJsonData | DigitsConversations | ReferringJsonData | ReferringCanvases, Field(discriminator="kind")
+]
 
 
 # -------------------------------------------------------------------------------------------- align

@@ -108,6 +108,19 @@ class PreferenceTask(Section):
     max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many pairs.")
 
 
+class GroundingTask(Section):
+    """Referring-expression grounding on held-out referring data: each predicted box scored by its IoU
+    with the true box, accuracy@threshold and mean IoU (the RefCOCO protocol), beside the centre-box
+    baseline (a box of the training boxes' mean size at the image centre); ``grounding.boxes.png`` draws
+    the first ``shown`` images with both boxes."""
+
+    kind: Literal["grounding"] = "grounding"
+    threshold: float = Field(0.5, gt=0, le=1, description="IoU a predicted box needs to count as correct.")
+    max_new_tokens: int = Field(8, ge=1, description="Longest generated answer, in tokens (LLaVA).")
+    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many expressions.")
+    shown: int = Field(16, ge=0, le=64, description="Images drawn with their boxes (0: no picture).")
+
+
 EvalTask = Annotated[
     ZeroShotTask
     | RetrievalTask
@@ -125,7 +138,8 @@ EvalTask = Annotated[
     | PopeTask
     | MmbenchTask
     | ScienceQaTask
-    | RefCocoTask,
+    | RefCocoTask
+    | GroundingTask,
     Field(discriminator="kind"),
 ]
 
@@ -151,7 +165,7 @@ EVAL_TASKS: dict[str, tuple[str, ...]] = {
     "coca": (*COCA_TASKS, *EMBEDDING_BENCHMARKS, "karpathy_captioning"),
     "masked": ("linear_probe",),
     "flava": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
-    "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS),
+    "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS, "grounding"),
 }
 
 

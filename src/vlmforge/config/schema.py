@@ -29,12 +29,15 @@ from vlmforge.config.data import (  # noqa: F401  (re-exported)
     LlavaJsonData,
     PreferenceJsonData,
     PreferenceSource,
+    ReferringCanvases,
+    ReferringJsonData,
     WebDatasetData,
 )
 from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
     CaptioningTask,
     CompositionalTask,
     EvalTask,
+    GroundingTask,
     LinearProbeTask,
     PreferenceTask,
     RetrievalTask,
@@ -169,7 +172,9 @@ EvalData = Annotated[
     | LlavaJsonData
     | DigitsConversations
     | PreferenceJsonData
-    | DigitsPreferences,
+    | DigitsPreferences
+    | ReferringJsonData
+    | ReferringCanvases,
     Field(discriminator="kind"),
 ]
 

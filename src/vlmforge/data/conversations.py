@@ -5,9 +5,7 @@ placeholder token per visual token, the layout transformers' LLaVA scatters imag
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +17,23 @@ from vlmforge.config.schema import (
     DigitsConversations,
     DigitsData,
     LlavaJsonData,
+    ReferringCanvases,
+    ReferringJsonData,
 )
 from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
+from vlmforge.data.conversation_set import (
+    IMAGE,
+    ConversationSet,
+    Turn,
+    read_json_list,
+)
 from vlmforge.errors import UserError
 from vlmforge.storage import writing
 
-IMAGE = "<image>"
 IGNORE_INDEX = -100
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 BUILT_IMAGE_ID = len(SPECIALS)  # <image> follows SPECIALS in every vocabulary build_tokenizer builds
 ROLES = {"human": "USER:", "gpt": "ASSISTANT:"}
-Turn = tuple[str, str]  # (role: "human" | "gpt", text)
-
-
-@dataclass
-class ConversationSet:
-    """Conversations, each about at most one image of ``images`` (same global indices)."""
-
-    images: ImageTextSet  # keys, lazy image loading, labels, subsets
-    conversations: list[list[Turn]]
-    has_image: np.ndarray  # bool per global index
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def name(self) -> str:
-        return self.images.name
-
-    def global_index(self, i: int) -> int:
-        return int(self.images.indices[i])
-
-    def turns(self, i: int) -> list[Turn]:
-        return self.conversations[self.global_index(i)]
-
-    def image(self, i: int) -> torch.Tensor | None:
-        return self.images.image(i) if self.has_image[self.global_index(i)] else None
-
-    def subset(self, indices: np.ndarray, suffix: str) -> ConversationSet:
-        return ConversationSet(self.images.subset(indices, suffix), self.conversations, self.has_image)
-
-    def texts(self) -> list[str]:
-        return [text.replace(IMAGE, " ") for i in range(len(self)) for _, text in self.turns(i)]
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -106,19 +79,6 @@ def llava_json(cfg: LlavaJsonData, image_size: int) -> ConversationSet:
     captions = [[turns[1][1]] for turns in conversations]
     images = listed_images(cfg.path, keys, files, captions, image_size, cfg.mean, cfg.std)
     return ConversationSet(images, conversations, np.array([f is not None for f in files]))
-
-
-def read_json_list(path: Path, what: str, hint: str) -> list[Any]:
-    """The non-empty JSON list in ``path`` (of ``what``, e.g. "conversation"), or an error naming the file."""
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}", hint=hint)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{path}: expected a non-empty JSON list of {what}s")
-    return entries
 
 
 def listed_images(
@@ -175,6 +135,14 @@ def _turns(raw: list[Any], has_image: bool, where: str) -> list[Turn]:
 def open_conversations(cfg: ConversationSource, image_size: int) -> ConversationSet:
     if isinstance(cfg, DigitsConversations):
         return digits_conversations(cfg, image_size)
+    if isinstance(cfg, ReferringCanvases):
+        from vlmforge.data.canvases import canvas_set
+
+        return canvas_set(cfg, image_size)
+    if isinstance(cfg, ReferringJsonData):
+        from vlmforge.data.referring import referring_json
+
+        return referring_json(cfg, image_size)
     return llava_json(cfg, image_size)
 
 

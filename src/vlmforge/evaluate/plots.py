@@ -14,6 +14,7 @@ MAX_PLOTTED_CLASSES = 100  # beyond this a confusion matrix or a bar per class i
 PLOT_FILES = {
     "zeroshot": ("zeroshot.confusion.png", "zeroshot.per_class.png"),
     "retrieval": ("retrieval.recall.png",),
+    "grounding": ("grounding.boxes.png",),
 }
 
 
@@ -22,6 +23,8 @@ def write_plots(task: str, metrics: dict[str, Any], folder: Path) -> list[Path]:
     the task are removed first); returns the files written."""
     for name in PLOT_FILES.get(task, ()):
         (folder / name).unlink(missing_ok=True)
+    if task == "grounding" and metrics.get("gallery"):
+        return [box_gallery(metrics["gallery"], folder / PLOT_FILES["grounding"][0])]
     rows = metrics.get("predictions")
     if not rows:
         return []
@@ -152,4 +155,34 @@ def comparison_plot(values: dict[str, Sequence[float]], metrics: Sequence[str], 
     axis.set_title("evaluation metrics by run")
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def box_gallery(items: Sequence[dict[str, Any]], path: Path) -> Path:
+    """A grid of images, each with its true box (green), the predicted one (red, dashed; none when the
+    answer named no box) and the expression as its title; boxes are fractions of the image."""
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    columns = min(4, len(items))
+    rows = -(-len(items) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, item in zip(axes.flat, items, strict=False):
+        image = item["image"]
+        side_y, side_x = image.shape[:2]
+        axis.imshow(image, interpolation="nearest")
+        for box, colour, style in ((item["truth"], "lime", "-"), (item["predicted"], "red", "--")):
+            if box is not None:
+                x1, y1, x2, y2 = box
+                corner, width, height = (
+                    (x1 * side_x - 0.5, y1 * side_y - 0.5),
+                    (x2 - x1) * side_x,
+                    (y2 - y1) * side_y,
+                )
+                axis.add_patch(
+                    Rectangle(corner, width, height, fill=False, color=colour, linestyle=style, lw=1.5)
+                )
+        axis.set_title(item.get("expression", ""), fontsize=7)
     return _save(figure, path)

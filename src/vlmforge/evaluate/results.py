@@ -17,7 +17,8 @@ from vlmforge.storage import json_text, read_json, write_json, write_text
 PREDICTIONS = "predictions"  # a task's metrics key for its per-item predictions (a list of dicts)
 SUBMISSION = "submission"  # a task's answers as its evaluation server takes them (a JSON list)
 SUMMARY = "summary.json"
-ITEM_LISTS = (PREDICTIONS, SUBMISSION)  # kept out of <task>.json, written to files of their own
+GALLERY = "gallery"  # a task's images with what it predicted on them, drawn by ``plots`` (not stored)
+ITEM_LISTS = (PREDICTIONS, SUBMISSION, GALLERY)  # kept out of <task>.json, written to files of their own
 
 
 def without_item_lists(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from vlmforge.data.perturb import PERTURBATIONS, attribute_words, perturb
 from vlmforge.data.tokenizers import TextTokenizer
 from vlmforge.errors import UserError
 from vlmforge.evaluate.captioning import captioning
+from vlmforge.evaluate.grounding import llava_grounding
 from vlmforge.evaluate.item_predictions import compositional_rows, probe_rows, retrieval_rows, zero_shot_rows
 from vlmforge.evaluate.metrics import (
     compositional_accuracy,
@@ -90,7 +91,7 @@ class EvalContext:
     data: Any  # ImageTextSet, or a ConversationSet for LLaVA
     batch_size: int
     image_features: torch.Tensor | None  # L2-normalised, one per readable image (None: conversation data)
-    train_data: ImageTextSet | None = None
+    train_data: Any = None  # the training split: an ImageTextSet, or a ConversationSet for LLaVA
     reference: PreferenceReference | None = None  # an align run's frozen reference (preference task)
     prompter: Prompter | None = None  # LLaVA: question -> prompt ids (None: vlmforge's chat layout)
 
@@ -103,7 +104,7 @@ def evaluate_model(
     data: Any,  # ImageTextSet, or a ConversationSet for LLaVA
     tasks: list[EvalTask],
     batch_size: int = 256,
-    train_data: ImageTextSet | None = None,
+    train_data: Any = None,  # ImageTextSet, or a ConversationSet for LLaVA
     reference: PreferenceReference | None = None,
     prompter: Prompter | None = None,
 ) -> dict[str, dict[str, Any]]:
@@ -260,4 +261,5 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "linear_probe": linear_probe,
     "vqa": vqa,
     "preference": preference,
+    "grounding": llava_grounding,
 }

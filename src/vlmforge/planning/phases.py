@@ -79,8 +79,16 @@ def planned_vocab_size(recipe: TrainingRecipe) -> int:
     model = planned_model(recipe)
     if isinstance(model, LlavaModel):
         size = model.tokenizer.vocab_size if isinstance(model.tokenizer, BpeTokenizer) else 1000
-        return model.llm.vocab_size or size
+        return model.llm.vocab_size or size + _location_tokens(recipe)
     return 1000 if isinstance(model.tokenizer, WordTokenizer) else 49408
+
+
+def _location_tokens(recipe: TrainingRecipe) -> int:
+    """Kosmos-2 location tokens the recipe's referring data adds to the vocabulary."""
+    from vlmforge.data.locations import added_vocabulary
+
+    stages = recipe.stages if isinstance(recipe, FinetuneRecipe) else []
+    return added_vocabulary(stage.data for stage in stages)
 
 
 def phases(recipe: TrainingRecipe) -> list[Phase]:

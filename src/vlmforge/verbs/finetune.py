@@ -47,6 +47,7 @@ def run(
         split_conversations,
         template_texts,
     )
+    from vlmforge.data.locations import add_location_tokens, location_grids, without_location_markup
     from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.llava import vocab_size_for, write_run_config
@@ -68,11 +69,16 @@ def run(
     if saved_tokenizer.is_dir():  # a resumed run keeps its vocabulary
         tokenizer = load_tokenizer(saved_tokenizer)
     else:
-        texts = [*template_texts(), *(t for train, _ in splits for t in train.texts())]
+        texts = [
+            *template_texts(),
+            *(without_location_markup(t) for train, _ in splits for t in train.texts()),
+        ]
         spec = recipe.model.tokenizer
         tokenizer = build_tokenizer(
             spec.kind, texts, getattr(spec, "vocab_size", 0), getattr(spec, "name", "")
         )
+        for bins in location_grids(stage.data for stage in recipe.stages):
+            add_location_tokens(tokenizer, bins)
         if not is_launched_worker():
             save_tokenizer(tokenizer, saved_tokenizer)
     vocab = vocab_size_for(recipe.model, tokenizer)
@@ -118,7 +124,13 @@ def run(
         model = llava_model(recipe.model, tokenizer, init)  # as `vlmforge eval` loads it
         with torch.no_grad():
             evaluated = evaluate_model(
-                recipe.model, model, tokenizer, recipe.model.max_text_tokens, last_val, list(recipe.eval)
+                recipe.model,
+                model,
+                tokenizer,
+                recipe.model.max_text_tokens,
+                last_val,
+                list(recipe.eval),
+                train_data=splits[-1][0],
             )
         EvalResult(run_dir, init, last_val.name, evaluated).write()
         metrics["eval"] = without_item_lists(evaluated)

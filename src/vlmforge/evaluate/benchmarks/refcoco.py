@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmforge.config.benchmarks_llava import RefCocoTask
+from vlmforge.data.referring import (  # noqa: F401  (padding, to_square_fractions: re-exported)
+    from_square_fractions,
+    pad_to_square,
+    padding,
+    referring_entry,
+    to_square_fractions,
+)
 from vlmforge.errors import UserError
 from vlmforge.evaluate.benchmarks.answering import Answer, Asked, generate_answers, question_prompt
-from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, require, subset
+from vlmforge.evaluate.benchmarks.layout import image_paths, read_json, subset
 
 if TYPE_CHECKING:  # for annotations only: the model handle lives in a layer above
     from vlmforge.interop.inference_model import InferenceModel
@@ -32,59 +39,14 @@ class Referring:
 def read_refcoco(path: Path, images: Path, max_samples: int | None = None) -> list[Referring]:
     """A JSON list of {image, expression, box: [x, y, w, h]} (pixels, COCO's box layout; ``max_samples``:
     a fixed random subset); every missing image is reported at once."""
-    from vlmforge.evaluate.grounding_metrics import xywh_to_xyxy
-
     entries = read_json(path, "a JSON list of {image, expression, box: [x, y, w, h]} (pixels)")
     if not isinstance(entries, list) or not entries:
         raise UserError(f"{path}: expected a non-empty JSON list of {{image, expression, box}}")
-    fields = []
-    for n in subset(len(entries), max_samples):
-        where = f"{path}: entry {n}"
-        image, expression = (
-            require(entries[n], "image", str, where),
-            require(entries[n], "expression", str, where),
-        )
-        box = require(entries[n], "box", list, where)
-        numbers = len(box) == 4 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
-        if not numbers or box[2] <= 0 or box[3] <= 0:
-            raise UserError(f"{where}: 'box' must be [x, y, w, h] in pixels with w, h > 0, not {box}")
-        fields.append((image, expression, xywh_to_xyxy(box)))
+    fields = [referring_entry(entries[n], f"{path}: entry {n}") for n in subset(len(entries), max_samples)]
     files = image_paths(images, [image for image, _, _ in fields], path)
     return [
         Referring(file, expression, box) for (_, expression, box), file in zip(fields, files, strict=True)
     ]
-
-
-def padding(width: int, height: int) -> tuple[int, int, int]:
-    """(side, left, top) of the image pasted centred on its padded square (``expand2square``'s offsets)."""
-    side = max(width, height)
-    return side, (side - width) // 2, (side - height) // 2
-
-
-def pad_to_square(image: Any, fill: tuple[int, int, int]) -> Any:
-    """The image centred on a square of colour ``fill``."""
-    from PIL import Image
-
-    side, left, top = padding(*image.size)
-    if image.size == (side, side):
-        return image
-    square = Image.new(image.mode, (side, side), fill)
-    square.paste(image, (left, top))
-    return square
-
-
-def to_square_fractions(box: Box, size: tuple[int, int]) -> Box:
-    """A pixel box of an image of ``size`` as fractions of its padded square."""
-    side, left, top = padding(*size)
-    x1, y1, x2, y2 = box
-    return ((x1 + left) / side, (y1 + top) / side, (x2 + left) / side, (y2 + top) / side)
-
-
-def from_square_fractions(box: Box, size: tuple[int, int]) -> Box:
-    """Fractions of the padded square of an image of ``size`` as a pixel box of the image."""
-    side, left, top = padding(*size)
-    x1, y1, x2, y2 = box
-    return (x1 * side - left, y1 * side - top, x2 * side - left, y2 * side - top)
 
 
 def score(predicted: Sequence[Box | None], truth: Sequence[Box], threshold: float) -> dict[str, float]:
