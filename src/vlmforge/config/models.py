@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from vlmforge.config.augment import AugmentConfig
+from vlmforge.config.augment import AugmentConfig, ImageAugment
 from vlmforge.config.base import Section
 from vlmforge.config.masked_models import FlavaModel, MaskedModel
 from vlmforge.config.towers import (
@@ -52,29 +52,14 @@ class HardNegatives(Section):
     )
 
 
-class SslConfig(Section):
+class SslConfig(ImageAugment):
     """SLIP's self-supervised term (Mu et al. 2022): SimCLR's NT-Xent between two augmented views of each
-    image, through an MLP head on the image tower's output."""
+    image (the view fields of ``ImageAugment``), through an MLP head on the image tower's output."""
 
     weight: float = Field(1.0, gt=0, description="Total loss = contrastive + weight x ssl (SLIP: 1).")
     temperature: float = Field(0.1, gt=0, description="NT-Xent temperature (SLIP: 0.1).")
     hidden_dim: int = Field(4096, ge=8, description="Hidden width of the 3-layer projection head.")
     out_dim: int = Field(256, ge=8, description="Output width of the projection head.")
-    crop_scale: tuple[float, float] = Field(
-        (0.08, 1.0), description="Random resized crop: range of the kept fraction of the image area."
-    )
-    flip: bool = Field(True, description="Random horizontal flips.")
-    color_jitter: float = Field(
-        0.4, ge=0, lt=1, description="Brightness/contrast/saturation factors drawn in 1 +- this (p = 0.8)."
-    )
-    grayscale_p: float = Field(0.2, ge=0, le=1, description="Probability of a grayscale view.")
-
-    @model_validator(mode="after")
-    def _scale_range(self) -> SslConfig:
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale {self.crop_scale} must satisfy 0 < low <= high <= 1")
-        return self
 
 
 class ClipModel(Section):

@@ -17,15 +17,12 @@ import numpy as np
 import torch
 
 from vlmforge.config.augment import ImageAugment
-from vlmforge.config.models import SslConfig
 
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))  # aspect ratios of the crop, as torchvision's default
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights
 
 
-def view_params(
-    cfg: SslConfig | ImageAugment, seed: int, epoch: int, indices: Sequence[int], view: int
-) -> torch.Tensor:
+def view_params(cfg: ImageAugment, seed: int, epoch: int, indices: Sequence[int], view: int) -> torch.Tensor:
     """[B, 9] per-sample parameters: crop width, height, centre x, y (fractions of the side), flip sign,
     brightness, contrast and saturation factors, grayscale (0/1)."""
     rows = []
