@@ -33,6 +33,14 @@ LLM_PARAMS = {
     "qwen-7b": 7.7e9,
     "phi-2": 2.7e9,
 }
+# Rows whose hours cover several training stages, split as the row's cited source runs them:
+# (samples, what trains) per stage, in order, summing to the row's samples_seen.
+# LLaVA-Lightning: haotian-liu/LLaVA scripts/train_lightning.sh (@a8c742f) pretrains the projector alone
+# for one epoch of blip_laion_cc_sbu_558k, then tunes projector + LLM (FSDP) for one epoch of
+# llava_instruct_80k.
+STAGE_SPLITS: dict[str, tuple[tuple[int, str], ...]] = {
+    "LLaVA-Lightning-7B (stage 1 + 2)": ((558_000, "projector"), (80_000, "projector+llm")),
+}
 # Text tokens per sample when a run does not state them: LLaVA stage-1 caption pairs are short, stage-2
 # conversations long (LLaVA-1.5 data: ~60 and ~500 tokens on average).
 DEFAULT_TEXT_TOKENS = {"projector": 64, "other": 512}
@@ -120,6 +128,15 @@ def _image_tokens(description: str, arch: str, image_size: int | None) -> int:
     patch = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 14
     tokens = ((image_size or 224) // patch) ** 2
     return tokens // 4 if "ldp" in description.lower() else tokens
+
+
+def row_stages(row: dict[str, str]) -> list[dict[str, str]]:
+    """The row as the stages it trains, one row each (samples_seen and trained per stage): a row whose
+    figure covers several stages of different cost is counted stage by stage, not as its last stage."""
+    split = STAGE_SPLITS.get(row.get("name", ""))
+    if split is None:
+        return [row]
+    return [row | {"samples_seen": str(samples), "trained": trained} for samples, trained in split]
 
 
 def row_flops_per_sample(row: dict[str, str]) -> float | None:
