@@ -16,6 +16,7 @@ from vlmforge.planning.accelerators import load_catalog
 from vlmforge.planning.bottleneck import bottleneck, loader_images_per_s_per_gpu, pick, record_decode_rate
 from vlmforge.planning.prior import BUNDLED_RUNS, load_prior, load_time_model, read_runs
 from vlmforge.planning.published import resolve_runs_path
+from vlmforge.planning.runflops import DEFAULT_TEXT_TOKENS, LLM_PARAMS, is_checkpointed, row_flops_per_sample
 from vlmforge.planning.utilisation import (
     MFU_CAP,
     PARAMETER_NAMES,
@@ -212,3 +213,17 @@ def test_loader_rate_comes_from_a_recorded_measurement_or_the_default(tmp_path: 
 def test_bundled_names_the_calibration_set() -> None:
     assert resolve_runs_path(Path("bundled")) == BUNDLED_RUNS
     assert resolve_runs_path(Path("mine.csv")) == Path("mine.csv")
+
+
+def test_checkpointed_rows_count_the_repeated_forward() -> None:
+    # haotian-liu/LLaVA scripts/v1_5/finetune.sh passes --gradient_checkpointing True: the LLM's forward
+    # (2 FLOPs per parameter per token) runs twice
+    row = next(r.cells for r in read_runs(BUNDLED_RUNS) if r.cells["name"] == "LLaVA-1.5-7B stage 2")
+    assert is_checkpointed(row)
+    plain = row | {"name": "unnamed run"}
+    assert not is_checkpointed(plain)
+    tokens = (336 // 14) ** 2 + DEFAULT_TEXT_TOKENS["other"]
+    extra = row_flops_per_sample(row) - row_flops_per_sample(plain)  # type: ignore[operator]
+    assert extra == pytest.approx(2 * LLM_PARAMS["llama-7b"] * tokens)
+    notes = next(r.cells for r in read_runs(BUNDLED_RUNS) if "L/14 LAION-400M (e32)" in r.cells["name"])
+    assert is_checkpointed(notes)  # its notes say "Gradient checkpointing on."
