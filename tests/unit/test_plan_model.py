@@ -6,6 +6,7 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from vlmforge.planning.accelerators import load_catalog
 from vlmforge.planning.bottleneck import bottleneck, loader_images_per_s_per_gpu, pick, record_decode_rate
 from vlmforge.planning.prior import BUNDLED_RUNS, load_prior, load_time_model, read_runs
 from vlmforge.planning.published import resolve_runs_path
+from vlmforge.planning.runflops import DEFAULT_TEXT_TOKENS, LLM_PARAMS, is_checkpointed, row_flops_per_sample
 from vlmforge.planning.utilisation import (
     MFU_CAP,
     PARAMETER_NAMES,
@@ -96,6 +98,29 @@ def test_bundled_runs_are_the_calibration_set() -> None:
     assert BUNDLED_RUNS.read_bytes() == CALIBRATION_CSV.read_bytes()
 
 
+def _hand_step_s(model: TimeModel, shape: RunShape) -> float:
+    """The time model's step, recomputed from its formula (not through utilisation.py)."""
+    mfu = min(
+        MFU_CAP, math.exp(model.log_mfu_at_1tflop) * (shape.flops_per_sample / 1e12) ** model.mfu_exponent
+    )
+    step = shape.global_batch * shape.flops_per_sample / (shape.devices * shape.peak_flops * mfu)
+    step += model.exposed_comm * (
+        3 * (shape.devices - 1) / shape.devices * shape.trainable_params * 2 / (shape.bandwidth_gb_s * 1e9)
+        if shape.sharded
+        else 2
+        * (shape.devices - 1)
+        / shape.devices
+        * shape.trainable_params
+        * 4
+        / (shape.bandwidth_gb_s * 1e9)
+    )
+    return step + model.per_step_s
+
+
+def _stages(row: dict[str, Any]) -> list[RunShape]:
+    return [RunShape(**stage) for stage in row.get("stages", [row["shape"]])]
+
+
 def test_every_published_run_gets_a_prediction_from_the_stored_fit() -> None:
     fitted = load_prior()
     model = load_time_model()
@@ -104,34 +129,28 @@ def test_every_published_run_gets_a_prediction_from_the_stored_fit() -> None:
     for row in fitted["runs"]:
         assert row["shape"] is not None, row["name"]
         shape = RunShape(**row["shape"])
-        # hand recomputation of the model from the stored parameters
-        mfu = min(
-            MFU_CAP, math.exp(model.log_mfu_at_1tflop) * (shape.flops_per_sample / 1e12) ** model.mfu_exponent
-        )
-        step = shape.global_batch * shape.flops_per_sample / (shape.devices * shape.peak_flops * mfu)
-        step += model.exposed_comm * (
-            3
-            * (shape.devices - 1)
-            / shape.devices
-            * shape.trainable_params
-            * 2
-            / (shape.bandwidth_gb_s * 1e9)
-            if shape.sharded
-            else 2
-            * (shape.devices - 1)
-            / shape.devices
-            * shape.trainable_params
-            * 4
-            / (shape.bandwidth_gb_s * 1e9)
-        )
-        step += model.per_step_s
         if row["predicted_accel_hours"] is None:  # samples_seen blank: throughput is the prediction
             assert row["predicted_samples_per_device_hour"] == pytest.approx(
-                shape.global_batch / shape.devices / step * 3600
+                shape.global_batch / shape.devices / _hand_step_s(model, shape) * 3600
             )
             continue
-        hours = shape.devices * (shape.samples / shape.global_batch * step / 3600 + model.per_run_h)
+        hours = sum(
+            stage.devices
+            * (stage.samples / stage.global_batch * _hand_step_s(model, stage) / 3600 + model.per_run_h)
+            for stage in _stages(row)
+        )
         assert row["predicted_accel_hours"] == pytest.approx(hours, rel=1e-9), row["name"]
+
+
+def test_a_row_covering_two_stages_is_predicted_stage_by_stage() -> None:
+    # haotian-liu/LLaVA scripts/train_lightning.sh @a8c742f: 1 epoch of blip_laion_cc_sbu_558k training the
+    # projector alone, then 1 epoch of llava_instruct_80k training projector + LLM with FSDP
+    row = next(r for r in load_prior()["runs"] if r["name"] == "LLaVA-Lightning-7B (stage 1 + 2)")
+    first, second = _stages(row)
+    assert (first.samples, second.samples) == (558_000, 80_000)
+    assert first.samples + second.samples == RunShape(**row["shape"]).samples  # the row's samples_seen
+    assert first.trainable_params < 1e8 and not first.sharded
+    assert second.sharded and second.flops_per_sample > first.flops_per_sample
 
 
 def test_leave_one_out_statistics_match_a_recomputation() -> None:
@@ -146,7 +165,7 @@ def test_leave_one_out_statistics_match_a_recomputation() -> None:
     stored = [row["leave_one_out_abs_pct_error"] for row in used]
     assert fitted["leave_one_out_median_abs_pct_error"] == pytest.approx(statistics.median(stored))
     assert fitted["leave_one_out_max_abs_pct_error"] == pytest.approx(max(stored))
-    errors = leave_one_out([RunShape(**r["shape"]) for r in used], [r["published_accel_hours"] for r in used])
+    errors = leave_one_out([_stages(r) for r in used], [r["published_accel_hours"] for r in used])
     assert errors == pytest.approx(stored, rel=1e-3)
 
 
@@ -194,3 +213,17 @@ def test_loader_rate_comes_from_a_recorded_measurement_or_the_default(tmp_path: 
 def test_bundled_names_the_calibration_set() -> None:
     assert resolve_runs_path(Path("bundled")) == BUNDLED_RUNS
     assert resolve_runs_path(Path("mine.csv")) == Path("mine.csv")
+
+
+def test_checkpointed_rows_count_the_repeated_forward() -> None:
+    # haotian-liu/LLaVA scripts/v1_5/finetune.sh passes --gradient_checkpointing True: the LLM's forward
+    # (2 FLOPs per parameter per token) runs twice
+    row = next(r.cells for r in read_runs(BUNDLED_RUNS) if r.cells["name"] == "LLaVA-1.5-7B stage 2")
+    assert is_checkpointed(row)
+    plain = row | {"name": "unnamed run"}
+    assert not is_checkpointed(plain)
+    tokens = (336 // 14) ** 2 + DEFAULT_TEXT_TOKENS["other"]
+    extra = row_flops_per_sample(row) - row_flops_per_sample(plain)  # type: ignore[operator]
+    assert extra == pytest.approx(2 * LLM_PARAMS["llama-7b"] * tokens)
+    notes = next(r.cells for r in read_runs(BUNDLED_RUNS) if "L/14 LAION-400M (e32)" in r.cells["name"])
+    assert is_checkpointed(notes)  # its notes say "Gradient checkpointing on."

@@ -3,31 +3,32 @@
 Every row of the published-runs CSV becomes a ``RunShape``: FLOPs per sample counted on the real
 architecture (``planning/runflops.py``), samples, global batch, accelerator count and peak, trainable
 parameters (what the gradient all-reduce moves) and whether training had to be sharded (model states of
-16 bytes per trainable parameter over half the device memory). Rows whose ``bound`` is 'unreliable' or
-'claim' are predicted but neither fitted nor scored. ``python -m vlmforge.planning.prior`` refits,
-prints the parameters and the leave-one-out table, and rewrites ``prior.json`` (what plans use).
+16 bytes per trainable parameter over half the device memory). A row whose hours cover several stages
+of different cost (``runflops.STAGE_SPLITS``) is predicted as the sum of its stages. Rows whose ``bound``
+is 'unreliable' or 'claim' are predicted but neither fitted nor scored. ``python -m vlmforge.planning.prior``
+refits, prints the parameters and the leave-one-out table, and rewrites ``prior.json`` (what plans use).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from vlmforge.errors import UserError
 from vlmforge.planning.accelerators import Accelerator, load_catalog
 from vlmforge.planning.csvfile import CsvRow, read_csv
-from vlmforge.planning.runflops import number, row_flops_per_sample, row_trainable_params
+from vlmforge.planning.runflops import number, row_flops_per_sample, row_stages, row_trainable_params
 from vlmforge.planning.utilisation import (
     PARAMETER_NAMES,
     RunShape,
     TimeModel,
     abs_pct_error,
-    accelerator_hours,
     fit,
     leave_one_out,
+    staged_accelerator_hours,
     step_time,
 )
 
@@ -51,6 +52,11 @@ class PublishedRun:
     published_hours: float | None
     samples_known: bool
     assumptions: list[str] = field(default_factory=list)
+    stages: tuple[RunShape, ...] = ()  # what the hours cover, stage by stage; () = the row's shape alone
+
+    @property
+    def trained_stages(self) -> tuple[RunShape, ...]:
+        return self.stages or ((self.shape,) if self.shape else ())
 
     @property
     def total_flops(self) -> float | None:
@@ -110,7 +116,19 @@ def evaluate_row(row: dict[str, str], catalog: dict[str, Accelerator]) -> Publis
     if flops is None or trainable is None or accel is None:
         return PublishedRun(row, flops, accel, None, published_hours(row), samples_known)
     shape, assumed = run_shape(row, flops, trainable, accel)
-    return PublishedRun(row, flops, accel, shape, published_hours(row), samples_known, assumed)
+    run = PublishedRun(row, flops, accel, shape, published_hours(row), samples_known, assumed)
+    split = row_stages(row)
+    return (
+        run if len(split) == 1 else replace(run, stages=tuple(stage_shape(stage, accel) for stage in split))
+    )
+
+
+def stage_shape(stage: dict[str, str], accel: Accelerator) -> RunShape:
+    """One stage of a row that covers several (its own samples and trained parts)."""
+    flops, trainable = row_flops_per_sample(stage), row_trainable_params(stage)
+    if flops is None or trainable is None:
+        raise ValueError(f"stage of {stage.get('name')!r} cannot be counted: fix runflops.STAGE_SPLITS")
+    return run_shape(stage, flops, trainable, accel)[0]
 
 
 def evaluate_rows(
@@ -134,7 +152,7 @@ def predict_hours(run: PublishedRun, model: TimeModel) -> tuple[float, float] | 
     """(accelerator-hours, wall-clock hours) predicted for a run; None when it cannot be predicted."""
     if run.shape is None or not run.samples_known:
         return None
-    hours = accelerator_hours(model, run.shape)
+    hours = staged_accelerator_hours(model, run.trained_stages)
     return hours, hours / run.shape.devices
 
 
@@ -150,7 +168,7 @@ def fit_runs(runs: list[PublishedRun]) -> tuple[TimeModel, list[PublishedRun]]:
     used = [run for run in runs if used_for_fit(run)]
     if len(used) <= len(PARAMETER_NAMES):
         raise UserError(f"only {len(used)} usable published runs: too few to fit the time model")
-    return fit([r.shape for r in used], [r.published_hours for r in used]), used  # type: ignore[misc]
+    return fit([r.trained_stages for r in used], [r.published_hours for r in used]), used  # type: ignore[misc]
 
 
 def _table_row(run: PublishedRun, model: TimeModel, loo: float | None) -> dict[str, Any]:
@@ -168,6 +186,8 @@ def _table_row(run: PublishedRun, model: TimeModel, loo: float | None) -> dict[s
         "assumptions": run.assumptions,
         "shape": asdict(run.shape) if run.shape else None,
     }
+    if run.stages:
+        entry["stages"] = [asdict(stage) for stage in run.stages]
     return entry
 
 
@@ -176,7 +196,7 @@ def fit_bundled() -> dict[str, Any]:
     leave-one-out error (runs not used for the fit are predicted by the full fit and not scored)."""
     runs = evaluate_rows([row.cells for row in read_runs(BUNDLED_RUNS)])
     model, used = fit_runs(runs)
-    errors = leave_one_out([r.shape for r in used], [r.published_hours for r in used])  # type: ignore[misc]
+    errors = leave_one_out([r.trained_stages for r in used], [r.published_hours for r in used])  # type: ignore[misc]
     loo = {id(run): error for run, error in zip(used, errors, strict=True)}
     return {
         "source": "published_runs.csv (= published_runs_calibration.csv; see published_runs_README.md)",

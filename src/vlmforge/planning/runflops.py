@@ -3,7 +3,9 @@
 Contrastive and masked models are counted on the real open_clip architecture (meta device) at the run's
 resolution, text length and patch dropout; LLaVA-style runs add the LLM's 2·N FLOPs per token forward and
 4·N backward when it trains (2·N when frozen: activation gradients still flow to the projector), as in
-Kaplan et al. 2020 (C = 6·N·D).
+Kaplan et al. 2020 (C = 6·N·D). A run trained with activation checkpointing runs the checkpointed forward
+again in backward (Chen et al. 2016, 'Training Deep Nets with Sublinear Memory Cost'): one more forward of
+the trained model (of the LLM for LLaVA-style runs, whose frozen vision tower runs without gradients).
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ LLM_PARAMS = {
     "qwen-7b": 7.7e9,
     "phi-2": 2.7e9,
 }
+# Rows whose hours cover several training stages, split as the row's cited source runs them:
+# (samples, what trains) per stage, in order, summing to the row's samples_seen.
+# LLaVA-Lightning: haotian-liu/LLaVA scripts/train_lightning.sh (@a8c742f) pretrains the projector alone
+# for one epoch of blip_laion_cc_sbu_558k, then tunes projector + LLM (FSDP) for one epoch of
+# llava_instruct_80k.
+STAGE_SPLITS: dict[str, tuple[tuple[int, str], ...]] = {
+    "LLaVA-Lightning-7B (stage 1 + 2)": ((558_000, "projector"), (80_000, "projector+llm")),
+}
+# Rows trained with activation checkpointing where the row's notes do not say so but the training script of
+# its cited source passes --gradient_checkpointing True: haotian-liu/LLaVA README @7c63df1 (v1 commands),
+# scripts/train_lightning.sh @a8c742f, scripts/v1_5/{pretrain,finetune}.sh; Meituan-AutoML/MobileVLM run.sh
+# @688fdec (the V2 pretrain and multi-task stages its README runs).
+CHECKPOINTED_NAME_PREFIXES = ("LLaVA-", "MobileVLM V2")
 # Text tokens per sample when a run does not state them: LLaVA stage-1 caption pairs are short, stage-2
 # conversations long (LLaVA-1.5 data: ~60 and ~500 tokens on average).
 DEFAULT_TEXT_TOKENS = {"projector": 64, "other": 512}
@@ -49,9 +64,15 @@ def number(value: str | None) -> float | None:
 
 @functools.lru_cache(maxsize=256)
 def open_clip_flops(
-    arch: str, image_size: int | None, text_len: int | None, kept: float, trained: str
+    arch: str,
+    image_size: int | None,
+    text_len: int | None,
+    kept: float,
+    trained: str,
+    recompute: bool = False,
 ) -> float:
-    """Training FLOPs for one image-text sample through an open_clip model (meta device)."""
+    """Training FLOPs for one image-text sample through an open_clip model (meta device); ``recompute``
+    adds the second forward of activation checkpointing."""
     import open_clip
 
     kwargs: dict[str, Any] = {"device": "meta"}
@@ -81,7 +102,8 @@ def open_clip_flops(
         tensors = out.values() if isinstance(out, dict) else out
         return sum(t.float().sum() for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point())
 
-    return float(count_on_meta(build, step).train)
+    count = count_on_meta(build, step)
+    return float(count.train + (count.forward if recompute else 0))
 
 
 @functools.lru_cache(maxsize=64)
@@ -122,6 +144,22 @@ def _image_tokens(description: str, arch: str, image_size: int | None) -> int:
     return tokens // 4 if "ldp" in description.lower() else tokens
 
 
+def row_stages(row: dict[str, str]) -> list[dict[str, str]]:
+    """The row as the stages it trains, one row each (samples_seen and trained per stage): a row whose
+    figure covers several stages of different cost is counted stage by stage, not as its last stage."""
+    split = STAGE_SPLITS.get(row.get("name", ""))
+    if split is None:
+        return [row]
+    return [row | {"samples_seen": str(samples), "trained": trained} for samples, trained in split]
+
+
+def is_checkpointed(row: dict[str, str]) -> bool:
+    """Was the run trained with activation checkpointing: its notes or citation say so, or its cited
+    training script does (``CHECKPOINTED_NAME_PREFIXES``)."""
+    text = f"{row.get('notes', '')} {row.get('source_citation', '')}".lower()
+    return "checkpointing" in text or row.get("name", "").startswith(CHECKPOINTED_NAME_PREFIXES)
+
+
 def row_flops_per_sample(row: dict[str, str]) -> float | None:
     """FLOPs per training sample for a published-run row, or None when its model cannot be counted."""
     from vlmforge.config.schema import open_clip_architectures
@@ -139,8 +177,10 @@ def row_flops_per_sample(row: dict[str, str]) -> float | None:
             or DEFAULT_TEXT_TOKENS["projector" if trained == "projector" else "other"]
         )
         llm_trained = "llm" in trained
-        # forward 2·N·T; backward 4·N·T when the LLM trains, 2·N·T (activation grads only) when frozen
-        llm_flops = (6 if llm_trained else 4) * LLM_PARAMS[llm] * tokens
+        # forward 2·N·T; backward 4·N·T when the LLM trains, 2·N·T (activation grads only) when frozen;
+        # checkpointing repeats the forward
+        passes = (6 if llm_trained else 4) + (2 if is_checkpointed(row) else 0)
+        llm_flops = passes * LLM_PARAMS[llm] * tokens
         return open_clip_image_forward_flops(arch, image_size) + llm_flops
     if trained == "qformer" and arch in known:  # BLIP-2 stage 1: frozen image tower, trained Q-Former
         queries_and_text = 32 + (number(row.get("text_len", "")) or 32)
@@ -149,7 +189,7 @@ def row_flops_per_sample(row: dict[str, str]) -> float | None:
         return None
     text_len = int(number(row.get("text_len", "")) or 0) or None
     kept = number(row.get("kept_patch_fraction", "")) or 1.0
-    return open_clip_flops(arch, image_size, text_len, kept, trained)
+    return open_clip_flops(arch, image_size, text_len, kept, trained, is_checkpointed(row))
 
 
 # Trainable parameters of the bridges that appear in published runs: LLaVA's projector (LLaVA-1.5's

@@ -119,24 +119,30 @@ def accelerator_hours(model: TimeModel, shape: RunShape, mfu: float | None = Non
     return shape.devices * wall_hours(model, shape, mfu)
 
 
+def staged_accelerator_hours(model: TimeModel, stages: Sequence[RunShape]) -> float:
+    """A run trained in stages one after another (each its own launch): the sum of its stages."""
+    return sum(accelerator_hours(model, stage) for stage in stages)
+
+
 # ------------------------------------------------------------------------------------------- fitting
 START = TimeModel(math.log(0.25), 0.1, 0.5, 0.1, 0.05)
 LOWER = (math.log(0.01), -0.5, 0.0, 0.0, 0.0)
 UPPER = (math.log(MFU_CAP), 0.5, 1.0, 5.0, 2.0)
 
 
-def log_residuals(model: TimeModel, shapes: Sequence[RunShape], hours: Sequence[float]) -> np.ndarray:
-    predicted = np.array([accelerator_hours(model, shape) for shape in shapes])
+def log_residuals(model: TimeModel, runs: Sequence[Sequence[RunShape]], hours: Sequence[float]) -> np.ndarray:
+    predicted = np.array([staged_accelerator_hours(model, stages) for stages in runs])
     return np.log(predicted) - np.log(np.asarray(hours, dtype=float))
 
 
-def fit(shapes: Sequence[RunShape], hours: Sequence[float]) -> TimeModel:
+def fit(runs: Sequence[Sequence[RunShape]], hours: Sequence[float]) -> TimeModel:
     """Least squares on log accelerator-hours (every run weighs the same whatever its size), with a
-    soft-L1 loss so one misreported run cannot drag the others (scipy.optimize.least_squares)."""
+    soft-L1 loss so one misreported run cannot drag the others (scipy.optimize.least_squares). Each run
+    is the stages it trained, one after another."""
     from scipy.optimize import least_squares
 
     solution = least_squares(
-        lambda x: log_residuals(TimeModel.from_vector(x), shapes, hours),
+        lambda x: log_residuals(TimeModel.from_vector(x), runs, hours),
         START.vector(),
         bounds=(LOWER, UPPER),
         loss="soft_l1",
@@ -149,11 +155,11 @@ def abs_pct_error(predicted: float, actual: float) -> float:
     return abs(predicted - actual) / actual * 100
 
 
-def leave_one_out(shapes: Sequence[RunShape], hours: Sequence[float]) -> list[float]:
+def leave_one_out(runs: Sequence[Sequence[RunShape]], hours: Sequence[float]) -> list[float]:
     """Absolute % error of each run's accelerator-hours predicted by a model fitted without it."""
     errors = []
-    for i, shape in enumerate(shapes):
-        others = [j for j in range(len(shapes)) if j != i]
-        model = fit([shapes[j] for j in others], [hours[j] for j in others])
-        errors.append(abs_pct_error(accelerator_hours(model, shape), hours[i]))
+    for i, stages in enumerate(runs):
+        others = [j for j in range(len(runs)) if j != i]
+        model = fit([runs[j] for j in others], [hours[j] for j in others])
+        errors.append(abs_pct_error(staged_accelerator_hours(model, stages), hours[i]))
     return errors
