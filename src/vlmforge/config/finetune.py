@@ -214,6 +214,11 @@ class AlignRecipe(RunRecipe):
             raise ValueError(
                 f"rloo.eval_every_steps ({every}) must be a multiple of train.log_every_steps ({log})"
             )
+        if self.trainable != "lora":
+            raise ValueError(
+                "method: rloo trains LoRA adapters (trainable: lora): the reference is the policy with them "
+                "switched off, so no copy of the model is held next to the policy and the reward model"
+            )
         if self.train.strategy.kind in ("fsdp", "deepspeed"):
             raise ValueError(
                 "method: rloo samples answers with the whole policy on each device: use strategy auto or ddp"

@@ -50,8 +50,10 @@ def sample_answers(
     model: Any, batch: dict[str, Any], rloo: RlooConfig, k: int, tokens: tuple[int, int]
 ) -> list[list[int]]:
     """k answers to each prompt of a ``collate_prompts`` batch (answer-major rows, each cut after its
-    ``</s>``): plain ancestral sampling at ``rloo.temperature`` (no top-k / top-p truncation)."""
+    ``</s>``): plain ancestral sampling at ``rloo.temperature`` (no top-k / top-p truncation). The
+    ``<image>`` placeholder and padding are never sampled: an answer holding one would not re-encode."""
     eos, pad = tokens
+    image_id = int(model.config.image_token_index)
     device = next(model.parameters()).device
     pixels = batch["pixel_values"]
     out = model.generate(
@@ -65,6 +67,7 @@ def sample_answers(
         top_p=1.0,
         eos_token_id=eos,
         pad_token_id=pad,
+        suppress_tokens=[image_id, pad],
     )
     return cut_at_eos(out[:, batch["prompt_ids"].shape[1] :].tolist(), eos)
 
