@@ -223,3 +223,12 @@ def test_rlhf_recipes_validate_and_say_what_is_missing() -> None:
         load_recipe("align", RLOO_TINY, ["rloo.eval_every_steps=7"])
     with pytest.raises(UserError, match="samples_per_prompt"):
         load_recipe("align", RLOO_TINY, ["rloo.samples_per_prompt=1"])
+
+
+def test_a_reward_model_run_is_not_evaluated_as_a_policy(tmp_path: Path) -> None:
+    from vlmforge.runs.artifacts import load_aligned
+
+    (tmp_path / "recipe.yaml").write_text(REWARD_TINY.read_text())
+    with pytest.raises(UserError, match="is a reward model run") as info:
+        load_aligned(tmp_path)
+    assert "method: rloo" in (info.value.hint or "")
