@@ -35,7 +35,12 @@ class RlooConfig(Section):
     kl_coef: float = Field(
         0.05, ge=0, description="Weight of the KL penalty log(policy / reference) subtracted from the reward."
     )
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers.")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Sampling temperature of the answers; their log-probs (gradient, KL) are the model's "
+        "own, so 1 keeps the update on-policy.",
+    )
     max_new_tokens: int = Field(8, ge=1, description="Longest sampled answer, in tokens.")
     eval_every_steps: int | None = Field(
         None,
