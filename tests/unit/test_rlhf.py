@@ -204,7 +204,10 @@ def test_sampled_answers_are_cut_after_eos_and_labelled_after_their_prompt() -> 
     assert rows["labels"][1].tolist() == [IGNORE_INDEX] * 3 + [6, 7, 2]
     assert rows["labels"][3].tolist() == [IGNORE_INDEX] * 3 + [3, 2, IGNORE_INDEX]
     assert rows["pixel_values"][3].mean() == 1  # answer 3 belongs to prompt 3 % 2 = 1
-    assert last_answer_positions(rows["labels"]).tolist() == [3, 5, 3, 4]
+    # the reward is read at each answer's last token before its </s> (id 2), at </s> for an empty answer
+    assert last_answer_positions(rows["labels"], eos_id=2).tolist() == [2, 4, 2, 3]
+    empty = answered_batch([[1, 9]], [[2], [5, 6]], [None], pad_id=0)["labels"]
+    assert last_answer_positions(empty, eos_id=2).tolist() == [2, 3]  # [1, 9, </s>], [1, 9, 5, 6]
 
 
 # ---------------------------------------------------------------------------------------- recipes

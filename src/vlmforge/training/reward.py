@@ -31,6 +31,7 @@ class RewardModule(TrainingModule):
         settings: FitSettings,
         tokens: tuple[int, int],  # (<image> id, <pad> id) of the finetune run's tokenizer
         init_weights: Path,
+        eos_id: int,
     ) -> None:
         super().__init__(recipe, vocab_size, settings=settings)
         assert recipe.model is not None
@@ -38,7 +39,7 @@ class RewardModule(TrainingModule):
         self.model.config.image_token_index = image_id
         load_saved_weights(self.model, init_weights)
         cfg = recipe.model.model_copy(update={"lora": recipe.lora})
-        self.model = RewardModel(prepare_stage(self.model, cfg, recipe.trainable))
+        self.model = RewardModel(prepare_stage(self.model, cfg, recipe.trainable), eos_id)
         self.collate = functools.partial(collate_preferences, pad_id=pad_id)
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ def load_scorer(path: Path) -> Any:
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     image_id = int(tokenizer.convert_tokens_to_ids(IMAGE))
     llava = build_model(cfg, vocab_size_for(cfg, tokenizer), image_id=image_id)
-    model = load_reward_model(llava, run_dir / WEIGHTS)
+    model = load_reward_model(llava, run_dir / WEIGHTS, int(tokenizer.eos_token_id))
     shape = (cfg.image_tokens, image_id, cfg.max_text_tokens)
     return RewardScorer(model, tokenizer, shape, recipe.reward.facts)
 
@@ -82,7 +82,7 @@ def build_module(
         module.train_data = PromptSamples(train, tokenizer, cfg.image_tokens, tokens[0])
         return module
     if recipe.method == "reward_model":
-        module = RewardModule(recipe, vocab, settings, tokens, source.weights)
+        module = RewardModule(recipe, vocab, settings, tokens, source.weights, int(tokenizer.eos_token_id))
         train = reward_pairs(recipe, train)
     else:
         module = AlignModule(recipe, vocab, settings, tokens, source.weights)
@@ -117,7 +117,8 @@ def evaluate_rlhf(
     cfg = recipe.model
     assert cfg is not None
     if recipe.method == "reward_model":
-        reward = load_reward_model(llava_model(cfg, tokenizer, source.weights), weights)
+        eos = int(tokenizer.eos_token_id)
+        reward = load_reward_model(llava_model(cfg, tokenizer, source.weights), weights, eos)
         return {
             REWARD_EVAL: pairwise_accuracy(reward, reward_pairs(recipe, val), tokenizer, cfg.max_text_tokens)
         }
