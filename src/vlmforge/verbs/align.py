@@ -47,7 +47,7 @@ def run(
     from vlmforge.runs.preflight import preflight
     from vlmforge.training.fit import fit_to_weights
     from vlmforge.training.module import FitSettings
-    from vlmforge.verbs.rlhf import announcement, build_module, evaluate_rlhf
+    from vlmforge.verbs.rlhf import announcement, build_module, evaluate_rlhf, reward_run
 
     raise_all(preflight(recipe))
     recipe, source = with_source_model(recipe)
@@ -59,6 +59,8 @@ def run(
             f"data: {len(train)} training pairs cannot fill one batch of batch_size={recipe.batch_size}",
             hint="lower batch_size or add data",
         )
+    if recipe.rloo is not None:
+        reward_run(recipe.rloo.reward_run)  # a wrong reward run stops before a run directory exists
     run_dir, point = start_run(recipe, resume, confirm)
 
     tokenizer = load_tokenizer(source.run_dir / "tokenizer")

@@ -18,11 +18,13 @@ GAIN_EVAL = "rloo"  # ... of an RLOO run's reward gain and KL
 def reward_run(path: Path) -> Path:
     """``rloo.reward_run``: a reward run directory, or a folder of runs whose newest completed one."""
     from vlmforge.config.load import load_recipe
+    from vlmforge.runs.artifacts import run_verb
 
     if path.is_dir() and not (path / "recipe.yaml").is_file():
         runs = sorted(p for p in path.iterdir() if p.is_dir() and is_completed(p))
         path = runs[-1] if runs else path
-    recipe = load_recipe("align", path / "recipe.yaml") if (path / "recipe.yaml").is_file() else None
+    is_align = (path / "recipe.yaml").is_file() and run_verb(path) == "align"
+    recipe = load_recipe("align", path / "recipe.yaml") if is_align else None
     if (
         not isinstance(recipe, AlignRecipe)
         or recipe.method != "reward_model"
