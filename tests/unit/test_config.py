@@ -26,7 +26,8 @@ def test_every_shipped_recipe_validates_and_round_trips(name: str, tmp_path: Pat
     path = list_recipes()[name]
     group = name.split("/")[0]
     verb = recipe_verb(read_yaml(path))
-    expected = "curate" if group == "curate" else "align" if name.endswith("-dpo") or "dpo-" in name else None
+    aligned = name.endswith("-dpo") or any(method in name for method in ("dpo-", "-reward", "-rloo"))
+    expected = "curate" if group == "curate" else "align" if aligned else None
     expected = "eval" if group == "eval" else expected
     if group == "llava" or name.startswith("debug/llava"):
         expected = expected or "finetune"

@@ -12,6 +12,7 @@ from vlmforge.config.base import Section, Seed
 from vlmforge.config.data import ConversationSource, PreferenceSource
 from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_eval_tasks
 from vlmforge.config.llava import LlavaModel, LoraAdapters
+from vlmforge.config.rlhf import RewardConfig, RlooConfig
 from vlmforge.config.training import (
     LOGGERS_HELP,
     NAME_PATTERN,
@@ -140,7 +141,8 @@ def _default_align_tasks() -> list[EvalTask]:
 
 class AlignRecipe(RunRecipe):
     """`vlmforge align`: preference-tune (DPO/IPO) the last stage of a finetune run, which is also the frozen
-    reference. An align recipe is recognised by its `from_run` key."""
+    reference; or, for RLHF, train a reward model on the pairs and then a policy against it (RLOO). An
+    align recipe is recognised by its `from_run` key."""
 
     seed: Seed = Field(0, description="Seed for initialisation of adapters and data order.")
     from_run: Path = Field(
@@ -158,7 +160,16 @@ class AlignRecipe(RunRecipe):
         description="What trains. 'lora': only adapters, and the reference is the same model with them "
         "switched off; otherwise the reference is a frozen copy.",
     )
-    dpo: DpoConfig = Field(default_factory=DpoConfig, description="The preference loss.")
+    method: Literal["dpo", "reward_model", "rloo"] = Field(
+        "dpo",
+        description="dpo: the `dpo` loss on the pairs; reward_model: a scalar reward trained on the pairs "
+        "(Bradley-Terry); rloo: the policy trained by RLOO against the reward model of `rloo.reward_run`.",
+    )
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="The preference loss (method: dpo).")
+    reward: RewardConfig = Field(
+        default_factory=RewardConfig, description="The reward model (method: reward_model)."
+    )
+    rloo: RlooConfig | None = Field(None, description="The RL step (method: rloo).")
     data: PreferenceSource = Field(description="Preference pairs (chosen / rejected answers), by kind.")
     batch_size: int = Field(64, ge=1, description="Global batch: preference pairs per optimizer step.")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps (or give epochs).")
@@ -184,10 +195,36 @@ class AlignRecipe(RunRecipe):
         if self.dpo.loss == "ipo" and self.dpo.label_smoothing:
             raise ValueError("dpo.label_smoothing applies to loss: sigmoid only")
         _no_periodic_eval(self.train, "align")
+        if (self.method == "rloo") != (self.rloo is not None):
+            raise ValueError("method: rloo needs the rloo section, and the rloo section needs method: rloo")
+        allowed = {"dpo": ("vqa", "preference"), "reward_model": (), "rloo": ("vqa",)}[self.method]
+        if self.method == "reward_model" and "eval" not in self.model_fields_set:
+            self.eval = []  # a reward model answers nothing: its held-out pairwise accuracy is its evaluation
         for task in self.eval:
-            if task.kind not in ("vqa", "preference"):
-                raise ValueError(f"eval task {task.kind!r} does not apply to an align run (vqa, preference)")
+            if task.kind not in allowed:
+                raise ValueError(
+                    f"eval task {task.kind!r} does not apply to an align run of method {self.method} "
+                    f"({', '.join(allowed) or 'none: its held-out pairwise accuracy is always measured'})"
+                )
+        if self.rloo is not None:
+            self._check_rloo(self.rloo)
         return self
+
+    def _check_rloo(self, rloo: RlooConfig) -> None:
+        every, log = rloo.eval_every_steps, self.train.log_every_steps
+        if every is not None and every % log:
+            raise ValueError(
+                f"rloo.eval_every_steps ({every}) must be a multiple of train.log_every_steps ({log})"
+            )
+        if self.trainable != "lora":
+            raise ValueError(
+                "method: rloo trains LoRA adapters (trainable: lora): the reference is the policy with them "
+                "switched off, so no copy of the model is held next to the policy and the reward model"
+            )
+        if self.train.strategy.kind in ("fsdp", "deepspeed"):
+            raise ValueError(
+                "method: rloo samples answers with the whole policy on each device: use strategy auto or ddp"
+            )
 
     def batch_plan(self, train_pairs: int | None = None) -> BatchPlan:
         micro = self.train.micro_batch_size

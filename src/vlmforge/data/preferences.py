@@ -1,16 +1,17 @@
 """Preference pairs for `vlmforge align`: a prompt about an image with a chosen and a rejected answer.
 
-Two sources: a JSON list of {"id", "image", "prompt", "chosen", "rejected"} with an image folder, and an
-offline digits set (the right digit word chosen, a seeded wrong one rejected). Every entry read is kept
-or dropped with a reason (missing_image, decode_error / truncated, empty_answer) and counted in a
-``Tally``; a malformed entry is an error naming the file and the entry's index. Both answers are encoded
-like a chat conversation (loss labels on the answer only) and collated into one batch: the chosen rows
-first, then the rejected rows in the same order.
+Two sources: a JSON list of {"id", "image", "prompt", "chosen", "rejected", "facts"?} with an image folder,
+and an offline digits set (the right digit word chosen, a seeded wrong one rejected, the digit as its fact).
+``facts`` (captions, ground-truth answers or options) are what a factually augmented reward model
+reads. Every entry read is kept or dropped with a reason (missing_image, decode_error / truncated,
+empty_answer) and counted in a ``Tally``; a malformed entry is an error naming the file and the entry's
+index. Both answers are encoded like a chat conversation (loss labels on the answer only) and collated
+into one batch: the chosen rows first, then the rejected rows in the same order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ class PreferenceSet:
     answers: dict[str, list[str]]  # "chosen" / "rejected" -> answer per global index
     has_image: np.ndarray  # bool per global index
     tally: Tally  # entries read, kept, dropped per reason (of the whole source)
+    facts: list[list[str]] = field(default_factory=list)  # per global index; empty: the source has none
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,9 +68,22 @@ class PreferenceSet:
         return AnswerView(self, side)
 
     def subset(self, indices: np.ndarray, suffix: str) -> PreferenceSet:
-        return PreferenceSet(
-            self.images.subset(indices, suffix), self.prompts, self.answers, self.has_image, self.tally
-        )
+        return replace(self, images=self.images.subset(indices, suffix))
+
+    def facts_of(self, i: int) -> list[str]:
+        return self.facts[self.global_index(i)] if self.facts else []
+
+    def with_facts(self) -> PreferenceSet:
+        """The same pairs with each prompt carrying the pair's facts (``fact_prompt``): what a factually
+        augmented reward model reads."""
+        if not any(self.facts):
+            raise UserError(
+                f"reward.facts: the preference data {self.name!r} gives no facts about its images",
+                hint='add "facts" (captions, ground-truth answers or options) to the pairs, or set '
+                "reward.facts=false",
+            )
+        prompts = [fact_prompt(p, f) for p, f in zip(self.prompts, self.facts, strict=True)]
+        return replace(self, prompts=prompts)
 
     def texts(self) -> list[str]:
         return [
@@ -93,6 +108,17 @@ class AnswerView:
         return self.pairs.image(i)
 
 
+def fact_prompt(prompt: str, facts: list[str]) -> str:
+    """``prompt`` with ``facts`` stated after its image and before its question (LLaVA-RLHF's
+    Fact-RLHF gives its reward model the image's captions or ground-truth answers this way)."""
+    if not facts:
+        return prompt
+    stated = f"Facts about the image: {'; '.join(facts)}.\n"
+    if prompt.startswith(IMAGE):
+        return f"{IMAGE}\n{stated}{prompt.removeprefix(IMAGE).lstrip()}"
+    return stated + prompt
+
+
 # ---------------------------------------------------------------------------------------- sources
 def digits_preferences(cfg: DigitsPreferences, image_size: int) -> PreferenceSet:
     """Every digit asked about once: the right digit word is chosen, a wrong one (seeded) rejected."""
@@ -109,7 +135,9 @@ def digits_preferences(cfg: DigitsPreferences, image_size: int) -> PreferenceSet
     images.name = "digits-preferences"
     images.captions = [[a] for a in answers["chosen"]]
     prompts = [f"{IMAGE}\n{DIGITS_PROMPT}"] * len(labels)
-    return PreferenceSet(images, prompts, answers, np.ones(len(labels), dtype=bool), Tally(read=len(labels)))
+    facts = [[word] for word in answers["chosen"]]  # the ground-truth answer, as VQA facts are
+    has_image = np.ones(len(labels), dtype=bool)
+    return PreferenceSet(images, prompts, answers, has_image, Tally(read=len(labels)), facts)
 
 
 def preference_json(cfg: PreferenceJsonData, image_size: int) -> PreferenceSet:
@@ -122,8 +150,10 @@ def preference_json(cfg: PreferenceJsonData, image_size: int) -> PreferenceSet:
     files: list[Path | None] = []
     prompts: list[str] = []
     answers: dict[str, list[str]] = {side: [] for side in SIDES}
+    facts: list[list[str]] = []
     for n, entry in enumerate(entries):
         key, image, prompt, pair = _entry(entry, f"{cfg.path}: entry {n}")
+        entry_facts = _facts(entry, f"{cfg.path}: entry {n}")
         file = folder / image if image else None
         reason = _unusable(file, pair)
         if reason is not None:
@@ -136,11 +166,13 @@ def preference_json(cfg: PreferenceJsonData, image_size: int) -> PreferenceSet:
         prompts.append(prompt if file is None or IMAGE in prompt else f"{IMAGE}\n{prompt}")
         for side, answer in zip(SIDES, pair, strict=True):
             answers[side].append(answer)
+        facts.append(entry_facts)
     if over_budget(tally.bad, tally.read, cfg.max_bad_fraction) or not keys:
         raise budget_error(str(cfg.path), tally.bad, tally.read, cfg.max_bad_fraction, tally.examples)
     captions = [[a] for a in answers["chosen"]]
     images = listed_images(cfg.path, keys, files, captions, image_size, cfg.mean, cfg.std)
-    return PreferenceSet(images, prompts, answers, np.array([f is not None for f in files]), tally)
+    has_image = np.array([f is not None for f in files])
+    return PreferenceSet(images, prompts, answers, has_image, tally, facts)
 
 
 def _entry(entry: Any, where: str) -> tuple[str, str | None, str, tuple[str, str]]:
@@ -158,6 +190,19 @@ def _entry(entry: Any, where: str) -> tuple[str, str | None, str, tuple[str, str
     if prompt.count(IMAGE) > (1 if image else 0):
         raise UserError(f"{where}: {IMAGE} may appear only once, and only in a pair with an 'image'")
     return str(entry.get("id", where.rsplit(" ", 1)[-1])), image, prompt, (entry["chosen"], entry["rejected"])
+
+
+def _facts(entry: dict[str, Any], where: str) -> list[str]:
+    """The entry's optional ``facts``: one text or a list of texts about its image."""
+    facts = entry.get("facts", [])
+    if isinstance(facts, str):
+        facts = [facts]
+    if not isinstance(facts, list) or any(not isinstance(f, str) for f in facts):
+        raise UserError(
+            f"{where}: 'facts' must be a text or a list of texts, got {type(entry['facts']).__name__}",
+            hint='e.g. "facts": ["a black cat on a red sofa", "answer: two"]',
+        )
+    return [f.strip() for f in facts if f.strip()]
 
 
 def _unusable(file: Path | None, pair: tuple[str, str]) -> tuple[str, str] | None:

@@ -231,6 +231,28 @@ def synthetic_preference_loss(
     return loss - reference
 
 
+def synthetic_rloo_loss(
+    cfg: LlavaModel,
+    model: torch.nn.Module,
+    batch_size: int,
+    device: str,
+    vocab_size: int,
+    text_tokens: int | None = None,
+    samples_per_prompt: int = 4,
+) -> torch.Tensor:
+    """One RLOO step's scoring forwards on ``batch_size`` synthetic prompts with k answers each: the policy
+    (with gradients), the reference (adapters off) and the frozen reward model ``model["reward"]`` (no
+    gradients) on k x batch_size sequences. Sampling the answers (``generate``) is not counted."""
+    rows = samples_per_prompt * batch_size
+    policy = model["policy"]
+    loss = synthetic_loss(cfg, policy, rows, device, vocab_size, text_tokens)
+    with torch.no_grad():
+        with policy.disable_adapter():  # type: ignore[operator]
+            reference = synthetic_loss(cfg, policy, rows, device, vocab_size, text_tokens)
+        scored = synthetic_loss(cfg, model["reward"], rows, device, vocab_size, text_tokens)
+    return loss - reference - scored
+
+
 def sequence_logps(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     """Summed log-probability of each row's answer tokens (its non-ignored labels) in a collated batch."""
     from vlmforge.losses import answer_logps

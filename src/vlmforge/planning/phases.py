@@ -184,7 +184,9 @@ def _placeholder_tokenizer(vocab: int) -> Callable[[list[str], int], Any]:
 
 def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
     """The policy trains what the recipe names; the reference is the policy with its adapters switched
-    off (LoRA) or a frozen copy, which the planner counts as frozen parameters."""
+    off (LoRA) or a frozen copy, which the planner counts as frozen parameters. A reward model has no
+    reference; an RLOO step scores k answers per prompt with the policy, the reference and a frozen
+    reward model (counted as a copy of the policy's architecture)."""
     import torch
 
     from vlmforge.data.preferences import split_preferences
@@ -200,21 +202,26 @@ def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
 
     def build(device: str) -> torch.nn.Module:
         policy = llava.build_model(cfg, vocab, device=device)
-        if recipe.trainable == "lora":
-            return llava.prepare_stage(policy, cfg, "lora")
+        if recipe.method == "rloo":  # policy with adapters (LoRA-off reference) and a frozen reward model
+            reward = llava.frozen_copy(policy)
+            return torch.nn.ModuleDict({"policy": llava.prepare_stage(policy, cfg, "lora"), "reward": reward})
+        if recipe.trainable == "lora" or recipe.method == "reward_model":  # no reference, or LoRA-off
+            return llava.prepare_stage(policy, cfg, recipe.trainable)
         reference = llava.frozen_copy(policy)
         return torch.nn.ModuleDict(
             {"policy": llava.prepare_stage(policy, cfg, recipe.trainable), "reference": reference}
         )
 
-    return Phase(
-        recipe.name,
-        build,
-        lambda m, batch: llava.synthetic_preference_loss(
-            cfg, m, batch, _device_of(m), vocab, text_tokens=text
-        ),
-        recipe.batch_plan(samples),
-    )
+    def loss(m: Any, batch: int) -> Any:
+        device = _device_of(m)
+        if recipe.method == "reward_model":  # the chosen and the rejected rows, no reference
+            return llava.synthetic_loss(cfg, m, 2 * batch, device, vocab, text_tokens=text)
+        if recipe.rloo is not None:
+            k = recipe.rloo.samples_per_prompt
+            return llava.synthetic_rloo_loss(cfg, m, batch, device, vocab, text, samples_per_prompt=k)
+        return llava.synthetic_preference_loss(cfg, m, batch, device, vocab, text_tokens=text)
+
+    return Phase(recipe.name, build, loss, recipe.batch_plan(samples))
 
 
 def _train_samples(data: Any, where: str, epochs: int | None, image_size: int, split: Callable) -> int:

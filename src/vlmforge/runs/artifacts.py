@@ -210,6 +210,11 @@ def load_aligned(run_dir: Path, weights: Path | None = None) -> tuple[Any, Any, 
 
     recipe = load_recipe("align", run_dir / "recipe.yaml")
     assert isinstance(recipe, AlignRecipe) and recipe.model is not None
+    if recipe.method == "reward_model":
+        raise UserError(
+            f"{run_dir} is a reward model run: it scores answers and answers nothing itself",
+            hint="its held-out pairwise accuracy is in its result.json; a `method: rloo` run uses it",
+        )
     weights = weights or run_dir / WEIGHTS
     if weights.suffix != ".safetensors" or not weights.is_file():
         raise UserError(

@@ -1,14 +1,18 @@
-"""`vlmforge align`: preference-tune (DPO / IPO) a finetuned LLaVA, top to bottom.
+"""`vlmforge align`: preference-tune (DPO / IPO) a finetuned LLaVA, or train a reward model on the pairs
+and a policy against it (RLHF: ``method: reward_model`` then ``method: rloo``), top to bottom.
 
 finetune run (its last stage's weights, tokenizer, model section) -> plan -> run dir -> preference pairs
--> policy + frozen reference -> Trainer.fit (resumable, SIGTERM-safe) -> plain weights -> evaluation on
-the held-out pairs (VQA on the chosen answers, reward accuracy and margin).
+-> the method's module (policy + frozen reference; reward model; policy + reference + a reward run's
+model) -> Trainer.fit (resumable, SIGTERM-safe) -> plain weights -> evaluation on the held-out pairs (VQA
+on the chosen answers, reward accuracy and margin; a reward model's pairwise accuracy; an RLOO policy's
+reward gain and KL).
 
 Run directory: the pretrain layout (``recipe.yaml`` with the run's model section and the resolved
 ``from_run``, ``plan.json``, ``manifest.json``, ``checkpoints/``, ``metrics.jsonl``, ``actual.json``,
 ``result.json``, ``eval/``, ``plots/``, ``logs/`` of the recipe's loggers) plus ``tokenizer/`` (the
-finetune run's), ``model.safetensors``, its transformers ``config.json`` and ``training.json`` (the
-training outcome, so that a resumed run whose training finished only evaluates).
+finetune run's), ``model.safetensors``, its transformers ``config.json`` (not for a reward model, whose
+weights hold a scalar head as well) and ``training.json`` (the training outcome, so that a resumed run
+whose training finished only evaluates).
 """
 
 from __future__ import annotations
@@ -35,15 +39,15 @@ def run(
     import torch
 
     from vlmforge.data.conversations import IMAGE, load_tokenizer, save_tokenizer
-    from vlmforge.data.preferences import PreferenceSamples, split_preferences
+    from vlmforge.data.preferences import split_preferences
     from vlmforge.evaluate.preference import PreferenceReference
     from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
     from vlmforge.models.llava import vocab_size_for, write_run_config
     from vlmforge.runs.preflight import preflight
-    from vlmforge.training.align import AlignModule
     from vlmforge.training.fit import fit_to_weights
     from vlmforge.training.module import FitSettings
+    from vlmforge.verbs.rlhf import announcement, build_module, evaluate_rlhf, reward_run
 
     raise_all(preflight(recipe))
     recipe, source = with_source_model(recipe)
@@ -55,6 +59,8 @@ def run(
             f"data: {len(train)} training pairs cannot fill one batch of batch_size={recipe.batch_size}",
             hint="lower batch_size or add data",
         )
+    if recipe.rloo is not None:
+        reward_run(recipe.rloo.reward_run)  # a wrong reward run stops before a run directory exists
     run_dir, point = start_run(recipe, resume, confirm)
 
     tokenizer = load_tokenizer(source.run_dir / "tokenizer")
@@ -62,7 +68,8 @@ def run(
     tokens = (int(tokenizer.convert_tokens_to_ids(IMAGE)), int(tokenizer.pad_token_id))
     if not is_launched_worker():
         save_tokenizer(tokenizer, run_dir / "tokenizer")
-        write_run_config(run_dir, cfg, vocab, tokens[0])  # transformers' config of model.safetensors
+        if recipe.method != "reward_model":
+            write_run_config(run_dir, cfg, vocab, tokens[0])  # transformers' config of model.safetensors
         devices = {"accelerator": recipe.train.accelerator, "world_size": recipe.world_size}
         write_json(run_dir / "manifest.json", manifest(recipe.seed, train.images.fingerprint, devices))
 
@@ -70,12 +77,8 @@ def run(
         outcome = read_json(run_dir / TRAINING)
     else:
         batch = recipe.batch_plan(len(train))
-        module = AlignModule(
-            recipe, vocab, FitSettings(batch, recipe.optim, recipe.data.num_workers), tokens, source.weights
-        )
-        module.train_data = PreferenceSamples(
-            train, tokenizer, cfg.image_tokens, tokens[0], cfg.max_text_tokens
-        )
+        settings = FitSettings(batch, recipe.optim, recipe.data.num_workers)
+        module = build_module(recipe, vocab, settings, tokens, source, (tokenizer, train, val))
         resume_from = point.checkpoint if point else None
         note = f" from {resume_from}" if resume_from else f" from {source.run_dir}"
         outcome = fit_to_weights(
@@ -84,8 +87,7 @@ def run(
             run_dir,
             batch,
             recipe.name,
-            f"align: {recipe.dpo.loss} (beta {recipe.dpo.beta:g}), {recipe.trainable}, "
-            f"{batch.max_steps} steps{note}",
+            f"{announcement(recipe)}, {recipe.trainable}, {batch.max_steps} steps{note}",
             resume_from,
             TRAINING,
         )
@@ -97,7 +99,12 @@ def run(
     weights = run_dir / WEIGHTS if status == "completed" else stopped_at
     if "stopped" in outcome:
         metrics["stopped"] = outcome["stopped"]
-    if status == "completed" and recipe.eval and len(val) > 0:
+    if status == "completed" and recipe.method != "dpo" and len(val) > 0:
+        assert weights is not None
+        evaluated = evaluate_rlhf(recipe, tokenizer, weights, source, val)
+        EvalResult(run_dir, weights, val.name, evaluated).write()
+        metrics["eval"] = without_item_lists(evaluated)
+    elif status == "completed" and recipe.eval and len(val) > 0:
         assert weights is not None
         policy = llava_model(cfg, tokenizer, weights)
         reference = PreferenceReference(llava_model(cfg, tokenizer, source.weights), recipe.dpo.beta)
