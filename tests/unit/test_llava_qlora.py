@@ -71,6 +71,22 @@ def test_missing_bitsandbytes_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     assert "bitsandbytes" in caught.value.message and "vlmforge[qlora]" in (caught.value.hint or "")
 
 
+def test_training_with_4_bit_weights_is_refused_rather_than_run_in_16_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vlmforge.models.llava_qlora import check_qlora_runnable
+
+    find_spec = importlib.util.find_spec
+
+    def with_bitsandbytes(name: str, *args: Any) -> Any:
+        return object() if name == "bitsandbytes" else find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", with_bitsandbytes)
+    with pytest.raises(UserError, match="does not load 4-bit base weights"):
+        check_qlora_runnable(_recipe(*QLORA).model, on_gpu=True)
+    check_qlora_runnable(_recipe().model, on_gpu=True)  # no quantization: nothing to refuse
+
+
 # ----------------------------------------------------------------------------------- planning
 def test_nf4_constants_cost_0_127_bits_per_parameter() -> None:
     # QLoRA paper (Dettmers et al. 2023, §3 "Double Quantization"): 8/64 + 32/(64*256) = 0.127 bits per

@@ -37,8 +37,8 @@ def quantized_weight_count(model: torch.nn.Module, cfg: LlavaModel) -> int:
 
 
 def check_qlora_runnable(cfg: LlavaModel, on_gpu: bool) -> None:
-    """A QLoRA run needs a CUDA GPU (``on_gpu``: the run trains on one) and bitsandbytes (the ``qlora``
-    extra)."""
+    """A QLoRA run needs a CUDA GPU (``on_gpu``: the run trains on one), bitsandbytes (the ``qlora``
+    extra) and a loader of 4-bit base weights, which training does not have yet."""
     if not quantizes(cfg):
         return
     if not on_gpu:
@@ -49,3 +49,9 @@ def check_qlora_runnable(cfg: LlavaModel, on_gpu: bool) -> None:
         )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise missing_extra("bitsandbytes", "qlora")
+    # Training would otherwise hold the LLM in 16-bit, which the memory check has priced in 4-bit.
+    raise UserError(
+        "model.lora.quantize nf4: `vlmforge plan` and `vlmforge validate` price QLoRA recipes, but "
+        "`vlmforge finetune` does not load 4-bit base weights yet",
+        hint="set model.lora.quantize=none to train LoRA on 16-bit weights",
+    )
