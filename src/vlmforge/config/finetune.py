@@ -68,6 +68,26 @@ def _no_periodic_eval(train: DeviceConfig, verb: str) -> None:
         )
 
 
+QUANTIZED_TRAINABLE = ("projector", "lora", "projector+lora")  # the 4-bit LLM stays frozen in these
+
+
+def _quantized_base_is_frozen(recipe: FinetuneRecipe) -> None:
+    """QLoRA's 4-bit LLM weights take no updates: with ``model.lora.quantize: nf4`` every stage trains
+    the (16-bit) projector and/or the adapters only, and the LLM comes from ``model.llm.pretrained``,
+    which is quantized as it loads."""
+    lora = recipe.model.lora
+    if lora is None or lora.quantize == "none":
+        return
+    if recipe.model.llm.pretrained is None:
+        raise ValueError("model.lora.quantize nf4 quantizes pretrained weights: set model.llm.pretrained")
+    for stage in recipe.stages:
+        if stage.trainable not in QUANTIZED_TRAINABLE:
+            raise ValueError(
+                f"stage {stage.name!r} trains {stage.trainable!r}, but model.lora.quantize nf4 keeps the "
+                f"LLM's weights in 4-bit and frozen: use trainable {' / '.join(QUANTIZED_TRAINABLE)}"
+            )
+
+
 def _default_finetune_tasks() -> list[EvalTask]:
     return [VqaTask()]
 
@@ -103,6 +123,7 @@ class FinetuneRecipe(RunRecipe):
                 raise ValueError(f"stage {stage.name!r} trains LLaMA-Adapter prompts: set model.adapter")
         if any(task.kind == "preference" for task in self.eval):
             raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
+        _quantized_base_is_frozen(self)
         _no_periodic_eval(self.train, "finetune")
         check_eval_tasks(self.model, self.eval)
         return self

@@ -99,6 +99,14 @@ class LoraAdapters(Section):
         r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
         description="Regular expression (full match) on module names that get adapters.",
     )
+    quantize: Literal["none", "nf4"] = Field(
+        "none",
+        description="Base weights under the adapters. 'nf4': QLoRA (Dettmers et al. 2023): the LLM's linear "
+        "layers in 4-bit NormalFloat with double quantization, computed in bf16 (bitsandbytes, CUDA GPUs "
+        "only; needs llm.pretrained). Embeddings, LM head, norms, the vision encoder and the projector stay "
+        "16-bit, so stages may train the projector and/or the adapters, never the LLM's own weights. "
+        "Planned and validated; `vlmforge finetune` refuses it for now.",
+    )
 
 
 class MaplMapper(Section):

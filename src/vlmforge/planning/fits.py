@@ -37,6 +37,7 @@ def recipe_memory(recipe: TrainingRecipe, cost: PhaseCost, micro_batch: int) -> 
         recipe.world_size,
         activation_checkpointing=recipe.train.activation_checkpointing,
         cpu_offload=offload,
+        quantized_params=cost.quantized_params,
     )
 
 

@@ -93,6 +93,7 @@ def choose(
                     count,
                     activation_checkpointing=layout.checkpointing,
                     cpu_offload=layout.offload,
+                    quantized_params=cost.quantized_params,
                 )
                 smallest_gb = mem.total_gb if smallest_gb is None else min(smallest_gb, mem.total_gb)
                 if mem.total_gb <= accel.memory_gb:

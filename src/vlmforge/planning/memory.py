@@ -26,6 +26,14 @@ def state_bytes(precision: str, strategy: str) -> tuple[int, int, int]:
     return 4, 4, 8
 
 
+def nf4_bytes_per_param(block: int = 64, second_block: int = 256) -> float:
+    """Bytes per frozen weight in QLoRA's 4-bit NormalFloat with double quantization (Dettmers et al. 2023,
+    §3: 4 bits, plus one 8-bit absmax per ``block`` weights and one fp32 absmax per ``second_block`` of
+    those: 8/64 + 32/(64*256) = 0.127 bits)."""
+    constant_bits = 8 / block + 32 / (block * second_block)
+    return (4 + constant_bits) / 8
+
+
 ALLOCATOR_MARGIN = 1.10  # fragmentation and workspace: 10% on top (measured peaks run 5-15% over live bytes)
 RUNTIME_GB = 1.0  # CUDA context, kernels, communication buffers per process
 
@@ -96,14 +104,17 @@ def estimate_memory(
     world: int,
     activation_checkpointing: bool = False,
     cpu_offload: bool = False,
+    quantized_params: int = 0,
 ) -> MemoryEstimate:
+    """Memory per device; ``quantized_params`` of the frozen parameters are QLoRA's 4-bit NF4 weights."""
     weight_b, grad_b, optim_b = state_bytes(precision, strategy)
     if cpu_offload:  # ZeRO-Offload: fp32 master weights, fp32 grads and Adam moments live in CPU memory
         grad_b, optim_b = min(grad_b, 2), 0
     frozen_b = 2 if precision != "32" else 4  # frozen towers keep only a working copy
     dw, dg, do = shard_divisors(strategy, world)
     gb = 1024**3
-    weights = (trainable_params * weight_b + frozen_params * frozen_b) / dw / gb
+    frozen = (frozen_params - quantized_params) * frozen_b + quantized_params * nf4_bytes_per_param()
+    weights = (trainable_params * weight_b + frozen) / dw / gb
     grads = trainable_params * grad_b / dg / gb
     optimizer = trainable_params * optim_b / do / gb
     act_scale = 0.5 if precision != "32" else 1.0  # measured in fp32 on meta; autocast keeps most in 16-bit

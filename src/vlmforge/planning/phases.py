@@ -38,6 +38,7 @@ class Phase:
     build: Callable[[str], Any]  # device -> the model with this phase's frozen parts and adapters
     loss: Callable[[Any, int], Any]  # (model, batch size) -> scalar loss of one training forward
     batch: BatchPlan  # as the verb will train it
+    quantized: Callable[[Any], int] | None = None  # model -> frozen weights held in 4-bit (QLoRA)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class PhaseCost:
     activation_bytes_per_sample: int
     global_batch: int
     micro_batch: int  # per device, as the recipe trains it
+    quantized_params: int = 0  # of the frozen ones, held in 4-bit NF4 (QLoRA)
 
 
 def planned_model(recipe: TrainingRecipe) -> Any:
@@ -114,7 +116,7 @@ def phases(recipe: TrainingRecipe) -> list[Phase]:
 
 def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Phase:
     from vlmforge.data.conversations import split_conversations
-    from vlmforge.models import llava
+    from vlmforge.models import llava, llava_qlora
 
     cfg = recipe.model.without_pretrained()
     text = stage.data.mean_text_tokens or cfg.max_text_tokens
@@ -129,6 +131,7 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
         ),
         lambda m, batch: llava.synthetic_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
         recipe.batch_plan(stage, samples),
+        lambda m: llava_qlora.quantized_weight_count(m, cfg),
     )
 
 
@@ -259,6 +262,7 @@ def phase_cost(phase: Phase) -> PhaseCost:
         count.saved_bytes,
         phase.batch.global_batch,
         phase.batch.micro_batch,
+        phase.quantized(model) if phase.quantized is not None else 0,
     )
 
 

@@ -33,6 +33,8 @@ def preflight(recipe: TrainingRecipe) -> list[UserError]:
         from vlmforge.models.llava import transformers_module
 
         basics.insert(0, transformers_module)
+    if isinstance(recipe, FinetuneRecipe):
+        basics.append(lambda: check_qlora(recipe))
     resolved: list[TrainingRecipe] = [recipe]
     if isinstance(recipe, AlignRecipe):  # its model is its from_run's
         from vlmforge.runs.artifacts import with_source_model
@@ -47,6 +49,16 @@ def preflight(recipe: TrainingRecipe) -> list[UserError]:
         checks.insert(0, lambda: check_image_size(recipe))
         checks.insert(0, lambda: check_pretrained(recipe))
     return collect(checks)
+
+
+def check_qlora(recipe: FinetuneRecipe) -> None:
+    """``model.lora.quantize: nf4`` trains on a CUDA GPU with bitsandbytes installed."""
+    import torch
+
+    from vlmforge.models.llava_qlora import check_qlora_runnable
+    from vlmforge.training.requirements import on_cpu
+
+    check_qlora_runnable(recipe.model, not on_cpu(recipe) and torch.cuda.is_available())
 
 
 def check_image_size(recipe: PretrainRecipe) -> None:
