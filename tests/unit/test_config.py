@@ -31,7 +31,7 @@ def test_every_shipped_recipe_validates_and_round_trips(name: str, tmp_path: Pat
     expected = "eval" if group == "eval" else expected
     if group == "llava" or name.startswith("debug/llava"):
         expected = expected or "finetune"
-    if group == "peft" or "method" in read_yaml(path):  # contrastive finetuning methods
+    if group == "peft" or ("method" in read_yaml(path) and not aligned):  # contrastive finetuning methods
         expected = "finetune"
     assert verb == (expected or "pretrain")
     recipe = load_recipe(verb, path)

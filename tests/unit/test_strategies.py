@@ -200,9 +200,9 @@ def test_plan_prints_the_recipe_overrides_of_its_pick() -> None:
     result = plan.run(recipe, ["a100-40gb"], [8, 64])
     buffer = io.StringIO()
     plan_table(Console(file=buffer, width=300), result)
-    assert result.cheapest is not None
-    row = result.rows[result.cheapest]
-    line = next(text for text in buffer.getvalue().splitlines() if text.startswith("cheapest"))
+    assert result.pick is not None
+    row = result.rows[result.pick]
+    line = next(text for text in buffer.getvalue().splitlines() if text.startswith("pick"))
     assert line.endswith(f"vlmforge pretrain -c RECIPE {row.recipe_overrides}")
     picked = _recipe(*row.recipe_overrides.split(), f"data.batch_size={recipe.data.batch_size}")
     assert picked.world_size == row.count and picked.batch_plan().accumulate == row.accumulate
@@ -221,9 +221,10 @@ def test_plan_of_a_staged_recipe_prints_stage_micro_batches_that_load() -> None:
     result = plan.run(recipe, ["a100-80gb"], [1, 2])
     buffer = io.StringIO()
     plan_table(Console(file=buffer, width=300), result)
-    line = next(text for text in buffer.getvalue().splitlines() if text.startswith("cheapest"))
+    line = next(text for text in buffer.getvalue().splitlines() if text.startswith("pick"))
     assert "vlmforge finetune -c RECIPE" in line
-    row = result.rows[result.cheapest]
+    assert result.pick is not None
+    row = result.rows[result.pick]
     picked = load_recipe("finetune", find_recipe("debug/llava-tiny"), row.recipe_overrides.split())
     for stage, planned in zip(picked.stages, row.stages, strict=True):
         batch = picked.batch_plan(stage)

@@ -246,11 +246,12 @@ RECIPES: dict[str, type[Section]] = {
 def recipe_verb(data: dict[str, object]) -> str:
     """The verb a recipe mapping is written for: a curation has ``steps`` or an ``input`` pool, an
     evaluation names a ``run`` (or a ``model`` folder), a finetune has ``stages``, an alignment starts
-    ``from_run``, a contrastive finetune has a ``method``; anything else is a pretrain recipe."""
-    if "method" in data:
-        return "finetune"
+    ``from_run`` (whatever its ``method``: dpo, reward_model, rloo), a contrastive finetune has a
+    ``method``; anything else is a pretrain recipe."""
     if "from_run" in data:
         return "align"
+    if "method" in data:
+        return "finetune"
     if "steps" in data or "input" in data:
         return "curate"
     if "run" in data or isinstance(data.get("model"), str):  # a training recipe's model is a section
