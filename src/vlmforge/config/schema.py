@@ -32,6 +32,7 @@ from vlmforge.config.data import (  # noqa: F401  (re-exported)
     ReferringCanvases,
     ReferringJsonData,
     WebDatasetData,
+    BoxCanvases,
 )
 from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
     CaptioningTask,
@@ -174,7 +175,8 @@ EvalData = Annotated[
     | PreferenceJsonData
     | DigitsPreferences
     | ReferringJsonData
-    | ReferringCanvases,
+    | ReferringCanvases
+    | BoxCanvases,
     Field(discriminator="kind"),
 ]
 

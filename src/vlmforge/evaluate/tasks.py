@@ -28,6 +28,7 @@ from vlmforge.data.base import ImageTextSet
 from vlmforge.data.perturb import PERTURBATIONS, attribute_words, perturb
 from vlmforge.data.tokenizers import TextTokenizer
 from vlmforge.errors import UserError
+from vlmforge.evaluate.box_grounding import box_head_grounding
 from vlmforge.evaluate.captioning import captioning
 from vlmforge.evaluate.grounding import llava_grounding
 from vlmforge.evaluate.item_predictions import compositional_rows, probe_rows, retrieval_rows, zero_shot_rows
@@ -261,5 +262,9 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "linear_probe": linear_probe,
     "vqa": vqa,
     "preference": preference,
-    "grounding": llava_grounding,
+    "grounding": lambda context, task: (
+        box_head_grounding(context, task)
+        if isinstance(context.data, ImageTextSet)
+        else llava_grounding(context, task)
+    ),
 }
