@@ -222,9 +222,10 @@ def preference_loss(
 
 
 def box_loss(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """X-VLM's box loss (Zeng et al. 2022, §3.4.1; ``XVLMBase.get_bbox_loss`` of github.com/zengyan-97/X-VLM):
-    L1 on normalised (cx, cy, w, h), summed over the 4 coordinates, plus 1 - GIoU (Rezatofighi et al. 2019,
-    ``torchvision.ops.generalized_box_iou_loss``), both averaged over the boxes; boxes [B, 4], x1, y1, x2, y2."""
+    """X-VLM's box loss (Zeng et al. 2022, §3.4.1; ``get_bbox_loss`` of github.com/zengyan-97/X-VLM):
+    L1 on normalised (cx, cy, w, h), summed over the 4 coordinates, plus 1 - GIoU (Rezatofighi et al.
+    2019, ``torchvision.ops.generalized_box_iou_loss``), both averaged over the boxes; boxes [B, 4] in
+    normalised x1, y1, x2, y2."""
     from torchvision.ops import generalized_box_iou_loss
 
     from vlmforge.models.box_head import xyxy_to_cxcywh

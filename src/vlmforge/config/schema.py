@@ -18,6 +18,7 @@ from vlmforge.config.curate import CurateRecipe
 from vlmforge.config.data import (  # noqa: F401  (re-exported)
     OPENAI_MEAN,
     OPENAI_STD,
+    BoxCanvases,
     ConversationSource,
     DataBase,
     DataSource,
@@ -32,7 +33,6 @@ from vlmforge.config.data import (  # noqa: F401  (re-exported)
     ReferringCanvases,
     ReferringJsonData,
     WebDatasetData,
-    BoxCanvases,
 )
 from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
     CaptioningTask,

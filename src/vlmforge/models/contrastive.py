@@ -192,9 +192,9 @@ def synthetic_loss(
     cfg: ClipModel, model: torch.nn.Module, batch_size: int, device: str, vocab_size: int
 ) -> torch.Tensor:
     """Both towers on ``batch_size`` synthetic image-caption pairs (plus the hard-negative captions, the two
-    SLIP views with their head, CLIP-rocket's strong views with theirs, X-VLM's box head, when the recipe has them), reduced
-    to a scalar. (The B x B similarity
-    matrices of the real losses are negligible per sample and left out.)"""
+    SLIP views with their head, CLIP-rocket's strong views with theirs, or X-VLM's box head, when the
+    recipe has them), reduced to a scalar. (The B x B similarity matrices of the real losses are
+    negligible per sample and left out.)"""
     side, ctx = image_size(cfg, model), context_length(cfg, model)
     captions = 2 * batch_size if cfg.hard_negatives is not None else batch_size
     image = torch.zeros(batch_size, 3, side, side, device=device)
