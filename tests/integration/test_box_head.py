@@ -16,6 +16,7 @@ def test_box_head_recipe_lowers_the_box_loss_and_reports_grounding(tmp_path: Pat
         tmp_path,
         "debug/clip-box-tiny",
         "train.max_steps=40",
+        "train.log_every_steps=10",
         "data.canvases.count=600",
         "eval=[{kind: grounding, shown: 0}]",
     )

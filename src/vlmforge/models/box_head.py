@@ -15,7 +15,9 @@ class BoxHead(nn.Module):
 
     def __init__(self, cfg: BoxHeadConfig, embed_dim: int, width: int) -> None:
         super().__init__()
-        self.query = nn.Linear(embed_dim, width)
+        # the unit-norm text embedding, LayerNormed to unit variance: a query that small would spread its
+        # attention evenly over the patches, and read only the mean box
+        self.query = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, width))
         self.attention = nn.MultiheadAttention(width, cfg.heads, batch_first=True)
         self.norm = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, cfg.hidden_dim), nn.GELU(), nn.Linear(cfg.hidden_dim, 4))
