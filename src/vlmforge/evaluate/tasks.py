@@ -254,6 +254,13 @@ def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
     return metrics
 
 
+def grounding(context: EvalContext, task: Any) -> dict[str, Any]:
+    """A contrastive model's box head on image-caption data with boxes; LLaVA's answers on conversations."""
+    if isinstance(context.data, ImageTextSet):
+        return box_head_grounding(context, task)
+    return llava_grounding(context, task)
+
+
 TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "zeroshot": zero_shot,
     "retrieval": retrieval,
@@ -262,9 +269,5 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "linear_probe": linear_probe,
     "vqa": vqa,
     "preference": preference,
-    "grounding": lambda context, task: (
-        box_head_grounding(context, task)
-        if isinstance(context.data, ImageTextSet)
-        else llava_grounding(context, task)
-    ),
+    "grounding": grounding,
 }
