@@ -219,3 +219,17 @@ def preference_loss(
         "chosen_reward": chosen_reward.mean(),
         "rejected_reward": rejected_reward.mean(),
     }
+
+
+def box_loss(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """X-VLM's box loss (Zeng et al. 2022, §3.4.1; ``get_bbox_loss`` of github.com/zengyan-97/X-VLM):
+    L1 on normalised (cx, cy, w, h), summed over the 4 coordinates, plus 1 - GIoU (Rezatofighi et al.
+    2019, ``torchvision.ops.generalized_box_iou_loss``), both averaged over the boxes; boxes [B, 4] in
+    normalised x1, y1, x2, y2."""
+    from torchvision.ops import generalized_box_iou_loss
+
+    from vlmforge.models.box_head import xyxy_to_cxcywh
+
+    l1 = F.l1_loss(xyxy_to_cxcywh(predicted), xyxy_to_cxcywh(target), reduction="sum") / len(target)
+    giou = generalized_box_iou_loss(predicted, target, reduction="mean")
+    return {"box": l1 + giou, "box_l1": l1.detach(), "box_giou": giou.detach()}

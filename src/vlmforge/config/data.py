@@ -144,9 +144,6 @@ class FfcvData(DataBase):
     )
 
 
-DataSource = Annotated[DigitsData | FolderData | WebDatasetData | FfcvData, Field(discriminator="kind")]
-
-
 # ----------------------------------------------------------------------------------------- finetune
 class ConversationDataBase(Section):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device.")
@@ -249,6 +246,30 @@ class ReferringCanvases(ReferringFields):
 
 ConversationSource = Annotated[
     LlavaJsonData | DigitsConversations | ReferringJsonData | ReferringCanvases, Field(discriminator="kind")
+]
+
+
+class BoxCanvases(DataBase):
+    """The referring canvases as image-caption pairs for pretraining: the caption is the expression, and
+    each sample carries its object's box (normalised x1, y1, x2, y2) for ``model.box_head``."""
+
+    kind: Literal["box-canvases"] = "box-canvases"
+    image_size: int = Field(32, ge=8, le=1024, description="Canvases are resized to this side.")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    canvases: ReferringCanvases = Field(
+        default_factory=ReferringCanvases,
+        description="How the canvases are drawn (count, canvas_size, objects, seed, val_fraction, ...).",
+    )
+
+    @property
+    def val_fraction(self) -> float:
+        """The held-out fraction (the held-out canvases draw their digits from images training never sees)."""
+        return self.canvases.val_fraction
+
+
+DataSource = Annotated[
+    DigitsData | FolderData | WebDatasetData | FfcvData | BoxCanvases, Field(discriminator="kind")
 ]
 
 

@@ -160,7 +160,7 @@ EMBEDDING_TASKS = ("zeroshot", "retrieval", "compositional", "linear_probe")
 EMBEDDING_BENCHMARKS = ("imagenet", "karpathy_retrieval", "sugarcrepe", "aro")
 COCA_TASKS = (*EMBEDDING_TASKS[:3], "captioning", "linear_probe")
 EVAL_TASKS: dict[str, tuple[str, ...]] = {
-    "clip": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
+    "clip": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS, "grounding"),
     "siglip": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
     "coca": (*COCA_TASKS, *EMBEDDING_BENCHMARKS, "karpathy_captioning"),
     "masked": ("linear_probe",),

@@ -62,6 +62,15 @@ class SslConfig(ImageAugment):
     out_dim: int = Field(256, ge=8, description="Output width of the projection head.")
 
 
+class BoxHeadConfig(Section):
+    """X-VLM's box head (Zeng et al. 2022, §3.4.1): the caption's embedding attends to the image's patch
+    tokens and an MLP predicts the box of the object it names; trained with L1 + GIoU on matched pairs."""
+
+    weight: float = Field(1.0, gt=0, description="Total loss = contrastive + weight x (L1 + GIoU).")
+    heads: int = Field(2, ge=1, description="Attention heads of the cross-attention (divides vision width).")
+    hidden_dim: int = Field(64, ge=4, description="Hidden width of the MLP that outputs the box.")
+
+
 class ClipModel(Section):
     """Contrastive dual encoder trained with the InfoNCE loss (CLIP, Radford et al. 2021)."""
 
@@ -106,6 +115,11 @@ class ClipModel(Section):
         description="CLIP-rocket: a weak view of each image for the contrastive loss, and strong image and "
         "caption views scored against each other through separate heads.",
     )
+    box_head: BoxHeadConfig | None = Field(
+        None,
+        description="X-VLM's box head: predict the box of the caption's object from the patch tokens "
+        "(data with boxes, e.g. data.kind box-canvases).",
+    )
 
     @model_validator(mode="after")
     def _arch_or_towers(self) -> ClipModel:
@@ -122,6 +136,15 @@ class ClipModel(Section):
         if self.augment is not None and (self.multi_positive or self.hard_negatives is not None):
             raise ValueError(
                 "augment adds CLIP-rocket's loss to plain InfoNCE: drop multi_positive/hard_negatives"
+            )
+        others = (self.ssl, self.augment, self.hard_negatives, self.multi_positive or None)
+        if self.box_head is not None and any(option is not None for option in others):
+            raise ValueError(
+                "box_head is added to plain InfoNCE: drop ssl/augment/hard_negatives/multi_positive"
+            )
+        if self.box_head is not None and self.vision is not None and self.vision.width % self.box_head.heads:
+            raise ValueError(
+                f"box_head.heads {self.box_head.heads} must divide vision.width {self.vision.width}"
             )
         return self
 
@@ -144,6 +167,8 @@ class SigLipModel(ClipModel):
             raise ValueError("multi_positive spreads a softmax target over positives: use it with kind: clip")
         if self.augment is not None:
             raise ValueError("augment follows CLIP-rocket's softmax (InfoNCE) losses: use it with kind: clip")
+        if self.box_head is not None:
+            raise ValueError("box_head is trained beside the InfoNCE loss: use it with kind: clip")
         return self
 
 

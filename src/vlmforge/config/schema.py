@@ -18,6 +18,7 @@ from vlmforge.config.curate import CurateRecipe
 from vlmforge.config.data import (  # noqa: F401  (re-exported)
     OPENAI_MEAN,
     OPENAI_STD,
+    BoxCanvases,
     ConversationSource,
     DataBase,
     DataSource,
@@ -174,7 +175,8 @@ EvalData = Annotated[
     | PreferenceJsonData
     | DigitsPreferences
     | ReferringJsonData
-    | ReferringCanvases,
+    | ReferringCanvases
+    | BoxCanvases,
     Field(discriminator="kind"),
 ]
 

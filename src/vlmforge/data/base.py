@@ -35,6 +35,7 @@ class ImageTextSet:
     fingerprint: str = ""
     rejected: list[Drop] = field(default_factory=list)
     caption_keys: list[str] | None = None  # per key: samples sharing one share a caption (multi-positive)
+    boxes: np.ndarray | None = None  # per key: [4] box of the caption's object, normalised x1, y1, x2, y2
 
     def __post_init__(self) -> None:
         if self.indices is None:
@@ -52,6 +53,12 @@ class ImageTextSet:
     def label(self, i: int) -> int | None:
         return None if self.labels is None else int(self.labels[self.indices[i]])
 
+    def box(self, i: int) -> tuple[float, float, float, float]:
+        """The box of sample ``i``'s object (normalised x1, y1, x2, y2); only for sources with boxes."""
+        assert self.boxes is not None
+        x1, y1, x2, y2 = (float(v) for v in self.boxes[int(self.indices[i])])
+        return (x1, y1, x2, y2)
+
     def key(self, i: int) -> str:
         return self.keys[int(self.indices[i])]
 
@@ -68,6 +75,7 @@ class ImageTextSet:
             fingerprint=self.fingerprint,
             rejected=self.rejected,
             caption_keys=self.caption_keys,
+            boxes=self.boxes,
         )
 
     @property

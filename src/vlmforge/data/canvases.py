@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vlmforge.config.schema import ReferringCanvases
+from vlmforge.config.schema import BoxCanvases, ReferringCanvases
 from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
 from vlmforge.data.referring import ReferringSet, referring_conversations
 
@@ -76,6 +76,22 @@ def canvas_set(cfg: ReferringCanvases, image_size: int) -> ReferringSet:
     )
     sides = np.full(cfg.count, float(cfg.canvas_size))
     return referring_conversations(images, expressions, boxes, sides, cfg.location_bins, cfg.prompt)
+
+
+def box_canvas_set(cfg: BoxCanvases) -> ImageTextSet:
+    """The canvases as image-expression pairs, each with its object's box (``ImageTextSet.boxes``); the
+    held-out split is the one ``canvas_set`` holds out, since neither has labels to stratify by."""
+    drawn = cfg.canvases.model_copy(update={"mean": cfg.mean, "std": cfg.std})
+    referring = canvas_set(drawn, cfg.image_size)
+    images = referring.images
+    return ImageTextSet(
+        name="box-canvases",
+        keys=images.keys,
+        captions=images.captions,
+        load_image=images.load_image,
+        fingerprint=images.fingerprint,
+        boxes=referring.boxes.astype(np.float32),
+    )
 
 
 def _layout(

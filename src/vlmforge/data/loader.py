@@ -161,6 +161,8 @@ class CaptionedImages(torch.utils.data.Dataset):
         caption = self.caption(epoch, used)
         # a substitute brings its own caption, hence its own id: it is a positive only of what it shows
         grouped = {} if self.caption_ids is None else {"caption_id": torch.tensor(self.caption_ids[used])}
+        if self.data.boxes is not None:  # the box of the object the caption names (model.box_head)
+            grouped["box"] = torch.tensor(self.data.box(used))
         return grouped | {
             "caption": caption,
             "text": self._tokens(caption),

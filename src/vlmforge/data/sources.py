@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vlmforge.config.schema import (
+    BoxCanvases,
     DataBase,
     DigitsData,
     FfcvData,
@@ -15,6 +16,7 @@ from vlmforge.config.schema import (
     WebDatasetData,
 )
 from vlmforge.data.base import ImageTextSet, split_indices
+from vlmforge.data.canvases import box_canvas_set
 from vlmforge.data.digits import digits_set
 from vlmforge.data.ffcv import ffcv_set
 from vlmforge.data.folder import folder_set
@@ -25,6 +27,7 @@ SOURCES: dict[type[DataBase], Callable[..., ImageTextSet]] = {
     FolderData: folder_set,
     WebDatasetData: webdataset_set,
     FfcvData: ffcv_set,
+    BoxCanvases: box_canvas_set,
 }
 
 

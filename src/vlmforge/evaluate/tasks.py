@@ -28,6 +28,7 @@ from vlmforge.data.base import ImageTextSet
 from vlmforge.data.perturb import PERTURBATIONS, attribute_words, perturb
 from vlmforge.data.tokenizers import TextTokenizer
 from vlmforge.errors import UserError
+from vlmforge.evaluate.box_grounding import box_head_grounding
 from vlmforge.evaluate.captioning import captioning
 from vlmforge.evaluate.grounding import llava_grounding
 from vlmforge.evaluate.item_predictions import compositional_rows, probe_rows, retrieval_rows, zero_shot_rows
@@ -253,6 +254,13 @@ def linear_probe(context: EvalContext, task: LinearProbeTask) -> dict[str, Any]:
     return metrics
 
 
+def grounding(context: EvalContext, task: Any) -> dict[str, Any]:
+    """A contrastive model's box head on image-caption data with boxes; LLaVA's answers on conversations."""
+    if isinstance(context.data, ImageTextSet):
+        return box_head_grounding(context, task)
+    return llava_grounding(context, task)
+
+
 TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "zeroshot": zero_shot,
     "retrieval": retrieval,
@@ -261,5 +269,5 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "linear_probe": linear_probe,
     "vqa": vqa,
     "preference": preference,
-    "grounding": llava_grounding,
+    "grounding": grounding,
 }

@@ -44,6 +44,11 @@ def build_model(cfg: ClipModel, vocab_size: int, device: str = "cpu") -> torch.n
     if cfg.augment is not None:
         with torch.device(device):
             model.augment_heads = AugmentHeads(cfg.augment, embed_dim(cfg))
+    if cfg.box_head is not None:
+        from vlmforge.models.box_head import BoxHead, token_width
+
+        with torch.device(device):
+            model.box_head = BoxHead(cfg.box_head, embed_dim(cfg), token_width(model))
     return model
 
 
@@ -187,13 +192,20 @@ def synthetic_loss(
     cfg: ClipModel, model: torch.nn.Module, batch_size: int, device: str, vocab_size: int
 ) -> torch.Tensor:
     """Both towers on ``batch_size`` synthetic image-caption pairs (plus the hard-negative captions, the two
-    SLIP views with their head and CLIP-rocket's strong views with theirs when the recipe has them), reduced
-    to a scalar. (The B x B similarity
-    matrices of the real losses are negligible per sample and left out.)"""
+    SLIP views with their head, CLIP-rocket's strong views with theirs, or X-VLM's box head, when the
+    recipe has them), reduced to a scalar. (The B x B similarity matrices of the real losses are
+    negligible per sample and left out.)"""
     side, ctx = image_size(cfg, model), context_length(cfg, model)
     captions = 2 * batch_size if cfg.hard_negatives is not None else batch_size
     image = torch.zeros(batch_size, 3, side, side, device=device)
     text = torch.zeros(captions, ctx, dtype=torch.long, device=device)
+    if cfg.box_head is not None:  # one pass of the image tower gives the embedding and the head's tokens
+        from vlmforge.models.box_head import encode_with_tokens
+
+        image_features, tokens = encode_with_tokens(model, image)
+        text_features = model.encode_text(text, normalize=True)
+        boxes = model.box_head(tokens, text_features)
+        return (image_features * text_features).sum() + boxes.sum()
     image_features, text_features = model(image, text)[:2]
     total = (image_features * text_features[:batch_size]).sum() + text_features[batch_size:].sum()
     if cfg.ssl is not None:

@@ -13,7 +13,9 @@ import torch
 from vlmforge.config.augment import ImageAugment
 from vlmforge.config.schema import SigLipModel
 from vlmforge.data.loader import GlobalBatchSampler
+from vlmforge.errors import UserError
 from vlmforge.losses import (
+    box_loss,
     clip_loss,
     cross_augmented_loss,
     multi_positive_loss,
@@ -87,6 +89,8 @@ class ContrastiveModule(TrainingModule):
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.recipe.model.augment is not None:
             return self.augmented_terms(batch)
+        if self.recipe.model.box_head is not None:
+            return self.box_terms(batch)
         negatives = batch.get("negative_text")
         text = batch["text"] if negatives is None else torch.cat([batch["text"], negatives])
         image_features, text_features, logit_scale, *bias = self(batch["image"], text)
@@ -106,6 +110,29 @@ class ContrastiveModule(TrainingModule):
         if self.recipe.model.ssl is not None:
             terms["ssl"] = self.ssl_loss(batch)
             terms["loss"] = terms["loss"] + self.recipe.model.ssl.weight * terms["ssl"]
+        terms["logit_scale"] = logit_scale.detach()
+        return terms
+
+    def box_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """InfoNCE plus X-VLM's box loss on each image's own caption (the matched pairs), times its weight;
+        the image tower runs once, giving the embedding and the patch tokens the head attends to."""
+        from vlmforge.models.box_head import cxcywh_to_xyxy, encode_with_tokens
+
+        cfg = self.recipe.model.box_head
+        assert cfg is not None
+        if "box" not in batch:
+            raise UserError(
+                f"model.box_head needs a box per sample, and data.kind {self.recipe.data.kind!r} has none",
+                hint="use data.kind: box-canvases, or drop model.box_head",
+            )
+        image_features, tokens = encode_with_tokens(self.model, batch["image"])
+        text_features = self.model.encode_text(batch["text"], normalize=True)
+        logit_scale = self.model.logit_scale.exp()
+        terms = clip_loss(image_features, text_features, logit_scale, self.objective)
+        predicted = cxcywh_to_xyxy(self.model.box_head(tokens, text_features))
+        terms |= box_loss(predicted, batch["box"].to(predicted.dtype))
+        terms["loss"] = terms["loss"] + cfg.weight * terms["box"]
+        terms["box"] = terms["box"].detach()
         terms["logit_scale"] = logit_scale.detach()
         return terms
 
