@@ -226,10 +226,9 @@ def box_loss(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, torch.T
     L1 on normalised (cx, cy, w, h), summed over the 4 coordinates, plus 1 - GIoU (Rezatofighi et al.
     2019, ``torchvision.ops.generalized_box_iou_loss``), both averaged over the boxes; boxes [B, 4] in
     normalised x1, y1, x2, y2."""
-    from torchvision.ops import generalized_box_iou_loss
+    from torchvision.ops import box_convert, generalized_box_iou_loss
 
-    from vlmforge.models.box_head import xyxy_to_cxcywh
-
-    l1 = F.l1_loss(xyxy_to_cxcywh(predicted), xyxy_to_cxcywh(target), reduction="sum") / len(target)
+    centred = [box_convert(boxes, "xyxy", "cxcywh") for boxes in (predicted, target)]
+    l1 = F.l1_loss(*centred, reduction="sum") / len(target)
     giou = generalized_box_iou_loss(predicted, target, reduction="mean")
     return {"box": l1 + giou, "box_l1": l1.detach(), "box_giou": giou.detach()}

@@ -45,18 +45,15 @@ def encode_with_tokens(model: nn.Module, image: torch.Tensor) -> tuple[torch.Ten
     return nn.functional.normalize(pooled, dim=-1), tokens
 
 
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    centre, size = boxes[..., :2], boxes[..., 2:]
-    return torch.cat([centre - size / 2, centre + size / 2], dim=-1)
+def to_xyxy(centred: torch.Tensor) -> torch.Tensor:
+    """The head's (cx, cy, w, h) as (x1, y1, x2, y2), torchvision's conversion."""
+    from torchvision.ops import box_convert
 
-
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    low, high = boxes[..., :2], boxes[..., 2:]
-    return torch.cat([(low + high) / 2, high - low], dim=-1)
+    return box_convert(centred, "cxcywh", "xyxy")
 
 
 @torch.no_grad()
 def predict_boxes(model: nn.Module, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Boxes [B, 4] (normalised x1, y1, x2, y2) the box head names for each image-caption pair."""
     _, tokens = encode_with_tokens(model, image)
-    return cxcywh_to_xyxy(model.box_head(tokens, model.encode_text(text, normalize=True)))
+    return to_xyxy(model.box_head(tokens, model.encode_text(text, normalize=True)))

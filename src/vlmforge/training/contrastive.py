@@ -116,7 +116,7 @@ class ContrastiveModule(TrainingModule):
     def box_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """InfoNCE plus X-VLM's box loss on each image's own caption (the matched pairs), times its weight;
         the image tower runs once, giving the embedding and the patch tokens the head attends to."""
-        from vlmforge.models.box_head import cxcywh_to_xyxy, encode_with_tokens
+        from vlmforge.models.box_head import encode_with_tokens, to_xyxy
 
         cfg = self.recipe.model.box_head
         assert cfg is not None
@@ -129,7 +129,7 @@ class ContrastiveModule(TrainingModule):
         text_features = self.model.encode_text(batch["text"], normalize=True)
         logit_scale = self.model.logit_scale.exp()
         terms = clip_loss(image_features, text_features, logit_scale, self.objective)
-        predicted = cxcywh_to_xyxy(self.model.box_head(tokens, text_features))
+        predicted = to_xyxy(self.model.box_head(tokens, text_features))
         terms |= box_loss(predicted, batch["box"].to(predicted.dtype))
         terms["loss"] = terms["loss"] + cfg.weight * terms["box"]
         terms["box"] = terms["box"].detach()

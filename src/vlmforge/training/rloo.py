@@ -12,6 +12,7 @@ children (like the frozen reference) so that the optimizer and checkpoints never
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,8 @@ def sample_answers(
 
 
 class RlooModule(AlignModule):
-    """``train_data`` is a ``PromptSamples`` of the training pairs; ``heldout`` the pairs whose VQA accuracy
-    is logged every ``rloo.eval_every_steps``."""
+    """``train_data`` is a ``PromptSamples`` of the training pairs; ``heldout_accuracy(model)`` gives the
+    held-out VQA accuracy logged every ``rloo.eval_every_steps`` (the caller's: evaluation sits above)."""
 
     def __init__(
         self,
@@ -85,7 +86,7 @@ class RlooModule(AlignModule):
         init_weights: Path,
         scorer: RewardScorer,
         tokenizer: Any,
-        heldout: PreferenceSet,
+        heldout_accuracy: Callable[[torch.nn.Module], float],
     ) -> None:
         super().__init__(recipe, vocab_size, settings, tokens, init_weights)
         assert recipe.rloo is not None
@@ -94,7 +95,7 @@ class RlooModule(AlignModule):
         self.collate = functools.partial(collate_prompts, pad_id=self.pad_id)
         self.scorer = (scorer,)  # a tuple: not a child module
         self.tokenizer = tokenizer
-        self.heldout = heldout
+        self.heldout_accuracy = heldout_accuracy
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -125,24 +126,10 @@ class RlooModule(AlignModule):
         every, step = self.rloo.eval_every_steps, self.trainer.global_step + 1  # the step this batch ends
         ends_step = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
         if every is not None and ends_step and (step % every == 0 or step == self.trainer.max_steps):
-            self.last_terms["heldout_vqa_accuracy"] = torch.tensor(self.heldout_accuracy())
+            was_training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                accuracy = self.heldout_accuracy(self.model)
+            self.model.train(was_training)
+            self.last_terms["heldout_vqa_accuracy"] = torch.tensor(accuracy)
         return loss
-
-    @torch.no_grad()
-    def heldout_accuracy(self) -> float:
-        """VQA accuracy of the policy's greedy answers on the first ``rloo.eval_samples`` held-out pairs."""
-        from vlmforge.evaluate.vqa import answer
-        from vlmforge.evaluate.vqa_accuracy import vqa_score
-
-        count = min(len(self.heldout), self.rloo.eval_samples)
-        if count == 0:
-            return float("nan")
-        turns = [self.heldout.turns(i) for i in range(count)]
-        images = [self.heldout.image(i) for i in range(count)]
-        was_training = self.model.training
-        self.model.eval()
-        predicted = answer(
-            self.model, self.tokenizer, [t[0][1] for t in turns], images, self.rloo.max_new_tokens
-        )
-        self.model.train(was_training)
-        return float(vqa_score(predicted, [[t[1][1]] for t in turns])["accuracy"])

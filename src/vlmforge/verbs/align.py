@@ -17,6 +17,7 @@ whose training finished only evaluates).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,8 @@ def build_module(
     if recipe.method == "rloo":
         assert recipe.rloo is not None
         scorer = load_scorer(recipe.rloo.reward_run)
-        module = RlooModule(recipe, vocab, settings, tokens, source.weights, scorer, tokenizer, val)
+        accuracy = functools.partial(heldout_vqa_accuracy, tokenizer=tokenizer, pairs=val, rloo=recipe.rloo)
+        module = RlooModule(recipe, vocab, settings, tokens, source.weights, scorer, tokenizer, accuracy)
         module.train_data = PromptSamples(train, tokenizer, cfg.image_tokens, tokens[0])
         return module
     if recipe.method == "reward_model":
@@ -240,3 +242,17 @@ def evaluate_rlhf(
     with torch.no_grad():
         tasks = evaluate_model(cfg, policy, tokenizer, cfg.max_text_tokens, val, list(recipe.eval))
     return {GAIN_EVAL: gain} | tasks
+
+
+def heldout_vqa_accuracy(model: Any, tokenizer: Any, pairs: Any, rloo: Any) -> float:
+    """VQA accuracy of the policy's greedy answers on the first ``rloo.eval_samples`` held-out pairs."""
+    from vlmforge.evaluate.vqa import answer
+    from vlmforge.evaluate.vqa_accuracy import vqa_score
+
+    count = min(len(pairs), rloo.eval_samples)
+    if count == 0:
+        return float("nan")
+    turns = [pairs.turns(i) for i in range(count)]
+    images = [pairs.image(i) for i in range(count)]
+    predicted = answer(model, tokenizer, [t[0][1] for t in turns], images, rloo.max_new_tokens)
+    return float(vqa_score(predicted, [[t[1][1]] for t in turns])["accuracy"])
