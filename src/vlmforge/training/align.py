@@ -26,8 +26,9 @@ from vlmforge.training.llava import LlavaStageModule
 from vlmforge.training.module import FitSettings, TrainingModule
 
 
-class AlignModule(TrainingModule):
-    """``recipe.model`` is the finetune run's model section (``vlmforge.verbs.align`` fills it in)."""
+class FinetunedLlavaModule(TrainingModule):
+    """A module whose model starts from a finished finetune run's weights; ``recipe.model`` is that run's
+    model section (``vlmforge.verbs.align`` fills it in). Subclasses prepare what trains."""
 
     block_classes = LlavaStageModule.block_classes
     enable_activation_checkpointing = LlavaStageModule.enable_activation_checkpointing
@@ -45,11 +46,25 @@ class AlignModule(TrainingModule):
         image_id, pad_id = tokens
         self.model.config.image_token_index = image_id
         load_saved_weights(self.model, init_weights)
-        self.frozen_reference = () if recipe.trainable == "lora" else (frozen_copy(self.model),)
-        cfg = recipe.model.model_copy(update={"lora": recipe.lora})
-        self.model = prepare_stage(self.model, cfg, recipe.trainable)
-        self.dpo = recipe.dpo
+        self.stage_model = recipe.model.model_copy(update={"lora": recipe.lora})  # what prepare_stage reads
         self.collate = functools.partial(collate_preferences, pad_id=pad_id)
+
+
+class AlignModule(FinetunedLlavaModule):
+    """DPO / IPO: the policy trains ``recipe.trainable``; the reference is the starting model (above)."""
+
+    def __init__(
+        self,
+        recipe: AlignRecipe,
+        vocab_size: int,
+        settings: FitSettings,
+        tokens: tuple[int, int],
+        init_weights: Path,
+    ) -> None:
+        super().__init__(recipe, vocab_size, settings, tokens, init_weights)
+        self.frozen_reference = () if recipe.trainable == "lora" else (frozen_copy(self.model),)
+        self.model = prepare_stage(self.model, self.stage_model, recipe.trainable)
+        self.dpo = recipe.dpo
 
     def on_fit_start(self) -> None:
         for reference in self.frozen_reference:
