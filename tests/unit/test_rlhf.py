@@ -235,3 +235,20 @@ def test_a_reward_model_run_is_not_evaluated_as_a_policy(tmp_path: Path) -> None
     with pytest.raises(UserError, match="is a reward model run") as info:
         load_aligned(tmp_path)
     assert "method: rloo" in (info.value.hint or "")
+
+
+def test_rloo_plans_only_data_parallel_layouts() -> None:
+    """RLOO samples answers with the whole policy on every device (the recipe refuses FSDP/DeepSpeed): the
+    planner's layout search keeps to DDP for it, where a sharded layout would fit an ordinary phase."""
+    from dataclasses import replace
+
+    from vlmforge.planning.accelerators import load_catalog, lookup
+    from vlmforge.planning.layouts import choose
+    from vlmforge.planning.phases import PhaseCost
+
+    a100 = lookup(load_catalog(), "a100-80gb")
+    # 7B trainable parameters: 16 B each under DDP (112 GB) does not fit 80 GB; sharded over 8 GPUs it does
+    cost = PhaseCost("rl", 1e12, 1000, 1e15, 7_000_000_000, 0, 1_000_000, 64, 8)
+    sharded = choose(a100, 8, cost, "bf16-mixed")
+    assert not isinstance(sharded, str) and sharded[0].strategy != "ddp"
+    assert isinstance(choose(a100, 8, replace(cost, replicated=True), "bf16-mixed"), str)  # nothing fits

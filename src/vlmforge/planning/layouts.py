@@ -81,6 +81,8 @@ def choose(
     smallest_gb = None
     for floor in (min(GOOD_MICRO_BATCH, largest), 1):
         for layout in LAYOUTS:
+            if cost.replicated and layout.strategy != "ddp":
+                continue
             micro = largest
             while micro >= floor:
                 mem = estimate_memory(

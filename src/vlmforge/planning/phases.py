@@ -39,6 +39,7 @@ class Phase:
     loss: Callable[[Any, int], Any]  # (model, batch size) -> scalar loss of one training forward
     batch: BatchPlan  # as the verb will train it
     quantized: Callable[[Any], int] | None = None  # model -> frozen weights held in 4-bit (QLoRA)
+    replicated: bool = False  # every device needs the whole model (RLOO samples with it): no sharding
 
 
 @dataclass
@@ -55,6 +56,7 @@ class PhaseCost:
     global_batch: int
     micro_batch: int  # per device, as the recipe trains it
     quantized_params: int = 0  # of the frozen ones, held in 4-bit NF4 (QLoRA)
+    replicated: bool = False  # only data-parallel layouts apply
 
 
 def planned_model(recipe: TrainingRecipe) -> Any:
@@ -224,7 +226,8 @@ def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
             return llava.synthetic_rloo_loss(cfg, m, batch, device, vocab, text, samples_per_prompt=k)
         return llava.synthetic_preference_loss(cfg, m, batch, device, vocab, text_tokens=text)
 
-    return Phase(recipe.name, build, loss, recipe.batch_plan(samples))
+    replicated = recipe.method == "rloo"  # the recipe refuses FSDP and DeepSpeed for it
+    return Phase(recipe.name, build, loss, recipe.batch_plan(samples), replicated=replicated)
 
 
 def _train_samples(data: Any, where: str, epochs: int | None, image_size: int, split: Callable) -> int:
@@ -263,6 +266,7 @@ def phase_cost(phase: Phase) -> PhaseCost:
         phase.batch.global_batch,
         phase.batch.micro_batch,
         phase.quantized(model) if phase.quantized is not None else 0,
+        phase.replicated,
     )
 
 
