@@ -133,69 +133,56 @@ EmitLaunchOpt = Annotated[
 ]
 
 
-@app.command()
-def finetune(
-    config: RecipeOpt,
-    overrides: OverridesArg = None,
-    resume: ResumeStagedOpt = "never",
-    yes: YesOpt = False,
-    emit_launch: EmitLaunchOpt = None,
-    emit_config: EmitOpt = None,
-    launch_file: EmitFileOpt = None,
-    force: ForceOpt = False,
-    fmt: FormatOpt = OutputFormat.table,
-    show_config: PrintConfigOpt = False,
-) -> None:
-    """Finetune a vision-language model (LLaVA) stage by stage, then evaluate it on held-out conversations.
+def _staged_command(verb_name: str, doc: str) -> None:
+    """Register ``finetune`` or ``align``: the two share their options, their run and their summary."""
 
-    Each stage starts from the previous stage's weights and trains only what it names (projector,
-    projector+llm, LoRA adapters). The plan for the devices in use is printed first; on a terminal, a run
-    costing more than plan.confirm_above_usd asks before it starts."""
-    _train_llava(
-        "finetune",
-        config,
-        overrides,
-        resume,
-        yes,
-        fmt,
-        show_config,
-        (emit_launch, emit_config),
-        launch_file,
-        force,
-    )
+    def command(
+        config: RecipeOpt,
+        overrides: OverridesArg = None,
+        resume: ResumeStagedOpt = "never",
+        yes: YesOpt = False,
+        emit_launch: EmitLaunchOpt = None,
+        emit_config: EmitOpt = None,
+        launch_file: EmitFileOpt = None,
+        force: ForceOpt = False,
+        fmt: FormatOpt = OutputFormat.table,
+        show_config: PrintConfigOpt = False,
+    ) -> None:
+        _train_llava(
+            verb_name,
+            config,
+            overrides,
+            resume,
+            yes,
+            fmt,
+            show_config,
+            (emit_launch, emit_config),
+            launch_file,
+            force,
+        )
+
+    command.__doc__ = doc
+    app.command(name=verb_name)(command)
 
 
-@app.command()
-def align(
-    config: RecipeOpt,
-    overrides: OverridesArg = None,
-    resume: ResumeStagedOpt = "never",
-    yes: YesOpt = False,
-    emit_launch: EmitLaunchOpt = None,
-    emit_config: EmitOpt = None,
-    launch_file: EmitFileOpt = None,
-    force: ForceOpt = False,
-    fmt: FormatOpt = OutputFormat.table,
-    show_config: PrintConfigOpt = False,
-) -> None:
-    """Preference-tune (DPO / IPO) a finetuned LLaVA run on chosen/rejected answer pairs, then evaluate
-    it on held-out pairs (reward accuracy and margin, VQA).
+_staged_command(
+    "finetune",
+    """Finetune a model, then evaluate it: a LLaVA run stage by stage, or a contrastive model with a
+    recipe `method:` (linear probe, full + WiSE-FT, LoRA/DoRA/VeRA, CoOp, VPT, CLIP-Adapter).
 
-    The finetune run named by from_run is both the starting policy and the frozen reference. The plan
-    for the devices in use is printed first; on a terminal, a run costing more than
-    plan.confirm_above_usd asks before it starts."""
-    _train_llava(
-        "align",
-        config,
-        overrides,
-        resume,
-        yes,
-        fmt,
-        show_config,
-        (emit_launch, emit_config),
-        launch_file,
-        force,
-    )
+    LLaVA stages start from the previous stage's weights and train only what they name (projector,
+    projector+llm, adapters, LoRA). The plan for the devices in use is printed first; on a terminal, a run
+    costing more than plan.confirm_above_usd asks before it starts.""",
+)
+_staged_command(
+    "align",
+    """Align a finetuned LLaVA run (from_run): DPO / IPO on chosen/rejected pairs, a reward model, or RLOO
+    against that reward model; then evaluate on held-out data.
+
+    The finetune run named by from_run is the starting policy and the frozen reference. The plan for the
+    devices in use is printed first; on a terminal, a run costing more than plan.confirm_above_usd asks
+    before it starts.""",
+)
 
 
 def _train_llava(
