@@ -31,17 +31,8 @@ class ImportResult:
         }
 
 
-def export(
-    output: Path,
-    folder: Path,
-    per_stratum: int = 20,
-    seed: int = 0,
-    bin_score: str | None = None,
-    bins: int = 4,
-    image_prefix: str = "/data/local-files/?d=",
-) -> ExportResult:
-    """The sample of the curation in ``output``, written to ``folder``."""
-    return export_sample(output, folder, per_stratum, seed, bin_score, bins, image_prefix)
+# Exporting is one library call: the verb names it so the CLI reaches it through the verbs layer.
+export = export_sample
 
 
 def import_labels(folder: Path, labels_file: Path) -> ImportResult:
