@@ -380,11 +380,11 @@ def recipes_schema(
     verb: Annotated[str, typer.Argument(help="pretrain, finetune, align, eval or curate.")],
 ) -> None:
     """Print the JSON Schema of a verb's recipe (every field, type, default and description)."""
-    from vlmforge.config.schema import RECIPES
+    from vlmforge.config.schema import RECIPES, recipe_json_schema
 
     if verb not in RECIPES:
         fail(UserError(f"no recipe schema for {verb!r}", hint=f"one of: {', '.join(RECIPES)}"))
-    sys.stdout.write(json.dumps(RECIPES[verb].model_json_schema(), indent=2) + "\n")
+    sys.stdout.write(json.dumps(recipe_json_schema(verb), indent=2) + "\n")
 
 
 def main() -> None:

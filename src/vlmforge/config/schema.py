@@ -9,9 +9,9 @@ setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from vlmforge.config.base import Section, Seed
 from vlmforge.config.curate import CurateRecipe
@@ -267,3 +267,11 @@ def recipe_class(verb: str, data: dict[str, object]) -> type[Section]:
     if verb == "finetune" and "method" in data:
         return ContrastiveFinetuneRecipe
     return RECIPES[verb]
+
+
+def recipe_json_schema(verb: str) -> dict[str, Any]:
+    """The JSON Schema of a ``verb``'s recipes: for ``finetune``, either model (LLaVA ``stages`` or a
+    contrastive ``method``), as the loader accepts both."""
+    if verb == "finetune":
+        return TypeAdapter(FinetuneRecipe | ContrastiveFinetuneRecipe).json_schema()
+    return RECIPES[verb].model_json_schema()
