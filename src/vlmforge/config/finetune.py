@@ -213,6 +213,8 @@ class AlignRecipe(RunRecipe):
         split_batch(self.batch_size, self.train.micro_batch_size, self.world_size, "")
         if "lora" in self.trainable and self.lora is None:
             raise ValueError(f"trainable {self.trainable!r} trains LoRA adapters: set lora")
+        if self.lora is not None and self.lora.quantize != "none":  # 16-bit LLM from the finetune run
+            raise ValueError("lora.quantize nf4 (QLoRA) applies to finetune stages: set lora.quantize=none")
         if self.dpo.loss == "ipo" and self.dpo.label_smoothing:
             raise ValueError("dpo.label_smoothing applies to loss: sigmoid only")
         _no_periodic_eval(self.train, "align")

@@ -102,10 +102,10 @@ class LoraAdapters(Section):
     quantize: Literal["none", "nf4"] = Field(
         "none",
         description="Base weights under the adapters. 'nf4': QLoRA (Dettmers et al. 2023): the LLM's linear "
-        "layers in 4-bit NormalFloat with double quantization, computed in bf16 (bitsandbytes, CUDA GPUs "
-        "only; needs llm.pretrained). Embeddings, LM head, norms, the vision encoder and the projector stay "
-        "16-bit, so stages may train the projector and/or the adapters, never the LLM's own weights. "
-        "Planned and validated; `vlmforge finetune` refuses it for now.",
+        "layers in 4-bit NormalFloat with double quantization (bitsandbytes, the qlora extra; CUDA or CPU; "
+        "needs llm.pretrained). Embeddings, LM head, norms, the vision encoder and the projector stay "
+        "16-bit, so stages may train the projector and/or the adapters, never the LLM's own weights; each "
+        "stage's adapters merge into the 16-bit pretrained weights.",
     )
 
 

@@ -16,7 +16,7 @@ import torch
 
 from vlmforge.config.llava import LlavaModel
 from vlmforge.errors import UserError, missing_extra
-from vlmforge.models import llava_adapter
+from vlmforge.models import llava_adapter, llava_qlora
 from vlmforge.models.llava_projectors import custom_projector
 from vlmforge.storage import write_text, writing
 
@@ -310,7 +310,8 @@ def prepare_stage(model: torch.nn.Module, cfg: LlavaModel, trainable: str) -> to
 
 def plain_model(model: torch.nn.Module) -> torch.nn.Module:
     """The LLaVA model without peft wrappers or stage-only scales: LoRA updates and LLaMA-Adapter scales
-    merged into the base weights."""
+    merged into the base weights (QLoRA's into the 16-bit weights its 4-bit layers were made from)."""
+    llava_qlora.restore_full_weights(model)
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     llava_adapter.merge_scales(model)

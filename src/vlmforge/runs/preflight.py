@@ -52,13 +52,10 @@ def preflight(recipe: TrainingRecipe) -> list[UserError]:
 
 
 def check_qlora(recipe: FinetuneRecipe) -> None:
-    """``model.lora.quantize: nf4`` trains on a CUDA GPU with bitsandbytes installed."""
-    import torch
-
+    """``model.lora.quantize: nf4`` trains with bitsandbytes installed."""
     from vlmforge.models.llava_qlora import check_qlora_runnable
-    from vlmforge.training.requirements import on_cpu
 
-    check_qlora_runnable(recipe.model, not on_cpu(recipe) and torch.cuda.is_available())
+    check_qlora_runnable(recipe.model)
 
 
 def check_image_size(recipe: PretrainRecipe) -> None:

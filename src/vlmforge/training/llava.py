@@ -11,6 +11,7 @@ import torch
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.data.conversations import IGNORE_INDEX, collate_conversations
 from vlmforge.models.llava import load_saved_weights, prepare_stage
+from vlmforge.models.llava_qlora import quantize_llm, quantizes
 from vlmforge.training.module import FitSettings, TrainingModule
 
 
@@ -33,6 +34,8 @@ class LlavaStageModule(TrainingModule):
         if init_weights is not None:
             load_saved_weights(self.model, init_weights)
         self.model = prepare_stage(self.model, recipe.model, stage.trainable)
+        if quantizes(recipe.model):  # the 4-bit LLM is frozen in every stage the recipe allows
+            quantize_llm(self.model)
         self.stage = stage
         self.collate = functools.partial(collate_conversations, pad_id=pad_id)
 
