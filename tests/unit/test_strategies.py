@@ -229,3 +229,15 @@ def test_plan_of_a_staged_recipe_prints_stage_micro_batches_that_load() -> None:
     for stage, planned in zip(picked.stages, row.stages, strict=True):
         batch = picked.batch_plan(stage)
         assert (batch.micro_batch, batch.accumulate) == (planned["micro_batch"], planned["accumulate"])
+
+
+def test_gpu_recipe_on_a_machine_without_one_is_refused_not_crashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vlmforge.planning.fits import device_memory
+    from vlmforge.training import requirements
+
+    monkeypatch.setattr(requirements, "_cuda_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"train\.accelerator gpu: this machine has no CUDA GPU") as excinfo:
+        check_runnable(_recipe("train.accelerator=gpu"))
+    assert "train.accelerator=cpu" in (excinfo.value.hint or "")
+    assert device_memory(on_cpu=False, processes_here=1) is None  # the memory check skips, not crashes

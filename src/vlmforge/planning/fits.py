@@ -60,11 +60,14 @@ def host_available_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
 
 def device_memory(on_cpu: bool, processes_here: int) -> DeviceMemory | None:
     """What each training process has: the GPU's memory, or this host's available RAM shared by the
-    processes started here. None where it cannot be known."""
+    processes started here. None where it cannot be known (a GPU run on a machine without one, which the
+    device requirements report)."""
     if on_cpu:
         available = host_available_gb()
         return None if available is None else DeviceMemory("host RAM", available / processes_here)
     import torch
 
+    if not torch.cuda.is_available():
+        return None
     props = torch.cuda.get_device_properties(0)
     return DeviceMemory(f"cuda:0 ({props.name})", props.total_memory / 1024**3)

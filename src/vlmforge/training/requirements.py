@@ -26,6 +26,12 @@ def check_runnable(recipe: TrainingRecipe) -> None:
     import importlib.util
 
     strategy, train = recipe.train.strategy, recipe.train
+    if train.accelerator == "gpu" and not _cuda_available():
+        raise UserError(
+            "train.accelerator gpu: this machine has no CUDA GPU",
+            hint="run it on a GPU machine (`vlmforge plan` prices it from anywhere), or set "
+            "train.accelerator=cpu to try it here",
+        )
     cpu = on_cpu(recipe)
     if cpu and train.precision == "16-mixed":
         raise UserError(
