@@ -118,6 +118,27 @@ def test_digits_preferences_reject_a_wrong_digit_and_hold_out_a_fixed_split() ->
     assert len(train) + len(val) == 1797 and list(val.images.indices) == list(again.images.indices)
 
 
+def test_digits_preferences_can_reject_every_wrong_digit_and_split_by_image() -> None:
+    one = digits_preferences(DigitsPreferences(), 16)
+    nine = digits_preferences(DigitsPreferences(rejected=9), 16)
+    assert len(nine) == 9 * 1797 and nine.answers["rejected"][:1797] == one.answers["rejected"]
+    for image in (0, 5, 1796):  # pair j * 1797 + image: the image's j-th wrong digit, all nine distinct
+        pairs = range(image, len(nine), 1797)
+        wrong = {nine.answers["rejected"][g] for g in pairs}
+        assert {nine.answers["chosen"][g] for g in pairs} == {one.answers["chosen"][image]}
+        assert len(wrong) == 9 and one.answers["chosen"][image] not in wrong
+        assert all(torch.equal(nine.images.load_image(g), one.images.load_image(image)) for g in pairs)
+    train, val = split_preferences(DigitsPreferences(rejected=9), 16)
+    _, val_one = split_preferences(DigitsPreferences(), 16)
+    assert len(train) == 9 * 1437 and len(val) == 9 * 360
+    groups = {val.image_group(i) for i in range(len(val))}  # every pair of an image on one side
+    assert groups == set(val_one.images.indices.tolist())
+    assert not groups & {train.image_group(i) for i in range(len(train))}
+    assert [val.turns(i) for i in range(360)] == [val_one.turns(i) for i in range(360)]
+    with pytest.raises(ValueError):
+        DigitsPreferences(rejected=10)
+
+
 def test_collated_batch_holds_chosen_then_rejected_rows_with_answer_labels() -> None:
     train, _ = split_preferences(DigitsPreferences(), 16)
     tokenizer = build_tokenizer("word", [*template_texts(), *train.texts()])

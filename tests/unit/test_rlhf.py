@@ -114,6 +114,16 @@ def test_bradley_terry_loss_matches_trl_and_hand_values() -> None:
     assert float(same["loss"]) == pytest.approx(math.log(2))
 
 
+def test_image_accuracy_needs_the_chosen_answer_above_every_rejected_one() -> None:
+    from vlmforge.evaluate.rlhf import image_accuracy
+
+    chosen = torch.tensor([2.0, 2.0, 2.0, 1.0, 1.0, 0.0])
+    rejected = torch.tensor([1.0, 0.0, 3.0, 0.0, 0.5, -1.0])  # image 0 loses its third pair
+    groups = torch.tensor([0, 0, 0, 1, 1, 2])
+    assert image_accuracy(chosen, rejected, groups) == pytest.approx(2 / 3)
+    assert float(bradley_terry_loss(chosen, rejected)["accuracy"]) == pytest.approx(5 / 6)
+
+
 # ----------------------------------------------------------------------------------------- facts
 def _pairs(tmp_path: Path, entries: list[dict]) -> Path:
     from PIL import Image
