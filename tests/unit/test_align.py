@@ -23,7 +23,7 @@ from vlmforge.data.preferences import (
     split_preferences,
 )
 from vlmforge.errors import UserError
-from vlmforge.losses import answer_logps, preference_loss
+from vlmforge.losses import answer_logps, chosen_nll, preference_loss
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -60,6 +60,20 @@ def test_answer_logps_sum_only_the_labelled_tokens() -> None:
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
     labels = torch.tensor([[IGNORE_INDEX, 1, 0]])  # token 1 predicted at position 0, token 0 at position 1
     assert float(answer_logps(logits, labels)[0]) == pytest.approx(math.log(0.25) + math.log(0.1))
+
+
+def test_rpo_nll_is_the_chosen_answers_mean_token_cross_entropy() -> None:
+    # TRL's DPOTrainer adds rpo_alpha x nll_loss, nll_loss being cross_entropy over the chosen rows'
+    # shifted labels (ignore_index -100, mean over their tokens): the same formula through torch's own op
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=generator)
+    labels = torch.tensor(
+        [[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 2], [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX]]
+    )
+    cross_entropy = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1)
+    )
+    assert float(chosen_nll(answer_logps(logits, labels), labels)) == pytest.approx(float(cross_entropy))
 
 
 # ------------------------------------------------------------------------------------------ data
