@@ -225,7 +225,7 @@ def test_rlhf_recipes_validate_and_say_what_is_missing() -> None:
     reward = load_recipe("align", REWARD_TINY)
     assert reward.method == "reward_model" and reward.reward.facts and reward.eval == []
     rloo = load_recipe("align", RLOO_TINY)
-    assert rloo.method == "rloo" and rloo.rloo is not None and rloo.rloo.samples_per_prompt == 4
+    assert rloo.method == "rloo" and rloo.rloo is not None and rloo.rloo.samples_per_prompt == 8
     with pytest.raises(UserError, match="method: rloo needs the rloo section"):
         load_recipe("align", RLOO_TINY, ["rloo=null"])
     with pytest.raises(UserError, match="does not apply to an align run of method reward_model"):
