@@ -1,7 +1,8 @@
 """Preference pairs for `vlmforge align`: a prompt about an image with a chosen and a rejected answer.
 
 Two sources: a JSON list of {"id", "image", "prompt", "chosen", "rejected", "facts"?} with an image folder,
-and an offline digits set (the right digit word chosen, a seeded wrong one rejected, the digit as its fact).
+and an offline digits set (the right digit word chosen, one or more seeded wrong ones rejected, one pair
+each; the digit as its fact).
 ``facts`` (captions, ground-truth answers or options) are what a factually augmented reward model
 reads. Every entry read is kept or dropped with a reason (missing_image, decode_error / truncated,
 empty_answer) and counted in a ``Tally``; a malformed entry is an error naming the file and the entry's
