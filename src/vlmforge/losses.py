@@ -187,6 +187,15 @@ def answer_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int =
     return (picked * scored).sum(1)
 
 
+def chosen_nll(
+    policy_chosen: torch.Tensor, chosen_labels: torch.Tensor, ignore_index: int = -100
+) -> torch.Tensor:
+    """Mean negative log-likelihood per chosen answer token, from summed log-probs [B] and the rows'
+    labels (RPO, Pang et al. 2024, eq. 3; TRL ``DPOTrainer``'s ``nll_loss`` under ``rpo_alpha``)."""
+    tokens = (chosen_labels[:, 1:] != ignore_index).sum().clamp(min=1)
+    return -policy_chosen.sum() / tokens
+
+
 def preference_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,

@@ -31,7 +31,7 @@ def test_reward_model_then_rloo_from_the_cli(llava_run: Path, tmp_path: Path) ->
     reward_dir = tmp_path / result["run_dir"]
     assert result["status"] == "completed" and result["steps"] == 150
     held_out = result["metrics"]["eval"]["reward"]
-    assert held_out["pairs"] == 360 and 0 <= held_out["pairwise_accuracy"] <= 1
+    assert held_out["pairs"] == 9 * 360 and 0 <= held_out["image_accuracy"] <= held_out["pairwise_accuracy"]
     with safe_open(str(reward_dir / "model.safetensors"), "pt") as weights:
         assert weights.get_tensor("head.weight").shape == (1, 64)  # the scalar head over the LLM's width
     assert not (reward_dir / "config.json").exists()  # not a transformers LLaVA: the head is extra
@@ -51,19 +51,21 @@ def test_reward_model_then_rloo_from_the_cli(llava_run: Path, tmp_path: Path) ->
     assert rloo.returncode == 0, rloo.stderr[-3000:]
     result = last_json(rloo.stdout)
     run_dir = tmp_path / result["run_dir"]
-    assert result["status"] == "completed" and result["steps"] == 20
+    assert result["status"] == "completed" and result["steps"] == 30
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     logged = {r["step"]: r for r in records if "reward" in r}
-    assert set(logged) == {5, 10, 15, 20}
+    assert set(logged) == {5, 10, 15, 20, 25, 30}
     assert all({"reward", "kl", "answer_tokens", "penalised_reward"} <= set(r) for r in logged.values())
-    assert {s for s, r in logged.items() if "heldout_vqa_accuracy" in r} == {10, 20}  # every 10 steps
+    assert {s for s, r in logged.items() if "heldout_vqa_accuracy" in r} == {10, 20, 30}  # every 10 steps
     assert all(1 <= r["answer_tokens"] <= 4 for r in logged.values())  # rloo.max_new_tokens
     gain = result["metrics"]["eval"]["rloo"]
     assert gain["prompts"] == 64 and "accuracy" in result["metrics"]["eval"]["vqa"]
-    # both models' greedy answers scored by the same reward model; the policy stays near the start
+    # both models' greedy answers scored by the same reward model: the RL step raises the score of the
+    # held-out answers over the start's, and stays near the start (at lr 1e-3 it did not move: KL ~ 0,
+    # and against a reward model that saw one wrong digit per image the score fell)
     assert {"reward_start", "reward_policy", "reward_gain"} <= set(gain)
     assert gain["reward_gain"] == pytest.approx(gain["reward_policy"] - gain["reward_start"])
-    assert abs(gain["kl"]) < 5
+    assert gain["reward_gain"] > 0 and 0.05 < gain["kl"] < 3
 
     bad = run_cli(
         "align", "-c", str(RLOO_TINY), f"from_run={llava_run}", f"rloo.reward_run={llava_run}", cwd=tmp_path

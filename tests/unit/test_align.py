@@ -23,7 +23,7 @@ from vlmforge.data.preferences import (
     split_preferences,
 )
 from vlmforge.errors import UserError
-from vlmforge.losses import answer_logps, preference_loss
+from vlmforge.losses import answer_logps, chosen_nll, preference_loss
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -60,6 +60,20 @@ def test_answer_logps_sum_only_the_labelled_tokens() -> None:
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
     labels = torch.tensor([[IGNORE_INDEX, 1, 0]])  # token 1 predicted at position 0, token 0 at position 1
     assert float(answer_logps(logits, labels)[0]) == pytest.approx(math.log(0.25) + math.log(0.1))
+
+
+def test_rpo_nll_is_the_chosen_answers_mean_token_cross_entropy() -> None:
+    # TRL's DPOTrainer adds rpo_alpha x nll_loss, nll_loss being cross_entropy over the chosen rows'
+    # shifted labels (ignore_index -100, mean over their tokens): the same formula through torch's own op
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=generator)
+    labels = torch.tensor(
+        [[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 2], [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX]]
+    )
+    cross_entropy = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1)
+    )
+    assert float(chosen_nll(answer_logps(logits, labels), labels)) == pytest.approx(float(cross_entropy))
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -116,6 +130,27 @@ def test_digits_preferences_reject_a_wrong_digit_and_hold_out_a_fixed_split() ->
     train, val = split_preferences(DigitsPreferences(), 16)
     again = split_preferences(DigitsPreferences(seed=5), 16)[1]
     assert len(train) + len(val) == 1797 and list(val.images.indices) == list(again.images.indices)
+
+
+def test_digits_preferences_can_reject_every_wrong_digit_and_split_by_image() -> None:
+    one = digits_preferences(DigitsPreferences(), 16)
+    nine = digits_preferences(DigitsPreferences(rejected=9), 16)
+    assert len(nine) == 9 * 1797 and nine.answers["rejected"][:1797] == one.answers["rejected"]
+    for image in (0, 5, 1796):  # pair j * 1797 + image: the image's j-th wrong digit, all nine distinct
+        pairs = range(image, len(nine), 1797)
+        wrong = {nine.answers["rejected"][g] for g in pairs}
+        assert {nine.answers["chosen"][g] for g in pairs} == {one.answers["chosen"][image]}
+        assert len(wrong) == 9 and one.answers["chosen"][image] not in wrong
+        assert all(torch.equal(nine.images.load_image(g), one.images.load_image(image)) for g in pairs)
+    train, val = split_preferences(DigitsPreferences(rejected=9), 16)
+    _, val_one = split_preferences(DigitsPreferences(), 16)
+    assert len(train) == 9 * 1437 and len(val) == 9 * 360
+    groups = {val.image_group(i) for i in range(len(val))}  # every pair of an image on one side
+    assert groups == set(val_one.images.indices.tolist())
+    assert not groups & {train.image_group(i) for i in range(len(train))}
+    assert [val.turns(i) for i in range(360)] == [val_one.turns(i) for i in range(360)]
+    with pytest.raises(ValueError):
+        DigitsPreferences(rejected=10)
 
 
 def test_collated_batch_holds_chosen_then_rejected_rows_with_answer_labels() -> None:

@@ -114,6 +114,16 @@ def test_bradley_terry_loss_matches_trl_and_hand_values() -> None:
     assert float(same["loss"]) == pytest.approx(math.log(2))
 
 
+def test_image_accuracy_needs_the_chosen_answer_above_every_rejected_one() -> None:
+    from vlmforge.evaluate.rlhf import image_accuracy
+
+    chosen = torch.tensor([2.0, 2.0, 2.0, 1.0, 1.0, 0.0])
+    rejected = torch.tensor([1.0, 0.0, 3.0, 0.0, 0.5, -1.0])  # image 0 loses its third pair
+    groups = torch.tensor([0, 0, 0, 1, 1, 2])
+    assert image_accuracy(chosen, rejected, groups) == pytest.approx(2 / 3)
+    assert float(bradley_terry_loss(chosen, rejected)["accuracy"]) == pytest.approx(5 / 6)
+
+
 # ----------------------------------------------------------------------------------------- facts
 def _pairs(tmp_path: Path, entries: list[dict]) -> Path:
     from PIL import Image
@@ -215,7 +225,7 @@ def test_rlhf_recipes_validate_and_say_what_is_missing() -> None:
     reward = load_recipe("align", REWARD_TINY)
     assert reward.method == "reward_model" and reward.reward.facts and reward.eval == []
     rloo = load_recipe("align", RLOO_TINY)
-    assert rloo.method == "rloo" and rloo.rloo is not None and rloo.rloo.samples_per_prompt == 4
+    assert rloo.method == "rloo" and rloo.rloo is not None and rloo.rloo.samples_per_prompt == 8
     with pytest.raises(UserError, match="method: rloo needs the rloo section"):
         load_recipe("align", RLOO_TINY, ["rloo=null"])
     with pytest.raises(UserError, match="does not apply to an align run of method reward_model"):

@@ -295,10 +295,18 @@ class PreferenceJsonData(PreferenceDataBase):
 
 class DigitsPreferences(PreferenceDataBase):
     """sklearn's digits as preference pairs, offline: "What digit is this?" -> the right digit word
-    (chosen) or a wrong one drawn with `seed` (rejected)."""
+    (chosen) or `rejected` wrong ones drawn with `seed` (rejected), one pair each."""
 
     kind: Literal["digits-preferences"] = "digits-preferences"
     seed: Seed = Field(0, description="Seed of the wrong answers (the same pairs for every run).")
+    rejected: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="Wrong answers per image, each its own pair with the same chosen answer (distinct, "
+        "seeded; 9: every wrong digit). With one, a reward model learns to beat that one wrong digit, not "
+        "every wrong digit a policy may sample.",
+    )
     mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
     std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
     val_fraction: float = Field(

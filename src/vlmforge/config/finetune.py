@@ -154,6 +154,13 @@ class DpoConfig(Section):
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="Assumed fraction of flipped labels (conservative DPO; sigmoid only)."
     )
+    nll_weight: float = Field(
+        0.0,
+        ge=0,
+        description="RPO (Pang et al. 2024): add this weight x the chosen answers' mean token negative "
+        "log-likelihood (TRL's rpo_alpha). DPO alone may lower the chosen answer too and move probability "
+        "to answers in neither side of any pair; this keeps the chosen one likely.",
+    )
 
 
 def _default_align_tasks() -> list[EvalTask]:

@@ -1,7 +1,8 @@
 """Preference pairs for `vlmforge align`: a prompt about an image with a chosen and a rejected answer.
 
 Two sources: a JSON list of {"id", "image", "prompt", "chosen", "rejected", "facts"?} with an image folder,
-and an offline digits set (the right digit word chosen, a seeded wrong one rejected, the digit as its fact).
+and an offline digits set (the right digit word chosen, one or more seeded wrong ones rejected, one pair
+each; the digit as its fact).
 ``facts`` (captions, ground-truth answers or options) are what a factually augmented reward model
 reads. Every entry read is kept or dropped with a reason (missing_image, decode_error / truncated,
 empty_answer) and counted in a ``Tally``; a malformed entry is an error naming the file and the entry's
@@ -20,7 +21,7 @@ import torch
 
 from vlmforge.config.schema import DigitsData, DigitsPreferences, PreferenceJsonData, PreferenceSource
 from vlmforge.data.accounting import EXAMPLES_KEPT, Drop, Tally, budget_error, over_budget
-from vlmforge.data.base import ImageTextSet, split_indices
+from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
 from vlmforge.data.conversations import (
     IMAGE,
     ConversationSamples,
@@ -45,6 +46,11 @@ class PreferenceSet:
     has_image: np.ndarray  # bool per global index
     tally: Tally  # entries read, kept, dropped per reason (of the whole source)
     facts: list[list[str]] = field(default_factory=list)  # per global index; empty: the source has none
+    pairs_per_image: int = 1  # global index j * images + i: the j-th pair about image i
+
+    def image_group(self, i: int) -> int:
+        """The image pair ``i`` is about (pairs sharing it share its chosen answer)."""
+        return self.global_index(i) % (len(self.images.keys) // self.pairs_per_image)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -121,23 +127,65 @@ def fact_prompt(prompt: str, facts: list[str]) -> str:
 
 # ---------------------------------------------------------------------------------------- sources
 def digits_preferences(cfg: DigitsPreferences, image_size: int) -> PreferenceSet:
-    """Every digit asked about once: the right digit word is chosen, a wrong one (seeded) rejected."""
+    """Every digit asked about ``cfg.rejected`` times: the right digit word chosen, a distinct wrong one
+    (seeded) rejected in each; pair ``j * images + i`` is image i's j-th."""
     from vlmforge.data.digits import CLASSNAMES, digits_set
 
     images = digits_set(DigitsData(image_size=image_size, mean=cfg.mean, std=cfg.std, templates=["{}"]))
     assert images.labels is not None
     labels = images.labels
-    wrong = (labels + np.random.default_rng(cfg.seed).integers(1, 10, size=len(labels))) % 10
+    offsets = wrong_offsets(len(labels), cfg.rejected, cfg.seed)  # [rejected, images], 1..9
+    wrong = (labels[None] + offsets) % 10
     answers = {
-        "chosen": [CLASSNAMES[int(y)] for y in labels],
-        "rejected": [CLASSNAMES[int(y)] for y in wrong],
+        "chosen": [CLASSNAMES[int(y)] for y in labels] * cfg.rejected,
+        "rejected": [CLASSNAMES[int(y)] for y in wrong.flatten()],
     }
-    images.name = "digits-preferences"
-    images.captions = [[a] for a in answers["chosen"]]
-    prompts = [f"{IMAGE}\n{DIGITS_PROMPT}"] * len(labels)
+    paired = repeated_images(images, cfg.rejected)
+    paired.name = "digits-preferences"
+    paired.captions = [[a] for a in answers["chosen"]]
+    prompts = [f"{IMAGE}\n{DIGITS_PROMPT}"] * len(paired.keys)
     facts = [[word] for word in answers["chosen"]]  # the ground-truth answer, as VQA facts are
-    has_image = np.ones(len(labels), dtype=bool)
-    return PreferenceSet(images, prompts, answers, has_image, Tally(read=len(labels)), facts)
+    has_image = np.ones(len(paired.keys), dtype=bool)
+    tally = Tally(read=len(paired.keys))
+    return PreferenceSet(paired, prompts, answers, has_image, tally, facts, cfg.rejected)
+
+
+def wrong_offsets(images: int, per_image: int, seed: int) -> np.ndarray:
+    """[per_image, images] distinct offsets in 1..9 from each image's digit to a wrong one: the first row
+    is the single seeded draw of one wrong answer per image, the others a seeded order of the rest."""
+    rng = np.random.default_rng(seed)
+    first = rng.integers(1, 10, size=images)
+    rest = np.stack([rng.permutation([o for o in range(1, 10) if o != f]) for f in first], 1)
+    return np.concatenate([first[None], rest[: per_image - 1]])
+
+
+@dataclass(frozen=True)
+class _CycledLoader:
+    """Image ``g % images`` for global index g: the pairs about one image share its pixels."""
+
+    load: Any
+    images: int
+
+    def __call__(self, g: int) -> torch.Tensor:
+        return self.load(g % self.images)
+
+
+def repeated_images(images: ImageTextSet, times: int) -> ImageTextSet:
+    """``images`` listed ``times`` times over (global index j * len + i is image i), for several pairs per
+    image; once, it is ``images`` itself."""
+    if times == 1:
+        return images
+    count = len(images.keys)
+    assert images.labels is not None
+    return replace(
+        images,
+        keys=[f"{k}#{j}" if j else k for j in range(times) for k in images.keys],
+        captions=images.captions * times,
+        load_image=_CycledLoader(images.load_image, count),
+        labels=np.tile(images.labels, times),
+        indices=np.arange(count * times),
+        fingerprint=fingerprint_bytes(images.fingerprint.encode(), f"x{times}".encode()),
+    )
 
 
 def preference_json(cfg: PreferenceJsonData, image_size: int) -> PreferenceSet:
@@ -230,10 +278,15 @@ def open_preferences(cfg: PreferenceSource, image_size: int) -> PreferenceSet:
 
 
 def split_preferences(cfg: PreferenceSource, image_size: int) -> tuple[PreferenceSet, PreferenceSet]:
-    """The fixed (seed-independent) training and held-out pairs, stratified when labels exist."""
+    """The fixed (seed-independent) training and held-out pairs, split by image (all the pairs about an
+    image on one side) and stratified when labels exist."""
     full = open_preferences(cfg, image_size)
-    train, val = split_indices(len(full.images.keys), full.images.labels, cfg.val_fraction)
-    return full.subset(train, "train"), full.subset(val, "val")
+    times = full.pairs_per_image
+    count = len(full.images.keys) // times
+    labels = None if full.images.labels is None else full.images.labels[:count]
+    train, val = split_indices(count, labels, cfg.val_fraction)  # by image: its pairs stay together
+    pairs = [np.concatenate([part + j * count for j in range(times)]) for part in (train, val)]
+    return full.subset(pairs[0], "train"), full.subset(pairs[1], "val")
 
 
 # -------------------------------------------------------------------------------------- encoding

@@ -16,8 +16,9 @@ from vlmforge.rlhf_losses import bradley_terry_loss
 def pairwise_accuracy(
     reward: Any, data: PreferenceSet, tokenizer: Any, max_text: int, batch_size: int = 64
 ) -> dict[str, float]:
-    """The reward model's Bradley-Terry loss, accuracy (chosen scored higher) and mean margin over the
-    pairs of ``data`` (with their facts already in the prompts when the reward model reads them)."""
+    """The reward model's Bradley-Terry loss, accuracy (chosen scored higher), mean margin and image
+    accuracy (below) over the pairs of ``data`` (with their facts already in the prompts when the reward
+    model reads them)."""
     image_id, image_tokens = (
         int(reward.llava.config.image_token_index),
         int(reward.llava.config.image_seq_length),
@@ -29,10 +30,21 @@ def pairwise_accuracy(
         scores.append(reward(collate_preferences(items, int(tokenizer.pad_token_id))).view(2, -1))
     chosen, rejected = torch.cat(scores, 1)
     terms = bradley_terry_loss(chosen, rejected)
+    groups = torch.tensor([data.image_group(i) for i in range(len(data))])
     return {"pairwise_accuracy": float(terms["accuracy"]), "margin": float(terms["margin"])} | {
+        "image_accuracy": image_accuracy(chosen, rejected, groups),
         "loss": float(terms["loss"]),
         "pairs": len(data),
     }
+
+
+def image_accuracy(chosen: torch.Tensor, rejected: torch.Tensor, groups: torch.Tensor) -> float:
+    """The fraction of images whose chosen answer outscores every rejected answer of its pairs [P]
+    (``groups``: each pair's image): with all wrong answers rejected, how often the reward model's best
+    answer is the right one, which a policy optimised against it needs."""
+    won = chosen > rejected
+    images = torch.unique(groups)
+    return float(torch.stack([won[groups == g].all() for g in images]).float().mean())
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 
 from vlmforge.config.schema import AlignRecipe
 from vlmforge.data.preferences import collate_preferences
-from vlmforge.losses import preference_loss
+from vlmforge.losses import chosen_nll, preference_loss
 from vlmforge.models.llava import frozen_copy, load_saved_weights, prepare_stage, sequence_logps
 from vlmforge.training.llava import LlavaStageModule
 from vlmforge.training.module import FitSettings, TrainingModule
@@ -80,7 +80,7 @@ class AlignModule(FinetunedLlavaModule):
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pairs = batch["index"].shape[0]  # rows: the chosen answers, then the rejected ones
         policy, reference = sequence_logps(self.model, batch), self.reference_logps(batch)
-        return preference_loss(
+        terms = preference_loss(
             policy[:pairs],
             policy[pairs:],
             reference[:pairs],
@@ -89,3 +89,8 @@ class AlignModule(FinetunedLlavaModule):
             self.dpo.loss,
             self.dpo.label_smoothing,
         )
+        if self.dpo.nll_weight > 0:
+            nll = chosen_nll(policy[:pairs], batch["labels"][:pairs])
+            terms["loss"] = terms["loss"] + self.dpo.nll_weight * nll
+            terms["chosen_nll"] = nll.detach()
+        return terms
