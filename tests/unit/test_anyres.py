@@ -169,6 +169,7 @@ def test_digit_canvases_keep_the_digit_pixels_on_a_black_canvas() -> None:
     assert data.turns(0)[1] == ("gpt", "zero") and data.turns(0)[0][1].startswith("<image>\n")
 
 
+@pytest.mark.slow
 def test_planner_counts_the_anyres_image_tokens_of_llava_next_7b() -> None:
     from vlmforge.verbs import plan
 

@@ -23,10 +23,12 @@ def render_canvases(digits: np.ndarray, cfg: DigitCanvases) -> tuple[torch.Tenso
     )
     room = cfg.canvas_size - cfg.digit_size + 1
     places = np.random.default_rng(cfg.seed).integers(0, room, size=(len(digits), 2))
-    canvases = torch.zeros(len(digits), 1, cfg.canvas_size, cfg.canvas_size)
-    for n, (row, column) in enumerate(places):
-        canvases[n, :, row : row + cfg.digit_size, column : column + cfg.digit_size] = small[n]
-    return canvases.expand(-1, 3, -1, -1), places
+    canvases = torch.zeros(len(digits), cfg.canvas_size, cfg.canvas_size)
+    offsets = torch.arange(cfg.digit_size)
+    rows = torch.from_numpy(places[:, :1, None]) + offsets[None, :, None]  # [N, d, 1]
+    columns = torch.from_numpy(places[:, 1:, None]) + offsets[None, None, :]  # [N, 1, d]
+    canvases[torch.arange(len(digits))[:, None, None], rows, columns] = small[:, 0]
+    return canvases[:, None].expand(-1, 3, -1, -1), places
 
 
 def digit_canvases(cfg: DigitCanvases, image_size: int) -> ConversationSet:
