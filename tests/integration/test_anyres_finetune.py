@@ -29,7 +29,7 @@ def test_anyres_stage_trains_from_the_cli_and_loads_in_transformers(tmp_path: Pa
     stage = tmp_path / result["run_dir"] / "stages" / "instruct"
     config = json.loads((stage / "config.json").read_text())
     assert config["architectures"] == ["LlavaNextForConditionalGeneration"]
-    assert config["image_grid_pinpoints"][0] == [48, 48] and config["image_seq_length"] == 172
+    assert config["image_grid_pinpoints"][0] == [32, 32] and config["image_seq_length"] == 88
 
     from vlmforge.config.load import load_recipe
     from vlmforge.models.llava import trained_model
@@ -43,8 +43,8 @@ def test_anyres_stage_trains_from_the_cli_and_loads_in_transformers(tmp_path: Pa
         stage / "model.safetensors",
     )
     theirs = transformers.LlavaNextForConditionalGeneration.from_pretrained(str(stage)).eval()
-    ids = torch.tensor([[1] + [config["image_token_index"]] * 172 + [5, 6]])
-    images = vision_inputs(theirs, torch.randn(1, 3, 48, 48))
+    ids = torch.tensor([[1] + [config["image_token_index"]] * 88 + [5, 6]])
+    images = vision_inputs(theirs, torch.randn(1, 3, 32, 32))
     with torch.no_grad():
         assert torch.allclose(
             ours(input_ids=ids, **images).logits, theirs(input_ids=ids, **images).logits, atol=1e-5
@@ -64,7 +64,7 @@ def test_anyres_stage_trains_from_the_cli_and_loads_in_transformers(tmp_path: Pa
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What digit is this?"}]}
     ]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    for height, width in ((48, 48), (40, 64), (30, 16)):
+    for height, width in ((32, 32), (40, 64), (30, 16), (20, 60)):
         image = Image.new("RGB", (width, height))
         inputs = processor(images=image, text=prompt, return_tensors="pt")
         placeholders = int((inputs["input_ids"] == config["image_token_index"]).sum())

@@ -34,6 +34,7 @@ NEXT_TOKENS = {
     (500, 333): 1476,
 }
 TINY = find_recipe("debug/llava-anyres-tiny")
+SINGLE = ("model.image_layout=single", "model.grid_pinpoints=[]", "model.anyres_image_size=null")
 SIZES = [(48, 48), (20, 37), (37, 20), (16, 48), (33, 9), (64, 64), (12, 30)]
 
 
@@ -89,19 +90,13 @@ def test_recipe_counts_anyres_tokens_and_single_layout_is_unchanged() -> None:
     from vlmforge.models import llava
 
     anyres = _tiny().model
-    assert anyres.input_side == 48 and anyres.image_tokens == 16 + 12 * 13  # 3x3 grid of 4x4 features
-    single = _tiny("model.image_layout=single", "model.grid_pinpoints=[]").model
+    assert anyres.input_side == 32 and anyres.image_tokens == 16 + 8 * 9  # 2x2 grid of 4x4 features
+    single = _tiny(*SINGLE).model
     assert single.input_side == 16 and single.image_tokens == 16
     config = llava.hf_config(single, 40, 4)
     assert type(config).__name__ == "LlavaConfig"
-    assert llava.hf_config(anyres, 40, 4).image_grid_pinpoints == [
-        [48, 48],
-        [16, 48],
-        [48, 16],
-        [32, 32],
-        [16, 32],
-        [32, 16],
-    ]
+    pinpoints = [[32, 32], [16, 32], [32, 16], [16, 48], [48, 16]]
+    assert llava.hf_config(anyres, 40, 4).image_grid_pinpoints == pinpoints
 
 
 @pytest.mark.parametrize(
