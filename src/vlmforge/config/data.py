@@ -244,8 +244,31 @@ class ReferringCanvases(ReferringFields):
         return self
 
 
+class DigitCanvases(ConversationDataBase):
+    """sklearn's digits drawn small at random places on a larger black canvas, offline, as captions or
+    questions ("What digit is this?" -> "seven"): detail that a low-resolution read loses."""
+
+    kind: Literal["digit-canvases"] = "digit-canvases"
+    task: Literal["caption", "vqa"] = Field("vqa", description="Captions or question-answer pairs.")
+    canvas_size: int = Field(48, ge=8, le=1024, description="Canvas side in pixels, before resizing.")
+    digit_size: int = Field(8, ge=4, description="Side of the drawn digit in pixels (sklearn's are 8).")
+    seed: Seed = Field(0, description="Seed of the digits' places (not the run's seed).")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction (fixed stratified split, independent of seed)."
+    )
+
+    @model_validator(mode="after")
+    def _digit_fits(self) -> DigitCanvases:
+        if self.digit_size > self.canvas_size:
+            raise ValueError(f"digit_size {self.digit_size} is larger than canvas_size {self.canvas_size}")
+        return self
+
+
 ConversationSource = Annotated[
-    LlavaJsonData | DigitsConversations | ReferringJsonData | ReferringCanvases, Field(discriminator="kind")
+    LlavaJsonData | DigitsConversations | ReferringJsonData | ReferringCanvases | DigitCanvases,
+    Field(discriminator="kind"),
 ]
 
 

@@ -238,6 +238,8 @@ class AlignRecipe(RunRecipe):
                 )
         if self.rloo is not None:
             self._check_rloo(self.rloo)
+        if self.model is not None and self.model.image_layout == "anyres":
+            raise ValueError("model.image_layout anyres is for finetune recipes; align keeps 'single'")
         return self
 
     def _check_rloo(self, rloo: RlooConfig) -> None:

@@ -163,6 +163,25 @@ class LlavaModel(Section):
         description="LLaMA-Adapter V2-style prompts and bias/scale tuning, for stages with trainable: "
         "adapter (part of the model once set: the LLM gets zero-initialised biases).",
     )
+    image_layout: Literal["single", "anyres"] = Field(
+        "single",
+        description="'single': the image resized to the encoder's side (LLaVA, LLaVA-1.5). 'anyres': "
+        "LLaVA-NeXT's high-resolution tiling: the image resized into the best of grid_pinpoints, cut into "
+        "encoder-sized crops read with a global view, one newline embedding per feature row "
+        "(transformers' LlavaNextForConditionalGeneration).",
+    )
+    grid_pinpoints: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="anyres: the (height, width) resolutions an image may be tiled at, each a multiple of "
+        "vision.image_size (LLaVA-NeXT: [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]).",
+    )
+    anyres_image_size: int | None = Field(
+        None,
+        ge=8,
+        le=4096,
+        description="anyres: side of the square images the data is loaded at before tiling; default: the "
+        "largest pinpoint side.",
+    )
     pretrained: str | None = Field(
         None,
         description="A whole LLaVA to start from, loaded when training only: a transformers "
@@ -177,7 +196,21 @@ class LlavaModel(Section):
         LLaVA's 'default')."""
         if self.projector == "mapl":
             return self.mapper.queries
+        if self.image_layout == "anyres":
+            from vlmforge.data.tiling import anyres_tokens
+
+            side = self.input_side
+            return anyres_tokens(
+                (side, side), self.grid_pinpoints, self.vision.image_size, self.vision.patch_size
+            )
         return (self.vision.image_size // self.vision.patch_size) ** 2
+
+    @property
+    def input_side(self) -> int:
+        """Side of the square images the data is loaded at: the encoder's, or anyres' source size."""
+        if self.image_layout == "single":
+            return self.vision.image_size
+        return self.anyres_image_size or max(side for pinpoint in self.grid_pinpoints for side in pinpoint)
 
     def without_pretrained(self) -> LlavaModel:
         """The same architecture with random towers: what planning builds, and what trained weights fill."""
@@ -197,6 +230,7 @@ class LlavaModel(Section):
                 f"vision_feature_layer {self.vision_feature_layer} is outside the {states} hidden states "
                 f"of a {self.vision.layers}-layer encoder"
             )
+        self._check_anyres()
         if self.adapter is not None and self.adapter.layers > self.llm.layers:
             raise ValueError(f"adapter.layers {self.adapter.layers} exceeds the LLM's {self.llm.layers}")
         longest = self.image_tokens + self.max_text_tokens
@@ -206,3 +240,19 @@ class LlavaModel(Section):
                 f"llm.max_position_embeddings {self.llm.max_position_embeddings}"
             )
         return self
+
+    def _check_anyres(self) -> None:
+        if self.image_layout == "single":
+            if self.grid_pinpoints or self.anyres_image_size is not None:
+                raise ValueError("grid_pinpoints and anyres_image_size need image_layout: anyres")
+            return
+        crop = self.vision.image_size
+        if not self.grid_pinpoints:
+            raise ValueError(f"image_layout anyres needs grid_pinpoints, e.g. [[{crop}, {2 * crop}]]")
+        uneven = [list(p) for p in self.grid_pinpoints if p[0] % crop or p[1] % crop or min(p) <= 0]
+        if uneven:
+            raise ValueError(
+                f"grid_pinpoints {uneven} are not positive multiples of vision.image_size {crop}"
+            )
+        if self.projector == "mapl" or self.adapter is not None:
+            raise ValueError("image_layout anyres takes the linear or mlp2x_gelu projector, without adapter")

@@ -22,6 +22,7 @@ from vlmforge.config.data import (  # noqa: F401  (re-exported)
     ConversationSource,
     DataBase,
     DataSource,
+    DigitCanvases,
     DigitsConversations,
     DigitsData,
     DigitsPreferences,
@@ -176,7 +177,8 @@ EvalData = Annotated[
     | DigitsPreferences
     | ReferringJsonData
     | ReferringCanvases
-    | BoxCanvases,
+    | BoxCanvases
+    | DigitCanvases,
     Field(discriminator="kind"),
 ]
 

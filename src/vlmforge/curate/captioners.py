@@ -117,7 +117,7 @@ def load_run_captioner(cfg: RunCaptioner, field: str) -> Captioner:
         stage.template,
         cfg.max_length or recipe.model.max_text_tokens,
         search,
-        RunPixels(recipe.model.vision.image_size, stage.data.mean, stage.data.std, device),
+        RunPixels(recipe.model.input_side, stage.data.mean, stage.data.std, device),
     )
 
 

@@ -14,6 +14,7 @@ import torch
 
 from vlmforge.config.schema import (
     ConversationSource,
+    DigitCanvases,
     DigitsConversations,
     DigitsData,
     LlavaJsonData,
@@ -139,6 +140,10 @@ def open_conversations(cfg: ConversationSource, image_size: int) -> Conversation
         from vlmforge.data.canvases import canvas_set
 
         return canvas_set(cfg, image_size)
+    if isinstance(cfg, DigitCanvases):
+        from vlmforge.data.digit_canvases import digit_canvases
+
+        return digit_canvases(cfg, image_size)
     if isinstance(cfg, ReferringJsonData):
         from vlmforge.data.referring import referring_json
 

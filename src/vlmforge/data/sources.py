@@ -51,7 +51,7 @@ def build_eval_data(train_recipe: TrainingRecipe, data: Any, split: str = "all")
     if isinstance(train_recipe, FinetuneRecipe):
         from vlmforge.data.conversations import open_conversations, split_conversations
 
-        side = train_recipe.model.vision.image_size
+        side = train_recipe.model.input_side
         if data is None:
             return split_conversations(train_recipe.stages[-1].data, side)[1]
         if isinstance(data, DataBase):

@@ -12,6 +12,7 @@ import torch
 from vlmforge.config.schema import VqaTask
 from vlmforge.evaluate.metrics import exact_match
 from vlmforge.evaluate.vqa_accuracy import vqa_accuracy, vqa_score
+from vlmforge.models.llava_anyres import vision_inputs
 
 SHOWN_EXAMPLES = 5
 Prompter = Callable[[str], list[int]]  # question -> the ids the model continues to answer it
@@ -43,7 +44,7 @@ def answer_ids(
     out = model.generate(
         input_ids=ids,
         attention_mask=mask,
-        pixel_values=torch.stack(pixels).to(device) if pixels else None,
+        **vision_inputs(model, torch.stack(pixels).to(device) if pixels else None),
         max_new_tokens=new,
         do_sample=False,
         eos_token_id=eos,

@@ -1,6 +1,6 @@
 """Export a LLaVA run (a finetune stage or an align run) as a transformers folder: what
-``LlavaForConditionalGeneration.from_pretrained(out)`` and ``AutoProcessor.from_pretrained(out)`` load,
-with nothing of vlmforge installed.
+``LlavaForConditionalGeneration.from_pretrained(out)`` (``LlavaNextForConditionalGeneration`` for the
+anyres layout) and ``AutoProcessor.from_pretrained(out)`` load, with nothing of vlmforge installed.
 
 The folder holds the weights (safetensors, in the requested dtype), ``config.json`` (the image token
 is the tokenizer's ``<image>``), ``generation_config.json`` (greedy, as ``vlmforge eval`` answers), and
@@ -255,14 +255,19 @@ def generation_config(tokenizer: Any, max_new_tokens: int) -> Any:
 def processor(source: ExportSource, tokenizer: Any) -> Any:
     """A ``LlavaProcessor``: the run's tokenizer, the image transform of vlmforge's image files (short
     side resized to the encoder's side, bicubic, centre crop, scaled to [0, 1], normalised with the
-    run's mean and std), one ``<image>`` placeholder per patch, and the stage's chat template."""
+    run's mean and std), one ``<image>`` placeholder per patch, and the stage's chat template. For the
+    anyres layout a ``LlavaNextProcessor``: the image tiled over the run's grid pinpoints, each crop
+    transformed as above, as many placeholders as the model reads for the image's size."""
     from PIL import Image
 
     from vlmforge.models.llava import transformers_module
 
     tf = transformers_module()
     side = source.model.vision.image_size
-    images = tf.CLIPImageProcessor(
+    anyres = source.model.image_layout == "anyres"  # LLaVA-NeXT: the same transform on each crop
+    pinpoints = {"image_grid_pinpoints": [list(p) for p in source.model.grid_pinpoints]} if anyres else {}
+    images = (tf.LlavaNextImageProcessor if anyres else tf.CLIPImageProcessor)(
+        **pinpoints,
         size={"shortest_edge": side},
         crop_size={"height": side, "width": side},
         resample=Image.Resampling.BICUBIC,
@@ -276,7 +281,7 @@ def processor(source: ExportSource, tokenizer: Any) -> Any:
     )
     # the tokenizer's own template too: a pretrained tokenizer's would render another prompt format
     tokenizer.chat_template = TEMPLATES[source.template]
-    return tf.LlavaProcessor(
+    return (tf.LlavaNextProcessor if anyres else tf.LlavaProcessor)(
         image_processor=images,
         tokenizer=_left_padding(tokenizer),
         patch_size=source.model.vision.patch_size,

@@ -215,7 +215,7 @@ def _llava(
         weights=weights,
         model=model.to(device),
         tokenizer=tokenizer,
-        transform=ImageTransform(cfg.vision.image_size, tuple(data.mean), tuple(data.std)),
+        transform=ImageTransform(cfg.input_side, tuple(data.mean), tuple(data.std)),
         context_length=cfg.max_text_tokens,
         device=device,
         prompt_template=template,

@@ -16,16 +16,17 @@ import torch
 
 from vlmforge.config.llava import LlavaModel
 from vlmforge.errors import UserError, missing_extra
-from vlmforge.models import llava_adapter, llava_qlora
+from vlmforge.models import llava_adapter, llava_anyres, llava_qlora
 from vlmforge.models.llava_projectors import custom_projector
 from vlmforge.storage import write_text, writing
 
 PROJECTOR = "model.multi_modal_projector."
+NEWLINE = llava_anyres.NEWLINE  # LLaVA-NeXT's row separator trains with the projector
 TRAINABLE_PREFIXES: dict[str, tuple[str, ...]] = {
-    "projector": (PROJECTOR,),
-    "projector+llm": (PROJECTOR, "model.language_model.", "lm_head."),
+    "projector": (PROJECTOR, NEWLINE),
+    "projector+llm": (PROJECTOR, NEWLINE, "model.language_model.", "lm_head."),
     "lora": (),
-    "projector+lora": (PROJECTOR,),
+    "projector+lora": (PROJECTOR, NEWLINE),
     "adapter": (),  # llava_adapter.trainable_name decides
 }
 IGNORE_INDEX = -100  # label of tokens that carry no loss (prompts, image tokens, padding)
@@ -78,7 +79,7 @@ def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:
         attention_bias=cfg.adapter is not None,  # LLaMA-Adapter V2's bias tuning: zero-initialised
         mlp_bias=cfg.adapter is not None,
     )
-    return tf.LlavaConfig(
+    single = tf.LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_index=image_id,
@@ -88,6 +89,7 @@ def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:
         vision_feature_layer=cfg.vision_feature_layer,
         architectures=["LlavaForConditionalGeneration"],
     )
+    return llava_anyres.next_config(single, cfg) if cfg.image_layout == "anyres" else single
 
 
 def planned_image_id(cfg: LlavaModel, vocab_size: int) -> int:
@@ -114,7 +116,9 @@ def build_model(
 def _random_model(cfg: LlavaModel, vocab_size: int, device: str, image_id: int) -> torch.nn.Module:
     tf = transformers_module()
     with torch.device(device):
-        model = tf.LlavaForConditionalGeneration(hf_config(cfg, vocab_size, image_id))
+        config = hf_config(cfg, vocab_size, image_id)
+        anyres = cfg.image_layout == "anyres"
+        model = (tf.LlavaNextForConditionalGeneration if anyres else tf.LlavaForConditionalGeneration)(config)
         projector = custom_projector(cfg)
         if projector is not None:
             model.model.multi_modal_projector = projector
@@ -166,7 +170,7 @@ def vocab_size_for(cfg: LlavaModel, tokenizer: Any) -> int:
 
 
 def image_size(cfg: LlavaModel, model: torch.nn.Module) -> int:
-    return cfg.vision.image_size
+    return cfg.input_side
 
 
 def context_length(cfg: LlavaModel, model: torch.nn.Module) -> int:
@@ -189,10 +193,13 @@ def synthetic_loss(
     text_tokens = text_tokens or cfg.max_text_tokens
     llava = model.get_base_model() if hasattr(model, "get_base_model") else model
     side = cfg.vision.image_size
-    pixels = torch.zeros(batch_size, 3, side, side, device=device)
+    if cfg.image_layout == "anyres":
+        images = llava_anyres.synthetic_inputs(cfg, batch_size, device)
+    else:
+        images = {"pixel_values": torch.zeros(batch_size, 3, side, side, device=device)}
     text = torch.ones(batch_size, text_tokens, dtype=torch.long, device=device)
     image_out = llava.model.get_image_features(
-        pixel_values=pixels,
+        **images,
         vision_feature_layer=cfg.vision_feature_layer,
         vision_feature_select_strategy="default",
     )
@@ -260,7 +267,7 @@ def sequence_logps(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tenso
     out = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
-        pixel_values=batch["pixel_values"],
+        **llava_anyres.vision_inputs(model, batch["pixel_values"]),
     )
     return answer_logps(out.logits, batch["labels"], IGNORE_INDEX)
 
@@ -303,7 +310,7 @@ def prepare_stage(model: torch.nn.Module, cfg: LlavaModel, trainable: str) -> to
     except ValueError as exc:  # no module matched the target expression
         raise UserError(f"model.lora.target: {exc}", hint="match LLM linear layers, e.g. .*q_proj") from None
     for name, param in wrapped.named_parameters():  # peft froze the projector: thaw it if the stage says
-        if PROJECTOR in name and trainable == "projector+lora":
+        if (PROJECTOR in name or NEWLINE in name) and trainable == "projector+lora":
             param.requires_grad_(True)
     return wrapped
 

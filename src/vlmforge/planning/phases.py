@@ -125,7 +125,7 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
     samples = None
     if stage.max_steps is None:
         where = f"stage {stage.name!r}"
-        samples = _train_samples(stage.data, where, stage.epochs, cfg.vision.image_size, split_conversations)
+        samples = _train_samples(stage.data, where, stage.epochs, cfg.input_side, split_conversations)
     return Phase(
         stage.name,
         lambda device: llava.prepare_stage(

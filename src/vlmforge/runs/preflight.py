@@ -88,7 +88,7 @@ def data_in_memory_gb(recipe: TrainingRecipe) -> float:
         sources = [(recipe.data, recipe.data.image_size)]
     else:
         model = recipe.model
-        side = model.vision.image_size if model is not None else 0
+        side = model.input_side if model is not None else 0
         staged = isinstance(recipe, FinetuneRecipe)
         sources = [(data, side) for data in ([s.data for s in recipe.stages] if staged else [recipe.data])]
     return sum(in_memory_bytes(side) for data, side in sources if data.kind in IN_MEMORY_KINDS) / GB

@@ -11,6 +11,7 @@ import torch
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.data.conversations import IGNORE_INDEX, collate_conversations
 from vlmforge.models.llava import load_saved_weights, prepare_stage
+from vlmforge.models.llava_anyres import vision_inputs
 from vlmforge.models.llava_qlora import quantize_llm, quantizes
 from vlmforge.training.module import FitSettings, TrainingModule
 
@@ -53,8 +54,8 @@ class LlavaStageModule(TrainingModule):
         out = self.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
             labels=batch["labels"],
+            **vision_inputs(self.model, batch["pixel_values"]),
         )
         answer_tokens = (batch["labels"] != IGNORE_INDEX).sum().float()
         return {"loss": out.loss, "answer_tokens": answer_tokens}

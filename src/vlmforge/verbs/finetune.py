@@ -54,7 +54,7 @@ def run(
     from vlmforge.runs.preflight import preflight
 
     raise_all(preflight(recipe))
-    side = recipe.model.vision.image_size
+    side = recipe.model.input_side
     splits = [split_conversations(stage.data, side) for stage in recipe.stages]
     for i, (stage, (train, _)) in enumerate(zip(recipe.stages, splits, strict=True)):
         if len(train) < stage.batch_size:
