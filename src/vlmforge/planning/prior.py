@@ -2,8 +2,9 @@
 
 Every row of the published-runs CSV becomes a ``RunShape``: FLOPs per sample counted on the real
 architecture (``planning/runflops.py``), samples, global batch, accelerator count and peak, trainable
-parameters (what the gradient all-reduce moves) and whether training had to be sharded (model states of
-16 bytes per trainable parameter over half the device memory). A row whose hours cover several stages
+parameters (what the gradient all-reduce moves), the parameters a sample passes through (what sets the
+utilisation) and whether training had to be sharded (model states of 16 bytes per trainable parameter
+over half the device memory). A row whose hours cover several stages
 of different cost (``runflops.STAGE_SPLITS``) is predicted as the sum of its stages. Rows whose ``bound``
 is 'unreliable' or 'claim' are predicted but neither fitted nor scored. ``python -m vlmforge.planning.prior``
 refits, prints the parameters and the leave-one-out table, and rewrites ``prior.json`` (what plans use).

@@ -6,16 +6,15 @@ Per optimizer step, on each of N devices::
     wall_h = steps x step_s / 3600 + per_run_h;   accelerator-hours = N x wall_h
 
 MFU grows with the parameters one sample passes through, trained or frozen (wider layers are larger
-matrices, which keep the tensor cores busier; a sample's FLOPs would also grow with its token count,
-which does not widen a matrix): ``MFU = min(MFU_CAP, mfu_at_1b_params x (parameters / 1e9) **
-mfu_exponent)``. The communication
-is the data-parallel gradient all-reduce (ring: 2(N-1)/N x bytes / bandwidth, Patarasuk & Yuan 2009) or,
-for fully sharded training, parameter all-gathers in forward and backward plus the gradient
-reduce-scatter (3(N-1)/N x bytes / bandwidth, ZeRO-3, Rajbhandari et al. 2020, §7.2); ``exposed`` is the
-fraction of it not hidden behind the backward pass. The three parameters of utilisation and
-communication are fitted on published runs (``planning/prior.py``) by a robust least squares on log
-accelerator-hours; the two fixed overheads are not fitted (published totals cannot tell them from
-utilisation, and fitting them made leave-one-out worse) and stay 0 in the prior.
+matrices, which keep the tensor cores busier; a sample's FLOPs also grow with its token count, which
+does not widen a matrix): ``MFU = min(MFU_CAP, mfu_at_1b_params x (parameters / 1e9) ** mfu_exponent)``.
+The communication is the data-parallel gradient all-reduce (ring: 2(N-1)/N x bytes / bandwidth,
+Patarasuk & Yuan 2009) or, for fully sharded training, parameter all-gathers in forward and backward
+plus the gradient reduce-scatter (3(N-1)/N x bytes / bandwidth, ZeRO-3, Rajbhandari et al. 2020, §7.2);
+``exposed`` is the fraction of it not hidden behind the backward pass. The three parameters of
+utilisation and communication are fitted on published runs (``planning/prior.py``) by a robust least
+squares on log accelerator-hours; the two fixed overheads are not fitted (published totals cannot tell
+them from utilisation, and fitting them made leave-one-out worse) and stay 0 in the prior.
 """
 
 from __future__ import annotations
