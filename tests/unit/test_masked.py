@@ -252,12 +252,15 @@ def test_flops_drop_with_the_mask_ratio() -> None:
 
 
 def test_plan_uses_the_masked_prior() -> None:
+    from vlmforge.planning.phases import phase_cost, phases
     from vlmforge.planning.prior import load_time_model
     from vlmforge.planning.utilisation import utilisation
     from vlmforge.verbs import plan
 
-    result = plan.run(load_recipe("pretrain", find_recipe("masked/flava-vit-b-16")), ["a100-80gb"], [8])
-    expected = utilisation(load_time_model(), result.flops_per_sample)  # one phase: its own FLOPs/sample
+    recipe = load_recipe("pretrain", find_recipe("masked/flava-vit-b-16"))
+    result = plan.run(recipe, ["a100-80gb"], [8])
+    (cost,) = [phase_cost(phase) for phase in phases(recipe)]  # one phase: its own parameters
+    expected = utilisation(load_time_model(), cost.trainable_params + cost.frozen_params)
     assert result.family == "masked" and result.mfu == pytest.approx(expected)
     assert result.rows[0].fits
 

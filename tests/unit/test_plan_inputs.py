@@ -238,11 +238,11 @@ def test_published_rows_without_a_prediction_say_why(tmp_path: Path) -> None:
 def test_a_run_without_an_accelerator_count_or_batch_states_what_is_assumed() -> None:
     accel = load_catalog()["a100-40gb"]
     shape, assumed = run_shape(
-        {"accel_count": "", "global_batch": "", "samples_seen": "1e6"}, 1e9, 1e8, accel
+        {"accel_count": "", "global_batch": "", "samples_seen": "1e6"}, 1e9, 1e8, 1e8, accel
     )
     assert (shape.devices, shape.global_batch) == (8, 8 * 256)
     assert assumed == ["accel_count blank: 8 assumed", "global_batch blank: 2048 assumed"]
-    shape, _ = run_shape({"accel_count": "", "global_batch": "32768"}, 1e9, 1e8, accel)
+    shape, _ = run_shape({"accel_count": "", "global_batch": "32768"}, 1e9, 1e8, 1e8, accel)
     assert shape.devices == 128  # 256 samples per device
     assert shape.bandwidth_gb_s == accel.inter_node_gb_s  # 128 devices span nodes
 

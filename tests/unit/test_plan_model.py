@@ -16,7 +16,15 @@ from vlmforge.planning.accelerators import load_catalog
 from vlmforge.planning.bottleneck import bottleneck, loader_images_per_s_per_gpu, pick, record_decode_rate
 from vlmforge.planning.prior import BUNDLED_RUNS, load_prior, load_time_model, read_runs
 from vlmforge.planning.published import resolve_runs_path
-from vlmforge.planning.runflops import DEFAULT_TEXT_TOKENS, LLM_PARAMS, is_checkpointed, row_flops_per_sample
+from vlmforge.planning.runflops import (
+    DEFAULT_TEXT_TOKENS,
+    LLM_PARAMS,
+    PROJECTOR_PARAMS,
+    QFORMER_PARAMS,
+    is_checkpointed,
+    row_flops_per_sample,
+    row_model_params,
+)
 from vlmforge.planning.utilisation import (
     MFU_CAP,
     PARAMETER_NAMES,
@@ -46,6 +54,7 @@ def _shape(**changes: float | int | bool) -> RunShape:
         "trainable_params": 1e9,
         "sharded": False,
         "bandwidth_gb_s": 100.0,
+        "model_params": 1e9,
     }
     return RunShape(**(base | changes))  # type: ignore[arg-type]
 
@@ -78,11 +87,22 @@ def test_step_and_run_add_compute_exposed_communication_and_overheads() -> None:
     assert step_time(model, shape, mfu=0.25).compute_s == pytest.approx(4.0)  # a calibration replaces it
 
 
-def test_utilisation_is_a_capped_power_law_in_flops_per_sample() -> None:
+def test_utilisation_is_a_capped_power_law_in_model_parameters() -> None:
     model = TimeModel(math.log(0.2), 0.1, 0.0, 0.0, 0.0)
-    assert utilisation(model, 1e12) == pytest.approx(0.2)
-    assert utilisation(model, 1e14) == pytest.approx(0.2 * 100**0.1)
+    assert utilisation(model, 1e9) == pytest.approx(0.2)
+    assert utilisation(model, 1e11) == pytest.approx(0.2 * 100**0.1)
     assert utilisation(model, 1e60) == MFU_CAP
+
+
+def test_the_parameters_a_sample_passes_through_count_frozen_towers() -> None:
+    # mlfoundations/open_clip docs/model_profile.csv @3b37473: ViT-B-32 151.28M parameters in all; image
+    # towers of ViT-L-14-336 304.29M and EVA01-g-14 1012.59M
+    rows = {row.cells["name"]: row.cells for row in read_runs(BUNDLED_RUNS)}
+    assert row_model_params(rows["OpenCLIP ViT-B/32 LAION-400M (e32)"]) == pytest.approx(151.28e6, rel=1e-4)
+    llava = 304.29e6 + PROJECTOR_PARAMS + LLM_PARAMS["llama-7b"]  # the frozen LLM counts too
+    assert row_model_params(rows["LLaVA-1.5-7B stage 1"]) == pytest.approx(llava, rel=1e-4)
+    blip2 = rows["BLIP-2 stage 1 (ViT-g, Q-Former representation learning)"]
+    assert row_model_params(blip2) == pytest.approx(1012.59e6 + QFORMER_PARAMS, rel=1e-4)
 
 
 # ------------------------------------------------------------------------------------- fitted model
@@ -101,7 +121,7 @@ def test_bundled_runs_are_the_calibration_set() -> None:
 def _hand_step_s(model: TimeModel, shape: RunShape) -> float:
     """The time model's step, recomputed from its formula (not through utilisation.py)."""
     mfu = min(
-        MFU_CAP, math.exp(model.log_mfu_at_1tflop) * (shape.flops_per_sample / 1e12) ** model.mfu_exponent
+        MFU_CAP, math.exp(model.log_mfu_at_1b_params) * (shape.model_params / 1e9) ** model.mfu_exponent
     )
     step = shape.global_batch * shape.flops_per_sample / (shape.devices * shape.peak_flops * mfu)
     step += model.exposed_comm * (

@@ -100,7 +100,7 @@ def plan_recipe(
     family = family_of(recipe)
     model = load_time_model()
     main_cost = max(costs, key=lambda cost: cost.total_flops)
-    mfu = utilisation(model, main_cost.flops_per_sample)
+    mfu = utilisation(model, main_cost.trainable_params + main_cost.frozen_params)
     precision = recipe.train.precision
     verb = (
         "finetune"
@@ -219,6 +219,7 @@ def stage_shape(
         trainable_params=cost.trainable_params,
         sharded=layout.strategy in SHARDED_LAYOUTS,
         bandwidth_gb_s=accel.bandwidth_gb_s(count),
+        model_params=cost.trainable_params + cost.frozen_params,
         accumulate=accumulate,
     )
 

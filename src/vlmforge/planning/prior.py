@@ -2,8 +2,9 @@
 
 Every row of the published-runs CSV becomes a ``RunShape``: FLOPs per sample counted on the real
 architecture (``planning/runflops.py``), samples, global batch, accelerator count and peak, trainable
-parameters (what the gradient all-reduce moves) and whether training had to be sharded (model states of
-16 bytes per trainable parameter over half the device memory). A row whose hours cover several stages
+parameters (what the gradient all-reduce moves), the parameters a sample passes through (what sets the
+utilisation) and whether training had to be sharded (model states of 16 bytes per trainable parameter
+over half the device memory). A row whose hours cover several stages
 of different cost (``runflops.STAGE_SPLITS``) is predicted as the sum of its stages. Rows whose ``bound``
 is 'unreliable' or 'claim' are predicted but neither fitted nor scored. ``python -m vlmforge.planning.prior``
 refits, prints the parameters and the leave-one-out table, and rewrites ``prior.json`` (what plans use).
@@ -20,8 +21,15 @@ from typing import Any
 from vlmforge.errors import UserError
 from vlmforge.planning.accelerators import Accelerator, load_catalog
 from vlmforge.planning.csvfile import CsvRow, read_csv
-from vlmforge.planning.runflops import number, row_flops_per_sample, row_stages, row_trainable_params
+from vlmforge.planning.runflops import (
+    number,
+    row_flops_per_sample,
+    row_model_params,
+    row_stages,
+    row_trainable_params,
+)
 from vlmforge.planning.utilisation import (
+    FITTED,
     PARAMETER_NAMES,
     RunShape,
     TimeModel,
@@ -81,7 +89,7 @@ def is_sharded(trainable_params: float, accel: Accelerator) -> bool:
 
 
 def run_shape(
-    row: dict[str, str], flops: float, trainable: float, accel: Accelerator
+    row: dict[str, str], flops: float, trainable: float, params: float, accel: Accelerator
 ) -> tuple[RunShape, list[str]]:
     """The row as the time model sees it, with what had to be assumed (stated, never hidden)."""
     assumed = []
@@ -103,6 +111,7 @@ def run_shape(
         trainable_params=trainable,
         sharded=is_sharded(trainable, accel),
         bandwidth_gb_s=accel.bandwidth_gb_s(int(devices)),
+        model_params=params,
     )
     return shape, assumed
 
@@ -110,12 +119,12 @@ def run_shape(
 def evaluate_row(row: dict[str, str], catalog: dict[str, Accelerator]) -> PublishedRun:
     """A published run as the time model sees it (``shape`` None when its model or device is unknown)."""
     flops = row_flops_per_sample(row)
-    trainable = row_trainable_params(row)
+    trainable, params = row_trainable_params(row), row_model_params(row)
     accel = catalog.get(row.get("accel", "").lower())
     samples_known = bool(number(row.get("samples_seen")))
-    if flops is None or trainable is None or accel is None:
+    if flops is None or trainable is None or params is None or accel is None:
         return PublishedRun(row, flops, accel, None, published_hours(row), samples_known)
-    shape, assumed = run_shape(row, flops, trainable, accel)
+    shape, assumed = run_shape(row, flops, trainable, params, accel)
     run = PublishedRun(row, flops, accel, shape, published_hours(row), samples_known, assumed)
     split = row_stages(row)
     return (
@@ -125,10 +134,14 @@ def evaluate_row(row: dict[str, str], catalog: dict[str, Accelerator]) -> Publis
 
 def stage_shape(stage: dict[str, str], accel: Accelerator) -> RunShape:
     """One stage of a row that covers several (its own samples and trained parts)."""
-    flops, trainable = row_flops_per_sample(stage), row_trainable_params(stage)
-    if flops is None or trainable is None:
+    flops, trainable, params = (
+        row_flops_per_sample(stage),
+        row_trainable_params(stage),
+        row_model_params(stage),
+    )
+    if flops is None or trainable is None or params is None:
         raise ValueError(f"stage of {stage.get('name')!r} cannot be counted: fix runflops.STAGE_SPLITS")
-    return run_shape(stage, flops, trainable, accel)[0]
+    return run_shape(stage, flops, trainable, params, accel)[0]
 
 
 def evaluate_rows(
@@ -166,7 +179,7 @@ def samples_per_device_hour(run: PublishedRun, model: TimeModel) -> float | None
 
 def fit_runs(runs: list[PublishedRun]) -> tuple[TimeModel, list[PublishedRun]]:
     used = [run for run in runs if used_for_fit(run)]
-    if len(used) <= len(PARAMETER_NAMES):
+    if len(used) <= FITTED:
         raise UserError(f"only {len(used)} usable published runs: too few to fit the time model")
     return fit([r.trained_stages for r in used], [r.published_hours for r in used]), used  # type: ignore[misc]
 

@@ -6,6 +6,7 @@ resolution, text length and patch dropout; LLaVA-style runs add the LLM's 2·N F
 Kaplan et al. 2020 (C = 6·N·D). A run trained with activation checkpointing runs the checkpointed forward
 again in backward (Chen et al. 2016, 'Training Deep Nets with Sublinear Memory Cost'): one more forward of
 the trained model (of the LLM for LLaVA-style runs, whose frozen vision tower runs without gradients).
+The parameters one sample passes through, trained or frozen, set the utilisation (``row_model_params``).
 """
 
 from __future__ import annotations
@@ -209,6 +210,38 @@ def open_clip_params(arch: str, trained: str) -> float:
         model = open_clip.create_model(arch, pretrained=None, device="meta")
     total = sum(p.numel() for p in model.parameters())
     return float(total - sum(p.numel() for p in model.visual.parameters()) if trained == "text" else total)
+
+
+@functools.lru_cache(maxsize=64)
+def open_clip_visual_params(arch: str) -> float:
+    """Parameters of an open_clip model's image tower (what a LLaVA-style model keeps of it)."""
+    import open_clip
+
+    from vlmforge.models.contrastive import quiet_random_init
+
+    with quiet_random_init():
+        model = open_clip.create_model(arch, pretrained=None, device="meta")
+    return float(sum(p.numel() for p in model.visual.parameters()))
+
+
+def row_model_params(row: dict[str, str]) -> float | None:
+    """Parameters one sample of a published run passes through, trained or frozen (what sets its
+    utilisation): the open_clip model; or its image tower plus the Q-Former (BLIP-2) and, for LLaVA-style
+    runs, the projector and the LLM. None when the model is not known."""
+    from vlmforge.config.schema import open_clip_architectures
+
+    arch = _arch(row.get("vision_arch", ""))
+    if arch not in open_clip_architectures():
+        return None
+    llm = _arch(row.get("llm_arch", "")).lower()
+    qformer = QFORMER_PARAMS if "q-former" in row.get("vision_arch", "").lower() else 0.0
+    if llm:
+        if llm not in LLM_PARAMS:
+            return None
+        return open_clip_visual_params(arch) + qformer + PROJECTOR_PARAMS + LLM_PARAMS[llm]
+    if row.get("trained", "") == "qformer":
+        return open_clip_visual_params(arch) + QFORMER_PARAMS
+    return open_clip_params(arch, "all")
 
 
 def row_trainable_params(row: dict[str, str]) -> float | None:

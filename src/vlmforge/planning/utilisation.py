@@ -5,13 +5,16 @@ Per optimizer step, on each of N devices::
     step_s = batch x FLOPs per sample / (N x peak x MFU) + exposed x comm_s + per_step_s
     wall_h = steps x step_s / 3600 + per_run_h;   accelerator-hours = N x wall_h
 
-MFU grows with the FLOPs of one sample (larger matrices keep the tensor cores busier):
-``MFU = min(MFU_CAP, mfu_at_1tflop x (FLOPs per sample / 1e12) ** mfu_exponent)``. The communication
-is the data-parallel gradient all-reduce (ring: 2(N-1)/N x bytes / bandwidth, Patarasuk & Yuan 2009) or,
-for fully sharded training, parameter all-gathers in forward and backward plus the gradient
-reduce-scatter (3(N-1)/N x bytes / bandwidth, ZeRO-3, Rajbhandari et al. 2020, §7.2); ``exposed`` is the
-fraction of it not hidden behind the backward pass. The five parameters are fitted on published runs
-(``planning/prior.py``) by least squares on log accelerator-hours.
+MFU grows with the parameters one sample passes through, trained or frozen (wider layers are larger
+matrices, which keep the tensor cores busier; a sample's FLOPs also grow with its token count, which
+does not widen a matrix): ``MFU = min(MFU_CAP, mfu_at_1b_params x (parameters / 1e9) ** mfu_exponent)``.
+The communication is the data-parallel gradient all-reduce (ring: 2(N-1)/N x bytes / bandwidth,
+Patarasuk & Yuan 2009) or, for fully sharded training, parameter all-gathers in forward and backward
+plus the gradient reduce-scatter (3(N-1)/N x bytes / bandwidth, ZeRO-3, Rajbhandari et al. 2020, §7.2);
+``exposed`` is the fraction of it not hidden behind the backward pass. The three parameters of
+utilisation and communication are fitted on published runs (``planning/prior.py``) by a robust least
+squares on log accelerator-hours; the two fixed overheads are not fitted (published totals cannot tell
+them from utilisation, and fitting them made leave-one-out worse) and stay 0 in the prior.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import numpy as np
 MFU_CAP = 0.75  # no published dense training run sustains more; keeps extrapolation to huge models sane
 GRADIENT_BYTES = 4  # mixed precision (autocast) keeps fp32 gradients: the all-reduce moves 4 B/parameter
 SHARDED_BYTES = 2  # FSDP/ZeRO-3 gather 16-bit parameters and reduce-scatter 16-bit gradients
-PARAMETER_NAMES = ("log_mfu_at_1tflop", "mfu_exponent", "exposed_comm", "per_step_s", "per_run_h")
+PARAMETER_NAMES = ("log_mfu_at_1b_params", "mfu_exponent", "exposed_comm", "per_step_s", "per_run_h")
+FITTED = 3  # the first three names are fitted; the overheads stay at their START value, 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RunShape:
     trainable_params: float
     sharded: bool  # FSDP FULL_SHARD / ZeRO-3 (parameters gathered every step) rather than DDP
     bandwidth_gb_s: float  # per device, on the slowest link the collective crosses
+    model_params: float  # parameters one sample passes through, trained and frozen (sets the MFU)
     accumulate: int = 1  # micro-batches per step: sharded training gathers parameters for each
 
     @property
@@ -49,7 +54,7 @@ class RunShape:
 
 @dataclass(frozen=True)
 class TimeModel:
-    log_mfu_at_1tflop: float
+    log_mfu_at_1b_params: float
     mfu_exponent: float
     exposed_comm: float
     per_step_s: float
@@ -98,15 +103,15 @@ def communication_seconds(shape: RunShape) -> float:
     return allreduce_seconds(shape.trainable_params * GRADIENT_BYTES, shape.devices, shape.bandwidth_gb_s)
 
 
-def utilisation(model: TimeModel, flops_per_sample: float) -> float:
-    """Achievable MFU for a model of this size: a power law in FLOPs per sample, capped at MFU_CAP."""
-    scale = max(flops_per_sample, 1.0) / 1e12
-    return min(MFU_CAP, math.exp(model.log_mfu_at_1tflop) * scale**model.mfu_exponent)
+def utilisation(model: TimeModel, model_params: float) -> float:
+    """Achievable MFU for a model of this size: a power law in its parameters, capped at MFU_CAP."""
+    scale = max(model_params, 1.0) / 1e9
+    return min(MFU_CAP, math.exp(model.log_mfu_at_1b_params) * scale**model.mfu_exponent)
 
 
 def step_time(model: TimeModel, shape: RunShape, mfu: float | None = None) -> StepTime:
     """One optimizer step on each device; ``mfu`` (a measured calibration) replaces the fitted one."""
-    used = mfu if mfu is not None else utilisation(model, shape.flops_per_sample)
+    used = mfu if mfu is not None else utilisation(model, shape.model_params)
     compute = shape.global_batch * shape.flops_per_sample / (shape.devices * shape.peak_flops * used)
     return StepTime(compute, model.exposed_comm * communication_seconds(shape), model.per_step_s)
 
@@ -125,9 +130,9 @@ def staged_accelerator_hours(model: TimeModel, stages: Sequence[RunShape]) -> fl
 
 
 # ------------------------------------------------------------------------------------------- fitting
-START = TimeModel(math.log(0.25), 0.1, 0.5, 0.1, 0.05)
-LOWER = (math.log(0.01), -0.5, 0.0, 0.0, 0.0)
-UPPER = (math.log(MFU_CAP), 0.5, 1.0, 5.0, 2.0)
+START = TimeModel(math.log(0.25), 0.1, 0.5, 0.0, 0.0)
+LOWER = (math.log(0.01), -0.5, 0.0)
+UPPER = (math.log(MFU_CAP), 0.5, 1.0)
 
 
 def log_residuals(model: TimeModel, runs: Sequence[Sequence[RunShape]], hours: Sequence[float]) -> np.ndarray:
@@ -137,18 +142,19 @@ def log_residuals(model: TimeModel, runs: Sequence[Sequence[RunShape]], hours: S
 
 def fit(runs: Sequence[Sequence[RunShape]], hours: Sequence[float]) -> TimeModel:
     """Least squares on log accelerator-hours (every run weighs the same whatever its size), with a
-    soft-L1 loss so one misreported run cannot drag the others (scipy.optimize.least_squares). Each run
-    is the stages it trained, one after another."""
+    soft-L1 loss so one misreported run cannot drag the others (scipy.optimize.least_squares), of the
+    FITTED parameters (the overheads keep START's 0). Each run is the stages it trained, in order."""
     from scipy.optimize import least_squares
 
+    fixed = START.vector()[FITTED:]
     solution = least_squares(
-        lambda x: log_residuals(TimeModel.from_vector(x), runs, hours),
-        START.vector(),
+        lambda x: log_residuals(TimeModel.from_vector([*x, *fixed]), runs, hours),
+        START.vector()[:FITTED],
         bounds=(LOWER, UPPER),
         loss="soft_l1",
         f_scale=0.2,
     )
-    return TimeModel.from_vector(solution.x)
+    return TimeModel.from_vector([*solution.x, *fixed])
 
 
 def abs_pct_error(predicted: float, actual: float) -> float:
