@@ -13,7 +13,13 @@ import torch
 from vlmforge.config.load import load_recipe
 from vlmforge.config.peft import ClassFolders, ClipAdapter, ContrastiveFinetuneRecipe, CoOp, LoraFamily, Vpt
 from vlmforge.config.schema import recipe_verb
-from vlmforge.data.classification import ImageFormat, classification_splits, few_shot, stratified_split
+from vlmforge.data.classification import (
+    ImageFormat,
+    classification_splits,
+    few_shot,
+    stratified_split,
+    validation_splits,
+)
 from vlmforge.errors import UserError
 from vlmforge.models.peft.lora import target_pattern
 from vlmforge.models.peft.wise_ft import interpolate
@@ -60,6 +66,18 @@ def test_stratified_split_holds_out_each_class() -> None:
     kept, held = stratified_split(labels, 0.2, 0)
     assert not set(kept) & set(held) and len(kept) + len(held) == 40
     assert np.bincount(labels[held]).tolist() == [2, 2, 2, 2]
+
+
+def test_validation_splits_hold_out_shots_and_leave_test_alone() -> None:
+    from vlmforge.config.peft import DigitsClasses
+
+    splits = classification_splits(DigitsClasses(shots=4), ImageFormat(16, (0.5,) * 3, (0.5,) * 3), seed=0)
+    held = validation_splits(splits, 0.5, seed=0)
+    assert np.bincount(held.train.labels).tolist() == [2] * 10
+    assert np.bincount(held.test.labels).tolist() == [2] * 10
+    fit, validate = set(held.train.sources.tolist()), set(held.test.sources.tolist())
+    assert not fit & validate and fit | validate == set(splits.train.sources.tolist())
+    assert not validate & set(splits.test.sources.tolist()) and held.classnames == splits.classnames
 
 
 def test_digits_splits_keep_chosen_classes() -> None:

@@ -68,6 +68,14 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
+def validation_splits(splits: ClassificationSplits, fraction: float, seed: int) -> ClassificationSplits:
+    """``fraction`` of each class's training images held out as the test split, for choosing
+    hyperparameters without touching the real test images (VPT, Jia et al. 2022 §4.1: grid search on a
+    validation split carved from the training data)."""
+    fit, held = stratified_split(splits.train.labels, fraction, seed)
+    return ClassificationSplits(splits.train.subset(fit), splits.train.subset(held), splits.classnames)
+
+
 def few_shot(labels: np.ndarray, shots: int, seed: int, classnames: list[str]) -> np.ndarray:
     """``shots`` positions per class, drawn with ``seed``; a class with fewer images is an error."""
     rng = np.random.default_rng(seed)
