@@ -88,6 +88,24 @@ def _quantized_base_is_frozen(recipe: FinetuneRecipe) -> None:
             )
 
 
+def _images_fit_positions(recipe: FinetuneRecipe) -> None:
+    """A stage with several images per sample (in-context data) needs room for all their tokens."""
+    model = recipe.model
+    for stage in recipe.stages:
+        images = getattr(stage.data, "images_per_sample", 1)
+        longest = images * model.image_tokens + model.max_text_tokens
+        positions = model.llm.max_position_embeddings
+        if longest > positions:
+            raise ValueError(
+                f"stage {stage.name!r}: {images} images x {model.image_tokens} tokens + max_text_tokens "
+                f"{model.max_text_tokens} exceed llm.max_position_embeddings {positions}"
+            )
+    if any(task.kind == "in_context" for task in recipe.eval) and not hasattr(
+        recipe.stages[-1].data, "answer_loss"
+    ):
+        raise ValueError("eval task 'in_context' needs the last stage's data to be in-context samples")
+
+
 def _default_finetune_tasks() -> list[EvalTask]:
     return [VqaTask()]
 
@@ -124,6 +142,7 @@ class FinetuneRecipe(RunRecipe):
         if any(task.kind == "preference" for task in self.eval):
             raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
         _quantized_base_is_frozen(self)
+        _images_fit_positions(self)
         _no_periodic_eval(self.train, "finetune")
         check_eval_tasks(self.model, self.eval)
         return self

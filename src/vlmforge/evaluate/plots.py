@@ -15,6 +15,7 @@ PLOT_FILES = {
     "zeroshot": ("zeroshot.confusion.png", "zeroshot.per_class.png"),
     "retrieval": ("retrieval.recall.png",),
     "grounding": ("grounding.boxes.png",),
+    "in_context": ("in_context.shots.png",),
 }
 
 
@@ -25,6 +26,10 @@ def write_plots(task: str, metrics: dict[str, Any], folder: Path) -> list[Path]:
         (folder / name).unlink(missing_ok=True)
     if task == "grounding" and metrics.get("gallery"):
         return [box_gallery(metrics["gallery"], folder / PLOT_FILES["grounding"][0])]
+    if task == "in_context" and metrics.get("shots"):
+        from vlmforge.evaluate.in_context import shots_plot
+
+        return [shots_plot(metrics, folder / PLOT_FILES["in_context"][0])]
     rows = metrics.get("predictions")
     if not rows:
         return []

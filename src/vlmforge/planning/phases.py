@@ -122,6 +122,7 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
 
     cfg = recipe.model.without_pretrained()
     text = stage.data.mean_text_tokens or cfg.max_text_tokens
+    images = getattr(stage.data, "images_per_sample", 1)  # in-context samples hold several
     samples = None
     if stage.max_steps is None:
         where = f"stage {stage.name!r}"
@@ -131,7 +132,9 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
         lambda device: llava.prepare_stage(
             llava.build_model(cfg, vocab, device=device), cfg, stage.trainable
         ),
-        lambda m, batch: llava.synthetic_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
+        lambda m, batch: llava.synthetic_loss(
+            cfg, m, batch, _device_of(m), vocab, text_tokens=text, images=images
+        ),
         recipe.batch_plan(stage, samples),
         lambda m: llava_qlora.quantized_weight_count(m, cfg),
     )
