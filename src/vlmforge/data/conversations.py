@@ -148,10 +148,6 @@ def open_conversations(cfg: ConversationSource, image_size: int) -> Conversation
 
 def split_conversations(cfg: ConversationSource, image_size: int) -> tuple[ConversationSet, ConversationSet]:
     """The fixed (seed-independent) training and held-out parts, stratified when labels exist."""
-    from vlmforge.data.in_context import is_in_context, split_in_context
-
-    if is_in_context(cfg):  # multi-image samples, split by their own rules
-        return split_in_context(cfg, image_size)  # type: ignore[arg-type]
     full = open_conversations(cfg, image_size)
     train, val = split_indices(len(full.images.keys), full.images.labels, cfg.val_fraction)
     return full.subset(train, "train"), full.subset(val, "val")

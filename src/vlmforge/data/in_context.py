@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmforge.config.data import DigitsInContext, InContextJsonData, InContextSource
+from vlmforge.config.data import ConversationSource, DigitsInContext, InContextJsonData, InContextSource
 from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
 from vlmforge.data.conversation_set import IMAGE, ConversationSet, Turn, read_json_list
 from vlmforge.data.conversations import (
@@ -24,6 +24,7 @@ from vlmforge.data.conversations import (
     collate_conversations,
     encode,
     prompt_ids,
+    split_conversations,
 )
 from vlmforge.errors import UserError
 
@@ -52,6 +53,13 @@ class InContextSet(ConversationSet):
 
 def is_in_context(source: Any) -> bool:
     return getattr(source, "kind", None) in IN_CONTEXT_KINDS
+
+
+def split_stage_data(cfg: ConversationSource, image_size: int) -> tuple[ConversationSet, ConversationSet]:
+    """A finetune stage's training and held-out parts: in-context samples or single-image conversations."""
+    if isinstance(cfg, InContextJsonData | DigitsInContext):
+        return split_in_context(cfg, image_size)
+    return split_conversations(cfg, image_size)
 
 
 def split_in_context(cfg: InContextSource, image_size: int) -> tuple[InContextSet, InContextSet]:

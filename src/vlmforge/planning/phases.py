@@ -117,7 +117,7 @@ def phases(recipe: TrainingRecipe) -> list[Phase]:
 
 
 def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Phase:
-    from vlmforge.data.conversations import split_conversations
+    from vlmforge.data.in_context import split_stage_data
     from vlmforge.models import llava, llava_qlora
 
     cfg = recipe.model.without_pretrained()
@@ -126,7 +126,7 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
     samples = None
     if stage.max_steps is None:
         where = f"stage {stage.name!r}"
-        samples = _train_samples(stage.data, where, stage.epochs, cfg.vision.image_size, split_conversations)
+        samples = _train_samples(stage.data, where, stage.epochs, cfg.vision.image_size, split_stage_data)
     return Phase(
         stage.name,
         lambda device: llava.prepare_stage(

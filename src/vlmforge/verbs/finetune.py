@@ -44,9 +44,9 @@ def run(
         build_tokenizer,
         load_tokenizer,
         save_tokenizer,
-        split_conversations,
         template_texts,
     )
+    from vlmforge.data.in_context import split_stage_data
     from vlmforge.data.locations import add_location_tokens, location_grids, without_location_markup
     from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
@@ -55,7 +55,7 @@ def run(
 
     raise_all(preflight(recipe))
     side = recipe.model.vision.image_size
-    splits = [split_conversations(stage.data, side) for stage in recipe.stages]
+    splits = [split_stage_data(stage.data, side) for stage in recipe.stages]
     for i, (stage, (train, _)) in enumerate(zip(recipe.stages, splits, strict=True)):
         if len(train) < stage.batch_size:
             raise UserError(
