@@ -1,6 +1,7 @@
 """Plots of an evaluation's per-item predictions, written next to its results (``eval/``): the zero-shot
-confusion matrix and per-class accuracy (up to ``MAX_PLOTTED_CLASSES`` classes) and the retrieval recall
-curve, R@k over every k, both directions. Drawn as ``vlmforge plan --plot`` draws (Agg, 120 dpi)."""
+confusion matrix and per-class accuracy (up to ``MAX_PLOTTED_CLASSES`` classes), the retrieval recall
+curve, R@k over every k, both directions, and the in-context accuracy over the number of examples k.
+Drawn as ``vlmforge plan --plot`` draws (Agg, 120 dpi)."""
 
 from __future__ import annotations
 
