@@ -270,6 +270,8 @@ def test_stage_data_splits_in_context_sources() -> None:
 def test_recipe_refuses_samples_longer_than_the_positions() -> None:
     with pytest.raises(UserError, match="5 images x 16 tokens \\+ max_text_tokens 64 exceed"):
         _recipe("model.llm.max_position_embeddings=120")
+    with pytest.raises(UserError, match="in-context samples need template: chat"):
+        _recipe("stages.0.template=plain")
     with pytest.raises(UserError, match="in_context"):
         load_recipe("finetune", find_recipe("debug/llava-tiny"), ["eval=[{kind: in_context}]"])
 

@@ -9,7 +9,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from vlmforge.config.base import Section, Seed
-from vlmforge.config.data import ConversationSource, PreferenceSource
+from vlmforge.config.data import (
+    ConversationSource,
+    DigitsInContext,
+    InContextFields,
+    InContextJsonData,
+    PreferenceSource,
+)
 from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_eval_tasks
 from vlmforge.config.llava import LlavaModel, LoraAdapters
 from vlmforge.config.rlhf import RewardConfig, RlooConfig
@@ -88,11 +94,15 @@ def _quantized_base_is_frozen(recipe: FinetuneRecipe) -> None:
             )
 
 
-def _images_fit_positions(recipe: FinetuneRecipe) -> None:
-    """A stage with several images per sample (in-context data) needs room for all their tokens."""
+def _in_context_stages_fit(recipe: FinetuneRecipe) -> None:
+    """A stage with several images per sample (in-context data) needs room for all their tokens, and the
+    chat template (the plain one keeps one image and one answer)."""
     model = recipe.model
     for stage in recipe.stages:
-        images = getattr(stage.data, "images_per_sample", 1)
+        in_context = isinstance(stage.data, InContextJsonData | DigitsInContext)
+        if in_context and stage.template != "chat":
+            raise ValueError(f"stage {stage.name!r}: in-context samples need template: chat")
+        images = stage.data.images_per_sample if in_context else 1
         longest = images * model.image_tokens + model.max_text_tokens
         positions = model.llm.max_position_embeddings
         if longest > positions:
@@ -100,8 +110,8 @@ def _images_fit_positions(recipe: FinetuneRecipe) -> None:
                 f"stage {stage.name!r}: {images} images x {model.image_tokens} tokens + max_text_tokens "
                 f"{model.max_text_tokens} exceed llm.max_position_embeddings {positions}"
             )
-    if any(task.kind == "in_context" for task in recipe.eval) and not hasattr(
-        recipe.stages[-1].data, "answer_loss"
+    if any(task.kind == "in_context" for task in recipe.eval) and not isinstance(
+        recipe.stages[-1].data, InContextFields
     ):
         raise ValueError("eval task 'in_context' needs the last stage's data to be in-context samples")
 
@@ -142,7 +152,7 @@ class FinetuneRecipe(RunRecipe):
         if any(task.kind == "preference" for task in self.eval):
             raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
         _quantized_base_is_frozen(self)
-        _images_fit_positions(self)
+        _in_context_stages_fit(self)
         _no_periodic_eval(self.train, "finetune")
         check_eval_tasks(self.model, self.eval)
         return self
