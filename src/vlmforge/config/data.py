@@ -266,8 +266,66 @@ class DigitCanvases(ConversationDataBase):
         return self
 
 
+class InContextFields(ConversationDataBase):
+    """Multimodal in-context samples (Otter / MIMIC-IT, Li et al. 2023): instruction-image-answer examples
+    as context, then a query instruction and image; one ``<image>`` per example, in order."""
+
+    answer_loss: Literal["query", "all"] = Field(
+        "query",
+        description="Which answers carry the loss: the query's only (Otter), or every context answer too.",
+    )
+
+
+class InContextJsonData(InContextFields):
+    """A JSON list of {"id", "images": [file, ...], "context": [{"instruction", "answer"}, ...],
+    "query": {"instruction", "answer"}}: one image per context example then the query's
+    (len(images) = len(context) + 1); an instruction may hold ``<image>`` where its image goes (default:
+    before the instruction). Images are read from ``image_folder``."""
+
+    kind: Literal["in-context-json"] = "in-context-json"
+    path: Path = Field(description="The JSON file of in-context samples.")
+    image_folder: Path | None = Field(None, description="Folder of the images (default: the JSON's folder).")
+    images_per_sample: int = Field(
+        4, ge=1, le=64, description="Images per sample `vlmforge plan` counts (context examples + 1)."
+    )
+
+
+class DigitsInContext(InContextFields):
+    """Offline in-context digits: "<image> What is this? this is a seven. <image> What is this? ..."
+    Training samples have 0 to ``shots`` context examples; held-out ones have ``shots`` (k-shot evaluation
+    keeps the last k). Context and query images never cross the fixed train / held-out split."""
+
+    kind: Literal["digits-in-context"] = "digits-in-context"
+    shots: int = Field(4, ge=1, le=16, description="Most context examples per sample.")
+    count: int = Field(2000, ge=10, description="Samples in all, before the held-out split.")
+    names: Literal["digit", "nonce"] = Field(
+        "digit",
+        description="Answers: the digit's name, or a made-up word bound to the digit within one sample "
+        "only (Frozen's fast binding, Tsimpoukelli et al. 2021): then only the context tells the answer.",
+    )
+    seed: Seed = Field(0, description="Seed of the samples' draws (not the run's seed).")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel normalisation std.")
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out fraction of digits and samples (fixed, independent of seed)."
+    )
+
+    @property
+    def images_per_sample(self) -> int:
+        return self.shots + 1
+
+
+InContextSource = InContextJsonData | DigitsInContext
+
+
 ConversationSource = Annotated[
-    LlavaJsonData | DigitsConversations | ReferringJsonData | ReferringCanvases | DigitCanvases,
+    LlavaJsonData
+    | DigitsConversations
+    | ReferringJsonData
+    | ReferringCanvases
+    | DigitCanvases
+    | InContextJsonData
+    | DigitsInContext,
     Field(discriminator="kind"),
 ]
 

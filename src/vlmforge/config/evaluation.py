@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vlmforge.config.base import Section, Seed
 from vlmforge.config.benchmarks import (
@@ -121,6 +121,25 @@ class GroundingTask(Section):
     shown: int = Field(16, ge=0, le=64, description="Images drawn with their boxes (0: no picture).")
 
 
+class InContextTask(Section):
+    """k-shot accuracy of in-context samples (Otter / MIMIC-IT, Li et al. 2023; the k-shot protocol of
+    Flamingo, Alayrac et al. 2022): each held-out query answered greedily after the last k of its context
+    examples, scored by exact match (lower-cased, punctuation removed), for every k in ``shots``; the
+    accuracies go to in_context.json and in_context.shots.png."""
+
+    kind: Literal["in_context"] = "in_context"
+    shots: list[int] = Field([0, 1, 2, 4], min_length=1, description="Context examples k to score.")
+    max_new_tokens: int = Field(4, ge=1, description="Longest generated answer, in tokens.")
+    max_samples: int | None = Field(None, ge=1, description="Evaluate at most this many queries.")
+
+    @field_validator("shots")
+    @classmethod
+    def _distinct_counts(cls, shots: list[int]) -> list[int]:
+        if any(k < 0 for k in shots) or len(set(shots)) != len(shots):
+            raise ValueError(f"shots must be distinct counts >= 0, got {shots}")
+        return sorted(shots)
+
+
 EvalTask = Annotated[
     ZeroShotTask
     | RetrievalTask
@@ -139,7 +158,8 @@ EvalTask = Annotated[
     | MmbenchTask
     | ScienceQaTask
     | RefCocoTask
-    | GroundingTask,
+    | GroundingTask
+    | InContextTask,
     Field(discriminator="kind"),
 ]
 
@@ -165,7 +185,7 @@ EVAL_TASKS: dict[str, tuple[str, ...]] = {
     "coca": (*COCA_TASKS, *EMBEDDING_BENCHMARKS, "karpathy_captioning"),
     "masked": ("linear_probe",),
     "flava": (*EMBEDDING_TASKS, *EMBEDDING_BENCHMARKS),
-    "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS, "grounding"),
+    "llava": ("vqa", "preference", *LLAVA_BENCHMARK_KINDS, "grounding", "in_context"),
 }
 
 

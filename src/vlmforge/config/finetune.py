@@ -9,7 +9,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from vlmforge.config.base import Section, Seed
-from vlmforge.config.data import ConversationSource, PreferenceSource
+from vlmforge.config.data import (
+    ConversationSource,
+    DigitsInContext,
+    InContextFields,
+    InContextJsonData,
+    PreferenceSource,
+)
 from vlmforge.config.evaluation import EvalTask, PreferenceTask, VqaTask, check_eval_tasks
 from vlmforge.config.llava import LlavaModel, LoraAdapters
 from vlmforge.config.rlhf import RewardConfig, RlooConfig
@@ -88,6 +94,30 @@ def _quantized_base_is_frozen(recipe: FinetuneRecipe) -> None:
             )
 
 
+def _in_context_stages_fit(recipe: FinetuneRecipe) -> None:
+    """A stage with several images per sample (in-context data) needs room for all their tokens, and the
+    chat template (the plain one keeps one image and one answer)."""
+    model = recipe.model
+    for stage in recipe.stages:
+        in_context = isinstance(stage.data, InContextJsonData | DigitsInContext)
+        if in_context and stage.template != "chat":
+            raise ValueError(f"stage {stage.name!r}: in-context samples need template: chat")
+        if in_context and model.image_layout == "anyres":  # one tiled image per sample is what is tested
+            raise ValueError(f"stage {stage.name!r}: in-context samples need model.image_layout single")
+        images = stage.data.images_per_sample if in_context else 1
+        longest = images * model.image_tokens + model.max_text_tokens
+        positions = model.llm.max_position_embeddings
+        if longest > positions:
+            raise ValueError(
+                f"stage {stage.name!r}: {images} images x {model.image_tokens} tokens + max_text_tokens "
+                f"{model.max_text_tokens} exceed llm.max_position_embeddings {positions}"
+            )
+    if any(task.kind == "in_context" for task in recipe.eval) and not isinstance(
+        recipe.stages[-1].data, InContextFields
+    ):
+        raise ValueError("eval task 'in_context' needs the last stage's data to be in-context samples")
+
+
 def _default_finetune_tasks() -> list[EvalTask]:
     return [VqaTask()]
 
@@ -124,6 +154,7 @@ class FinetuneRecipe(RunRecipe):
         if any(task.kind == "preference" for task in self.eval):
             raise ValueError("eval task 'preference' needs preference pairs: it applies to align recipes")
         _quantized_base_is_frozen(self)
+        _in_context_stages_fit(self)
         _no_periodic_eval(self.train, "finetune")
         check_eval_tasks(self.model, self.eval)
         return self

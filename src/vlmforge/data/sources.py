@@ -53,7 +53,9 @@ def build_eval_data(train_recipe: TrainingRecipe, data: Any, split: str = "all")
 
         side = train_recipe.model.input_side
         if data is None:
-            return split_conversations(train_recipe.stages[-1].data, side)[1]
+            from vlmforge.data.in_context import split_stage_data
+
+            return split_stage_data(train_recipe.stages[-1].data, side)[1]
         if isinstance(data, DataBase):
             raise UserError(
                 f"data.kind {data.kind!r}: a finetune run is evaluated on conversations",

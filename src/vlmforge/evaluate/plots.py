@@ -1,6 +1,7 @@
 """Plots of an evaluation's per-item predictions, written next to its results (``eval/``): the zero-shot
-confusion matrix and per-class accuracy (up to ``MAX_PLOTTED_CLASSES`` classes) and the retrieval recall
-curve, R@k over every k, both directions. Drawn as ``vlmforge plan --plot`` draws (Agg, 120 dpi)."""
+confusion matrix and per-class accuracy (up to ``MAX_PLOTTED_CLASSES`` classes), the retrieval recall
+curve, R@k over every k, both directions, and the in-context accuracy over the number of examples k.
+Drawn as ``vlmforge plan --plot`` draws (Agg, 120 dpi)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ PLOT_FILES = {
     "zeroshot": ("zeroshot.confusion.png", "zeroshot.per_class.png"),
     "retrieval": ("retrieval.recall.png",),
     "grounding": ("grounding.boxes.png",),
+    "in_context": ("in_context.shots.png",),
 }
 
 
@@ -25,6 +27,10 @@ def write_plots(task: str, metrics: dict[str, Any], folder: Path) -> list[Path]:
         (folder / name).unlink(missing_ok=True)
     if task == "grounding" and metrics.get("gallery"):
         return [box_gallery(metrics["gallery"], folder / PLOT_FILES["grounding"][0])]
+    if task == "in_context" and metrics.get("shots"):
+        from vlmforge.evaluate.in_context import shots_plot
+
+        return [shots_plot(metrics, folder / PLOT_FILES["in_context"][0])]
     rows = metrics.get("predictions")
     if not rows:
         return []

@@ -31,6 +31,7 @@ from vlmforge.errors import UserError
 from vlmforge.evaluate.box_grounding import box_head_grounding
 from vlmforge.evaluate.captioning import captioning
 from vlmforge.evaluate.grounding import llava_grounding
+from vlmforge.evaluate.in_context import in_context
 from vlmforge.evaluate.item_predictions import compositional_rows, probe_rows, retrieval_rows, zero_shot_rows
 from vlmforge.evaluate.metrics import (
     compositional_accuracy,
@@ -270,4 +271,5 @@ TASKS: dict[str, Callable[[EvalContext, Any], dict[str, Any]]] = {
     "vqa": vqa,
     "preference": preference,
     "grounding": grounding,
+    "in_context": in_context,
 }

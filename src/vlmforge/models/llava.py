@@ -185,29 +185,34 @@ def synthetic_loss(
     device: str,
     vocab_size: int,
     text_tokens: int | None = None,
+    images: int = 1,
 ) -> torch.Tensor:
-    """The next-token loss of ``batch_size`` synthetic samples: one image then ``text_tokens`` answer
-    tokens (default ``cfg.max_text_tokens``). The same operations as the model's forward — vision
+    """The next-token loss of ``batch_size`` synthetic samples: ``images`` images then ``text_tokens``
+    answer tokens (default ``cfg.max_text_tokens``). The same operations as the model's forward — vision
     encoder, projector, LLM over image + text tokens, LM head, cross-entropy — with the image tokens in
     front instead of scattered into placeholders (a check there cannot run on the meta device)."""
     text_tokens = text_tokens or cfg.max_text_tokens
     llava = model.get_base_model() if hasattr(model, "get_base_model") else model
     side = cfg.vision.image_size
     if cfg.image_layout == "anyres":
-        images = llava_anyres.synthetic_inputs(cfg, batch_size, device)
+        vision = llava_anyres.synthetic_inputs(cfg, batch_size * images, device)
     else:
-        images = {"pixel_values": torch.zeros(batch_size, 3, side, side, device=device)}
+        vision = {"pixel_values": torch.zeros(batch_size * images, 3, side, side, device=device)}
     text = torch.ones(batch_size, text_tokens, dtype=torch.long, device=device)
     image_out = llava.model.get_image_features(
-        **images,
+        **vision,
         vision_feature_layer=cfg.vision_feature_layer,
         vision_feature_select_strategy="default",
     )
     embeds = llava.model.get_input_embeddings()(text)
-    image_embeds = torch.stack(list(image_out.pooler_output)).to(embeds.dtype)
+    image_embeds = (
+        torch.stack(list(image_out.pooler_output)).to(embeds.dtype).reshape(batch_size, -1, embeds.shape[-1])
+    )
     hidden = llava.model.language_model(inputs_embeds=torch.cat([image_embeds, embeds], 1)).last_hidden_state
     logits = llava.lm_head(hidden)
-    ignored = torch.full((batch_size, cfg.image_tokens), IGNORE_INDEX, dtype=torch.long, device=device)
+    ignored = torch.full(
+        (batch_size, images * cfg.image_tokens), IGNORE_INDEX, dtype=torch.long, device=device
+    )
     labels = torch.cat([ignored, text], 1)
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX

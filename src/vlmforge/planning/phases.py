@@ -117,21 +117,24 @@ def phases(recipe: TrainingRecipe) -> list[Phase]:
 
 
 def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Phase:
-    from vlmforge.data.conversations import split_conversations
+    from vlmforge.data.in_context import split_stage_data
     from vlmforge.models import llava, llava_qlora
 
     cfg = recipe.model.without_pretrained()
     text = stage.data.mean_text_tokens or cfg.max_text_tokens
+    images = getattr(stage.data, "images_per_sample", 1)  # in-context samples hold several
     samples = None
     if stage.max_steps is None:
         where = f"stage {stage.name!r}"
-        samples = _train_samples(stage.data, where, stage.epochs, cfg.input_side, split_conversations)
+        samples = _train_samples(stage.data, where, stage.epochs, cfg.input_side, split_stage_data)
     return Phase(
         stage.name,
         lambda device: llava.prepare_stage(
             llava.build_model(cfg, vocab, device=device), cfg, stage.trainable
         ),
-        lambda m, batch: llava.synthetic_loss(cfg, m, batch, _device_of(m), vocab, text_tokens=text),
+        lambda m, batch: llava.synthetic_loss(
+            cfg, m, batch, _device_of(m), vocab, text_tokens=text, images=images
+        ),
         recipe.batch_plan(stage, samples),
         lambda m: llava_qlora.quantized_weight_count(m, cfg),
     )

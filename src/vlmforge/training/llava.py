@@ -10,6 +10,7 @@ import torch
 
 from vlmforge.config.schema import FinetuneRecipe, FinetuneStage
 from vlmforge.data.conversations import IGNORE_INDEX, collate_conversations
+from vlmforge.data.in_context import collate_in_context, is_in_context
 from vlmforge.models.llava import load_saved_weights, prepare_stage
 from vlmforge.models.llava_anyres import vision_inputs
 from vlmforge.models.llava_qlora import quantize_llm, quantizes
@@ -38,7 +39,9 @@ class LlavaStageModule(TrainingModule):
         if quantizes(recipe.model):  # the 4-bit LLM is frozen in every stage the recipe allows
             quantize_llm(self.model)
         self.stage = stage
-        self.collate = functools.partial(collate_conversations, pad_id=pad_id)
+        multi_image = is_in_context(stage.data)  # several images per sample, stacked in order
+        collate = collate_in_context if multi_image else collate_conversations
+        self.collate = functools.partial(collate, pad_id=pad_id)
 
     def block_classes(self) -> tuple[type[torch.nn.Module], ...]:
         """FSDP shards the vision encoder's and the LLM's layers one by one."""

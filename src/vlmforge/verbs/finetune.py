@@ -44,9 +44,9 @@ def run(
         build_tokenizer,
         load_tokenizer,
         save_tokenizer,
-        split_conversations,
         template_texts,
     )
+    from vlmforge.data.in_context import split_stage_data
     from vlmforge.data.locations import add_location_tokens, location_grids, without_location_markup
     from vlmforge.evaluate.results import EvalResult, without_item_lists
     from vlmforge.evaluate.tasks import evaluate_model
@@ -55,7 +55,7 @@ def run(
 
     raise_all(preflight(recipe))
     side = recipe.model.input_side
-    splits = [split_conversations(stage.data, side) for stage in recipe.stages]
+    splits = [split_stage_data(stage.data, side) for stage in recipe.stages]
     for i, (stage, (train, _)) in enumerate(zip(recipe.stages, splits, strict=True)):
         if len(train) < stage.batch_size:
             raise UserError(
@@ -167,7 +167,7 @@ def _run_stage(
     resume_from: Path | None,
 ) -> dict[str, Any]:
     """Train one stage; its outcome (rank 0 also writes the stage's weights, actual.json, result.json)."""
-    from vlmforge.data.conversations import ConversationSamples
+    from vlmforge.data.in_context import stage_samples
     from vlmforge.families import family_for
     from vlmforge.models.peft.classifier import share_line, trainable_share
     from vlmforge.training.fit import fit_to_weights
@@ -177,7 +177,7 @@ def _run_stage(
     batch = recipe.batch_plan(stage, len(train))
     settings = FitSettings(batch, recipe.stage_optim(stage), stage.data.num_workers)
     module = family_for(cfg).module_class()(recipe, vocab, stage, settings, tokens, init_weights=init)
-    module.train_data = ConversationSamples(
+    module.train_data = stage_samples(
         train, tokenizer, stage.template, cfg.image_tokens, tokens[0], cfg.max_text_tokens
     )
     note = f" from {resume_from}" if resume_from else (f" from {init.parent.name}" if init else "")
