@@ -239,7 +239,7 @@ def exact_linear_projector(model: Any) -> None:
 
 def generation_config(tokenizer: Any, max_new_tokens: int) -> Any:
     """Greedy decoding up to ``max_new_tokens``, stopping at ``</s>``: how ``vlmforge eval`` answers."""
-    from vlmforge.models.llava import transformers_module
+    from vlmforge.models.transformers_lib import transformers_module
 
     return transformers_module().GenerationConfig(
         do_sample=False,
@@ -260,7 +260,7 @@ def processor(source: ExportSource, tokenizer: Any) -> Any:
     transformed as above, as many placeholders as the model reads for the image's size."""
     from PIL import Image
 
-    from vlmforge.models.llava import transformers_module
+    from vlmforge.models.transformers_lib import transformers_module
 
     tf = transformers_module()
     side = source.model.vision.image_size

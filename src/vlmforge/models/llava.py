@@ -18,6 +18,7 @@ from vlmforge.config.llava import LlavaModel
 from vlmforge.errors import UserError, missing_extra
 from vlmforge.models import llava_adapter, llava_anyres, llava_qlora
 from vlmforge.models.llava_projectors import custom_projector
+from vlmforge.models.transformers_lib import transformers_module
 from vlmforge.storage import write_text, writing
 
 PROJECTOR = "model.multi_modal_projector."
@@ -39,16 +40,6 @@ UNLOADABLE_LINEAR = "vlmforge-linear-projector: export the run to load it with t
 UNLOADABLE_MAPL = "vlmforge-mapl-projector: load the run with vlmforge (transformers has no MAPL mapper)"
 UNLOADABLE_ADAPTER = "vlmforge-llama-adapter: load the run with vlmforge (transformers has no such prompts)"
 CONFIG = "config.json"
-
-
-def transformers_module() -> Any:
-    """transformers, or the install hint for the llava extra."""
-    try:
-        import transformers
-    except ImportError:
-        raise missing_extra("transformers", "llava") from None
-    transformers.logging.set_verbosity_error()  # random init of a config is what a recipe asks for
-    return transformers
 
 
 def hf_config(cfg: LlavaModel, vocab_size: int, image_id: int) -> Any:

@@ -22,7 +22,7 @@ NEWLINE = "model.image_newline"  # trained with the projector, as LLaVA-NeXT's s
 def next_config(single: Any, cfg: LlavaModel) -> Any:
     """The ``LlavaNextConfig`` of a recipe whose ``LlavaConfig`` is ``single``: the same towers, image
     token and projector, with the recipe's pinpoints."""
-    from vlmforge.models.llava import transformers_module
+    from vlmforge.models.transformers_lib import transformers_module
 
     return transformers_module().LlavaNextConfig(
         vision_config=single.vision_config,
@@ -40,7 +40,7 @@ def next_config(single: Any, cfg: LlavaModel) -> Any:
 def tiler(pinpoints: list[list[int]], crop: int) -> Any:
     """transformers' LLaVA-NeXT image processor reduced to the tiling: no rescaling or normalisation
     (vlmforge's images arrive normalised), crops of ``crop`` pixels."""
-    from vlmforge.models.llava import transformers_module
+    from vlmforge.models.transformers_lib import transformers_module
 
     square = {"height": crop, "width": crop}
     return transformers_module().LlavaNextImageProcessor(

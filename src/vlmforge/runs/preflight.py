@@ -30,7 +30,7 @@ def preflight(recipe: TrainingRecipe) -> list[UserError]:
         return contrastive_preflight(recipe)
     basics = [lambda: check_loggers_installed(recipe.logger), lambda: check_runnable(recipe)]
     if isinstance(recipe, FinetuneRecipe | AlignRecipe):
-        from vlmforge.models.llava import transformers_module
+        from vlmforge.models.transformers_lib import transformers_module
 
         basics.insert(0, transformers_module)
     if isinstance(recipe, FinetuneRecipe):
