@@ -32,6 +32,7 @@ from vlmforge.config.data import (  # noqa: F401  (re-exported)
     PreferenceSource,
     ReferringCanvases,
     ReferringJsonData,
+    TextImagesConversations,
     WebDatasetData,
 )
 from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
@@ -176,7 +177,8 @@ EvalData = Annotated[
     | DigitsPreferences
     | ReferringJsonData
     | ReferringCanvases
-    | BoxCanvases,
+    | BoxCanvases
+    | TextImagesConversations,
     Field(discriminator="kind"),
 ]
 
