@@ -193,3 +193,15 @@ def test_font_sizes_must_fit_the_canvas() -> None:
         TextImagesConversations(canvas_size=32, font_sizes=(9, 13))
     with pytest.raises(ValueError, match="smallest <= largest"):
         TextImagesConversations(font_sizes=(12, 9))
+
+
+def test_an_unreadable_image_is_named_when_its_words_are_read(tmp_path: Path) -> None:
+    entry = {
+        "image": "a.png",
+        "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+    }
+    path = write_json(tmp_path, [entry])
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    data = open_conversations(LlavaJsonData(path=path, ocr_prompt={"words": "reader"}), 16)
+    with pytest.raises(UserError, match=r"a\.png: cannot read the image for OCR"):
+        data.turns(0)

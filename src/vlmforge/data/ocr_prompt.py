@@ -193,7 +193,12 @@ def _is_box(box: Any) -> bool:
 
 
 def _rgb(path: Path) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as opened:
-        return np.asarray(opened.convert("RGB"))
+    try:
+        with Image.open(path) as opened:
+            return np.asarray(opened.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(
+            f"{path}: cannot read the image for OCR: {exc}", hint="replace or drop the file"
+        ) from None
