@@ -138,6 +138,10 @@ def test_cache_dir_keeps_reads_across_readers(tmp_path: Path) -> None:
     assert len(calls) == 1 and len(list((tmp_path / "cache").glob("*.json"))) == 1
     CachedReader(cfg, fake_reader).read(image + 1)  # other pixels: read again
     assert len(calls) == 2
+    nothing = OcrPrompt(words="reader", cache_dir=tmp_path / "empty")
+    assert CachedReader(nothing, lambda rgb: []).read(image) == []
+    assert CachedReader(nothing, fake_reader).read(image) == []  # 'no words' is a cached answer too
+    assert len(calls) == 2
 
 
 def write_json(folder: Path, entries: list[dict]) -> Path:

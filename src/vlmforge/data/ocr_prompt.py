@@ -110,7 +110,8 @@ class CachedReader:
         """The words in ``rgb`` ([H, W, 3] uint8), boxes normalised."""
         key = hashlib.sha1(self._settings + str(rgb.shape).encode() + rgb.tobytes()).hexdigest()
         if key not in self._memory:
-            self._memory[key] = self._stored(key) or self._read_and_store(key, rgb)
+            stored = self._stored(key)  # an image with no words is stored as [], also a hit
+            self._memory[key] = self._read_and_store(key, rgb) if stored is None else stored
         return normalised(self._memory[key], rgb.shape[1], rgb.shape[0])
 
     def _stored(self, key: str) -> list[PixelRead] | None:
