@@ -53,7 +53,6 @@ def test_curate_writes_conversations_quoting_what_ocr_reads(tmp_path: Path) -> N
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-@pytest.mark.slow  # one short CLI run: start-up, 60 canvases, 3 steps, evaluation
 def test_debug_recipe_trains_with_ocr_words_in_the_prompt(tmp_path: Path) -> None:
     proc = run_cli(
         "finetune", "-c", str(RECIPE), *SHORT, "--format", "json", "--yes", cwd=tmp_path, check=True
