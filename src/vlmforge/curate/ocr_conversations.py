@@ -72,7 +72,7 @@ class LmGenerator:
     def __call__(self, words: Sequence[str], key: str) -> list[Turn] | None:
         import torch
 
-        model, tokenizer = self._model()
+        model, tokenizer = self.loaded()
         prompt = LM_PROMPT.format(text=" ".join(words))
         ids = tokenizer(prompt, return_tensors="pt")
         with torch.no_grad():
@@ -85,7 +85,7 @@ class LmGenerator:
         reply = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         return parse_reply(reply)
 
-    def _model(self) -> tuple[Any, Any]:
+    def loaded(self) -> tuple[Any, Any]:
         if self._loaded is None:
             self._loaded = load_causal_lm(self.folder)
         return self._loaded
@@ -198,7 +198,7 @@ def write_ocr_conversations(
         raise UserError(f"--to: {to} already exists", hint="choose a new file; nothing is overwritten")
     generator: Generator = TemplateGenerator(seed) if lm is None else LmGenerator(lm)
     if isinstance(generator, LmGenerator):
-        generator._model()  # a bad --lm folder fails before any image is read
+        generator.loaded()  # a bad --lm folder fails before any image is read
     if reader is None:
         check_ocr(OcrDetector())
         reader = OcrReader(OcrDetector()).read
