@@ -21,6 +21,7 @@ from vlmforge_cli import (
     curate_annotate,  # noqa: F401  (registers curate annotate export, curate annotate import)
     curate_documents,  # noqa: F401  (registers curate documents, assign-images, demo-documents)
     curate_generate,  # noqa: F401  (registers curate generate-images)
+    curate_ocr,  # noqa: F401  (registers curate ocr-conversations)
     eval_reports,  # noqa: F401  (registers eval score, eval compare)
     inference,  # noqa: F401  (registers pretrain, finetune, align, then eval, predict)
     interop,  # noqa: F401  (registers export)

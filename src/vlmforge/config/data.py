@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from vlmforge.config.base import Section, Seed
+from vlmforge.config.text_images import OcrPrompt, TextImagesFields
 
 # --------------------------------------------------------------------------------------------- data
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -167,6 +168,11 @@ class LlavaJsonData(ConversationDataBase):
     kind: Literal["llava-json"] = "llava-json"
     path: Path = Field(description="The conversation JSON file.")
     image_folder: Path | None = Field(None, description="Folder of the images (default: the JSON's folder).")
+    ocr_prompt: OcrPrompt | None = Field(
+        None,
+        description="Words of each image in its first question (Lumos); with words: data, an entry's "
+        "'ocr' list of {text, box: [x0, y0, x1, y1] in pixels} gives them.",
+    )
 
 
 class DigitsConversations(ConversationDataBase):
@@ -318,6 +324,13 @@ class DigitsInContext(InContextFields):
 InContextSource = InContextJsonData | DigitsInContext
 
 
+class TextImagesConversations(TextImagesFields, ConversationDataBase):
+    """Offline text-rich images: sign words and numbers drawn small on a canvas, asked about ("What word
+    is written?", "What number is on the sign?", "What word is at the top?"); every word's box is kept."""
+
+    kind: Literal["text-images"] = "text-images"
+
+
 ConversationSource = Annotated[
     LlavaJsonData
     | DigitsConversations
@@ -325,7 +338,8 @@ ConversationSource = Annotated[
     | ReferringCanvases
     | DigitCanvases
     | InContextJsonData
-    | DigitsInContext,
+    | DigitsInContext
+    | TextImagesConversations,
     Field(discriminator="kind"),
 ]
 

@@ -33,6 +33,7 @@ from vlmforge.config.data import (  # noqa: F401  (re-exported)
     PreferenceSource,
     ReferringCanvases,
     ReferringJsonData,
+    TextImagesConversations,
     WebDatasetData,
 )
 from vlmforge.config.evaluation import (  # noqa: F401  (re-exported)
@@ -178,7 +179,8 @@ EvalData = Annotated[
     | ReferringJsonData
     | ReferringCanvases
     | BoxCanvases
-    | DigitCanvases,
+    | DigitCanvases
+    | TextImagesConversations,
     Field(discriminator="kind"),
 ]
 

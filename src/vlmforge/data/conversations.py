@@ -20,6 +20,7 @@ from vlmforge.config.schema import (
     LlavaJsonData,
     ReferringCanvases,
     ReferringJsonData,
+    TextImagesConversations,
 )
 from vlmforge.data.base import ImageTextSet, fingerprint_bytes, split_indices
 from vlmforge.data.conversation_set import (
@@ -148,7 +149,16 @@ def open_conversations(cfg: ConversationSource, image_size: int) -> Conversation
         from vlmforge.data.referring import referring_json
 
         return referring_json(cfg, image_size)
-    return llava_json(cfg, image_size)
+    if isinstance(cfg, TextImagesConversations):
+        from vlmforge.data.text_images import text_image_conversations
+
+        return text_image_conversations(cfg, image_size)
+    data = llava_json(cfg, image_size)
+    if cfg.ocr_prompt is None:
+        return data
+    from vlmforge.data.ocr_prompt import json_with_words
+
+    return json_with_words(cfg, data)
 
 
 def split_conversations(cfg: ConversationSource, image_size: int) -> tuple[ConversationSet, ConversationSet]:
