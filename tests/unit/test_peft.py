@@ -22,7 +22,7 @@ from vlmforge.data.classification import (
 )
 from vlmforge.errors import UserError
 from vlmforge.models.peft.lora import target_pattern
-from vlmforge.models.peft.wise_ft import interpolate
+from vlmforge.models.peft.wise_ft import best_point, interpolate, mean_curve
 
 BASE = {"name": "t", "init_from": "runs/x", "data": {"kind": "digits"}}
 
@@ -132,6 +132,29 @@ def test_wise_ft_interpolation_ends() -> None:
     assert torch.equal(interpolate(zero, tuned, 0.0)["w"], zero["w"])
     assert torch.equal(interpolate(zero, tuned, 1.0)["w"], tuned["w"])
     assert torch.equal(interpolate(zero, tuned, 0.25)["w"], torch.tensor([0.5, 1.0, -0.5]))
+
+
+def test_wise_ft_alpha_from_the_mean_of_fold_curves() -> None:
+    first = [{"alpha": 0.0, "top1": 0.5}, {"alpha": 0.5, "top1": 0.7}, {"alpha": 1.0, "top1": 0.9}]
+    second = [{"alpha": 0.0, "top1": 0.5}, {"alpha": 0.5, "top1": 0.9}, {"alpha": 1.0, "top1": 0.6}]
+    mean = mean_curve([first, second])
+    assert [row["alpha"] for row in mean] == [0.0, 0.5, 1.0]
+    assert [row["top1"] for row in mean] == pytest.approx([0.5, 0.8, 0.75])
+    # each fold alone would pick another alpha than their mean does
+    assert (best_point(first)["alpha"], best_point(second)["alpha"], best_point(mean)["alpha"]) == (
+        1.0,
+        0.5,
+        0.5,
+    )
+    with pytest.raises(ValueError, match="same alphas"):
+        mean_curve([first, second[:2]])
+
+
+def test_wise_ft_best_point_ties_go_to_the_middle_then_the_smaller_alpha() -> None:
+    curve = [{"alpha": a, "top1": 0.8} for a in (0.0, 0.3, 0.7, 1.0)]
+    assert best_point(curve)["alpha"] == 0.3
+    assert best_point([*curve, {"alpha": 0.5, "top1": 0.8}])["alpha"] == 0.5
+    assert best_point([*curve, {"alpha": 0.9, "top1": 0.81}])["alpha"] == 0.9
 
 
 def _tiny_clip() -> torch.nn.Module:

@@ -177,7 +177,7 @@ def _wise_ft(
     run_dir: Path,
 ) -> dict[str, Any]:
     """Accuracy along WiSE-FT's line from the zero-shot to the finetuned weights (left finetuned)."""
-    from vlmforge.models.peft.wise_ft import interpolate, load_state, trainable_state
+    from vlmforge.models.peft.wise_ft import best_point, interpolate, load_state, trainable_state
     from vlmforge.training.classifier_fit import accuracy
 
     finetuned = trainable_state(classifier)
@@ -186,7 +186,7 @@ def _wise_ft(
         load_state(classifier, interpolate(zero_shot, finetuned, alpha))
         curve.append({"alpha": alpha, "top1": accuracy(classifier, test, batch, device)["top1"]})
     load_state(classifier, finetuned)
-    best = max(curve, key=lambda row: (row["top1"], -abs(row["alpha"] - 0.5)))
+    best = best_point(curve)
     plot = _plot_curve(curve, run_dir / "plots" / "wise_ft.png")
     return {
         "curve": curve,

@@ -44,3 +44,21 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in state.items():
             parameters[name].copy_(value)
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """The accuracy-vs-alpha curves of several folds averaged point by point (the same alphas in each)."""
+    alphas = [row["alpha"] for row in curves[0]]
+    if any([row["alpha"] for row in curve] != alphas for curve in curves):
+        raise ValueError("the curves must sweep the same alphas in the same order")
+    return [
+        {"alpha": alpha, "top1": sum(curve[i]["top1"] for curve in curves) / len(curves)}
+        for i, alpha in enumerate(alphas)
+    ]
+
+
+def best_point(curve: list[dict[str, float]]) -> dict[str, float]:
+    """The curve's highest-top-1 point; ties go to the alpha nearest 0.5, the fixed mix WiSE-FT uses when
+    nothing chooses one (Wortsman et al. 2022), then to the smaller alpha."""
+    # rounded: 0.7 - 0.5 is a hair under 0.5 - 0.3 in floating point, yet the two are equally far
+    return max(curve, key=lambda row: (row["top1"], -round(abs(row["alpha"] - 0.5), 9), -row["alpha"]))
