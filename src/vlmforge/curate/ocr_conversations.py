@@ -191,7 +191,7 @@ def write_ocr_conversations(
     """`vlmforge curate ocr-conversations`: EasyOCR (``reader`` replaces it) on every image of ``folder``,
     conversations from templates (``lm`` None) or the local causal LM in ``lm``, written to ``to``."""
     from vlmforge.config.curate_models import OcrDetector
-    from vlmforge.curate.textdetect import OcrReader, check_ocr
+    from vlmforge.ocr import OcrReader, check_ocr
 
     images = image_files(folder)
     if to.exists():

@@ -12,7 +12,8 @@ from vlmforge.curate.base import Resources, Step
 from vlmforge.curate.batch import Batch, Decision, Table, first_reason
 from vlmforge.curate.heuristics import STOP_WORDS, words
 from vlmforge.curate.scorers import Scorer
-from vlmforge.curate.textdetect import OcrReader, Read, check_east, check_ocr, mask_text, text_area
+from vlmforge.curate.textdetect import check_east, mask_text, text_area
+from vlmforge.ocr import OcrReader, Read, check_ocr
 
 
 # -------------------------------------------------------------------------------------------- shared

@@ -122,7 +122,7 @@ class CachedReader:
 
     def _read_and_store(self, key: str, rgb: np.ndarray) -> list[PixelRead]:
         if self._reader is None:
-            from vlmforge.curate.textdetect import OcrReader
+            from vlmforge.ocr import OcrReader
 
             self._reader = OcrReader(self.cfg.reader).read
         reads = self._reader(rgb)

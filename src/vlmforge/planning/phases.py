@@ -118,7 +118,7 @@ def phases(recipe: TrainingRecipe) -> list[Phase]:
 
 def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Phase:
     from vlmforge.data.in_context import split_stage_data
-    from vlmforge.models import llava, llava_qlora
+    from vlmforge.models import llava, llava_qlora, llava_synthetic
 
     cfg = recipe.model.without_pretrained()
     text = stage.data.mean_text_tokens or cfg.max_text_tokens
@@ -132,7 +132,7 @@ def _stage_phase(recipe: FinetuneRecipe, stage: FinetuneStage, vocab: int) -> Ph
         lambda device: llava.prepare_stage(
             llava.build_model(cfg, vocab, device=device), cfg, stage.trainable
         ),
-        lambda m, batch: llava.synthetic_loss(
+        lambda m, batch: llava_synthetic.synthetic_loss(
             cfg, m, batch, _device_of(m), vocab, text_tokens=text, images=images
         ),
         recipe.batch_plan(stage, samples),
@@ -198,7 +198,7 @@ def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
     import torch
 
     from vlmforge.data.preferences import split_preferences
-    from vlmforge.models import llava
+    from vlmforge.models import llava, llava_synthetic
 
     cfg = planned_model(recipe).without_pretrained().model_copy(update={"lora": recipe.lora})
     text = recipe.data.mean_text_tokens or cfg.max_text_tokens
@@ -223,11 +223,13 @@ def _align_phase(recipe: AlignRecipe, vocab: int) -> Phase:
     def loss(m: Any, batch: int) -> Any:
         device = _device_of(m)
         if recipe.method == "reward_model":  # the chosen and the rejected rows, no reference
-            return llava.synthetic_loss(cfg, m, 2 * batch, device, vocab, text_tokens=text)
+            return llava_synthetic.synthetic_loss(cfg, m, 2 * batch, device, vocab, text_tokens=text)
         if recipe.rloo is not None:
             k = recipe.rloo.samples_per_prompt
-            return llava.synthetic_rloo_loss(cfg, m, batch, device, vocab, text, samples_per_prompt=k)
-        return llava.synthetic_preference_loss(cfg, m, batch, device, vocab, text_tokens=text)
+            return llava_synthetic.synthetic_rloo_loss(
+                cfg, m, batch, device, vocab, text, samples_per_prompt=k
+            )
+        return llava_synthetic.synthetic_preference_loss(cfg, m, batch, device, vocab, text_tokens=text)
 
     replicated = recipe.method == "rloo"  # the recipe refuses FSDP and DeepSpeed for it
     return Phase(recipe.name, build, loss, recipe.batch_plan(samples), replicated=replicated)
