@@ -52,8 +52,8 @@ def test_anyres_stage_trains_from_the_cli_and_loads_in_transformers(tmp_path: Pa
 
     from PIL import Image
 
-    from vlmforge.data.tiling import anyres_tokens
     from vlmforge.interop.hf_llava import export
+    from vlmforge.tiling import anyres_tokens
 
     out = tmp_path / "export"
     out.mkdir()

@@ -13,7 +13,7 @@ from vlmforge.config.llava import LlavaModel
 from vlmforge.config.load import load_recipe
 from vlmforge.config.schema import DigitCanvases, FinetuneRecipe
 from vlmforge.config.shipped import find_recipe
-from vlmforge.data.tiling import anyres_tokens, best_resolution, crop_count, max_anyres_tokens
+from vlmforge.tiling import anyres_tokens, best_resolution, crop_count, max_anyres_tokens
 
 transformers = pytest.importorskip("transformers")
 

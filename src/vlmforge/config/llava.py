@@ -197,7 +197,7 @@ class LlavaModel(Section):
         if self.projector == "mapl":
             return self.mapper.queries
         if self.image_layout == "anyres":
-            from vlmforge.data.tiling import anyres_tokens
+            from vlmforge.tiling import anyres_tokens
 
             side = self.input_side
             return anyres_tokens(

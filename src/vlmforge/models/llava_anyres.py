@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vlmforge.config.llava import LlavaModel
-from vlmforge.data.tiling import crop_count
+from vlmforge.tiling import crop_count
 
 NEWLINE = "model.image_newline"  # trained with the projector, as LLaVA-NeXT's stage 1 does
 
